@@ -1,0 +1,1 @@
+"""IVR flows as TOML data: loader, validator, sans-IO interpreter, graph export."""
