@@ -40,7 +40,7 @@ test-fast: build
 bench: system-deps build
 	mkdir -p bench/results
 	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-json=bench/results/micro.json
-	$(PY) -m bench.report || true
+	$(PY) -m bench.report
 
 clean:
 	rm -rf build $(VENV) *.egg-info
