@@ -70,11 +70,13 @@ class LineMap:
             if header:
                 path = _split_key(header.group(2))
                 if header.group(1) == "[[":
-                    index = self._array_counts.get(path, 0)
-                    self._array_counts[path] = index + 1
-                    self._lines.setdefault(path, number)
-                    path = (*path, index)
-                table = self._resolve(path)
+                    base = self._resolve(path)
+                    index = self._array_counts.get(base, 0)
+                    self._array_counts[base] = index + 1
+                    self._lines.setdefault(base, number)
+                    table = (*base, index)
+                else:
+                    table = self._resolve(path)
                 self._lines.setdefault(table, number)
                 continue
             keyline = _KEYLINE.match(line)

@@ -526,8 +526,9 @@ def build_flow(doc: dict[str, Any], lines: LineMap, file: str, base_dir: pathlib
     meta_raw = doc.get("flow")
     if not isinstance(meta_raw, dict):
         c.error(("flow",), "missing [flow] table (it names the start node)")
-        meta_raw = {}
-    meta = _parse_keys(c, ("flow",), "[flow]", meta_raw, FLOW_KEYS)
+        meta = {key: spec.default for key, spec in FLOW_KEYS.items()}
+    else:
+        meta = _parse_keys(c, ("flow",), "[flow]", meta_raw, FLOW_KEYS)
     nodes_raw = doc.get("nodes")
     nodes: dict[str, Node] = {}
     if not isinstance(nodes_raw, dict) or not nodes_raw:
