@@ -281,8 +281,8 @@ type = "hangup"
         "flow.toml:16: node 't' (transfer): 'numbers' bad number '06-12' in '0611$06-12' "
         "(digits, optional leading +, '$' between)",
         "flow.toml:23: node 'l' (lookup): column 'country' not in 'rates.csv' (columns: code, rate)",
-        "flow.toml:28: node 'l2' (lookup): needs exactly one of 'csv' or 'table' (found both)",
-        "flow.toml:40: node 'de' (language): language 'de' is not in the flow's languages ['en', 'fr']",
+        "flow.toml:29: node 'l2' (lookup): needs exactly one of 'csv' or 'table' (found both)",
+        "flow.toml:41: node 'de' (language): language 'de' is not in the flow's languages ['en', 'fr']",
         "flow.toml:46: node 's' (set): variable 'x': bad expression 'import os': invalid syntax",
     ]
 
