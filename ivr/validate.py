@@ -227,6 +227,10 @@ def _rule_label(rule: dict[str, Any]) -> str:
     for key in ("if", "caller_in", "caller_prefix", "dialed_in", "time", "days", "holiday"):
         if key in rule and rule[key] is not MISSING and rule[key] is not None:
             raw = rule["_raw"][key]
+            if isinstance(raw, list):
+                raw = ", ".join(str(r) for r in raw)
+            elif isinstance(raw, bool):
+                raw = "true" if raw else "false"
             parts.append(f"{key} {raw}" if key != "if" else str(raw))
     return ", ".join(parts) or "always"
 
