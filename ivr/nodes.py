@@ -228,3 +228,36 @@ class Node:
 
     def __getitem__(self, key: str) -> Any:
         return self.params[key]
+
+
+def _default_text(spec: KeySpec) -> str:
+    if spec.required:
+        return "required"
+    value = spec.default
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if spec.kind == "prompts":
+        if not value:
+            return "none"
+        parts = []
+        for item in value:
+            key, text = next(iter(item.items()))
+            parts.append(f"{key}: {text}")
+        return "; ".join(parts).replace("|", "\\|")
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    if isinstance(value, dict | tuple) and not value:
+        return "none"
+    return f"`\"{value}\"`" if isinstance(value, str) else f"`{value}`"
+
+
+def key_table(keys: dict[str, KeySpec]) -> str:
+    """Markdown table of keys (docs/ivr.md embeds these; a test keeps them equal)."""
+    rows = ["| key | kind | default | meaning |", "|---|---|---|---|"]
+    for key, spec in keys.items():
+        if key in COMMON:
+            continue
+        rows.append(f"| `{key}` | {spec.kind} | {_default_text(spec)} | {spec.doc.replace('|', '/')} |")
+    return "\n".join(rows)
