@@ -121,6 +121,9 @@ class Interpreter:
         self.flow = flow
         self.call_id = call_id
         self.log = CallLogger(logger, {"call_id": call_id})
+        # Step logs are DEBUG; checking the level once per call keeps them
+        # free when off (a level change applies to calls started after it).
+        self._debug = logger.isEnabledFor(logging.DEBUG)
         self.phase = Phase.IDLE
         self.language = language or flow.language
         self.variables: dict[str, Any] = dict(variables or {})
@@ -171,7 +174,8 @@ class Interpreter:
         if self.phase is Phase.FINISHED:
             if etype is CallStarted:
                 raise IvrStateError(f"call {self.call_id}: CallStarted after the flow finished")
-            self.log.debug("flow finished; ignoring %s", event)
+            if self._debug:
+                self.log.debug("flow finished; ignoring %s", event)
             return []
         if etype is CallHungUp:
             self._on_hangup(event)  # type: ignore[arg-type]
@@ -186,7 +190,8 @@ class Interpreter:
                 self.variables[key] = value
             return self._out
         if self._stale(event):
-            self.log.debug("ignoring stale %s in phase %s", event, self.phase.value)
+            if self._debug:
+                self.log.debug("ignoring stale %s in phase %s", event, self.phase.value)
             return []
         method = TRANSITIONS[self.phase].get(etype)
         if method is None:
@@ -226,7 +231,8 @@ class Interpreter:
         self._play_id = self._next_id()
         self._play_barge_in = barge_in
         self._out.append(PlayPrompts(self._play_id, items, barge_in))
-        self.log.debug("play %d: %s", self._play_id, ", ".join(i.value for i in items))
+        if self._debug:
+            self.log.debug("play %d: %s", self._play_id, ", ".join(i.value for i in items))
         return True
 
     def _stop_playback(self) -> None:
@@ -290,7 +296,8 @@ class Interpreter:
             self._visit += 1
             self._attempts = 0
             self._digits = ""
-            self.log.debug("node %s (%s)", node.id, node.type)
+            if self._debug:
+                self.log.debug("node %s (%s)", node.id, node.type)
             node_id = getattr(self, f"_enter_{node.type}")(node)
 
     def _enter_goto(self, node: Node) -> str:
@@ -348,7 +355,8 @@ class Interpreter:
     def _enter_branch(self, node: Node) -> str:
         for rule in node["rules"]:
             if self._rule_matches(rule):
-                self.log.debug("branch %s: rule %r matched", node.id, rule["label"])
+                if self._debug:
+                    self.log.debug("branch %s: rule %r matched", node.id, rule["label"])
                 return rule["next"]
         return node["default"]
 
@@ -378,7 +386,8 @@ class Interpreter:
 
     # ------------------------------------------------------------- DTMF
     def _on_dtmf(self, digit: str) -> None:
-        self.log.debug("dtmf %s in phase %s", digit, self.phase.value)
+        if self._debug:
+            self.log.debug("dtmf %s in phase %s", digit, self.phase.value)
         if self.phase is Phase.INPUT:
             if self._play_id is not None and not self._play_barge_in:
                 self._buffer(digit)
@@ -399,9 +408,11 @@ class Interpreter:
                 self._leave_queue("caller_exit")
                 self._goto(exits[digit])
             else:
-                self.log.debug("digit %s ignored in queue", digit)
+                if self._debug:
+                    self.log.debug("digit %s ignored in queue", digit)
         elif self.phase is Phase.RECORDING:
-            self.log.debug("digit %s during recording (the recorder handles #)", digit)
+            if self._debug:
+                self.log.debug("digit %s during recording (the recorder handles #)", digit)
         else:
             self._buffer(digit)
 
@@ -541,7 +552,8 @@ class Interpreter:
                 return
             self._goto(node["on_failure"])
             return
-        self.log.debug("%s %s: %s, attempt %d of %d", node.type, node.id, kind, self._attempts, node["retries"])
+        if self._debug:
+            self.log.debug("%s %s: %s, attempt %d of %d", node.type, node.id, kind, self._attempts, node["retries"])
         extra = node["invalid_prompts"] if kind == "invalid" else node["timeout_prompts"]
         if node.type == "callback":
             prompts = node["enter_prompts"] if self._sub == "enter" else node["prompts"]
@@ -591,7 +603,8 @@ class Interpreter:
         self.phase = Phase.LOOKUP
         self._out.append(RequestLookup(self._request_id, source, table, node["column"], key, self.flow.tenant))
         self._start_timer("lookup", node["timeout_s"])
-        self.log.debug("lookup %s %s where %s = %r", source, table, node["column"], key)
+        if self._debug:
+            self.log.debug("lookup %s %s where %s = %r", source, table, node["column"], key)
 
     def _on_lookup_completed(self, event: LookupCompleted) -> None:
         node = self.node

@@ -709,13 +709,15 @@ def test_illegal_driving_raises_and_stale_events_are_ignored(menu_call):
         E.DtmfReceived("x")
 
 
-def test_every_log_line_names_the_call(menu_call, caplog):
+def test_every_log_line_names_the_call(flow_from, caplog):
     caplog.set_level(logging.DEBUG, logger="ivr.interpreter")
-    c = menu_call
+    c = Call(flow_from(MENU, PROMPTS))          # created after the level is set: step logs on
     c.start(); c.finish_prompt(); c.dtmf("2")
     lines = [r.getMessage() for r in caplog.records if r.name == "ivr.interpreter"]
     assert lines and all(line.startswith("[call-1] ") for line in lines)
-    assert any("caller chose 2" in line for line in lines)
+    assert "[call-1] node main (menu)" in lines
+    assert "[call-1] menu main: caller chose 2" in lines
+    assert "[call-1] flow flow finished: hangup at node support" in lines
 
 
 def test_call_data_attached_from_outside(menu_call):
