@@ -814,4 +814,9 @@ class Interpreter:
         self.log.info("caller hung up (%s) in phase %s", event.reason, self.phase.value)
         if self.phase is Phase.QUEUED:
             self._leave_queue("caller_hangup")
+        if self.phase is Phase.RECORDING:
+            # Hanging up is how most callers end a message: the engine's
+            # recorder keeps what was said; the flow ended in voicemail.
+            self._finish("voicemail")
+            return
         self._finish("caller_hangup")

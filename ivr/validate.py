@@ -261,7 +261,7 @@ def _build_node(c: _Collector, node_id: str, table: Any) -> Node | None:
     if node_type is None:
         c.error(path, f"node {node_id!r}: missing required key 'type'")
         return None
-    if node_type not in SCHEMAS:
+    if not isinstance(node_type, str) or node_type not in SCHEMAS:
         c.error((*path, "type"), f"node {node_id!r}: unknown node type {node_type!r}{_hint(str(node_type), list(SCHEMAS))}"
                 f"; known types: {', '.join(SCHEMAS)}")
         return None

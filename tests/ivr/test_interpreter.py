@@ -725,3 +725,13 @@ def test_call_data_attached_from_outside(menu_call):
     c.start()
     c.send(E.CallDataAttached({"crm_id": "C-77"}))
     assert c.ivr.call_data["crm_id"] == "C-77" and c.ivr.call_data["caller_number"] == "0611223344"
+
+
+def test_hangup_while_recording_counts_as_voicemail(flow_from):
+    c = Call(flow_from(QUEUE))
+    c.start()
+    c.fire("max_wait")
+    c.finish_prompt()
+    assert of(c.log, A.RecordVoicemail)
+    out = c.send(E.CallHungUp())
+    assert of(out, A.CancelTimer) and out[-1] == A.FlowFinished("voicemail", "vm")
