@@ -735,3 +735,24 @@ def test_hangup_while_recording_counts_as_voicemail(flow_from):
     assert of(c.log, A.RecordVoicemail)
     out = c.send(E.CallHungUp())
     assert of(out, A.CancelTimer) and out[-1] == A.FlowFinished("voicemail", "vm")
+
+
+def test_transition_table_is_complete_and_points_at_handlers():
+    from ivr.interpreter import TRANSITIONS, Interpreter, Phase
+    assert set(TRANSITIONS) == set(Phase)
+    for phase, table in TRANSITIONS.items():
+        for event_type, method in table.items():
+            assert issubclass(event_type, E.Event)
+            assert callable(getattr(Interpreter, method)), (phase, method)
+    assert TRANSITIONS[Phase.FINISHED] == {}
+    # every answer event is handled somewhere
+    handled = {t for table in TRANSITIONS.values() for t in table}
+    assert handled >= {E.CallStarted, E.PromptFinished, E.TimerFired, E.LookupCompleted, E.QueueUpdated,
+                       E.QueueAgentReady, E.QueueLeft, E.TransferCompleted, E.RecordingFinished}
+
+
+def test_every_node_type_has_an_entry_method():
+    from ivr.interpreter import Interpreter
+    from ivr.nodes import SCHEMAS
+    for node_type in SCHEMAS:
+        assert callable(getattr(Interpreter, f"_enter_{node_type}"))
