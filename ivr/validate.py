@@ -533,6 +533,9 @@ def build_flow(doc: dict[str, Any], lines: LineMap, file: str, base_dir: pathlib
         meta = {key: spec.default for key, spec in FLOW_KEYS.items()}
     else:
         meta = _parse_keys(c, ("flow",), "[flow]", meta_raw, FLOW_KEYS)
+        # a bad value was reported; go on checking with the default
+        meta = {k: (None if FLOW_KEYS[k].required else FLOW_KEYS[k].default) if v is MISSING else v
+                for k, v in meta.items()}
     nodes_raw = doc.get("nodes")
     nodes: dict[str, Node] = {}
     if not isinstance(nodes_raw, dict) or not nodes_raw:

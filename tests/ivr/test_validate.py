@@ -346,3 +346,19 @@ choices = { "1" = "x", '2' = "y" }
     assert lines.line("nodes", "a", "rules", 1, "choices", "2") == 15
     assert lines.line("nodes", "a", "rules", 1, "unknown") == 12
     assert lines.line("nowhere") == 1
+
+
+def test_bad_flow_values_are_reported_not_crashing(tmp_path):
+    assert problems(tmp_path, """[flow]
+start = 0
+prompt_dir = 1
+fallback_language = []
+languages = "en"
+
+[nodes.a]
+type = "hangup"
+""") == [
+        "flow.toml:2: [flow]: 'start' must be a string, not 0",
+        "flow.toml:3: [flow]: 'prompt_dir' must be a string, not 1",
+        "flow.toml:4: [flow]: 'fallback_language' must be a string, not a list",
+    ]
