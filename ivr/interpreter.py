@@ -360,9 +360,13 @@ class Interpreter:
                 return rule["next"]
         return node["default"]
 
-    def _enter_play(self, node: Node) -> None:
+    def _enter_play(self, node: Node) -> str | None:
         target = node["next"]
-        self._then_play(node["prompts"], node["barge_in"], lambda: self._goto(target))
+        if self._play(node["prompts"], node["barge_in"]):
+            self.phase = Phase.PLAYING
+            self._continuation = lambda: self._goto(target)
+            return None
+        return target  # nothing playable (files gone since load): go on, under the step guard
 
     def _enter_hangup(self, node: Node) -> None:
         reason = node["reason"]

@@ -756,3 +756,23 @@ def test_every_node_type_has_an_entry_method():
     from ivr.nodes import SCHEMAS
     for node_type in SCHEMAS:
         assert callable(getattr(Interpreter, f"_enter_{node_type}"))
+
+
+def test_prompt_files_removed_after_load_are_skipped_and_loops_guarded(flow_from, tmp_path, caplog):
+    flow = flow_from("""
+[flow]
+start = "a"
+[nodes.a]
+type = "play"
+prompts = ["welcome"]
+next = "b"
+[nodes.b]
+type = "play"
+prompts = ["welcome"]
+next = "a"
+""", ["welcome"])
+    flow.catalog._files.clear()                 # as if the files were deleted after loading
+    c = Call(flow)
+    out = c.start()
+    assert out[-2:] == [A.HangUp("flow_loop"), A.FlowFinished("flow_loop", "b")]
+    assert "prompt 'welcome' has no file for en or en; skipped" in caplog.text
