@@ -11,7 +11,7 @@ import pathlib
 import sys
 
 from ivr.errors import FlowError, IvrError, Problem
-from ivr.flow import check_flow, load_flow
+from ivr.flow import Flow, load_flow
 from ivr.graph import dot_available, render, to_dot
 
 
@@ -56,14 +56,36 @@ def flow_files(paths: list[str | pathlib.Path]) -> list[pathlib.Path]:
 
 def check(paths: list[str | pathlib.Path], prompt_root: str | pathlib.Path | None = None
           ) -> tuple[list[Problem], list[Problem]]:
-    """Validate flow files and directories; returns ``(errors, warnings)``, all of them."""
+    """Validate flow files and directories; returns ``(errors, warnings)``, all of them.
+
+    Besides each file's own checks, a ``transfer`` to another flow must name
+    a flow among those checked (by ``[flow] name``), and two files must not
+    share a flow name.
+    """
     errors: list[Problem] = []
     warnings: list[Problem] = []
+    flows: dict[str, Flow] = {}
     for path in flow_files(paths):
-        e, w = check_flow(path, prompt_root)
-        errors += e
-        warnings += w
-    return errors, warnings
+        try:
+            flow = load_flow(path, prompt_root)
+        except FlowError as exc:
+            errors += exc.problems
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(Problem(str(path), 1, f"cannot read flow file: {exc}"))
+            continue
+        warnings += flow.warnings
+        if flow.name in flows:
+            errors.append(Problem(flow.file, 1, f"flow name {flow.name!r} is also used by {flows[flow.name].file}"))
+        else:
+            flows[flow.name] = flow
+    for flow in flows.values():
+        for node in flow.nodes.values():
+            target = node.params.get("flow") if node.type == "transfer" else None
+            if isinstance(target, str) and "{" not in target and target not in flows:
+                errors.append(Problem(flow.file, node.line, f"node {node.id!r} (transfer): flow {target!r} is "
+                                      f"not among the checked flows ({', '.join(sorted(flows))})"))
+    return sorted(errors), sorted(warnings)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -56,3 +56,17 @@ def test_check_cli_exit_codes(tmp_path, capsys):
     bad = write_flow(tmp_path, '[flow]\nstart = "a"\n[nodes.a]\ntype = "hangup"\nfoo = 1\n')
     assert main(["check", str(EXAMPLES), str(bad)]) == 1
     assert capsys.readouterr().err.strip() == f"{bad}:5: node 'a' (hangup): unknown key 'foo'"
+
+
+def test_check_cross_flow_transfer_targets_and_duplicate_names(tmp_path):
+    from ivr.cli import check
+    (tmp_path / "a.toml").write_text('[flow]\nname = "front"\nstart = "t"\n\n[nodes.t]\ntype = "transfer"\n'
+                                     'flow = "billing"\non_failure = "bye"\n\n[nodes.bye]\ntype = "hangup"\n')
+    (tmp_path / "b.toml").write_text('[flow]\nname = "front"\nstart = "x"\n[nodes.x]\ntype = "hangup"\n')
+    errors, warnings = check([tmp_path])
+    assert [str(e) for e in errors] == [
+        f"{tmp_path}/a.toml:5: node 't' (transfer): flow 'billing' is not among the checked flows (front)",
+        f"{tmp_path}/b.toml:1: flow name 'front' is also used by {tmp_path}/a.toml",
+    ]
+    (tmp_path / "b.toml").write_text('[flow]\nname = "billing"\nstart = "x"\n[nodes.x]\ntype = "hangup"\n')
+    assert check([tmp_path]) == ([], [])
