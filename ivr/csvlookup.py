@@ -55,8 +55,8 @@ class CsvLookup:
         index = self._indexes.get((path, request.column))
         if index is None:
             index = {}
-            for row in rows:
-                index.setdefault((row.get(request.column) or "").strip(), row)
+            for each in rows:
+                index.setdefault((each.get(request.column) or "").strip(), each)
             self._indexes[(path, request.column)] = index
-        row = index.get(request.key.strip())
-        return LookupCompleted(request.request_id, dict(row) if row is not None else None)
+        found = index.get(request.key.strip())
+        return LookupCompleted(request.request_id, dict(found) if found is not None else None)

@@ -390,7 +390,7 @@ def _check_node(c: _Collector, node: Node, flow_languages: tuple[str, ...], base
 
 
 def _prompt_specs(node: Node) -> list[tuple[str, PromptSpec]]:
-    out = []
+    out: list[tuple[str, PromptSpec]] = []
     for key, spec in {**COMMON, **SCHEMAS[node.type]}.items():
         if spec.kind == "prompts" and isinstance(node.params.get(key), tuple):
             out.extend((key, s) for s in node.params[key])
@@ -584,7 +584,7 @@ def build_flow(doc: dict[str, Any], lines: LineMap, file: str, base_dir: pathlib
     shown_dir = str(prompt_root) if prompt_root is not None else prompt_dir_text
     _check_prompts(c, nodes, catalog, tuple(languages), fallback, shown_dir)
 
-    if c.problems:
+    if c.problems or not isinstance(start, str):
         return None, c.problems, c.warnings
     name = meta.get("name") or pathlib.Path(file).stem
     flow = Flow(name=name, file=file, start=start, nodes=nodes, languages=tuple(languages) or (fallback,),
