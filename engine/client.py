@@ -111,7 +111,7 @@ class ControlClient:
 
     # ------------------------------------------------------------ requests
 
-    async def request(self, op: str, **args: Any) -> Any:
+    async def request(self, op: str, /, **args: Any) -> Any:
         """Send one request and return its ``result``; raises :class:`ClientError` on ``ok: false``."""
         reply = await self.request_raw({"op": op, "args": args})
         if not reply.get("ok"):
@@ -131,7 +131,7 @@ class ControlClient:
                 raise ConnectionError("not connected")
         return await self._send(frame)
 
-    async def _call(self, op: str, **args: Any) -> Any:
+    async def _call(self, op: str, /, **args: Any) -> Any:
         # request() for the connect/reconnect sequence itself (no waiting).
         reply = await self._send({"op": op, "args": args})
         if not reply.get("ok"):

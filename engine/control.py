@@ -88,8 +88,13 @@ class Connection(asyncio.Protocol):
         self.session = Session(peer="")
         self.seq = 0
         self.subscriptions: dict[int, Subscription] = {}
-        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=self.cfg.max_frame_bytes,
+        # The buffer bound is a memory backstop; the exact frame limit is
+        # enforced in data_received from the unpacker's stream offsets.
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=self.cfg.max_frame_bytes + FEED_CHUNK,
                                           strict_map_key=False)
+        self._fed = 0  # bytes fed into the unpacker so far
+        self._frame_start = 0  # stream offset where the frame being decoded began
+        # (Unpacker.tell() advances inside a partial frame, so it is not that.)
         self._requests: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._write_paused = False
@@ -133,15 +138,23 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        limit = self.cfg.max_frame_bytes
         for start in range(0, len(data), FEED_CHUNK):
+            chunk = data[start:start + FEED_CHUNK]
             try:
-                self._unpacker.feed(data[start:start + FEED_CHUNK])
+                self._unpacker.feed(chunk)
             except msgpack.BufferFull:
-                self.close_with_error(FrameTooLarge(
-                    f"frame larger than {self.cfg.max_frame_bytes} bytes; closing"))
+                self._too_large()
                 return
+            self._fed += len(chunk)
             if not self._drain_frames():
                 return
+            if self._fed - self._frame_start > limit:  # a partial frame already past the limit
+                self._too_large()
+                return
+
+    def _too_large(self) -> None:
+        self.close_with_error(FrameTooLarge(f"frame larger than {self.cfg.max_frame_bytes} bytes; closing"))
 
     def _drain_frames(self) -> bool:
         while True:
@@ -151,7 +164,13 @@ class Connection(asyncio.Protocol):
                 return True
             except (msgpack.UnpackException, ValueError) as exc:
                 # FormatError, StackError, ExtraData, bad UTF-8: the stream is lost.
-                self.close_with_error(ProtocolViolation(f"undecodable msgpack data ({exc or type(exc).__name__}); closing"))
+                self.close_with_error(ProtocolViolation(
+                    f"undecodable msgpack data ({exc or type(exc).__name__}); closing"))
+                return False
+            end = self._unpacker.tell()
+            size, self._frame_start = end - self._frame_start, end
+            if size > self.cfg.max_frame_bytes:
+                self._too_large()
                 return False
             self._accept_frame(frame)
             if self.closing:
@@ -163,8 +182,8 @@ class Connection(asyncio.Protocol):
                 BadRequest(f"a request must be a map, got {type(frame).__name__}"))})
             return
         rid = frame.get("id")
-        if "id" not in frame or not isinstance(rid, _ID_TYPES) or isinstance(rid, bool):
-            self.reply(rid if isinstance(rid, _ID_TYPES) else None, {"ok": False, "error": error_reply(
+        if not isinstance(rid, _ID_TYPES) or isinstance(rid, bool):
+            self.reply(None, {"ok": False, "error": error_reply(
                 BadRequest("request has no 'id' (an integer or string)"))})
             return
         op = frame.get("op")

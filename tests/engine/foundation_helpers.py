@@ -173,7 +173,7 @@ class RawConn:
                 raise EOFError("connection closed")
             self.unpacker.feed(data)
 
-    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+    async def call(self, op: str, /, **args: Any) -> dict[str, Any]:
         self.next_id += 1
         rid = self.next_id
         self.send({"id": rid, "op": op, "args": args})
