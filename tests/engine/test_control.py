@@ -102,8 +102,7 @@ def test_arg_type_errors_after_auth(make_config: Any) -> None:
             assert r["error"] == {"code": "invalid_args",
                                   "message": "events.subscribe: argument 'events' must be array, got string"}
             r = await c.call("events.subscribe", events=["agent.*", 3])
-            assert r["error"]["message"] == "events.subscribe: argument events[2 - 1] must be string, got integer" \
-                or r["error"]["message"] == "events.subscribe: argument events[1] must be string, got integer"
+            assert r["error"]["message"] == "events.subscribe: argument events[1] must be string, got integer"
             r = await c.call("audit.query", limit="10")
             assert r["error"]["code"] == "invalid_args"
             r = await c.call("engine.log_level", level="LOUD")
