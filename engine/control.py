@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from engine.bus import BusEvent, Subscription
+from engine.bus import BusEvent, Subscription, pack_event
 from engine.config import ControlListener, ControlSection
 from engine.errors import BadRequest, EngineError, FrameTooLarge, ProtocolViolation, SlowConsumer, error_reply
 from engine.ops import OpContext, Session
@@ -64,17 +64,6 @@ _ID_TYPES = (int, str)
 
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
-
-
-_EVENT_HEAD = b"\x84" + pack("event")
-_SEQ_KEY = pack("seq")
-_TS_KEY = pack("ts")
-_DATA_KEY = pack("data")
-
-
-def pack_event(name: str, seq: int, ts: float, packed_data: bytes) -> bytes:
-    """An event frame from a payload packed once for all subscribers."""
-    return b"".join((_EVENT_HEAD, pack(name), _SEQ_KEY, pack(seq), _TS_KEY, pack(ts), _DATA_KEY, packed_data))
 
 
 class Connection(asyncio.Protocol):
@@ -224,7 +213,7 @@ class Connection(asyncio.Protocol):
         """Send one event to this connection only (errors, notices)."""
         self.seq += 1
         ts = time.time() if ts is None else ts
-        self._write(pack_event(name, self.seq, ts, pack(data)))
+        self._write(pack_event(name, self.seq, ts, data))
 
     def deliver(self, event: BusEvent) -> None:
         """Bus callback: filter by scope and subscriptions, number, write."""
@@ -238,7 +227,7 @@ class Connection(asyncio.Protocol):
         else:
             return
         self.seq += 1
-        self._write(pack_event(event.name, self.seq, event.ts, event.packed_data))
+        self._write(event.frame_head + msgpack.packb(self.seq) + event.frame_tail)
 
     def _write(self, frame: bytes) -> None:
         if self.closing or self.transport is None:
@@ -270,7 +259,7 @@ class Connection(asyncio.Protocol):
             err["code"] = code
         self.close_reason = err["code"]
         self.seq += 1
-        frame = pack_event("error", self.seq, time.time(), pack(err))
+        frame = pack_event("error", self.seq, time.time(), err)
         self._pending.clear()
         self.closing = True
         logger.warning("control connection %s (user %r) closed: %s: %s", self.session.peer,

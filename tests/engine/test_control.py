@@ -445,3 +445,39 @@ def test_client_error_and_reconnect_with_resubscribe(make_config: Any) -> None:
             assert (await client.request("ping"))["pong"]
             await client.close()
     run(main())
+
+
+def test_listener_allow_networks_refuses_other_peers(make_config: Any) -> None:
+    import dataclasses
+
+    cfg = make_config()
+    lst = dataclasses.replace(cfg.control.listen[0], allow_networks=("10.0.0.0/8",))
+    cfg = dataclasses.replace(cfg, control=dataclasses.replace(cfg.control, listen=(lst,)))
+
+    async def main() -> None:
+        async with running_engine(cfg) as engine:
+            c = await RawConn.open(engine)
+            frames = await c.closed()
+            assert [(f["event"], f["data"]["code"]) for f in frames] == [("error", "forbidden")]
+            assert frames[0]["data"]["message"] == "peer address not allowed"
+    run(main())
+
+
+def test_user_allow_networks(make_config: Any) -> None:
+    cfg = make_config()
+    import dataclasses
+
+    users = dict(cfg.users)
+    users["admin"] = dataclasses.replace(users["admin"], allow_networks=("192.0.2.0/24",))
+    cfg = dataclasses.replace(cfg, users=users)
+
+    async def main() -> None:
+        async with running_engine(cfg) as engine:
+            c = await RawConn.open(engine)
+            r = await c.call("auth", user="admin", password=PASSWORDS["admin"])
+            assert r["error"]["code"] == "unauthorized"  # right password, wrong network
+            c2 = await RawConn.open(engine, unix=True)
+            await c2.auth("admin")  # the Unix socket is guarded by file permissions
+            await c.close()
+            await c2.close()
+    run(main())
