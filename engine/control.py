@@ -92,6 +92,8 @@ class Connection(asyncio.Protocol):
         self.closing = False
         self.close_reason = ""
         self._lost = False
+        self._eof = False  # the client half-closed: answer what is queued, then close
+        self._busy = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -141,6 +143,14 @@ class Connection(asyncio.Protocol):
             if self._fed - self._frame_start > limit:  # a partial frame already past the limit
                 self._too_large()
                 return
+
+    def eof_received(self) -> bool:
+        # A client may send its requests and shut down its write side
+        # (`nc -N`): the replies still go out, then the connection closes.
+        self._eof = True
+        if self._requests.empty() and not self._busy:
+            self.close()
+        return True
 
     def _too_large(self) -> None:
         self.close_with_error(FrameTooLarge(f"frame larger than {self.cfg.max_frame_bytes} bytes; closing"))
@@ -199,10 +209,17 @@ class Connection(asyncio.Protocol):
                 if self.transport is not None and not self.closing:
                     self.transport.resume_reading()
             ctx = OpContext(engine=self.engine, session=self.session, connection=self, request_id=frame["id"])
-            reply = await registry.dispatch(ctx, frame["op"], frame.get("args"))
+            self._busy = True
+            try:
+                reply = await registry.dispatch(ctx, frame["op"], frame.get("args"))
+            finally:
+                self._busy = False
             if self.closing:
                 return
             self.reply(frame["id"], reply)
+            if self._eof and self._requests.empty():
+                self.close()
+                return
 
     # ------------------------------------------------------------ writing
 

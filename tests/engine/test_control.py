@@ -481,3 +481,15 @@ def test_user_allow_networks(make_config: Any) -> None:
             await c.close()
             await c2.close()
     run(main())
+
+
+def test_half_closed_client_still_gets_its_replies(make_config: Any) -> None:
+    async def main() -> None:
+        async with running_engine(make_config()) as engine:
+            c = await RawConn.open(engine, unix=True)
+            c.send({"id": 1, "op": "auth", "args": {"user": "admin", "password": PASSWORDS["admin"]}})
+            c.send({"id": 2, "op": "engine.status"})
+            c.writer.write_eof()
+            frames = await c.closed()
+            assert [(f["id"], f["ok"]) for f in frames] == [(1, True), (2, True)]
+    run(main())
