@@ -493,3 +493,16 @@ def test_half_closed_client_still_gets_its_replies(make_config: Any) -> None:
             frames = await c.closed()
             assert [(f["id"], f["ok"]) for f in frames] == [(1, True), (2, True)]
     run(main())
+
+
+def test_thousand_pipelined_requests_answered_in_order(make_config: Any) -> None:
+    async def main() -> None:
+        async with running_engine(make_config()) as engine:
+            c = await RawConn.open(engine)
+            # far beyond max_pending_requests (64): the engine stops reading, then resumes
+            c.send_bytes(b"".join(msgpack.packb({"id": i, "op": "ping", "args": {"data": i}}) for i in range(1000)))
+            replies = [await c.frame() for _ in range(1000)]
+            assert [r["id"] for r in replies] == list(range(1000))
+            assert all(r["result"]["data"] == r["id"] for r in replies)
+            await c.close()
+    run(main())
