@@ -50,6 +50,7 @@ import msgpack
 from engine.bus import BusEvent, Subscription, pack_event
 from engine.config import ControlListener, ControlSection
 from engine.errors import BadRequest, EngineError, Forbidden, FrameTooLarge, ProtocolViolation, SlowConsumer, error_reply
+from engine.events import EngineStopping
 from engine.ops import OpContext, Session
 
 if TYPE_CHECKING:
@@ -372,7 +373,8 @@ class ControlServer:
         self.stop_accepting()
         for conn in list(self.connections):
             if conn.transport is not None and not conn.closing:
-                conn.send_event("engine.stopping", {"reason": "shutdown"})
+                stopping = EngineStopping(reason="shutdown")
+                conn.send_event(stopping.NAME, stopping.data())
                 conn.close()
         if self._server is not None:
             await self._server.wait_closed()
