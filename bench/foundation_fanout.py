@@ -6,7 +6,7 @@ Starts an engine in-process (temporary store, TCP on 127.0.0.1:0), connects
 N clients (raw msgpack over asyncio streams in the same process), subscribes
 them, publishes M events as fast as the bus accepts them, and measures how
 long until every client has received every event.  Bounded: at most 1,000
-clients and 2,000 events.  ``--loop both`` (the default) runs the same load
+clients, 2,000 events and 8 client processes (``--procs``).  ``--loop both`` (the default) runs the same load
 on the stdlib asyncio loop as the same-run baseline, then on uvloop.
 Writes bench/results/foundation_fanout.json.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import pathlib
 import tempfile
@@ -53,7 +54,20 @@ async def client(host: str, port: int, n_events: int, ready: asyncio.Event, done
     writer.close()
 
 
-async def run(n_clients: int, n_events: int, payload: int) -> dict:
+def client_process(host: str, port: int, n_clients: int, n_events: int, out: "multiprocessing.Queue[object]") -> None:
+    """N clients in a separate process: reports "ready", then the wall time when all events arrived."""
+    async def go() -> None:
+        done: list[float] = []
+        readies = [asyncio.Event() for _ in range(n_clients)]
+        tasks = [asyncio.create_task(client(host, port, n_events, r, done)) for r in readies]
+        await asyncio.gather(*(r.wait() for r in readies))
+        out.put("ready")
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        out.put(time.time())
+    asyncio.run(go())
+
+
+async def run(n_clients: int, n_events: int, payload: int, procs: int = 0) -> dict:
     d = tempfile.mkdtemp(prefix="ctibench")
     text = f"""
 [store]
@@ -70,23 +84,42 @@ role = "admin"
     await engine.start()
     try:
         host, port = engine.control_servers[0].address
+        loop = asyncio.get_running_loop()
         done: list[float] = []
-        readies = [asyncio.Event() for _ in range(n_clients)]
-        tasks = [asyncio.create_task(client(host, port, n_events, r, done)) for r in readies]
-        await asyncio.gather(*(r.wait() for r in readies))
         body = {"blob": "x" * payload}
+        if procs:
+            ctx = multiprocessing.get_context("spawn")
+            queue = ctx.Queue()
+            workers = [ctx.Process(target=client_process, args=(host, port, n_clients // procs, n_events, queue))
+                       for _ in range(procs)]
+            for w in workers:
+                w.start()
+            for _ in workers:
+                assert await loop.run_in_executor(None, queue.get, True, 120) == "ready"
+        else:
+            readies = [asyncio.Event() for _ in range(n_clients)]
+            tasks = [asyncio.create_task(client(host, port, n_events, r, done)) for r in readies]
+            await asyncio.gather(*(r.wait() for r in readies))
         start = time.perf_counter()
+        wall_start = time.time()
         for i in range(n_events):
             engine.bus.publish("bench.tick", body | {"i": i})
             if i % 10 == 9:
                 await asyncio.sleep(0)  # let the loop write and the clients read
         publish_s = time.perf_counter() - start
-        await asyncio.wait_for(asyncio.gather(*tasks), 120)
-        total_s = max(done) - start
+        if procs:
+            ends = [await loop.run_in_executor(None, queue.get, True, 120) for _ in workers]
+            for w in workers:
+                w.join(10)
+            total_s = max(ends) - wall_start  # type: ignore[operator]
+            n_clients = (n_clients // procs) * procs
+        else:
+            await asyncio.wait_for(asyncio.gather(*tasks), 120)
+            total_s = max(done) - start
     finally:
         await engine.stop()
     deliveries = n_clients * n_events
-    return {"date": time.strftime("%Y-%m-%d"), "clients": n_clients, "events": n_events,
+    return {"date": time.strftime("%Y-%m-%d"), "clients": n_clients, "client_processes": procs, "events": n_events,
             "payload_bytes": payload, "deliveries": deliveries, "publish_s": round(publish_s, 4),
             "total_s": round(total_s, 4), "deliveries_per_s": round(deliveries / total_s),
             "loop": type(asyncio.get_running_loop()).__module__, "cpus": os.cpu_count(),
@@ -99,6 +132,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200)
     ap.add_argument("--payload", type=int, default=200)
     ap.add_argument("--loop", choices=("uvloop", "asyncio", "both"), default="both")
+    ap.add_argument("--procs", type=int, default=0,
+                    help="run the clients in this many separate processes (0: in the engine's process)")
     args = ap.parse_args()
     n_clients, n_events = min(args.clients, 1000), min(args.events, 2000)
     results = []
@@ -107,7 +142,7 @@ def main() -> None:
             install_event_loop_policy()
         else:
             asyncio.set_event_loop_policy(None)
-        results.append(asyncio.run(run(n_clients, n_events, args.payload)))
+        results.append(asyncio.run(run(n_clients, n_events, args.payload, min(args.procs, 8))))
     if len(results) == 2:
         results[1]["ratio_vs_asyncio"] = round(results[1]["deliveries_per_s"] / results[0]["deliveries_per_s"], 2)
     RESULTS.mkdir(exist_ok=True)
