@@ -292,8 +292,6 @@ async def serve(engine: Engine, stop_event: asyncio.Event | None = None) -> None
             pass
     try:
         await engine.start()
-        for addr in engine.control_addresses():
-            logger.info("control: %s", addr if isinstance(addr, str) else f"{addr[0]}:{addr[1]}")
         await stop_event.wait()
     finally:
         await engine.stop()
