@@ -3,7 +3,7 @@
 Subcommands: ``run CONFIG`` (start the engine), ``check CONFIG`` (validate,
 exit 2 on errors), ``ctl OP key=value ...`` (one control-socket request,
 JSON out), ``passwd`` (print a scrypt hash for a config file), ``version``.
-Later issues add ``bench``, ``ivr draw``, ``report`` through
+Later issues add ``bench``, ``report`` through
 :data:`SUBCOMMANDS` (name → (configure parser, run)).
 
 Exit status: 0 success, 1 runtime failure (cannot bind, ``ctl`` error
@@ -54,8 +54,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         print(f"{args.config}: {len(exc.errors)} error(s)", file=sys.stderr)
         return EXIT_USAGE
+    # The flows a config names are part of it: validate them the same way
+    # (file:line: reason, all at once) so `check` fails before `run` would.
+    from ivr.cli import check as check_flows
+
+    flow_paths = [cfg.resolve_path(f.path) for f in cfg.flows.values()]
+    errors, warnings = check_flows(flow_paths) if flow_paths else ([], [])
+    for w in warnings:
+        print(f"{w} (warning)", file=sys.stderr)
+    for e in errors:
+        print(e, file=sys.stderr)
+    if errors:
+        print(f"{args.config}: {len(errors)} error(s) in IVR flows", file=sys.stderr)
+        return EXIT_USAGE
     print(f"{args.config}: OK: {cfg.summary()}")
     return EXIT_OK
+
+
+def _cmd_ivr(args: argparse.Namespace) -> int:
+    from ivr.cli import run as run_ivr
+
+    return run_ivr(args)
 
 
 def _cmd_passwd(args: argparse.Namespace) -> int:
@@ -176,6 +195,12 @@ def _configure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("op", help="operation name, e.g. engine.status")
     p.add_argument("args", nargs="*", help="key=value arguments (values parsed as JSON when possible)")
     p.set_defaults(func=_cmd_ctl)
+
+    from ivr.cli import add_arguments as add_ivr_arguments
+
+    p = sub.add_parser("ivr", help="IVR flow tools: draw a flow as a graph, check flows")
+    add_ivr_arguments(p)
+    p.set_defaults(func=_cmd_ivr)
 
 
 # Later issues register more subcommands here: name -> configure(subparsers).
