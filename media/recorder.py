@@ -150,12 +150,15 @@ class _WavWriter:
         riff_size = 4 + len(header) + 8 + self.data_bytes
         self.header_len = 12 + len(header) + 8
         self.f.seek(0)
+        self._at_end = False
         self.f.write(b"RIFF" + struct.pack("<I", riff_size) + b"WAVE" + header + b"data" + struct.pack("<I", self.data_bytes))
 
     def write(self, samples: np.ndarray) -> None:
         """``samples``: int16, (n,) mono or (n, 2) stereo."""
         data = ulaw_encode(samples).tobytes() if self.ulaw else samples.astype("<i2", copy=False).tobytes()
-        self.f.seek(self.header_len + self.data_bytes)
+        if not self._at_end:  # a seek flushes the buffer: only after a header rewrite
+            self.f.seek(self.header_len + self.data_bytes)
+            self._at_end = True
         self.f.write(data)
         self.data_bytes += len(data)
         self._since_update += samples.shape[0]
@@ -172,6 +175,7 @@ class _WavWriter:
             # RIFF chunks are word aligned: pad byte after an odd-sized data chunk.
             self.f.seek(self.header_len + self.data_bytes)
             self.f.write(b"\0")
+            self._at_end = False
         self._write_header()
         self.f.close()
 
