@@ -217,7 +217,8 @@ class JitterBuffer:
                          sequence_number)
             return
         ts = self._unwrap(timestamp)
-        if self._state is _State.PLAYING and 0 <= ts - self._playout <= self.max_depth and pcm.size == self.frame_samples:
+        if (self._state is _State.PLAYING and not marker and pcm.size == self.frame_samples
+                and 0 <= ts - self._playout <= self.max_depth):
             # Fast path: one in-window frame while playing (almost every packet).
             self.stats.received += 1
             self._update_jitter(ts, now)
