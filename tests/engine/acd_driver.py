@@ -242,9 +242,30 @@ class Driver:
     def min_tier(self, agent: int, q: int) -> int:
         return self.sc.configs[q].min_tier(self.skills[agent], self.groups[agent])
 
+    def compare_queries(self) -> None:
+        """Every query answers the same in every implementation."""
+        ref = self.ref
+        for acd in self.acds[1:]:
+            for q in range(self.sc.queues):
+                assert acd.waiting_callers(q) == ref.waiting_callers(q)
+                assert acd.free_agents(q) == ref.free_agents(q)
+                assert acd.queue_length(q) == ref.queue_length(q)
+                assert acd.average_handle_time_s(q) == ref.average_handle_time_s(q)
+            for cid in self.callers:
+                assert acd.caller_info(cid) == ref.caller_info(cid)
+                assert acd.offered_agents(cid) == ref.offered_agents(cid)
+                assert acd.position(cid) == ref.position(cid)
+                assert acd.expected_wait_s(cid) == ref.expected_wait_s(cid)
+            for a in range(self.sc.agents):
+                assert acd.agent_state(a) == ref.agent_state(a)
+                if ref.agent_state(a) != S.LOGGED_OUT:
+                    assert acd.agent_stats(a) == ref.agent_stats(a)
+
     def verify(self, agent_event: int | None) -> None:
         for acd in self.acds[1:]:
             assert acd.next_deadline() == self.ref.next_deadline()
+        if len(self.acds) > 1 and self.events % 7 == 0:
+            self.compare_queries()
         if not self.check:
             return
         acd = self.ref
