@@ -19,7 +19,7 @@ from libc.string cimport memmove, memset
 from libc.stdint cimport int64_t, uint64_t
 
 from engine.acd_types import (
-    AgentState, AgentTrigger, AcdConfigError, AcdStateError, QueueConfig, Reason, Strategy,
+    AgentState, AgentTrigger, AcdConfigError, AcdStateError, QueueConfig, QueueIndex, Reason, Strategy,
     TRANSITION_ARRAY, N_TRIGGERS, MAX_PRIORITY, PRIORITY_LEVELS as _PL, check_id, check_skills,
 )
 
@@ -300,6 +300,7 @@ cdef class Acd:
     cdef dict skills        # agent id -> dict skill -> level
     cdef dict groups        # agent id -> frozenset
     cdef dict members       # queue id -> {agent: tier}
+    cdef object index       # QueueIndex
 
     def __cinit__(self, uint64_t seed=0):
         self.rng = seed
@@ -310,6 +311,7 @@ cdef class Acd:
         self.skills = {}
         self.groups = {}
         self.members = {}
+        self.index = QueueIndex()
 
     def __init__(self, seed=0):
         pass
@@ -427,6 +429,7 @@ cdef class Acd:
         q.handle_times = <double*>calloc(q.window, sizeof(double))
         q.rr_last = -1
         self.cfgs[qid] = config
+        self.index.add(qid, config)
         members = {}
         self.members[qid] = members
         cdef AgentRec* a
@@ -466,7 +469,7 @@ cdef class Acd:
     cdef int _attach(self, int aid) except -1:
         sk = self.skills[aid]
         gr = self.groups[aid]
-        for qid in sorted(self.cfgs):
+        for qid in self.index.candidates(sk):
             cfg = self.cfgs[qid]
             tier = cfg.min_tier(sk, gr)
             if tier >= 0:

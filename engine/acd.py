@@ -92,6 +92,7 @@ from engine.acd_types import (
     AgentTrigger,
     DecisionKind,
     QueueConfig,
+    QueueIndex,
     Reason,
     Strategy,
     check_id,
@@ -227,6 +228,7 @@ class PyAcd:
         self._agents: dict[int, _Agent] = {}
         self._queues: dict[int, _Queue] = {}
         self._callers: dict[int, _Caller] = {}
+        self._index = QueueIndex()
         self._timers: list[tuple[float, int, int, int]] = []  # (t, seq, ver, caller)
         self._seq = 0
         self._ver = 0
@@ -248,6 +250,7 @@ class PyAcd:
             raise AcdConfigError(f"queue {queue} overflows to itself")
         q = _Queue(queue, config)
         self._queues[queue] = q
+        self._index.add(queue, config)
         for aid in sorted(self._agents):
             a = self._agents[aid]
             tier = config.min_tier(a.skills, a.groups)
@@ -566,7 +569,7 @@ class PyAcd:
         return old
 
     def _attach(self, a: _Agent) -> None:
-        for qid in sorted(self._queues):
+        for qid in self._index.candidates(a.skills):
             q = self._queues[qid]
             tier = q.cfg.min_tier(a.skills, a.groups)
             if tier >= 0:

@@ -330,3 +330,29 @@ class QueueConfig:
         """Skill score for ``best_skill``/``weighted``: the sum of the
         agent's levels over the skills named by the first tier."""
         return sum(skills.get(s, 0) for s, _ in self.tiers[0].skills)
+
+
+class QueueIndex:
+    """Which queues could admit an agent, by skill: a queue is a candidate
+    when one of its tiers needs only skills the agent has (or none at all).
+    Keeps login and skill changes at O(queues touching the agent's skills)
+    instead of O(all queues) — with 500 queues and 10,000 agents that is
+    the difference between milliseconds and seconds."""
+
+    def __init__(self) -> None:
+        self._by_skill: dict[int, set[int]] = {}
+        self._open: set[int] = set()
+
+    def add(self, queue: int, config: QueueConfig) -> None:
+        for tier in config.tiers:
+            if not tier.skills:
+                self._open.add(queue)
+            for skill, _ in tier.skills:
+                self._by_skill.setdefault(skill, set()).add(queue)
+
+    def candidates(self, skills: dict[int, int]) -> list[int]:
+        """Sorted ids of queues that might admit an agent with ``skills``."""
+        found = set(self._open)
+        for skill in skills:
+            found.update(self._by_skill.get(skill, ()))
+        return sorted(found)
