@@ -249,6 +249,7 @@ cdef struct QueueRec:
     double default_aht
     int window
     IVec fifo[NLEVELS]    # caller slots sorted by seq
+    int waiting           # callers in the fifos
     int count
     HVec* heaps
     IVec* ordered
@@ -969,6 +970,8 @@ cdef class Acd:
                 best = slot
         for i in range(a.n_memb):
             q = &self.qs[a.memb_queue[i]]
+            if q.waiting == 0:
+                continue
             m = a.memb_tier[i]
             for lv in range(NLEVELS):
                 f = &q.fifo[lv]
@@ -1220,6 +1223,7 @@ cdef class Acd:
         cdef CallerRec* c = &self.cs[slot]
         cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
         ivec_insert(f, self._fifo_find(f, c.seq), slot)
+        self.qs[c.queue].waiting += 1
         return 0
 
     cdef int _fifo_find(self, IVec* f, int64_t seq) noexcept:
@@ -1236,6 +1240,7 @@ cdef class Acd:
         cdef CallerRec* c = &self.cs[slot]
         cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
         ivec_delete(f, self._fifo_find(f, c.seq))
+        self.qs[c.queue].waiting -= 1
 
     cdef int _detach_caller(self, int slot, IVec* released) except -1:
         cdef CallerRec* c = &self.cs[slot]

@@ -171,7 +171,7 @@ class _Caller:
 class _Queue:
     __slots__ = (
         "id", "cfg", "strategy", "thresholds", "score_skills", "fifo_seq", "fifo_callers",
-        "count", "members", "free", "live", "rr_last", "handle_times", "handle_pos",
+        "waiting", "count", "members", "free", "live", "rr_last", "handle_times", "handle_pos",
     )
 
     def __init__(self, queue: int, cfg: QueueConfig) -> None:
@@ -182,6 +182,7 @@ class _Queue:
         n = len(cfg.tiers)
         self.fifo_seq: list[list[int]] = [[] for _ in range(PRIORITY_LEVELS)]
         self.fifo_callers: list[list[_Caller]] = [[] for _ in range(PRIORITY_LEVELS)]
+        self.waiting = 0  # callers in the FIFOs
         self.count = 0  # callers held: waiting, sticky or offered
         self.members: dict[int, int] = {}  # agent id -> min tier
         # per tier: heap of (k1, k2, agent, epoch) or sorted list of agent keys
@@ -651,6 +652,8 @@ class PyAcd:
                 best = c
         aid = a.id
         for q, m in a.memberships:
+            if not q.waiting:
+                continue
             for level in range(PRIORITY_LEVELS):
                 for c in q.fifo_callers[level]:
                     if c.tier < m:
@@ -837,12 +840,14 @@ class PyAcd:
         i = bisect_left(seqs, c.seq)
         seqs.insert(i, c.seq)
         c.queue.fifo_callers[c.priority].insert(i, c)
+        c.queue.waiting += 1
 
     def _fifo_remove(self, c: _Caller) -> None:
         seqs = c.queue.fifo_seq[c.priority]
         i = bisect_left(seqs, c.seq)
         del seqs[i]
         del c.queue.fifo_callers[c.priority][i]
+        c.queue.waiting -= 1
 
     def _detach_caller(self, c: _Caller) -> list[_Agent]:
         """Take ``c`` out of wherever it is; returns agents whose offers were
