@@ -627,8 +627,8 @@ cdef class Acd:
     # -------------------------------------------------------------- caller side
     def enqueue(self, caller, queue, double now, priority=0, sticky_agent=-1, double sticky_s=0.0):
         cdef int qid = self._queue(queue)
-        if not isinstance(caller, int) or isinstance(caller, bool):
-            raise AcdStateError(f"caller id must be an int, got {caller!r}")
+        if not isinstance(caller, int) or isinstance(caller, bool) or not -(1 << 63) <= caller < (1 << 63):
+            raise AcdStateError(f"caller id must be a 64-bit int, got {caller!r}")
         if not 0 <= priority <= MAX_PRIORITY:
             raise AcdConfigError(f"caller {caller} priority must be in 0..{MAX_PRIORITY}, got {priority}")
         if not sticky_s >= 0:
