@@ -161,7 +161,7 @@ class Driver:
                 self.sticky[cid] = sticky_agent
             out = self.apply("enqueue", cid, q, now, priority=prio, sticky_agent=sticky_agent, sticky_s=sticky_s)
             mine = [d for d in out if d[0] == D.OFFER and d[1] == cid]
-            if self.check and len(mine) == 1 and sticky_agent < 0:
+            if self.check and mine and sticky_agent < 0:
                 self._check_strategy_choice(cid, q, mine[0][2])
             if cid in self.callers and cid not in self.offers and self.ref.caller_info(cid)[1] != 1:
                 self.sticky.pop(cid, None)
@@ -353,9 +353,15 @@ class Driver:
         among the free agents it may take (computed independently here;
         random, ring_all and round_robin are covered by unit tests)."""
         cfg = self.sc.configs[q]
-        if cfg.strategy in (Strategy.RANDOM, Strategy.RING_ALL, Strategy.ROUND_ROBIN):
-            return
         tier = self.ref.caller_info(cid)[3]
+        if cfg.strategy == Strategy.RING_ALL:  # every candidate rings
+            for a in self.agents_in(S.READY):
+                assert not (0 <= self.min_tier(a, q) <= tier and a not in self.excluded[cid]), (
+                    f"ring_all queue {q}: agent {a} free but not rung for {cid}"
+                )
+            return
+        if cfg.strategy in (Strategy.RANDOM, Strategy.ROUND_ROBIN):
+            return
         best = self.strategy_key(q, chosen)
         for a in self.agents_in(S.READY):
             if 0 <= self.min_tier(a, q) <= tier and a not in self.excluded[cid]:
