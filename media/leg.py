@@ -87,6 +87,12 @@ class Leg:
     remote_report: RtcpReportBlock | None = None
     """The last report block the remote sent about our stream (its view of loss/jitter)."""
     rtcp_sent: int = 0
+    rtcp_mux: bool = False
+    """RTCP goes to the RTP port (SDP ``a=rtcp-mux``, RFC 5761) instead of port + 1."""
+    last_sr: tuple[int, float] | None = None
+    """LSR of the remote's last SR and when it arrived (for our report blocks)."""
+    dtmf_event_ts: int = 0
+    """RTP timestamp of the RFC 4733 event being sent (§2.5.1.2: constant per event)."""
     malformed: int = 0
     """Packets dropped as unparsable or with an unnegotiated payload type."""
     log: logging.LoggerAdapter = None  # type: ignore[assignment]
