@@ -69,6 +69,7 @@ from media.errors import LocalMediaError, MediaError, RemoteMediaError
 from media.events import DtmfReceived, MediaEvent, PlaybackFinished, RecordingFailed, RtpTimedOut
 from media.leg import SUPPORTED_CODECS, Direction, Leg
 from media.mixer import MixPlan, compile_plan, mix
+from media.player import Source
 from media.ports import PortAllocator
 from media.room import HearSet, MemberKind, Room, apply_hear_set
 from media.rtp import (
@@ -83,7 +84,7 @@ from media.rtp import (
     parse_rtcp,
 )
 
-__all__ = ["MediaEngine", "MediaConfig", "LegStatistics", "FrameSource", "FrameSink"]
+__all__ = ["MediaEngine", "MediaConfig", "LegStatistics", "FrameSink"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +93,6 @@ PACKET = 12 + FRAME
 _NONE = np.int64(-(1 << 62))
 _SEQ_BASE = 1 << 32  # extended sequence numbers start here, so they stay positive
 _KEEP: Any = object()
-
-
-class FrameSource(Protocol):
-    """What ``play()`` accepts: a player yielding 20 ms frames at 8 kHz."""
-
-    def read_frame(self) -> np.ndarray | None:
-        """The next ``int16[160]`` frame, or None when finished."""
 
 
 class FrameSink(Protocol):
@@ -541,13 +535,13 @@ class MediaEngine:
 
     # -- players and recorders ------------------------------------------------------
 
-    def play(self, source: FrameSource, *, leg_id: str | None = None, room_id: str | None = None,
+    def play(self, source: Source, *, leg_id: str | None = None, room_id: str | None = None,
              player_id: str | None = None, heard_by: Iterable[str] | None = None) -> str:
         """Attach a frame source to a leg (it hears it on top of its room) or to a room (a member).
 
         Args:
-            source: an object with ``read_frame() -> int16[160] | None``
-                (:mod:`media.player`'s players).
+            source: a :class:`media.player.Source` (``read() -> int16[160] |
+                None``, ``stop()``): prompts, tones, music on hold, TTS, playlists.
             leg_id: play to this leg only.
             room_id: join the room as a speaking member instead; ``heard_by``
                 limits who hears it (music on hold: the caller).
@@ -558,8 +552,8 @@ class MediaEngine:
         """
         if (leg_id is None) == (room_id is None):
             raise LocalMediaError("play() needs exactly one of leg_id and room_id")
-        if not callable(getattr(source, "read_frame", None)):
-            raise LocalMediaError(f"play() source {source!r} has no read_frame()")
+        if not callable(getattr(source, "read", None)):
+            raise LocalMediaError(f"play() source {source!r} has no read()")
         if player_id is None:
             self._player_seq += 1
             player_id = f"player-{self._player_seq}"
@@ -586,6 +580,8 @@ class MediaEngine:
     def _finish_player(self, p: _Player, reason: str, in_room: bool = True) -> None:
         if self.players.pop(p.player_id, None) is None:
             return
+        if reason == "stopped" and callable(getattr(p.source, "stop", None)):
+            p.source.stop()
         self._free_player_slots.append(p.slot)
         if in_room and p.room_id is not None and p.room_id in self.rooms and p.player_id in self.rooms[p.room_id].members:
             self.rooms[p.room_id].leave(p.player_id)
@@ -765,8 +761,15 @@ class MediaEngine:
         for i in np.flatnonzero(~fast):
             self._slow_packet(int(slots[i]), bytes(d[i, : buf.lengths[i]]), now)
 
-    def _insert(self, slots: np.ndarray, seq16: np.ndarray, ts: np.ndarray, payload: np.ndarray, now: float) -> None:
-        """Store G.711 frames in the playout rings and update RFC 3550 A.1/A.3/A.8 figures."""
+    def _insert(self, slots: np.ndarray, seq16: np.ndarray, ts: np.ndarray, payload: np.ndarray | None,
+                now: float) -> None:
+        """Store G.711 frames in the playout rings and update RFC 3550 A.1/A.3/A.8 figures.
+
+        ``payload=None`` accounts packets of the stream that carry no audio
+        (RFC 4733 events, comfort noise): they use sequence numbers, so they
+        count as received, but they are not played and their timestamps do
+        not enter the jitter estimate.
+        """
         ref = self._max_seq[slots]
         unset = ref == _NONE
         if unset.any():
@@ -780,14 +783,16 @@ class MediaEngine:
         late = (ext < self._next_play[slots]) & (self._next_play[slots] != _NONE)
         if late.any():
             np.add.at(self._late, slots[late], 1)
-        pos = ext % self.config.playout_slots
-        ok = ~late
-        self._jb_codes[slots[ok], pos[ok]] = payload[ok]
-        self._jb_seq[slots[ok], pos[ok]] = ext[ok]
         np.maximum.at(self._max_seq, slots, ext)
         np.add.at(self._received, slots, 1)
         self._rx_last[slots] = now
         self._timed_out[slots] = False
+        if payload is None:
+            return
+        pos = ext % self.config.playout_slots
+        ok = ~late
+        self._jb_codes[slots[ok], pos[ok]] = payload[ok]
+        self._jb_seq[slots[ok], pos[ok]] = ext[ok]
         # RFC 3550 A.8, in arrival order per leg (rounds over each leg's k-th packet)
         arrival = int(now * 8000)
         order = np.argsort(slots, kind="stable")
@@ -820,27 +825,32 @@ class MediaEngine:
             return
         if not leg.direction.receives:
             return
+        audio = pkt.payload_type == leg.audio_payload_type and len(pkt.payload) == FRAME
+        if pkt.ssrc != self._rx_ssrc[s]:
+            if not audio and self._rx_ssrc[s] != -1:
+                # an event or stray packet from another source: not our stream
+                leg.malformed += pkt.payload_type != leg.dtmf_payload_type
+            else:
+                if self._rx_ssrc[s] != -1:
+                    leg.log.info("leg %s: new SSRC %08x (was %08x)", leg.leg_id, pkt.ssrc, self._rx_ssrc[s])
+                self._reset_rx(s)
+                self._rx_ssrc[s] = pkt.ssrc
+        one = np.array([s], np.intp)
+        seq = np.array([pkt.sequence_number], np.int64)
+        ts = np.array([pkt.timestamp], np.int64)
+        if audio:
+            self._insert(one, seq, ts, np.frombuffer(pkt.payload, np.uint8)[None, :], now)
+            return
+        if pkt.ssrc == self._rx_ssrc[s]:
+            self._insert(one, seq, ts, None, now)  # same stream, no audio: counts as received
         if pkt.payload_type == leg.dtmf_payload_type:
             for digit in leg.dtmf_receiver.receive(pkt.payload, pkt.timestamp, pkt.marker, pkt.ssrc, now):
                 self._emit(DtmfReceived(leg.leg_id, leg.call_id, digit.digit, digit.duration_ms, digit.source))
             self._dtmf_timers.add(leg.leg_id)
-            self._rx_last[s] = now
-            self._timed_out[s] = False
-            return
-        if pkt.payload_type != leg.audio_payload_type or len(pkt.payload) != FRAME:
-            if pkt.payload_type != 13:  # RFC 3389 comfort noise: expected, ignored
-                leg.malformed += 1
-            self._rx_last[s] = now
-            self._timed_out[s] = False
-            return
-        if pkt.ssrc != self._rx_ssrc[s]:
-            if self._rx_ssrc[s] != -1:
-                leg.log.info("leg %s: new SSRC %08x (was %08x)", leg.leg_id, pkt.ssrc, self._rx_ssrc[s])
-            self._reset_rx(s)
-            self._rx_ssrc[s] = pkt.ssrc
-        one = np.array([s], np.intp)
-        self._insert(one, np.array([pkt.sequence_number], np.int64), np.array([pkt.timestamp], np.int64),
-                     np.frombuffer(pkt.payload, np.uint8)[None, :], now)
+        elif pkt.payload_type != 13:  # RFC 3389 comfort noise is expected and ignored
+            leg.malformed += 1
+        self._rx_last[s] = now
+        self._timed_out[s] = False
 
     def _rtcp_received(self, leg: Leg, data: bytes, now: float) -> None:
         for p in parse_rtcp(data):
@@ -890,7 +900,7 @@ class MediaEngine:
         done: list[_Player] = []
         for p in self.players.values():
             try:
-                frame = p.source.read_frame()
+                frame = p.source.read()
             except (MediaError, OSError) as exc:
                 logger.warning("player %s failed: %s", p.player_id, exc)
                 frame = None

@@ -13,23 +13,17 @@ import pytest
 
 from mediart_peers import AMPLITUDE, RtpPeer, heard
 from media.engine import MediaConfig, MediaEngine
+from media.player import MusicSource
 from media.room import HearSet
 
 TONES = {"caller": 400.0, "agent": 700.0, "supervisor": 1100.0, "music": 1500.0, "consulted": 1900.0}
 TICKS = 70  # 1.4 s; the FFT uses the last 60 frames (1.2 s)
 
 
-class SineSource:
-    """A frame source (the shape of media.player's players) playing a sine forever."""
-
-    def __init__(self, freq_hz: float) -> None:
-        self.freq_hz = freq_hz
-        self.n = 0
-
-    def read_frame(self) -> np.ndarray:
-        t = np.arange(self.n, self.n + 160)
-        self.n += 160
-        return np.round(AMPLITUDE * np.sin(2 * np.pi * self.freq_hz * t / 8000)).astype(np.int16)
+def SineSource(freq_hz: float) -> MusicSource:
+    """Music on hold (media.player.MusicSource) looping one second of a sine."""
+    t = np.arange(8000)
+    return MusicSource(np.round(AMPLITUDE * np.sin(2 * np.pi * freq_hz * t / 8000)).astype(np.int16), crossfade_ms=0)
 
 
 class MemorySink:
