@@ -57,6 +57,18 @@ class _Bucket:
     in_idx: np.ndarray
     hear: np.ndarray
     out_idx: np.ndarray
+    # work arrays reused every tick: fresh multi-megabyte arrays would be
+    # mmap'ed and page-faulted in again on every call
+    x16: np.ndarray = None  # type: ignore[assignment]
+    x: np.ndarray = None  # type: ignore[assignment]
+    y: np.ndarray = None  # type: ignore[assignment]
+
+    def buffers(self, samples: int) -> None:
+        r, po, pi = self.hear.shape
+        if self.x is None or self.x.shape[2] != samples:
+            self.x16 = np.empty((r, pi, samples), np.int16)
+            self.x = np.empty((r, pi, samples), np.float32)
+            self.y = np.empty((r, po, samples), np.float32)
 
 
 @dataclass(slots=True)
@@ -128,10 +140,12 @@ def mix(plan: MixPlan, inputs: np.ndarray, out: np.ndarray | None = None) -> np.
     if out is None:
         out = np.zeros((plan.n_outputs + 1, inputs.shape[1]), np.int16)
     for b in plan.buckets:
-        x = inputs[b.in_idx].astype(np.float32)
-        y = np.matmul(b.hear, x)
-        np.clip(y, -32768.0, 32767.0, out=y)
-        out[b.out_idx] = y  # float -> int16 cast is exact: y holds integers in range
+        b.buffers(inputs.shape[1])
+        np.take(inputs, b.in_idx, axis=0, out=b.x16)
+        b.x[...] = b.x16
+        np.matmul(b.hear, b.x, out=b.y)
+        np.clip(b.y, -32768.0, 32767.0, out=b.y)
+        out[b.out_idx] = b.y  # float -> int16 cast is exact: y holds integers in range
     return out
 
 
