@@ -163,6 +163,7 @@ class _Recorder:
     room_id: str
     member_id: str
     sink: Any
+    recording_id: int | None = None
     rows: np.ndarray | None = None
 
 
@@ -589,28 +590,54 @@ class MediaEngine:
         self._dirty = True
         self._emit(PlaybackFinished(p.player_id, p.leg_id, p.room_id, reason))
 
-    def record(self, room_id: str, member_id: str, sink: FrameSink,
-               channels: Iterable[Iterable[str]]) -> None:
-        """Add a recorder member: each tick ``sink.write_frame(int16[len(channels), 160])``.
+    def record(self, room_id: str, member_id: str, sink: Any,
+               channels: Iterable[Iterable[str]], recording_id: int | None = None) -> None:
+        """Add a recorder member to a room; it is heard by nobody.
 
-        ``channels=[[caller], [agent]]`` records the caller left and the agent
-        right; ``[[caller, agent]]`` a mono mix.  The recorder is heard by nobody.
+        Args:
+            room_id: the room.
+            member_id: the recorder's member id.
+            sink: a :class:`media.recorder.Recorder` (then ``recording_id``
+                from ``Recorder.start()`` is required, and exactly two
+                channels, caller then agent; all recordings of one Recorder
+                get one ``write_batch`` per tick), or any :class:`FrameSink`
+                (``write_frame(int16[len(channels), 160])`` per tick).
+            channels: the members mixed into each channel:
+                ``[[caller], [agent]]`` records the caller left and the agent
+                right; ``[[caller, agent]]`` a mono mix (FrameSink only).
+
+        Raises:
+            LocalMediaError: unknown room, duplicate member, or a sink that
+                fits neither shape.
         """
-        if not callable(getattr(sink, "write_frame", None)):
-            raise LocalMediaError(f"record() sink {sink!r} has no write_frame()")
+        chans = [list(c) for c in channels]
+        if callable(getattr(sink, "write_batch", None)):
+            if recording_id is None or len(chans) != 2:
+                raise LocalMediaError("record() with a Recorder needs a recording_id and two channels (caller, agent)")
+        elif not callable(getattr(sink, "write_frame", None)):
+            raise LocalMediaError(f"record() sink {sink!r} has neither write_batch() nor write_frame()")
         room = self._room(room_id)
-        room.join(member_id, MemberKind.RECORDER, channels=channels)
-        self.recorders[(room_id, member_id)] = _Recorder(room_id, member_id, sink)
+        room.join(member_id, MemberKind.RECORDER, channels=chans)
+        self.recorders[(room_id, member_id)] = _Recorder(room_id, member_id, sink, recording_id)
         self._dirty = True
 
-    def stop_recording(self, room_id: str, member_id: str) -> None:
-        """Remove a recorder member and close its sink."""
+    def stop_recording(self, room_id: str, member_id: str) -> Any:
+        """Remove a recorder member and finish its recording.
+
+        Returns:
+            For a :class:`media.recorder.Recorder`, the future of its
+            ``RecordingResult`` (``Recorder.stop``); otherwise None (the
+            sink's ``close()`` was called).
+        """
         rec = self.recorders.pop((room_id, member_id), None)
         if rec is None:
             raise LocalMediaError(f"no recorder {member_id} in room {room_id}")
         self._room(room_id).leave(member_id)
         self._dirty = True
+        if rec.recording_id is not None:
+            return rec.sink.stop(rec.recording_id)
         rec.sink.close()
+        return None
 
     # -- DTMF ------------------------------------------------------------------
 
@@ -695,8 +722,19 @@ class MediaEngine:
         self._prim_rows = np.array(prim_rows, np.intp)
         self._prim_pos = np.array(prim_pos, np.intp)
         self._extra = extra
+        groups: dict[int, list[_Recorder]] = {}
+        self._frame_recs = []
         for key, rec in self.recorders.items():
             rec.rows = np.array(rec_rows.get(key, []), np.intp)
+            if rec.recording_id is not None and len(rec.rows) == 2:
+                groups.setdefault(id(rec.sink), []).append(rec)
+            elif rec.recording_id is None and len(rec.rows):
+                self._frame_recs.append(rec)
+        self._batch_recs = [
+            (recs[0].sink, np.array([r.recording_id for r in recs]), np.array([r.rows[0] for r in recs], np.intp),
+             np.array([r.rows[1] for r in recs], np.intp), recs)
+            for recs in groups.values()
+        ]
         direct = [(int(tx_pos[self.legs[p.leg_id].slot]), 1 + self._cap + p.slot)
                   for p in self.players.values() if p.leg_id is not None and tx_pos[self.legs[p.leg_id].slot] >= 0]
         self._direct = direct
@@ -914,9 +952,13 @@ class MediaEngine:
 
     def _record(self, out: np.ndarray) -> None:
         failed = []
-        for rec in self.recorders.values():
-            if rec.rows is None or not len(rec.rows):
-                continue
+        for sink, ids, left, right, recs in self._batch_recs:
+            try:
+                sink.write_batch(ids, out[left], out[right])  # one queue item per tick, never blocks
+            except Exception as exc:  # a closed recorder must not stop the calls
+                logger.error("recorder %r failed: %s", sink, exc)
+                failed.extend((rec, str(exc)) for rec in recs)
+        for rec in self._frame_recs:
             try:
                 rec.sink.write_frame(out[rec.rows])
             except Exception as exc:  # a full disk must not stop the calls
