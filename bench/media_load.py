@@ -63,7 +63,7 @@ PACKET = 172
 # --------------------------------------------------------------------------- engine side
 
 
-def _engine_main(mode: str, record_dir: str) -> None:
+def _engine_main(mode: str, record_dir: str | None) -> None:
     try:
         import uvloop
         uvloop.install()
@@ -134,13 +134,13 @@ def _make_engine(mode: str):
     return PerPacketEngine(cfg)
 
 
-async def _engine_async(mode: str, record_dir: str) -> None:
+async def _engine_async(mode: str, record_dir: str | None) -> None:
     from media.recorder import Recorder
     from media.rtpio import IMPLEMENTATION
 
     loop = asyncio.get_running_loop()
     engine = _make_engine(mode)
-    recorder = Recorder(record_dir, fmt="wav-ulaw", stereo=True, queue_ticks=500)
+    recorder = Recorder(record_dir, fmt="wav-ulaw", stereo=True, queue_ticks=500) if record_dir else None
     await engine.start()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -172,8 +172,9 @@ async def _engine_async(mode: str, record_dir: str) -> None:
                 engine.join(f"call{c}", f"caller{c}")
                 engine.join(f"call{c}", f"agent{c}")
                 engine.apply_hear_set(f"call{c}", "two_party", caller=f"caller{c}", agent=f"agent{c}")
-                rid = recorder.start(f"load-{c}", now)
-                engine.record(f"call{c}", f"rec{c}", recorder, [[f"caller{c}"], [f"agent{c}"]], recording_id=rid)
+                if recorder is not None:
+                    rid = recorder.start(f"load-{c}", now)
+                    engine.record(f"call{c}", f"rec{c}", recorder, [[f"caller{c}"], [f"agent{c}"]], recording_id=rid)
             calls += cmd["calls"]
             reply({"ports": ports})
         elif op == "measure_start":
@@ -195,11 +196,13 @@ async def _engine_async(mode: str, record_dir: str) -> None:
                 "late_ticks": engine.clock.late_ticks - c0,
                 "skipped_ticks": engine.clock.skipped_ticks - s0,
                 "engine_cpu_pct": 100.0 * cpu / wall,
-                "recorder_frames": recorder.frames_written,
+                "engine_cpu_ms_per_tick": 1000.0 * cpu / max(1, ts.count),
+                "loadavg_1m": os.getloadavg()[0],
+                "recorder_frames": recorder.frames_written if recorder else 0,
             })
         elif op == "teardown":
             # stop every recording and check the files; the legs go with the process
-            futures = [engine.stop_recording(f"call{c}", f"rec{c}") for c in range(calls)]
+            futures = [engine.stop_recording(f"call{c}", f"rec{c}") for c in range(calls)] if recorder else []
             results = [f.result(timeout=30) for f in futures]
             calls = 0
             reply({"recordings": len(results), "errors": sum(1 for r in results if r.error),
@@ -207,7 +210,8 @@ async def _engine_async(mode: str, record_dir: str) -> None:
         elif op == "quit":
             break
     await engine.stop()
-    recorder.close()
+    if recorder is not None:
+        recorder.close()
 
 
 # --------------------------------------------------------------------------- driver side
@@ -333,14 +337,15 @@ class Phones:
         self.sock.close()
 
 
-def _engine_process(mode: str, record_dir: pathlib.Path) -> subprocess.Popen:
+def _engine_process(mode: str, record_dir: pathlib.Path | None) -> subprocess.Popen:
     env = dict(os.environ)
     if mode == "pure":
         env["CTIENGINE_PUREPYTHON"] = "1"
     else:
         env.pop("CTIENGINE_PUREPYTHON", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.media_load", "--role", "engine", "--mode", mode, "--record-dir", str(record_dir)],
+        [sys.executable, "-m", "bench.media_load", "--role", "engine", "--mode", mode,
+         "--record-dir", str(record_dir) if record_dir else ""],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(ROOT), env=env, start_new_session=True, text=True,
     )
 
@@ -424,9 +429,11 @@ def _drive(phones: Phones, seconds: float, measure: tuple[float, float] | None, 
     return res
 
 
-def run_mode(mode: str, ladder: list[int], seconds: float, late_ms: float, keep_going: int) -> list[dict]:
-    record_dir = RESULTS / "media_load_rec"
-    shutil.rmtree(record_dir, ignore_errors=True)
+def run_mode(mode: str, ladder: list[int], seconds: float, late_ms: float, keep_going: int,
+             record: bool = True) -> list[dict]:
+    record_dir = RESULTS / "media_load_rec" if record else None
+    if record_dir:
+        shutil.rmtree(record_dir, ignore_errors=True)
     proc = _engine_process(mode, record_dir)
     rows = []
     try:
@@ -444,7 +451,7 @@ def run_mode(mode: str, ladder: list[int], seconds: float, late_ms: float, keep_
             step = _drive(phones, warm + seconds + 0.3, (warm, warm + seconds), proc)
             _ask(proc, None)  # measure_start's reply
             eng = _ask(proc, None)  # measure_stop's figures
-            row = {"mode": mode, "calls": calls, **eng, **step}  # type: ignore[dict-item]
+            row = {"mode": mode, "record": record, "calls": calls, **eng, **step}  # type: ignore[dict-item]
             row["pass"] = bool(row["tick_p99_ms"] < 10.0 and row["lost"] == 0 and row["late"] == 0 and row["silent_legs"] == 0)
             rows.append(row)
             print(f"[{mode}] {calls:5d} calls: p50 {row['tick_p50_ms']:.2f} ms  p99 {row['tick_p99_ms']:.2f} ms  "
@@ -462,7 +469,8 @@ def run_mode(mode: str, ladder: list[int], seconds: float, late_ms: float, keep_
         phones.close()
     finally:
         _stop(proc)
-        shutil.rmtree(record_dir, ignore_errors=True)
+        if record_dir:
+            shutil.rmtree(record_dir, ignore_errors=True)
     return rows
 
 
@@ -484,14 +492,93 @@ def driver_only(calls: int, seconds: float) -> dict:
     return res
 
 
+def tick_breakdown(calls: int, ticks: int, record: bool) -> dict:
+    """Where one tick's time goes, in process (the phones' own work is not timed).
+
+    Times each stage of :meth:`MediaEngine.run_tick` with ``perf_counter`` and
+    ``thread_time`` (CPU of the ticking thread only; the recorder's worker
+    thread is apart) over ``ticks`` ticks after a warm-up.
+    """
+    import tempfile
+
+    from media.engine import MediaConfig, MediaEngine
+    from media.mixer import mix
+    from media.recorder import Recorder
+
+    sys.setswitchinterval(0.0005)
+    engine = MediaEngine(MediaConfig(port_range=None, rtp_timeout_s=0, rtcp_interval_s=5.0))
+    phones = Phones([], 20)
+    tmp = tempfile.mkdtemp(dir=RESULTS)
+    recorder = Recorder(tmp, fmt="wav-ulaw", stereo=True, queue_ticks=500) if record else None
+    ports = []
+    now_dt = datetime.datetime.now(datetime.timezone.utc)
+    for c in range(calls):
+        for role in ("caller", "agent"):
+            ports.append(engine.create_leg(f"{role}{c}", remote=phones.address).local_port)
+        engine.create_room(f"call{c}")
+        engine.join(f"call{c}", f"caller{c}")
+        engine.join(f"call{c}", f"agent{c}")
+        if recorder is not None:
+            rid = recorder.start(f"b{c}", now_dt)
+            engine.record(f"call{c}", f"rec{c}", recorder, [[f"caller{c}"], [f"agent{c}"]], recording_id=rid)
+    phones.set_ports(ports)
+    stages = ("receive", "playout", "players", "mix", "record", "send", "housekeeping")
+    wall = {k: [] for k in stages + ("total",)}
+    cpu = {k: [] for k in stages + ("total",)}
+    transmit = []
+    orig_transmit = engine._transmit
+
+    def timed_transmit(*a):  # the sendmmsg part of "send"
+        t = time.perf_counter()
+        r = orig_transmit(*a)
+        transmit.append(time.perf_counter() - t)
+        return r
+
+    engine._transmit = timed_transmit  # type: ignore[method-assign]
+    for k in range(ticks + 25):
+        phones.send(k)
+        now = 100.0 + 0.02 * k
+        if engine._dirty:
+            engine._compile()
+        marks = [(time.perf_counter(), time.thread_time())]
+        engine._receive(now); marks.append((time.perf_counter(), time.thread_time()))
+        engine._playout(); marks.append((time.perf_counter(), time.thread_time()))
+        engine._read_players(); marks.append((time.perf_counter(), time.thread_time()))
+        out = mix(engine._plan, engine._inputs, engine._mix_out); marks.append((time.perf_counter(), time.thread_time()))
+        engine._record(out); marks.append((time.perf_counter(), time.thread_time()))
+        engine._send(k, out); marks.append((time.perf_counter(), time.thread_time()))
+        engine._housekeeping(k, now); marks.append((time.perf_counter(), time.thread_time()))
+        engine._deliver()
+        if k >= 25:
+            for i, name in enumerate(stages):
+                wall[name].append(marks[i + 1][0] - marks[i][0])
+                cpu[name].append(marks[i + 1][1] - marks[i][1])
+            wall["total"].append(marks[-1][0] - marks[0][0])
+            cpu["total"].append(marks[-1][1] - marks[0][1])
+        phones.receive(time.monotonic(), False)
+        time.sleep(0.002)  # let the recorder thread run, as between real ticks
+    engine.close()
+    if recorder is not None:
+        recorder.close()
+    phones.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    res = {"calls": calls, "record": record, "ticks": ticks}
+    for name in stages + ("total",):
+        res[f"{name}_ms"] = 1000 * float(np.median(wall[name]))
+        res[f"{name}_cpu_ms"] = 1000 * float(np.median(cpu[name]))
+    res["sendmmsg_ms"] = 1000 * float(np.median(transmit[-ticks:]))
+    res["total_p99_ms"] = 1000 * float(np.percentile(wall["total"], 99))
+    return res
+
+
 def plot(rows: list[dict], path: pathlib.Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for mode in dict.fromkeys(r["mode"] for r in rows):
-        rs = [r for r in rows if r["mode"] == mode]
+    for mode in dict.fromkeys(r["mode"] + ("" if r.get("record", True) else " (no rec)") for r in rows):
+        rs = [r for r in rows if r["mode"] + ("" if r.get("record", True) else " (no rec)") == mode]
         x = [r["calls"] for r in rs]
         ax1.plot(x, [r["tick_p99_ms"] for r in rs], "o-", label=f"{mode} p99")
         ax1.plot(x, [r["tick_p50_ms"] for r in rs], "x--", label=f"{mode} p50", alpha=0.6)
@@ -525,19 +612,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep-going", type=int, default=1, help="failed steps to run before stopping a mode")
     ap.add_argument("--out", default=str(RESULTS / "media_load.json"))
     ap.add_argument("--png", default="")
+    ap.add_argument("--breakdown", action="store_true", help="in-process per-stage tick times for --calls")
+    ap.add_argument("--no-record", action="store_true", help="do not record the calls")
     ap.add_argument("--driver-only", type=int, default=0, help="measure the driver alone with this many calls")
     args = ap.parse_args(argv)
     if args.role == "engine":
-        _engine_main(args.mode, args.record_dir)
+        _engine_main(args.mode, args.record_dir or None)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.breakdown:
+        out = [tick_breakdown(int(c), 100, not args.no_record) for c in args.calls.split(",")]
+        for r in out:
+            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
+        pathlib.Path(args.out).write_text(json.dumps(out, indent=1))
+        return
     if args.driver_only:
         print(json.dumps(driver_only(args.driver_only, args.seconds)))
         return
     ladder = [c for c in (int(x) for x in args.calls.split(",")) if c <= args.max_calls]
     rows: list[dict] = []
     for mode in args.modes.split(","):
-        rows += run_mode(mode, ladder, args.seconds, args.late_ms, args.keep_going)
+        rows += run_mode(mode, ladder, args.seconds, args.late_ms, args.keep_going, not args.no_record)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpus": os.cpu_count(), "loadavg_before": os.getloadavg(), "seconds_per_step": args.seconds,
             "late_ms": args.late_ms}
