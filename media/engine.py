@@ -535,7 +535,8 @@ class MediaEngine:
     def set_hearing(self, room_id: str, member_id: str, hears: Iterable[str] | None = _KEEP,
                     heard_by: Iterable[str] | None = _KEEP) -> None:
         """Change who a member hears and is heard by (see :mod:`media.room`)."""
-        self._room(room_id).set_hearing(member_id, hears=hears, heard_by=heard_by)
+        changes = {k: v for k, v in (("hears", hears), ("heard_by", heard_by)) if v is not _KEEP}
+        self._room(room_id).set_hearing(member_id, **changes)
         self._dirty = True
 
     def apply_hear_set(self, room_id: str, hear_set: HearSet | str, *, caller: str, agent: str,
