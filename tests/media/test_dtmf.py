@@ -285,3 +285,13 @@ def test_digit_within_speech_still_detected(speech_8k):
     at = signal.size // 2
     signal[at : at + 800] = 0.3 * signal[at : at + 800] + dtmf_tone("6", 100, level_dbm0=-8)
     assert run_detector(signal) == "6"
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+def test_digits_survive_g711_line(codec):
+    from media import g711
+
+    for digit in DIGITS:
+        tone = np.clip(np.rint(dtmf_tone(digit, 60, level_dbm0=-25)), -32768, 32767).astype(np.int16)
+        line = g711.decode(codec, g711.encode(codec, tone))
+        assert run_detector(line.astype(np.float64)) == digit, f"{digit} over {codec}"
