@@ -16,6 +16,8 @@ from media.engine import MediaConfig, MediaEngine
 from media.player import MusicSource
 from media.room import HearSet
 
+pytestmark = pytest.mark.twin  # the engine runs on media.rtpio: both twins, end to end
+
 TONES = {"caller": 400.0, "agent": 700.0, "supervisor": 1100.0, "music": 1500.0, "consulted": 1900.0}
 TICKS = 70  # 1.4 s; the FFT uses the last 60 frames (1.2 s)
 
