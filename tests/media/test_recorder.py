@@ -98,8 +98,11 @@ def test_every_format_reads_back_with_the_tones(tmp_path, fmt, stereo):
     x, _ = sf.read(str(res.path), dtype="int16", always_2d=True)
     assert abs(x.shape[0] - 16000) < 2000  # MP3 adds encoder padding
     if stereo:
-        assert level(x[:, 0], 1000) > 30 * level(x[:, 0], 600)
-        assert level(x[:, 1], 600) > 30 * level(x[:, 1], 1000)
+        # MP3 (LAME through libsndfile) leaks between channels by a varying
+        # amount (15-57 dB measured): demand the right tone on each side, 10 dB up.
+        separation = 3 if fmt == "mp3" else 30
+        assert level(x[:, 0], 1000) > separation * level(x[:, 0], 600)
+        assert level(x[:, 1], 600) > separation * level(x[:, 1], 1000)
     else:
         assert peak_freqs(x[:, 0], 2) == pytest.approx([600, 1000], abs=5)
     assert not list(res.path.parent.glob("*.spool.wav"))
@@ -231,5 +234,28 @@ def test_file_readable_after_sigkill_mid_call(tmp_path, fmt):
     x, rate = sf.read(str(path), dtype="int16", always_2d=True)
     assert rate == 8000 and x.shape[1] == 2
     assert 3.0 <= x.shape[0] / 8000 <= 3.6
-    assert level(x[:8000, 0], 1000) > 30 * level(x[:8000, 0], 600)
-    assert level(x[:8000, 1], 600) > 30 * level(x[:8000, 1], 1000)
+    separation = 3 if fmt == "mp3" else 30  # see test_every_format_reads_back_with_the_tones
+    assert level(x[:8000, 0], 1000) > separation * level(x[:8000, 0], 600)
+    assert level(x[:8000, 1], 600) > separation * level(x[:8000, 1], 1000)
+
+
+def test_open_failure_is_reported_not_raised(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    rec = Recorder(blocker)
+    try:
+        rid = rec.start("c", WHEN)
+        assert rec.write(rid, tone_frames(1000, 1)[0], tone_frames(600, 1)[0])
+        res = rec.stop(rid).result(10)
+    finally:
+        rec.close()
+    assert res.error and "cannot open" in res.error and res.path is None and res.duration_s == 0
+
+
+def test_closed_recorder_refuses_new_work(tmp_path):
+    from media.errors import RecorderError
+
+    rec = Recorder(tmp_path)
+    rec.close()
+    with pytest.raises(RecorderError, match="recorder is closed"):
+        rec.start("c", WHEN)
