@@ -22,10 +22,11 @@ Every 20 ms (:mod:`media.clock`) one tick does, for all legs at once:
    ``playout_max_frames`` deep skips ahead (a fast sender's clock);
    then one G.711 decode of all frames (:mod:`media.g711`);
 4. **sources** -- each active player yields its next 160-sample frame;
-5. **mix** -- :func:`media.mixer.mix` computes every room member's output as
-   the saturated sum of what its hear set allows, all rooms in a few batched
-   products; a leg's output is its room output(s) plus any player attached
-   to the leg directly (an IVR prompt);
+5. **mix** -- :class:`media.mixer.Mixer` computes every room member's output
+   as the saturated sum of what its hear set allows, all rooms in a few
+   batched products (rooms keep fixed slots; a membership change re-packs
+   only that room at the next tick); a leg's output is its room output(s)
+   plus any player attached to the leg directly (an IVR prompt);
 6. **record** -- each recorder member's channels (caller left, agent right)
    go to its sink (the recorder's worker thread does the disk work);
 7. **send** -- one G.711 encode of all outputs, RTP headers written with
