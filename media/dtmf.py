@@ -470,6 +470,21 @@ class DtmfDetector:
         self._active_blocks = np.zeros(max_slots, np.int32)
         self._misses = np.zeros(max_slots, np.int32)
 
+    def grow(self, max_slots: int) -> None:
+        """Raise the slot capacity to ``max_slots``, keeping every slot's state."""
+        if max_slots <= self.max_slots:
+            return
+        extra = max_slots - self.max_slots
+        pad = lambda a, fill: np.concatenate([a, np.full((extra,) + a.shape[1:], fill, a.dtype)])  # noqa: E731
+        self._tail = pad(self._tail, 0)
+        self._prev_bins = pad(self._prev_bins, 0)
+        self._candidate = pad(self._candidate, -1)
+        self._hits = pad(self._hits, 0)
+        self._active = pad(self._active, -1)
+        self._active_blocks = pad(self._active_blocks, 0)
+        self._misses = pad(self._misses, 0)
+        self.max_slots = max_slots
+
     def reset(self, slot: int) -> None:
         """Forget everything about ``slot`` (a leg left or a new one took it)."""
         self._tail[slot] = 0
