@@ -20,7 +20,8 @@ def test_several_contacts_refresh_expiry_and_order():
     assert loc.check_order(A, "sip:alice@10.0.0.1:5062", "c1", 2) is True
     assert loc.check_order(A, "sip:alice@10.0.0.1:5062", "other", 1) is True
     assert loc.update(A, "sip:alice@10.0.0.1:5062", 60, "c1", 2, SRC, "UDP", 20.0) == "refreshed"
-    assert loc.lookup(A)[1].expires_in(20.0) == 60 and loc.lookup(A)[1].cseq == 2
+    b = {x.contact: x for x in loc.lookup(A)}["sip:alice@10.0.0.1:5062"]
+    assert b.expires_in(20.0) == 60 and b.cseq == 2
     h.run_due(30.0)
     assert changes == [(A, "expired")]
     assert [b.contact for b in loc.lookup(A)] == ["sip:alice@10.0.0.1:5062"]
