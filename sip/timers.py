@@ -25,7 +25,7 @@ T1 = 0.5
 T2 = 4.0
 T4 = 5.0
 
-TimerCallback = Callable[[str, float], None]
+TimerCallback = Callable[[object, float], None]
 
 
 class TimerEntry:
@@ -33,7 +33,7 @@ class TimerEntry:
 
     __slots__ = ("deadline", "seq", "callback", "kind", "active")
 
-    def __init__(self, deadline: float, seq: int, callback: TimerCallback, kind: str) -> None:
+    def __init__(self, deadline: float, seq: int, callback: TimerCallback, kind: object) -> None:
         self.deadline = deadline
         self.seq = seq
         self.callback = callback
@@ -52,7 +52,10 @@ class TimerEntry:
 
 
 class TimerHeap:
-    """Absolute deadlines ordered by time; callbacks are ``callback(kind, now)``."""
+    """Absolute deadlines ordered by time; callbacks are ``callback(kind, now)``.
+
+    ``kind`` is any object the callback wants back (a Trigger, a dialog ...).
+    """
 
     __slots__ = ("_heap", "_seq", "_active")
 
@@ -65,7 +68,7 @@ class TimerHeap:
         """Number of active (not cancelled, not fired) timers."""
         return self._active
 
-    def schedule(self, deadline: float, callback: TimerCallback, kind: str) -> TimerEntry:
+    def schedule(self, deadline: float, callback: TimerCallback, kind: object) -> TimerEntry:
         """Schedule ``callback(kind, now)`` at absolute time ``deadline``.
 
         Returns the entry, which :meth:`cancel` accepts.

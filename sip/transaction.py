@@ -255,7 +255,7 @@ class Transaction:
 
     __slots__ = (
         "owner", "key", "method", "call_id", "addr", "transport", "reliable",
-        "state", "table", "interval", "_timers", "last_data",
+        "state", "table", "interval", "_timers", "last_data", "context",
     )
 
     def __init__(self, owner: TransactionOwner, key: tuple, method: str, call_id: str,
@@ -272,6 +272,8 @@ class Transaction:
         self.interval = T1
         self._timers: dict[Trigger, TimerEntry] = {}
         self.last_data: bytes | None = None
+        # Free slot for the owner (the stack keeps the dialog / CANCEL state here).
+        self.context: object = None
 
     @property
     def terminated(self) -> bool:
@@ -431,8 +433,7 @@ class ClientTransaction(Transaction):
 class ServerTransaction(Transaction):
     """INVITE or non-INVITE server transaction; created by a new request."""
 
-    __slots__ = ("request", "source", "response_addr", "last_status", "trying_timer", "to_tag",
-                 "context")
+    __slots__ = ("request", "source", "response_addr", "last_status", "trying_timer", "to_tag")
 
     def __init__(self, owner: TransactionOwner, key: tuple, method: str, call_id: str,
                  response_addr: Address, transport: str, now: float,
@@ -449,8 +450,6 @@ class ServerTransaction(Transaction):
         self.last_status = 0
         self.to_tag: str | None = None
         self.trying_timer: TimerEntry | None = None
-        # Free slot for the owner (the stack keeps the dialog / CANCEL state here).
-        self.context: object = None
 
     def table_terminated(self) -> enum.Enum:
         return (InviteServerState.TERMINATED if self.table is INVITE_SERVER
