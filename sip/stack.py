@@ -138,12 +138,19 @@ class SipStack:
         self._server: dict[tuple, ServerTransaction] = {}
         self._merge: dict[tuple, tuple] = {}
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
-        host, port = local_addr
-        self.contact = f"<sip:{user}@{host}:{port}>"
+        self.user = user
+        self.contact = ""
+        self.bind(local_addr)
         self._extra_headers: tuple[tuple[str, str], ...] = (
             (("User-Agent", user_agent),) if user_agent else ())
         if registrar is not None:
             registrar.attach(self)
+
+    def bind(self, local_addr: Address) -> None:
+        """Set the address used in Via and Contact (after the transport bound it)."""
+        self.local_addr = local_addr
+        host, port = local_addr
+        self.contact = f"<sip:{self.user}@{host}:{port}>"
 
     # ================================================================ sans-IO
     def receive_datagram(self, data: bytes, addr: Address, now: float, transport: str = "UDP") -> None:

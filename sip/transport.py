@@ -30,8 +30,9 @@ import asyncio
 import logging
 from typing import Any, Callable, Protocol
 
-from .framing import StreamFramer  # sipmsg's Content-Length framer (see _frame_errors)
 from .errors import RemoteProtocolError
+from .framing import PONG, KeepAlive, StreamFramer
+from .message import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +95,27 @@ class _TcpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.owner.loop.time()
-        try:
-            messages = self.framer.feed(data)
-        except RemoteProtocolError as exc:
-            logger.warning("closing TCP connection from %s:%d: %s", self.addr[0], self.addr[1], exc)
-            self.close()
-            return
-        for message in messages:
-            self.owner._input(message, self.addr, "TCP", transmit=False)
+        framer = self.framer
+        framer.feed(data)
+        while True:
+            try:
+                item = framer.next_frame()
+            except RemoteProtocolError as exc:
+                # The stream cannot be framed any more: answer what can be
+                # answered (sipmsg's error_response), then close this peer only.
+                head = framer.failed_head
+                resp = error_response(head, exc) if head else None
+                if resp is not None and self.transport is not None:
+                    self.transport.write(bytes(resp))
+                logger.warning("closing TCP connection from %s:%d: %s", self.addr[0], self.addr[1], exc)
+                self.close()
+                break
+            if item is None:
+                break
+            if item is KeepAlive.PING:  # RFC 5626 §3.5.1: answer a CRLFCRLF ping
+                self.write(PONG)
+            elif not isinstance(item, KeepAlive):
+                self.owner._input(item, self.addr, "TCP", transmit=False)
         self.owner.transmit()
 
     def connection_lost(self, exc: Exception | None) -> None:
