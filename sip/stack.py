@@ -501,7 +501,7 @@ class SipStack:
         from_value = f"{from_ or self.contact};tag={self.new_tag()}"
         req = make_request(method, uri, via=self._via("UDP", "z9hG4bK-unset"), from_=from_value,
                            to=to or f"<{uri}>", call_id=call_id or self.new_call_id(), cseq=cseq,
-                           contact=self.contact if method in ("INVITE", "SUBSCRIBE", "REFER", "REGISTER") else None,
+                           contact=self.contact if method in ("INVITE", "SUBSCRIBE", "REFER") else None,
                            headers=list(self._extra_headers) + list(headers), body=body,
                            content_type=content_type)
         return self.send_request(req, now, dest=dest, transport=transport)
