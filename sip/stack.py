@@ -159,7 +159,11 @@ class SipStack:
         Never raises for bad peer input: it is answered (400 ...) or dropped.
         """
         try:
-            msg = parse_message(data)
+            # Eager checks only (start line, mandatory headers, scalars); the
+            # structured fields are parsed when first used, inside the try
+            # below, and a request that reaches the application has had its
+            # Request-URI, Via, From, To, Contact and Record-Route parsed.
+            msg = parse_message(data, validate=False)
         except RemoteProtocolError as exc:
             self._refuse(data, exc, addr, transport)
             return
@@ -279,6 +283,10 @@ class SipStack:
             txn.receive_request(now)  # retransmission: absorbed or answered again
             return
         call_id = req.call_id
+        if req.to_tag is None or method == "INVITE":
+            # What the TU and the dialog will use must be valid before a
+            # transaction exists (a bad one is answered 400 by the caller).
+            req.via, req.uri, req.from_, req.contact, req.record_route  # noqa: B018
         raddr = response_address(via, addr, transport)
         txn = ServerTransaction(self, key, method, call_id, raddr, transport, now, req, addr)
         self._server[key] = txn
