@@ -402,6 +402,9 @@ class SipStack:
             LocalProtocolError: the transaction state forbids this response.
         """
         req: Request = txn.request  # type: ignore[assignment]
+        if req is None:
+            raise LocalProtocolError(
+                f"{txn.method} transaction {txn.call_id} already has its final response ({txn.last_status})")
         method = req.method
         if status > 100 and txn.to_tag is None and req.to_tag is None:
             txn.to_tag = self.new_tag()

@@ -497,6 +497,9 @@ class ServerTransaction(Transaction):
             self.owner.transmit(self.last_data, self.response_addr, self.transport)
             if trigger is T.TU_PROVISIONAL or old is new:
                 return False
+            # After the final response only the bytes are retransmitted: drop the
+            # parsed request so 32 s of Timer J/L state stays small under load.
+            self.request = None
             if self.table is INVITE_SERVER:
                 if trigger is T.TU_2XX:
                     self._start(T.TIMER_L, 64 * T1, now)  # RFC 6026 §8.7
