@@ -173,7 +173,9 @@ def test_rfc5118_bodies(name: str) -> None:
     sd = SessionDescription.parse(msg.body)
     conns = [sd.media_connection(m) for m in sd.media]
     assert all(c is not None for c in conns)
-    offered = {spec[0] for m in sd.media for spec in m.rtpmap.values()}
+    # NB: these copies' Content-Length counts LF line ends (README caveat), so the
+    # last SDP line (the video rtpmap) is cut short; only audio rtpmaps are read.
+    offered = {spec[0] for m in sd.media if m.media == "audio" for spec in m.rtpmap.values()}
     if offered & {"PCMU", "PCMA"}:
         _, media = SdpSession("192.0.2.20", 3).answer(sd, 40000)
         assert media.remote_address is not None
