@@ -14,7 +14,7 @@ Two families, after h11's ``_util.py``:
 
 from __future__ import annotations
 
-__all__ = ["SipError", "RemoteProtocolError", "LocalProtocolError"]
+__all__ = ["SipError", "RemoteProtocolError", "LocalProtocolError", "SdpError", "NoCommonCodecError"]
 
 
 class SipError(Exception):
@@ -40,3 +40,18 @@ class RemoteProtocolError(SipError, ValueError):
 
 class LocalProtocolError(SipError):
     """Our own code tried to build or send something illegal (a bug)."""
+
+
+class SdpError(RemoteProtocolError):
+    """A session description is malformed (RFC 4566) or breaks offer/answer (RFC 3264).
+
+    ``status_hint`` is 400 for syntax faults and 488 (Not Acceptable Here) for
+    offers we cannot satisfy.
+    """
+
+
+class NoCommonCodecError(SdpError):
+    """No media stream of the offer can be accepted: answer 488 (RFC 3264 §6)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 488)

@@ -38,6 +38,8 @@ _PARAM_RE = re.compile(
     r"(?:[ \t]*=[ \t]*(\"(?:[^\"\\]|\\[\s\S])*\"|[A-Za-z0-9\-.!%*_+`'~:\[\]]+))?(?![ \t]*=)[ \t]*"
 )
 _PARAM_NAME_RE = re.compile(r"[ \t]*;[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*=")
+# quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
+_QUOTED_RE = re.compile(r'"([^"\\]*(?:\\[\s\S][^"\\]*)*)"')
 # quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
 _QUOTED_PAIR_RE = re.compile(r"\\([\s\S])")
 
@@ -129,25 +131,13 @@ def parse_quoted(text: str, pos: int, where: str = "header") -> tuple[str, int]:
     Raises:
         RemoteProtocolError: unterminated quoted string (RFC 4475 §3.1.2.6).
     """
-    i = pos + 1
-    n = len(text)
-    out: list[str] = []
-    start = i
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            if i + 1 >= n:
-                break
-            out.append(text[start:i])
-            out.append(text[i + 1])
-            i += 2
-            start = i
-            continue
-        if ch == '"':
-            out.append(text[start:i])
-            return "".join(out), i + 1
-        i += 1
-    raise RemoteProtocolError(f"{where}: unterminated quoted string")
+    m = _QUOTED_RE.match(text, pos)
+    if m is None:
+        raise RemoteProtocolError(f"{where}: unterminated quoted string")
+    inner = m.group(1)
+    if "\\" in inner:
+        inner = _QUOTED_PAIR_RE.sub(r"\1", inner)
+    return inner, m.end()
 
 
 def quote(text: str) -> str:

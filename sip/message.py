@@ -64,7 +64,7 @@ from sip.grammar import (
     split_commas,
     unquote,
 )
-from sip.uri import AbsoluteUri, SipUri, TelUri, Uri, parse_host_port, parse_uri
+from sip.uri import _HOSTNAME_RE, _IPV4_RE, SipUri, Uri, check_host, parse_uri
 
 __all__ = [
     "Headers",
@@ -162,8 +162,9 @@ SINGLE_HEADERS: frozenset[str] = frozenset(
      "expires", "min-expires", "date")
 )
 
-# RFC 3261 §8.1.1: mandatory in every request; responses need all but Max-Forwards.
-_MANDATORY_RESPONSE = ("via", "from", "to", "call-id", "cseq")
+# RFC 3261 §8.1.1: mandatory in every message (with Via).  Max-Forwards is
+# tolerated missing for RFC 2543 peers (RFC 4475 §3.4.1).
+_MANDATORY_SINGLE = ("from", "to", "call-id", "cseq")
 
 _METHOD_RE = TOKEN_RE
 _VERSION_RE = re.compile(r"[Ss][Ii][Pp]/(\d+)\.(\d+)\Z")
@@ -177,8 +178,24 @@ _DATE_RE = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
     r" \d{4} \d{2}:\d{2}:\d{2} GMT\Z"
 )
+# name-addr = [ display-name ] LAQUOT addr-spec RAQUOT (RFC 3261 §25.1), the common
+# case only: a quoted display name without escapes or token words, and a URI
+# without whitespace, quotes or angle brackets.  Anything else: general parser.
+_NAME_ADDR_FAST_RE = re.compile(
+    r'[ \t]*(?:"([^"\\]*)"[ \t]*|([A-Za-z0-9\-.!%*_+`\'~ \t]+))?<([^<>\s"]+)>[ \t]*(;.*)?\Z'
+)
 _UNFOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
 _DIGITS = frozenset("0123456789")
+
+
+# Header name as received (any case, compact or full) -> (key, display name).
+_HEADER_TABLE: dict[str, tuple[str, str]] = {}
+for _key_name, _display in CANONICAL_NAMES.items():
+    for _spelling in (_key_name, _display, _display.upper()):
+        _HEADER_TABLE[_spelling] = (_key_name, _display)
+for _letter, _key_name in COMPACT_FORMS.items():
+    _display = CANONICAL_NAMES[_key_name]
+    _HEADER_TABLE[_letter] = _HEADER_TABLE[_letter.upper()] = (_key_name, _display)
 
 
 def canonical_name(name: str) -> str:
@@ -448,22 +465,37 @@ class Via:
         if m is None:
             raise RemoteProtocolError(f"Via header: malformed value {text[:60]!r}")
         name, version, transport, host, port_text = m.groups()
-        try:
-            host, port = parse_host_port(host if port_text is None else f"{host}:{port_text}", "Via sent-by")
-        except RemoteProtocolError as exc:
-            raise RemoteProtocolError(f"Via header: {exc.message}") from None
+        if host[0] == "[" or (_IPV4_RE if host[-1] in _DIGITS else _HOSTNAME_RE).match(host) is None:
+            try:
+                check_host(host, "Via sent-by")
+            except RemoteProtocolError as exc:
+                raise RemoteProtocolError(f"Via header: {exc.message}") from None
+        port = None
+        if port_text is not None:
+            port = int(port_text)
+            if port > 65535:
+                raise RemoteProtocolError(f"Via header: sent-by port {port} exceeds 65535")
         rest = text[m.end() :]
         params = parse_params(rest, "Via header") if rest else {}
-        via = cls(transport, host, port, params, f"{name.upper()}/{version}")
-        # RFC 3581 / RFC 3261 §20.42: rport is a flag or a port; ttl 0-255.
-        rport = via.param("rport")
-        if rport is not None and (not rport.isdigit() or int(rport) > 65535):
-            raise RemoteProtocolError(f"Via header: rport value {rport!r} is not a port")
-        ttl = via.param("ttl")
-        if ttl is not None and (not ttl.isdigit() or int(ttl) > 255):
-            raise RemoteProtocolError(f"Via header: ttl value {ttl!r} out of range")
-        if "branch" in via._lower_params() and not via.branch:
-            raise RemoteProtocolError("Via header: branch parameter has no value")
+        for key, value in params.items():
+            lkey = key.lower()
+            if lkey == "branch":
+                if not value:
+                    raise RemoteProtocolError("Via header: branch parameter has no value")
+            elif lkey == "rport":
+                # RFC 3581: rport is a flag or a port number.
+                if value is not None and (not value.isdigit() or int(value) > 65535):
+                    raise RemoteProtocolError(f"Via header: rport value {value[:20]!r} is not a port")
+            elif lkey == "ttl":
+                # RFC 3261 §20.42: ttl = 1*3DIGIT (0-255)
+                if value is None or not value.isdigit() or int(value) > 255:
+                    raise RemoteProtocolError(f"Via header: ttl value {value!r} out of range")
+        via = object.__new__(cls)
+        via.protocol = SIP_VERSION if (name == "SIP" and version == "2.0") else f"{name.upper()}/{version}"
+        via.transport = transport.upper()
+        via.host = host
+        via.port = port
+        via.params = params
         return via
 
     def _lower_params(self) -> dict[str, str | None]:
@@ -572,6 +604,17 @@ class NameAddr:
                 display name, unclosed ``<``, an addr-spec holding ``?`` or
                 ``,`` (RFC 3261 §20 requires ``<>`` then), malformed params.
         """
+        m = _NAME_ADDR_FAST_RE.match(text)
+        if m is not None:
+            # Everyday shape: ["quoted" | token words] <uri> [;params], no escapes.
+            quoted, words, uri_text, ptext = m.groups()
+            na = object.__new__(cls)
+            na.display_name = quoted if quoted is not None else (" ".join(words.split()) or None if words else None)
+            na.uri_text = uri_text
+            na._uri = None
+            na.params = parse_params(ptext, where) if ptext else {}
+            na._where = where
+            return na
         s = text.strip()
         display: str | None = None
         if not s:
@@ -698,7 +741,7 @@ class Message:
         version: ``"SIP/2.0"``.
     """
 
-    __slots__ = ("headers", "body", "version", "_start", "_cl")
+    __slots__ = ("headers", "body", "version", "_start", "_fields0", "_cl")
 
     def __init__(self, headers: Headers | Iterable[tuple[str, str]] | None = None, body: bytes = b"") -> None:
         if headers is None:
@@ -709,6 +752,7 @@ class Message:
         self.body: bytes = bytes(body)
         self.version = SIP_VERSION
         self._start: bytes | None = None  # raw start line while unchanged
+        self._fields0: tuple = ()  # start-line fields the raw line was parsed from
         self._cl: int = -1  # Content-Length as received (raw reuse check)
 
     # -- scalar accessors ----------------------------------------------------
@@ -884,11 +928,16 @@ class Message:
     def _start_line(self) -> str:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _start_fields(self) -> tuple:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def __bytes__(self) -> bytes:
         body = self.body
         h = self.headers
         raw = h._raw
         start = self._start
+        if start is not None and self._start_fields() != self._fields0:
+            start = self._start = None
         if raw is not None and start is not None and self._cl == len(body):
             return start + raw + b"\r\n" + body
         if start is None:
@@ -952,13 +1001,11 @@ class Request(Message):
         """The Request-URI as text."""
         return self._uri_text
 
-    def __setattr__(self, name: str, value: object) -> None:
-        if name == "method":
-            object.__setattr__(self, "_start", None)
-        object.__setattr__(self, name, value)
-
     def _start_line(self) -> str:
         return f"{self.method} {self._uri_text} {self.version}"
+
+    def _start_fields(self) -> tuple:
+        return (self.method, self._uri_text, self.version)
 
     def validate(self) -> None:
         super().validate()
@@ -997,11 +1044,6 @@ class Response(Message):
         self.status_code = status_code
         self.reason = REASON_PHRASES.get(status_code, "") if reason is None else reason
 
-    def __setattr__(self, name: str, value: object) -> None:
-        if name == "status_code" or name == "reason":
-            object.__setattr__(self, "_start", None)
-        object.__setattr__(self, name, value)
-
     @property
     def is_provisional(self) -> bool:
         return self.status_code < 200
@@ -1012,6 +1054,9 @@ class Response(Message):
 
     def _start_line(self) -> str:
         return f"{self.version} {self.status_code} {self.reason}"
+
+    def _start_fields(self) -> tuple:
+        return (self.status_code, self.reason, self.version)
 
     def __repr__(self) -> str:
         return f"<Response {self.status_code} {self.reason}>"
@@ -1147,14 +1192,14 @@ def parse_message(data: bytes | bytearray | memoryview, *, validate: bool = True
         code, reason = _parse_status_line(start_line)
         msg = Response.__new__(Response)
         Message.__init__(msg, Headers(), b"")
-        object.__setattr__(msg, "status_code", code)
-        object.__setattr__(msg, "reason", reason)
+        msg.status_code = code
+        msg.reason = reason
         method = None
     else:
         method, uri = _parse_request_line(start_line)
         msg = Request.__new__(Request)
         Message.__init__(msg, Headers(), b"")
-        object.__setattr__(msg, "method", method)
+        msg.method = method
         msg._uri_text = uri
         msg._uri = None
 
@@ -1163,8 +1208,10 @@ def parse_message(data: bytes | bytearray | memoryview, *, validate: bool = True
         head = _UNFOLD_RE.sub(" ", head)
     items: list[tuple[str, str, str]] = []
     append = items.append
-    canon = CANONICAL_NAMES.get
-    compact = COMPACT_FORMS.get
+    table = _HEADER_TABLE.get
+    singles: dict[str, str] = {}  # values of the at-most-once headers
+    single_keys = SINGLE_HEADERS
+    has_via = False
     if head:
         for line in head.split("\r\n"):
             name, sep, value = line.partition(":")
@@ -1172,41 +1219,47 @@ def parse_message(data: bytes | bytearray | memoryview, *, validate: bool = True
                 if not line.strip():
                     raise RemoteProtocolError("empty line inside the header section")
                 raise RemoteProtocolError(f"header line {line[:40]!r} has no ':'")
-            name = name.rstrip(" \t")
-            key = name.lower()
-            key = compact(key, key)
-            display = canon(key)
-            if display is None:
-                if not is_token(name):
-                    raise RemoteProtocolError(f"header name {name[:40]!r} is not a token")
-                display = name
-            append((key, display, value.strip(" \t")))
+            entry = table(name)
+            if entry is None:
+                name = name.rstrip(" \t")
+                entry = table(name.lower())
+                if entry is None:
+                    if not is_token(name):
+                        raise RemoteProtocolError(f"header name {name[:40]!r} is not a token")
+                    entry = (name.lower(), name)
+            key = entry[0]
+            value = value.strip(" \t")
+            append((key, entry[1], value))
+            if key in single_keys:
+                if key in singles:
+                    raise RemoteProtocolError(f"{entry[1]} header appears more than once")
+                singles[key] = value
+            elif key == "via":
+                has_via = True
     headers = msg.headers
     headers._items = items
     headers._raw = data[line_end + 2 : head_end + 2] if line_end < head_end else b""
     msg._start = data[start : line_end + 2]
+    msg._fields0 = msg._start_fields()
 
-    # -- mandatory and single-valued headers (RFC 3261 §8.1.1, §20) --
-    seen: dict[str, int] = {}
-    for key, _, _ in items:
-        seen[key] = seen.get(key, 0) + 1
-    for key in _MANDATORY_RESPONSE:
-        if key not in seen:
+    # -- mandatory headers (RFC 3261 §8.1.1) --
+    if not has_via:
+        raise RemoteProtocolError("missing Via header")
+    for key in _MANDATORY_SINGLE:
+        if key not in singles:
             raise RemoteProtocolError(f"missing {CANONICAL_NAMES[key]} header")
-    for key in SINGLE_HEADERS:
-        if seen.get(key, 0) > 1:
-            raise RemoteProtocolError(f"{CANONICAL_NAMES[key]} header appears {seen[key]} times")
 
-    cseq = msg.cseq
+    cseq = headers._cache["cseq"] = _parse_cseq(singles["cseq"])
     if method is not None:
         if cseq[1] != method:
             raise RemoteProtocolError(f"CSeq method {cseq[1][:20]} does not match request method {method[:20]}")
-        if "max-forwards" in seen:
-            _parse_max_forwards(headers.get("max-forwards") or "")
+        mf = singles.get("max-forwards")
+        if mf is not None:
+            _parse_max_forwards(mf)
 
     # -- body framing (RFC 3261 §18.3, §20.14) --
     available = len(data) - body_start
-    cl_text = headers.get("content-length")
+    cl_text = singles.get("content-length")
     if cl_text is None:
         msg.body = data[body_start:]
         msg._cl = -2  # no header: force rebuild adding Content-Length on serialise

@@ -36,6 +36,7 @@ __all__ = [
     "parse_uri",
     "unescape",
     "parse_host_port",
+    "check_host",
     "split_params",
 ]
 
@@ -45,8 +46,12 @@ _ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 # RFC 3261 §25.1 hostname / IPv4address / IPv6reference.  The IPv6 pattern is
 # the permissive RFC 3261 one (hex, ':' and a dotted tail); RFC 5118 §4.10 asks
 # receivers to tolerate the 3-colon form it allows.
-_HOSTNAME_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?\Z")
-_IPV4_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\Z")
+_LABEL = r"[A-Za-z0-9]+(?:-+[A-Za-z0-9]+)*"
+_HOSTNAME_RE = re.compile(r"(?:" + _LABEL + r"\.)*[A-Za-z][A-Za-z0-9]*(?:-+[A-Za-z0-9]+)*\.?\Z")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = re.compile(_OCTET + r"(?:\." + _OCTET + r"){3}\Z")
+_DIGITS = frozenset("0123456789")
+_DOTTED_RE = re.compile(r"[0-9]+(?:\.[0-9]+)+\Z")
 _IPV6_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]\Z")
 # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*\Z")
@@ -57,6 +62,15 @@ _PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*\Z")
 _PARAMCHARS_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+\Z")
 # hname/hvalue = 1*( hnv-unreserved / unreserved / escaped )
 _HCHARS_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*\Z")
+# Fast path for the everyday URI: sip:user@host[:port][;params], no escapes,
+# no password, no headers, hostname or IPv4 (everything else: general path).
+_PCHARS = r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+"
+_FAST_SIP_RE = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,/]+)@)?"
+    r"([A-Za-z0-9.\-]+)"
+    r"(?::([0-9]{1,5}))?"
+    r"((?:;" + _PCHARS + r"(?:=" + _PCHARS + r")?)*)\Z"
+)
 # absoluteURI body: no whitespace, no angle brackets, no quotes.
 _ABS_BODY_RE = re.compile(r"[^\s<>\"]+\Z")
 
@@ -86,22 +100,26 @@ def _check_port(text: str, where: str) -> int:
     return port
 
 
-def _check_host(host: str, where: str) -> None:
+def check_host(host: str, where: str = "host") -> None:
+    """Validate a hostname, IPv4 address or bracketed IPv6 reference.
+
+    Raises:
+        RemoteProtocolError: naming the fault (RFC 3261 §25.1, RFC 5118 §4.2).
+    """
     if not host:
         raise RemoteProtocolError(f"{where}: empty host")
     if host[0] == "[":
         if not _IPV6_RE.match(host) or host.count(":") < 2:
             raise RemoteProtocolError(f"{where}: malformed IPv6 reference {host!r}")
         return
-    if _IPV4_RE.match(host):
-        if any(int(part) > 255 for part in host.split(".")):
-            raise RemoteProtocolError(f"{where}: IPv4 address {host!r} out of range")
+    if (_IPV4_RE if host[-1] in _DIGITS else _HOSTNAME_RE).match(host) is not None:
         return
+    if _DOTTED_RE.match(host):
+        raise RemoteProtocolError(f"{where}: IPv4 address {host!r} out of range")
     if ":" in host:
         # RFC 5118 §4.2: an IPv6 address must be enclosed in brackets in a SIP URI.
         raise RemoteProtocolError(f"{where}: IPv6 address {host!r} is not enclosed in []")
-    if not _HOSTNAME_RE.match(host):
-        raise RemoteProtocolError(f"{where}: malformed host {host!r}")
+    raise RemoteProtocolError(f"{where}: malformed host {host!r}")
 
 
 def parse_host_port(text: str, where: str = "host") -> tuple[str, int | None]:
@@ -123,7 +141,7 @@ def parse_host_port(text: str, where: str = "host") -> tuple[str, int | None]:
             raise RemoteProtocolError(f"{where}: IPv6 address {text!r} is not enclosed in []")
         host, sep, port_text_ = text.partition(":")
         port_text = port_text_ if sep else None
-    _check_host(host, where)
+    check_host(host, where)
     port = _check_port(port_text, where) if port_text is not None else None
     return host, port
 
@@ -185,6 +203,35 @@ class SipUri:
     @classmethod
     def parse(cls, text: str, where: str = "URI") -> "SipUri":
         """Parse a SIP/SIPS URI.  Raises :class:`RemoteProtocolError` when malformed."""
+        m = _FAST_SIP_RE.match(text)
+        if m is not None:
+            # Everyday shape (no escapes, password, headers or IPv6): one regex.
+            scheme, user, host, port_text, ptext = m.groups()
+            if (_IPV4_RE if host[-1] in _DIGITS else _HOSTNAME_RE).match(host) is None:
+                check_host(host, where)  # raises the specific fault
+            port = None
+            if port_text is not None:
+                port = int(port_text)
+                if port > 65535:
+                    raise RemoteProtocolError(f"{where}: port {port} exceeds 65535")
+            params: dict[str, str | None] = {}
+            if ptext:
+                for item in ptext[1:].split(";"):
+                    name, sep, value = item.partition("=")
+                    params[name] = value if sep else None
+            uri = object.__new__(cls)
+            uri.scheme = scheme
+            uri.user = user
+            uri.password = None
+            uri.host = host
+            uri.port = port
+            uri.params = params
+            uri.headers = {}
+            return uri
+        return cls._parse_general(text, where)
+
+    @classmethod
+    def _parse_general(cls, text: str, where: str) -> "SipUri":
         scheme, colon, rest = text.partition(":")
         lscheme = scheme.lower()
         if not colon or lscheme not in ("sip", "sips"):
