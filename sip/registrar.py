@@ -7,8 +7,9 @@ returns ``(status, reason, headers)``; the stack sends that response through
 the server transaction.  The steps follow §10.3:
 
 1. authentication (step 4): ``authenticator.authenticate(request, now)``
-   returns None when the request is authorised, else the response to send
-   (401 with ``WWW-Authenticate`` and ``stale`` as needed, or 403).  The
+   returns an :class:`AuthResult`: the user when authorised, else the
+   response to send (401 with ``WWW-Authenticate`` and ``stale`` as needed,
+   403, or 400 for malformed credentials).  The
    default :class:`DigestAuthenticator` wraps ``sip/auth.py`` with a
    ``lookup_password(user, realm) -> str | None`` callback;
 2. the authenticated user must own the AOR (step 6), else 403;
@@ -28,8 +29,11 @@ behind NAT is reached where it really is (RFC 3581), and every change raises
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from .auth import AuthOutcome, DigestServer, compute_ha1
 from .events import RegistrationChanged
 from .location import Binding, LocationService
 from .message import Request
@@ -41,16 +45,75 @@ Address = tuple[str, int]
 Headers = list[tuple[str, str]]
 
 
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """What an authenticator decided about one request."""
+
+    user: str | None = None
+    """The authenticated user name when accepted (``status == 0``)."""
+    status: int = 0
+    """0 when accepted, else the status to answer (401, 403, 400)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra headers of that answer (``WWW-Authenticate`` challenges)."""
+    reason: str | None = None
+    """Reason phrase of that answer (None: the RFC 3261 default)."""
+
+
 class Authenticator(Protocol):
     """Decides whether a REGISTER is authorised."""
 
-    def authenticate(self, request: Request, now: float) -> tuple[int, Headers, str | None] | None:
-        """None when authorised, else (status, headers, reason) to answer with."""
+    def authenticate(self, request: Request, now: float) -> AuthResult:
+        """Accept (``AuthResult(user=...)``) or refuse with the response to send."""
         ...
 
-    def authenticated_user(self, request: Request) -> str | None:
-        """The user name the request authenticated as (after authenticate returned None)."""
-        ...
+
+class DigestAuthenticator:
+    """RFC 2617/7616/8760 digest for the registrar, over sipmsg's :class:`DigestServer`.
+
+    Args:
+        realm: protection realm (usually the SIP domain).
+        lookup_password: ``(user, realm) -> password or None``; or
+        lookup_ha1: ``(user, realm, algorithm) -> HA1 hex or None`` (stores
+            that keep no clear passwords).
+        secret: nonce signing key (random per process when None).
+        nonce_lifetime_s: nonces older than this get ``stale=true``.
+        algorithms: offered, strongest first (SIPp 3.6 and many phones only
+            do MD5: keep it in the list).
+    """
+
+    def __init__(self, realm: str, lookup_password: Callable[[str, str], str | None] | None = None, *,
+                 lookup_ha1: Callable[[str, str, str], str | None] | None = None,
+                 secret: bytes | None = None, nonce_lifetime_s: float = 300.0,
+                 algorithms: tuple[str, ...] = ("SHA-256", "MD5")) -> None:
+        if (lookup_password is None) == (lookup_ha1 is None):
+            raise ValueError("give exactly one of lookup_password or lookup_ha1")
+        self.realm = realm
+        self.server = DigestServer(realm, secret or os.urandom(32), nonce_lifetime_s=nonce_lifetime_s,
+                                   algorithms=algorithms)
+        if lookup_ha1 is None:
+            assert lookup_password is not None
+            pw = lookup_password
+
+            def lookup_ha1(user: str, realm_: str, algorithm: str) -> str | None:
+                password = pw(user, realm_)
+                return None if password is None else compute_ha1(algorithm, user, realm_, password)
+        self._ha1 = lookup_ha1
+
+    def authenticate(self, request: Request, now: float) -> AuthResult:
+        creds = request.headers.get_lines("Authorization")
+        if not creds:
+            return AuthResult(status=401, headers=tuple(self.server.challenge(now)))
+        v = self.server.verify(request.method, creds[0], now, ha1_lookup=self._ha1)
+        if v.outcome is AuthOutcome.ACCEPTED:
+            return AuthResult(user=v.username)
+        if v.outcome is AuthOutcome.STALE:
+            return AuthResult(status=401, headers=tuple(self.server.challenge(now, stale=True)))
+        if v.outcome is AuthOutcome.MALFORMED:
+            return AuthResult(status=400, reason=f"Bad Request: {v.reason}"[:120])
+        logger.warning("REGISTER from %s refused: %s", v.username, v.reason)
+        if v.reason.startswith("nonce was not issued") or v.reason.startswith("authorization scheme"):
+            return AuthResult(status=401, headers=tuple(self.server.challenge(now)))
+        return AuthResult(status=403, reason=f"Forbidden ({v.reason})"[:120])
 
 
 class Registrar:
@@ -103,11 +166,10 @@ class Registrar:
         if self.domains is not None and to_uri.host.lower() not in self.domains:
             return 404, f"Not Found (domain {to_uri.host} is not served here)", []
         if self.authenticator is not None:
-            refused = self.authenticator.authenticate(req, now)
-            if refused is not None:
-                status, headers, reason = refused
-                return status, reason, headers
-            user = self.authenticator.authenticated_user(req)
+            result = self.authenticator.authenticate(req, now)
+            if result.status:
+                return result.status, result.reason, list(result.headers)
+            user = result.user
             if user is not None and to_uri.user is not None and user != to_uri.user:
                 return 403, f"Forbidden ({user} may not register {aor})", []
         call_id = req.call_id

@@ -4,7 +4,8 @@ from __future__ import annotations
 import random
 
 from sip.events import RegistrationChanged, ResponseReceived
-from sip.registrar import Registrar
+from sip.auth import DigestClient
+from sip.registrar import AuthResult, DigestAuthenticator, Registrar
 from sip.stack import SipStack
 
 from sipcore_pair import A_ADDR, B_ADDR, Link, events
@@ -74,11 +75,8 @@ class FakeAuth:
     def authenticate(self, req, now):
         value = req.headers.get("Authorization")
         if value and value.startswith("ok "):
-            return None
-        return 401, [("WWW-Authenticate", 'Digest realm="example.com", nonce="n1"')], None
-
-    def authenticated_user(self, req):
-        return req.headers.get("Authorization")[3:]
+            return AuthResult(user=value[3:])
+        return AuthResult(status=401, headers=(("WWW-Authenticate", 'Digest realm="example.com", nonce="n1"'),))
 
 
 def test_authentication_hook_and_aor_ownership():
@@ -96,3 +94,34 @@ def test_register_without_registrar_is_405():
     b = SipStack(B_ADDR)
     link = Link(a, b)
     assert register(a, link).status_code == 405
+
+
+def _register_with_digest(a, link, password, cseq_start=1, user="alice", now_shift=0.0):
+    r = register(a, link, cseq=cseq_start, user=user)
+    assert r.status_code == 401
+    challenges = r.headers.get_lines("WWW-Authenticate")
+    client = DigestClient(user, password)
+    value = client.answer(challenges, "REGISTER", REG_URI)
+    link.now += now_shift
+    return register(a, link, cseq=cseq_start + 1, user=user, extra=[("Authorization", value)]), value
+
+
+def test_digest_register_accepts_right_password_and_refuses_wrong_or_replayed():
+    auth = DigestAuthenticator("example.com", lambda user, realm: {"alice": "secret"}.get(user))
+    a, b, reg, link = setup(auth)
+    r, value = _register_with_digest(a, link, "secret")
+    assert r.status_code == 200 and reg.lookup("sip:alice@example.com")
+    # The same Authorization again (same nc): a replay.
+    r = register(a, link, cseq=3, extra=[("Authorization", value)])
+    assert r.status_code == 403 and "replayed" in r.reason
+    r, _ = _register_with_digest(a, link, "wrong", cseq_start=4)
+    assert r.status_code == 403 and "password" in r.reason
+    r, _ = _register_with_digest(a, link, "x", cseq_start=1, user="mallory")
+    assert r.status_code == 403
+
+
+def test_digest_stale_nonce_rechallenges():
+    auth = DigestAuthenticator("example.com", lambda user, realm: "secret", nonce_lifetime_s=10)
+    a, b, reg, link = setup(auth)
+    r, _ = _register_with_digest(a, link, "secret", now_shift=20.0)
+    assert r.status_code == 401 and "stale=true" in r.headers.get("WWW-Authenticate")
