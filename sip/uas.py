@@ -17,24 +17,20 @@ import signal
 from dataclasses import dataclass
 
 from .events import AckReceived, CancelReceived, DialogTerminated, Event, RequestReceived
+from .errors import NoCommonCodecError, SdpError
+from .sdp import SdpSession, SessionDescription
 from .useragent import SipEndpoint
 
 logger = logging.getLogger(__name__)
 
 
-def sdp_answer(offer: bytes, host: str, port: int, session_id: int) -> bytes:
-    """A one-stream PCMU/PCMA answer to ``offer`` (RFC 3264 §6), first common codec."""
-    text = offer.decode("utf-8", "replace")
-    payloads: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("m=audio "):
-            payloads = line.split()[3:]
-            break
-    chosen = next((p for p in payloads if p in ("0", "8")), "0")
-    name = "PCMU" if chosen == "0" else "PCMA"
-    return (f"v=0\r\no=ctiengine {session_id} {session_id} IN IP4 {host}\r\ns=-\r\n"
-            f"c=IN IP4 {host}\r\nt=0 0\r\nm=audio {port} RTP/AVP {chosen}\r\n"
-            f"a=rtpmap:{chosen} {name}/8000\r\na=sendrecv\r\n").encode()
+def sdp_answer(offer: bytes, host: str, port: int, session_id: int) -> bytes | None:
+    """The RFC 3264 answer to ``offer`` (sip.sdp), or None when nothing is acceptable (488)."""
+    try:
+        answer, _ = SdpSession(host, session_id).answer(SessionDescription.parse(offer), port)
+    except (SdpError, NoCommonCodecError):
+        return None
+    return bytes(answer)
 
 
 @dataclass
@@ -74,7 +70,13 @@ class AnsweringUas:
                 if self.ring:
                     self.endpoint.respond(ev.transaction, 180)
                 self._session += 1
+                if not req.body:  # offer in the ACK (RFC 3264 §2): not supported here
+                    self.endpoint.respond(ev.transaction, 488)
+                    return
                 body = sdp_answer(req.body, self.endpoint.address[0], self.rtp_port, self._session)
+                if body is None:
+                    self.endpoint.respond(ev.transaction, 488)
+                    return
                 self.endpoint.respond(ev.transaction, 200, body=body, content_type="application/sdp")
                 c.answered += 1
             else:

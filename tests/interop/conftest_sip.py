@@ -12,6 +12,8 @@ import socket
 import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
+# Third-party scenarios are read in place from ../shared (never copied).
+SHARED_SIPP = HERE.parent.parent.parent / "shared" / "testpeers" / "sipp"
 SIPP = shutil.which("sipp")
 
 

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from conftest_sip import HERE, free_udp_port, run_sipp, start_sipp, stop_process, wait_udp_bound
+from conftest_sip import HERE, SHARED_SIPP, free_udp_port, run_sipp, start_sipp, stop_process, wait_udp_bound
 from sip.events import DialogEstablished, RequestReceived, ResponseReceived
 from sip.uas import AnsweringUas
 from sip.useragent import SipEndpoint
@@ -93,4 +93,57 @@ def test_our_uac_calls_sipp_uas(tmp_path):
         finally:
             await ep.stop()
             await stop_process(proc)
+    asyncio.run(main())
+
+
+def test_sipp_registers_with_digest_then_calls(tmp_path):
+    """SIPp's [authentication] (MD5) against our registrar, then INVITE/BYE to the same UAS."""
+    async def main():
+        from sip.events import RegistrationChanged
+        from sip.registrar import DigestAuthenticator, Registrar
+        changes = []
+        # SIPp 3.6 answers only the first challenge and only MD5 (RFC 8760 order would put SHA-256 first).
+        auth = DigestAuthenticator("127.0.0.1", lambda user, realm: "secret" if user == "carol" else None,
+                                   algorithms=("MD5",))
+        uas = AnsweringUas("127.0.0.1", 0, registrar=Registrar(auth))
+        original = uas.on_event
+
+        def on_event(ev):
+            if isinstance(ev, RegistrationChanged):
+                changes.append(ev)
+            original(ev)
+        uas.endpoint._on_event = on_event
+        host, port = await uas.start()
+        sport = free_udp_port()
+        try:
+            rc, row, log = await run_sipp(
+                ["-sf", str(SHARED_SIPP / "uac_register_invite_auth.xml"), f"{host}:{port}", "-s", "carol",
+                 "-au", "carol", "-ap", "secret", "-key", "callee", "bob", "-i", "127.0.0.1", "-p", str(sport),
+                 "-mp", str(free_udp_port()), "-m", "1", "-recv_timeout", "8000"], tmp_path, 30)
+        finally:
+            await uas.stop()
+        _check(rc, row, log, 1)
+        assert [(c.aor, c.reason) for c in changes][:1] == [("sip:carol@127.0.0.1", "registered")]
+        b = changes[0].contacts[0]
+        assert b.contact == f"sip:carol@127.0.0.1:{sport}" and b.source == ("127.0.0.1", sport)
+        assert uas.counters.answered == 1 and uas.counters.ended == 1
+    asyncio.run(main())
+
+
+def test_sipp_wrong_password_is_refused(tmp_path):
+    async def main():
+        from sip.registrar import DigestAuthenticator, Registrar
+        auth = DigestAuthenticator("127.0.0.1", lambda user, realm: "secret", algorithms=("MD5",))
+        uas = AnsweringUas("127.0.0.1", 0, registrar=Registrar(auth))
+        host, port = await uas.start()
+        try:
+            rc, row, log = await run_sipp(
+                ["-sf", str(SHARED_SIPP / "uac_register_invite_auth.xml"), f"{host}:{port}", "-s", "carol",
+                 "-au", "carol", "-ap", "WRONG", "-key", "callee", "bob", "-i", "127.0.0.1",
+                 "-p", str(free_udp_port()), "-mp", str(free_udp_port()), "-m", "1", "-recv_timeout", "4000"],
+                tmp_path, 20)
+        finally:
+            await uas.stop()
+        assert rc == 1 and int(row["FailedCall(C)"]) == 1, log
+        assert uas.counters.invites == 0
     asyncio.run(main())
