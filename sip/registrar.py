@@ -77,14 +77,16 @@ class DigestAuthenticator:
             that keep no clear passwords).
         secret: nonce signing key (random per process when None).
         nonce_lifetime_s: nonces older than this get ``stale=true``.
-        algorithms: offered, strongest first (SIPp 3.6 and many phones only
-            do MD5: keep it in the list).
+        algorithms: offered, strongest first.  MD5 only by default: SIPp 3.6
+            and baresip 1.0 answer only the *first* challenge and fail on
+            SHA-256 (measured in tests/interop), so ``("SHA-256", "MD5")``
+            (RFC 8760) is for fleets whose phones pick among challenges.
     """
 
     def __init__(self, realm: str, lookup_password: Callable[[str, str], str | None] | None = None, *,
                  lookup_ha1: Callable[[str, str, str], str | None] | None = None,
                  secret: bytes | None = None, nonce_lifetime_s: float = 300.0,
-                 algorithms: tuple[str, ...] = ("SHA-256", "MD5")) -> None:
+                 algorithms: tuple[str, ...] = ("MD5",)) -> None:
         if (lookup_password is None) == (lookup_ha1 is None):
             raise ValueError("give exactly one of lookup_password or lookup_ha1")
         self.realm = realm
