@@ -64,7 +64,7 @@ from sip.grammar import (
     split_commas,
     unquote,
 )
-from sip.uri import _HOSTNAME_RE, _IPV4_RE, SipUri, Uri, check_host, parse_uri
+from sip.uri import SipUri, Uri, check_host, host_ok, parse_uri
 
 __all__ = [
     "Headers",
@@ -465,7 +465,7 @@ class Via:
         if m is None:
             raise RemoteProtocolError(f"Via header: malformed value {text[:60]!r}")
         name, version, transport, host, port_text = m.groups()
-        if host[0] == "[" or (_IPV4_RE if host[-1] in _DIGITS else _HOSTNAME_RE).match(host) is None:
+        if host[0] == "[" or not host_ok(host):
             try:
                 check_host(host, "Via sent-by")
             except RemoteProtocolError as exc:

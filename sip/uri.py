@@ -37,6 +37,7 @@ __all__ = [
     "unescape",
     "parse_host_port",
     "check_host",
+    "host_ok",
     "split_params",
 ]
 
@@ -100,6 +101,13 @@ def _check_port(text: str, where: str) -> int:
     return port
 
 
+def host_ok(host: str) -> bool:
+    """Fast test: a valid hostname or IPv4 address (no brackets)."""
+    if host[-1] in _DIGITS and _IPV4_RE.match(host) is not None:
+        return True
+    return _HOSTNAME_RE.match(host) is not None
+
+
 def check_host(host: str, where: str = "host") -> None:
     """Validate a hostname, IPv4 address or bracketed IPv6 reference.
 
@@ -112,7 +120,7 @@ def check_host(host: str, where: str = "host") -> None:
         if not _IPV6_RE.match(host) or host.count(":") < 2:
             raise RemoteProtocolError(f"{where}: malformed IPv6 reference {host!r}")
         return
-    if (_IPV4_RE if host[-1] in _DIGITS else _HOSTNAME_RE).match(host) is not None:
+    if host_ok(host):
         return
     if _DOTTED_RE.match(host):
         raise RemoteProtocolError(f"{where}: IPv4 address {host!r} out of range")
@@ -207,7 +215,7 @@ class SipUri:
         if m is not None:
             # Everyday shape (no escapes, password, headers or IPv6): one regex.
             scheme, user, host, port_text, ptext = m.groups()
-            if (_IPV4_RE if host[-1] in _DIGITS else _HOSTNAME_RE).match(host) is None:
+            if not host_ok(host):
                 check_host(host, where)  # raises the specific fault
             port = None
             if port_text is not None:
