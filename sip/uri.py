@@ -37,7 +37,9 @@ __all__ = [
     "unescape",
     "parse_host_port",
     "check_host",
+    "host_ok",
     "split_params",
+    "clear_uri_cache",
 ]
 
 # RFC 3261 §25.1: escaped = "%" HEXDIG HEXDIG
@@ -100,6 +102,13 @@ def _check_port(text: str, where: str) -> int:
     return port
 
 
+def host_ok(host: str) -> bool:
+    """Fast test: a valid hostname or IPv4 address (no brackets)."""
+    if host[-1] in _DIGITS and _IPV4_RE.match(host) is not None:
+        return True
+    return _HOSTNAME_RE.match(host) is not None
+
+
 def check_host(host: str, where: str = "host") -> None:
     """Validate a hostname, IPv4 address or bracketed IPv6 reference.
 
@@ -112,7 +121,7 @@ def check_host(host: str, where: str = "host") -> None:
         if not _IPV6_RE.match(host) or host.count(":") < 2:
             raise RemoteProtocolError(f"{where}: malformed IPv6 reference {host!r}")
         return
-    if (_IPV4_RE if host[-1] in _DIGITS else _HOSTNAME_RE).match(host) is not None:
+    if host_ok(host):
         return
     if _DOTTED_RE.match(host):
         raise RemoteProtocolError(f"{where}: IPv4 address {host!r} out of range")
@@ -207,7 +216,7 @@ class SipUri:
         if m is not None:
             # Everyday shape (no escapes, password, headers or IPv6): one regex.
             scheme, user, host, port_text, ptext = m.groups()
-            if (_IPV4_RE if host[-1] in _DIGITS else _HOSTNAME_RE).match(host) is None:
+            if not host_ok(host):
                 check_host(host, where)  # raises the specific fault
             port = None
             if port_text is not None:
@@ -462,6 +471,35 @@ class AbsoluteUri:
 Uri = Union[SipUri, TelUri, AbsoluteUri]
 
 
+# Successful parses by text.  The same URIs recur in every message of a call
+# (Request-URI, Contact, From/To addresses), so a hit saves the parse; callers
+# get a private copy, the cached object is never handed out.  Bounded: cleared
+# when full.
+_URI_CACHE: dict[str, Uri] = {}
+URI_CACHE_SIZE = 2048
+
+
+def _clone(uri: Uri) -> Uri:
+    if type(uri) is SipUri:
+        c = object.__new__(SipUri)
+        c.scheme = uri.scheme
+        c.user = uri.user
+        c.password = uri.password
+        c.host = uri.host
+        c.port = uri.port
+        c.params = dict(uri.params) if uri.params else {}
+        c.headers = dict(uri.headers) if uri.headers else {}
+        return c
+    if type(uri) is TelUri:
+        return TelUri(uri.number, uri.params)
+    return uri  # AbsoluteUri has no mutable parts
+
+
+def clear_uri_cache() -> None:
+    """Forget cached URI parses (benchmarks measure cold parses with it)."""
+    _URI_CACHE.clear()
+
+
 def parse_uri(text: str, where: str = "URI") -> Uri:
     """Parse URI text into :class:`SipUri`, :class:`TelUri` or :class:`AbsoluteUri`.
 
@@ -469,9 +507,24 @@ def parse_uri(text: str, where: str = "URI") -> Uri:
         text: the URI without enclosing ``<>``.
         where: names the place for error messages (``"Request-URI"``, ``"To header"``).
 
+    Returns:
+        a new object owned by the caller (repeated texts are served from a
+        bounded cache of earlier successful parses, copied).
+
     Raises:
         RemoteProtocolError: the text is not a URI, or a SIP/tel URI is malformed.
     """
+    hit = _URI_CACHE.get(text)
+    if hit is not None:
+        return _clone(hit)
+    uri = _parse_uri(text, where)
+    if len(_URI_CACHE) >= URI_CACHE_SIZE:
+        _URI_CACHE.clear()
+    _URI_CACHE[text] = _clone(uri)
+    return uri
+
+
+def _parse_uri(text: str, where: str) -> Uri:
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME_RE.match(scheme):
         raise RemoteProtocolError(f"{where}: {text!r} is not a URI (no scheme)")

@@ -64,3 +64,44 @@ def test_header_section_limit() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         framer.next_frame()
     assert info.value.status_hint == 513
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from([MSG, b"\r\n\r\n", MSG.replace(b"hello", b"12345")]), min_size=1, max_size=6),
+    st.lists(st.integers(1, 64), min_size=1, max_size=40),
+)
+def test_property_any_chunking_gives_the_same_frames(items: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(items)
+    framer = StreamFramer()
+    got: list[bytes | KeepAlive] = []
+    pos = 0
+    i = 0
+    while pos < len(stream):
+        size = cuts[i % len(cuts)]
+        framer.feed(stream[pos : pos + size])
+        pos += size
+        i += 1
+        got.extend(framer.frames())
+    expected = [KeepAlive.PING if item == b"\r\n\r\n" else item for item in items]
+    assert got == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_property_garbage_only_raises_protocol_errors(data: bytes) -> None:
+    framer = StreamFramer(max_header_size=200, max_body_size=100)
+    framer.feed(data)
+    try:
+        for item in framer.frames():
+            if isinstance(item, bytes):
+                try:
+                    parse_message(item)
+                except RemoteProtocolError:
+                    pass
+    except RemoteProtocolError:
+        pass

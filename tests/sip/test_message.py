@@ -174,3 +174,138 @@ def test_error_response_never_answers_a_response() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         parse_message(data)
     assert error_response(data, info.value) is None
+
+
+# ---------------------------------------------------------------------------
+# Property tests (hypothesis, bounded)
+# ---------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from sip.grammar import quote  # noqa: E402
+
+_TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~", min_size=1, max_size=12)
+_HOST = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9]{0,8}(\.[a-z][a-z0-9]{0,8}){0,3}", fullmatch=True),
+    st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t))),
+    st.just("[2001:db8::1]"),
+)
+_USER = st.from_regex(r"[a-zA-Z0-9_.!~*'()&=+$,-]{1,12}", fullmatch=True)
+_DISPLAY = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\r\n"), max_size=12
+)
+_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30).map(str.strip)
+
+
+@st.composite
+def sip_requests(draw: st.DrawFn) -> Request:
+    method = draw(st.sampled_from(["INVITE", "ACK", "BYE", "OPTIONS", "REGISTER"])) if draw(st.booleans()) else draw(_TOKEN)
+    host = draw(_HOST)
+    port = draw(st.one_of(st.none(), st.integers(1, 65535)))
+    uri = f"sip:{draw(_USER)}@{host}" + ("" if port is None else f":{port}")
+    via_params = {"branch": "z9hG4bK" + draw(_TOKEN)}
+    if draw(st.booleans()):
+        via_params["rport"] = None  # type: ignore[assignment]
+    display = draw(st.one_of(st.none(), _DISPLAY))
+    extra = draw(st.lists(st.tuples(st.from_regex(r"X-[A-Za-z0-9]{1,8}", fullmatch=True), _VALUE), max_size=4))
+    req = make_request(
+        method,
+        uri,
+        via=Via(draw(st.sampled_from(["UDP", "TCP", "TLS"])), draw(_HOST), draw(st.one_of(st.none(), st.integers(1, 65535))), via_params),
+        from_=NameAddr(f"sip:{draw(_USER)}@{draw(_HOST)}", display, {"tag": draw(_TOKEN)}),
+        to=NameAddr(uri),
+        call_id=draw(_TOKEN) + "@" + draw(_HOST),
+        cseq=draw(st.integers(0, 2**32 - 1)),
+        max_forwards=draw(st.integers(0, 255)),
+        headers=[(n, v) for n, v in extra if v],
+        body=draw(st.binary(max_size=64)),
+    )
+    return req
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sip_requests())
+def test_property_serialise_parse_is_stable(req: Request) -> None:
+    wire = bytes(req)
+    parsed = parse_message(wire)
+    assert isinstance(parsed, Request)
+    assert bytes(parsed) == wire  # raw reuse
+    assert (parsed.method, parsed.uri_text, parsed.body) == (req.method, req.uri_text, req.body)
+    def no_cl(h: Headers) -> list[tuple[str, str]]:
+        return [(n, v) for n, v in h if n != "Content-Length"]
+
+    assert no_cl(parsed.headers) == no_cl(req.headers)
+    assert parsed.content_length == len(req.body)
+    assert parsed.from_.display_name == req.from_.display_name
+    assert parsed.from_.tag == req.from_.tag and parsed.cseq == req.cseq
+    assert parsed.via[0] == req.via[0]
+    # a full rebuild gives the same bytes
+    parsed.headers.add("X-Touch", "1")
+    parsed.headers.remove("X-Touch")
+    assert bytes(parsed) == wire
+    resp = make_response(parsed, 486, to_tag="t1")
+    again = parse_message(bytes(resp))
+    assert isinstance(again, Response) and again.to.tag == "t1" and again.cseq == req.cseq
+
+
+def _only_protocol_errors(data: bytes) -> None:
+    try:
+        msg = parse_message(data, validate=False)
+    except RemoteProtocolError as exc:
+        error_response(data, exc)  # must not raise either
+        return
+    for accessor in ("via", "from_", "to", "contact", "route", "max_forwards", "content_length", "expires", "require"):
+        try:
+            getattr(msg, accessor)
+        except RemoteProtocolError:
+            pass
+    try:
+        msg.validate()
+    except RemoteProtocolError:
+        pass
+    bytes(msg)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_property_random_bytes_raise_only_protocol_errors(data: bytes) -> None:
+    _only_protocol_errors(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([
+    b"INVITE sip:a@b SIP/2.0\r\n", b"SIP/2.0 200 OK\r\n", b"Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n",
+    b"v: SIP/2.0/TCP [::1]:5;rport\r\n", b"From: <sip:a@b>;tag=1\r\n", b"t: \"x\\\"\" <sip:c@d>\r\n",
+    b"Call-ID: x\r\n", b"CSeq: 1 INVITE\r\n", b"Content-Length: 3\r\n", b"l: 99\r\n", b"\r\n", b" folded\r\n",
+    b"Contact: *\r\n", b"m: <sip:x@[::1]:5060;transport=tcp>;expires=10, sip:y@z\r\n", b"abc", b"\x00\xff",
+    b"Max-Forwards: 70\r\n", b"Route: <sip:p;lr>,\r\n", b"Date: Sat, 13 Nov 2010 23:29:00 GMT\r\n",
+]), max_size=14))
+def test_property_shuffled_header_soup(parts: list[bytes]) -> None:
+    _only_protocol_errors(b"".join(parts))
+
+
+def test_cached_parses_are_private_copies() -> None:
+    first = parse_message(INVITE)
+    first.via[0].params["branch"] = "mutated"
+    first.from_.params["tag"] = "mutated"
+    uri = first.contact[0].uri
+    assert isinstance(uri, SipUri)
+    uri.params["x"] = "y"
+    second = parse_message(INVITE)
+    assert second.via[0].branch == "z9hG4bK776asdhds"
+    assert second.from_.tag == "1928301774"
+    assert "x" not in second.contact[0].uri.params  # type: ignore[union-attr]
+
+
+def test_start_line_changes_are_serialised() -> None:
+    resp = parse_message(bytes(make_response(parse_message(INVITE), 180, to_tag="x")))  # type: ignore[arg-type]
+    assert isinstance(resp, Response)
+    resp.status_code, resp.reason = 183, "Session Progress"
+    assert bytes(resp).startswith(b"SIP/2.0 183 Session Progress\r\n")
+    req = parse_message(INVITE)
+    assert isinstance(req, Request)
+    req.uri = "sip:carol@chicago.example.com"
+    assert bytes(req).startswith(b"INVITE sip:carol@chicago.example.com SIP/2.0\r\n")
+    req.method = "OPTIONS"
+    assert bytes(req).startswith(b"OPTIONS sip:carol@")

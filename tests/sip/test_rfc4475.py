@@ -222,3 +222,58 @@ def test_zeromf_and_inv2543() -> None:
 def test_badbranch_is_not_an_rfc3261_branch() -> None:
     via = _load("badbranch.dat").via[0]
     assert via.branch == "z9hG4bK" and not via.is_rfc3261_branch
+
+
+def test_regaut01_unknown_scheme_is_rechallenged() -> None:
+    from sip.auth import AuthOutcome, DigestServer
+
+    msg = _load("regaut01.dat")
+    creds = msg.headers["Authorization"]
+    result = DigestServer("example.com", b"k").verify("REGISTER", creds, 0.0, password="x")
+    assert result.outcome is AuthOutcome.REJECTED and "not supported" in result.reason
+
+
+# -- mutation fuzzing: nothing but RemoteProtocolError may come out ----------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_CORPUS = [(DIR / row["file"]).read_bytes() for row in ROWS]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(_CORPUS)))
+    for _ in range(draw(st.integers(1, 6))):
+        if not data:
+            break
+        pos = draw(st.integers(0, len(data) - 1))
+        op = draw(st.sampled_from(["flip", "delete", "insert", "truncate", "dup"]))
+        if op == "flip":
+            data[pos] = draw(st.sampled_from(b"\x00\r\n :;,<>\"\\@[]%=?ZZ9"))
+        elif op == "delete":
+            del data[pos : pos + draw(st.integers(1, 8))]
+        elif op == "insert":
+            data[pos:pos] = draw(st.sampled_from([b"\r\n", b" ", b";", b",", b"\"", b"<", b"\r\n\r\n", b"\xff\xfe"]))
+        elif op == "truncate":
+            del data[pos:]
+        else:
+            data[pos:pos] = data[pos : pos + 40]
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mutated())
+def test_mutated_torture_messages_raise_only_protocol_errors(data: bytes) -> None:
+    try:
+        msg = parse_message(data)
+    except RemoteProtocolError as exc:
+        error_response(data, exc)
+        return
+    bytes(msg)
+    parse_message(bytes(msg))  # what we accept, we re-serialise acceptably
+    if isinstance(msg, Request):
+        try:
+            check_request(msg)
+        except RemoteProtocolError:
+            pass
