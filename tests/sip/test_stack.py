@@ -229,6 +229,7 @@ def test_unknown_dialog_481_and_bad_input_400_or_drop():
 def test_options_answered_and_in_dialog_requests(pair):
     a, b, link = pair
     txn = a.request("OPTIONS", URI_B, 0.0)
+    assert txn.method == "OPTIONS" and txn.transport == "UDP"
     link.pump()
     resp = [e for e in events(a) if isinstance(e, ResponseReceived)][0].response
     assert resp.status_code == 200 and "INVITE" in resp.allow
