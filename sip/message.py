@@ -481,18 +481,22 @@ class Via:
 
         Successful parses are cached by text (bounded); each call returns a new object.
         """
-        hit = _VIA_CACHE.get(text)
+        # The sent-protocol/sent-by part recurs (same peer), the parameters
+        # (branch) change per transaction: cache the former, split the latter.
+        semi = text.find(";")
+        head = text if semi < 0 else text[:semi]
+        hit = _VIA_CACHE.get(head)
         if hit is None:
-            hit = cls._parse(text)
+            hit = cls._parse(head)
             if len(_VIA_CACHE) >= PARSE_CACHE_SIZE:
                 _VIA_CACHE.clear()
-            _VIA_CACHE[text] = hit
+            _VIA_CACHE[head] = hit
         via = object.__new__(cls)
         via.protocol = hit.protocol
         via.transport = hit.transport
         via.host = hit.host
         via.port = hit.port
-        via.params = dict(hit.params)
+        via.params = _via_params(text[semi:]) if semi >= 0 else {}
         return via
 
     @classmethod
@@ -516,27 +520,14 @@ class Via:
             port = int(port_text)
             if port > 65535:
                 raise RemoteProtocolError(f"Via header: sent-by port {port} exceeds 65535")
-        rest = text[m.end() :]
-        params = parse_params(rest, "Via header") if rest else {}
-        for key, value in params.items():
-            lkey = key.lower()
-            if lkey == "branch":
-                if not value:
-                    raise RemoteProtocolError("Via header: branch parameter has no value")
-            elif lkey == "rport":
-                # RFC 3581: rport is a flag or a port number.
-                if value is not None and (not value.isdigit() or int(value) > 65535):
-                    raise RemoteProtocolError(f"Via header: rport value {value[:20]!r} is not a port")
-            elif lkey == "ttl":
-                # RFC 3261 §20.42: ttl = 1*3DIGIT (0-255)
-                if value is None or not value.isdigit() or int(value) > 255:
-                    raise RemoteProtocolError(f"Via header: ttl value {value!r} out of range")
+        if m.end() != len(text):
+            raise RemoteProtocolError(f"Via header: unexpected text after sent-by in {text[:60]!r}")
         via = object.__new__(cls)
         via.protocol = SIP_VERSION if (name == "SIP" and version == "2.0") else f"{name.upper()}/{version}"
         via.transport = transport.upper()
         via.host = host
         via.port = port
-        via.params = params
+        via.params = {}
         return via
 
     def _lower_params(self) -> dict[str, str | None]:
@@ -609,6 +600,25 @@ class Via:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _via_params(text: str) -> dict[str, str | None]:
+    """Parse and check Via parameters (text starts at the first ';')."""
+    params = parse_params(text, "Via header")
+    for key, value in params.items():
+        lkey = key.lower()
+        if lkey == "branch":
+            if not value:
+                raise RemoteProtocolError("Via header: branch parameter has no value")
+        elif lkey == "rport":
+            # RFC 3581: rport is a flag or a port number.
+            if value is not None and (not value.isdigit() or int(value) > 65535):
+                raise RemoteProtocolError(f"Via header: rport value {value[:20]!r} is not a port")
+        elif lkey == "ttl":
+            # RFC 3261 §20.42: ttl = 1*3DIGIT (0-255)
+            if value is None or not value.isdigit() or int(value) > 255:
+                raise RemoteProtocolError(f"Via header: ttl value {value!r} out of range")
+    return params
+
+
 class NameAddr:
     """A ``name-addr`` or ``addr-spec`` with header parameters (From, To, Contact, Route ...).
 
@@ -648,17 +658,36 @@ class NameAddr:
                 display name, unclosed ``<``, an addr-spec holding ``?`` or
                 ``,`` (RFC 3261 §20 requires ``<>`` then), malformed params.
         """
-        hit = _NAME_ADDR_CACHE.get(text)
-        if hit is None:
-            hit = cls._parse(text, where)
-            if len(_NAME_ADDR_CACHE) >= PARSE_CACHE_SIZE:
-                _NAME_ADDR_CACHE.clear()
-            _NAME_ADDR_CACHE[text] = hit
+        # `display <uri>` recurs across a call, the parameters (tags) do not:
+        # cache the part up to '>' and parse the parameters each time.
+        gt = text.find(">")
+        if gt > 0:
+            prefix = text[: gt + 1]
+            hit = _NAME_ADDR_CACHE.get(prefix)
+            if hit is None:
+                full = cls._parse(text, where)
+                if prefix.endswith(f"<{full.uri_text}>"):  # first '>' closes the URI
+                    if len(_NAME_ADDR_CACHE) >= PARSE_CACHE_SIZE:
+                        _NAME_ADDR_CACHE.clear()
+                    _NAME_ADDR_CACHE[prefix] = full
+                params = dict(full.params) if full.params else {}
+                hit = full
+            else:
+                rest = text[gt + 1 :].strip(" \t")
+                params = parse_params(rest, where) if rest else {}
+        else:
+            hit = _NAME_ADDR_CACHE.get(text)
+            if hit is None:
+                hit = cls._parse(text, where)
+                if len(_NAME_ADDR_CACHE) >= PARSE_CACHE_SIZE:
+                    _NAME_ADDR_CACHE.clear()
+                _NAME_ADDR_CACHE[text] = hit
+            params = dict(hit.params) if hit.params else {}
         na = object.__new__(cls)
         na.display_name = hit.display_name
         na.uri_text = hit.uri_text
         na._uri = None
-        na.params = dict(hit.params) if hit.params else {}
+        na.params = params
         na._where = where
         return na
 
@@ -965,21 +994,20 @@ class Message:
             RemoteProtocolError: the first malformed element, named.
         """
         h = self.headers
+        keys = {item[0] for item in h._items}
         self.via
         self.from_.uri
         self.to.uri
-        if "contact" in h:
-            lines = h.get_lines("contact")
-            if not (len(lines) == 1 and lines[0].strip() == "*"):
-                for na in self._name_addr_list("contact", "Contact"):
-                    na.uri
-        if "route" in h:
+        if "contact" in keys and not self.contact_is_wildcard:
+            for na in self._name_addr_list("contact", "Contact"):
+                na.uri
+        if "route" in keys:
             for na in self.route:
                 na.uri
-        if "record-route" in h:
+        if "record-route" in keys:
             for na in self.record_route:
                 na.uri
-        date = h.get("date")
+        date = h.get("date") if "date" in keys else None
         if date is not None and not _DATE_RE.match(date):
             # RFC 3261 §20.17: SIP-date is RFC 1123 with "GMT" only (RFC 4475 §3.1.2.12).
             raise RemoteProtocolError(f"Date header {date[:40]!r} is not an RFC 1123 GMT date")
@@ -1284,6 +1312,9 @@ def parse_message(data: bytes | bytearray | memoryview, *, validate: bool = True
     single_keys = SINGLE_HEADERS
     has_via = False
     if head:
+        crlf = head.count("\r\n")
+        if head.count("\r") != crlf or head.count("\n") != crlf:
+            raise RemoteProtocolError("header section contains a bare CR or LF")
         for line in head.split("\r\n"):
             name, sep, value = line.partition(":")
             if not sep:

@@ -147,6 +147,9 @@ def test_make_request_builds_parseable_message() -> None:
         (INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards: 700"), "Max-Forwards", 400),
         (INVITE.replace(b";branch=z9hG4bK776asdhds", b";branch="), "branch", 400),
         (b"garbage\r\n\r\n", "SIP-Version", 400),
+        (INVITE.replace(b"Max-Forwards: 70\r\n", b"X-A: a\rMax-Forwards: 70\r\n"), "bare CR", 400),
+        (INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards 70\r\n"), "has no ':'", 400),
+        (INVITE.replace(b"Max-Forwards: 70\r\n", b"Max Forwards: 70\r\n"), "not a token", 400),
     ],
 )
 def test_errors_are_specific(data: bytes, fragment: str, hint: int) -> None:
