@@ -276,6 +276,13 @@ class Headers:
                 return v
         return default
 
+    def _first(self, key: str) -> str | None:
+        # internal: *key* is already a lower-case full name
+        for k, _, v in self._items:
+            if k == key:
+                return v
+        return None
+
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
         if value is None:
@@ -845,10 +852,10 @@ class Message:
         self._cl: int = -1  # Content-Length as received (raw reuse check)
 
     # -- scalar accessors ----------------------------------------------------
-    def _required(self, name: str) -> str:
-        value = self.headers.get(name)
+    def _required(self, key: str) -> str:
+        value = self.headers._first(key)
         if value is None:
-            raise RemoteProtocolError(f"missing {CANONICAL_NAMES.get(_key(name), name)} header")
+            raise RemoteProtocolError(f"missing {CANONICAL_NAMES.get(key, key)} header")
         return value
 
     @property
@@ -939,19 +946,19 @@ class Message:
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards (RFC 3261 §20.22) or None when absent (RFC 2543 peers)."""
-        value = self.headers.get("max-forwards")
+        value = self.headers._first("max-forwards")
         return None if value is None else _parse_max_forwards(value)
 
     @property
     def content_length(self) -> int | None:
         """The Content-Length header value, or None when absent."""
-        value = self.headers.get("content-length")
+        value = self.headers._first("content-length")
         return None if value is None else _parse_content_length(value)
 
     @property
     def content_type(self) -> str | None:
         """Media type of Content-Type, lower case, without parameters (``application/sdp``)."""
-        value = self.headers.get("content-type")
+        value = self.headers._first("content-type")
         if value is None:
             return None
         return value.split(";", 1)[0].strip().lower()
@@ -959,7 +966,7 @@ class Message:
     @property
     def expires(self) -> int | None:
         """Expires header in seconds, clamped to 2**32-1; None if absent or not a number."""
-        value = self.headers.get("expires")
+        value = self.headers._first("expires")
         if value is None or not value.strip().isdigit():
             return None
         return min(int(value), MAX_EXPIRES)
