@@ -53,7 +53,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Union
 
-from sip.errors import RemoteProtocolError
+from sip.errors import LocalProtocolError, RemoteProtocolError
 from sip.grammar import (
     TOKEN_RE,
     format_params,
@@ -76,6 +76,8 @@ __all__ = [
     "parse_message",
     "make_response",
     "make_request",
+    "make_cancel",
+    "make_ack",
     "error_response",
     "check_request",
     "BadExtensionError",
@@ -360,12 +362,12 @@ class Headers:
         if not isinstance(value, str):
             value = str(value)
         if "\r" in value or "\n" in value:
-            raise ValueError(f"header {name} value contains CR or LF")
+            raise LocalProtocolError(f"header {name} value contains CR or LF")
         key = _key(name)
         display = CANONICAL_NAMES.get(key)
         if display is None:
             if not is_token(name):
-                raise ValueError(f"header name {name!r} is not a token")
+                raise LocalProtocolError(f"header name {name!r} is not a token")
             display = name
         return key, display, value
 
@@ -1474,6 +1476,46 @@ def make_request(
     if content_type is not None:
         h.set("Content-Type", content_type)
     req.body = bytes(body)
+    return req
+
+
+def make_cancel(request: Request) -> Request:
+    """CANCEL for a pending request (RFC 3261 §9.1).
+
+    Same Request-URI, Call-ID, From, To (no tag added), CSeq number with
+    method CANCEL, only the top Via (same branch), and the Route set.
+    """
+    if request.method == "ACK":
+        raise LocalProtocolError("an ACK cannot be cancelled")
+    return _hop_request(request, "CANCEL", request.headers._first("to") or "")
+
+
+def make_ack(request: Request, response: Response) -> Request:
+    """ACK for a non-2xx final response to an INVITE (RFC 3261 §17.1.1.3).
+
+    Request-URI, Call-ID, From, CSeq number and Route of the INVITE; To from
+    the response (with its tag); only the INVITE's top Via.  (The ACK for a
+    2xx is a new in-dialog request built by the dialog layer, §13.2.2.4.)
+    """
+    if request.method != "INVITE" or response.status_code < 300:
+        raise LocalProtocolError("make_ack() is for non-2xx final responses to INVITE")
+    return _hop_request(request, "ACK", response.headers._first("to") or "")
+
+
+def _hop_request(request: Request, method: str, to_value: str) -> Request:
+    src = request.headers
+    number, _ = request.cseq
+    items: list[tuple[str, str, str]] = []
+    top_via = request.top_via
+    items.append(("via", "Via", str(top_via)))
+    for key, display, value in src._items:
+        if key in ("max-forwards", "from", "call-id", "route"):
+            items.append((key, display, value))
+        elif key == "to":
+            items.append((key, display, to_value))
+    items.append(("cseq", "CSeq", f"{number} {method}"))
+    req = Request(method, request._uri if request._uri is not None else request._uri_text)
+    req.headers._items = items
     return req
 
 
