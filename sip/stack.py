@@ -331,7 +331,10 @@ class SipStack:
                 dialog.refresh_target(req.contact)
             elif method == "BYE":
                 self.respond(txn, 200, now=now)
+                pending = dialog.server_invite
                 self._terminate(dialog, "bye_received", DialogTrigger.BYE)
+                if pending is not None and pending.state is InviteServerState.PROCEEDING:
+                    self.respond(pending, 487, now=now)  # §15.1.2: BYE in an early dialog
                 return
         if method == "INVITE":
             # §17.2.1: 100 Trying unless the TU answers within 200 ms.
@@ -449,6 +452,7 @@ class SipStack:
             remote_target=remote_target, route_set=req.headers.get_all("Record-Route"),
             peer=txn.source, transport=txn.transport, local_contact=self.contact, tenant=self.tenant)
         dialog.invite_seq = req.cseq[0]
+        dialog.server_invite = txn  # pending until its final response
         self._dialogs[dialog.id] = dialog
         txn.context = dialog
         return dialog

@@ -373,3 +373,17 @@ def test_invite_407_answered_with_proxy_authorization_and_dialog_keeps_credentia
     assert [e.response.status_code for e in eva if isinstance(e, ResponseReceived)] == [200]
     da = [e for e in eva if isinstance(e, DialogEstablished)][0].dialog
     assert da.auth is not None and da.local_seq == 2
+
+
+def test_bye_in_early_dialog_gets_487_for_the_invite():
+    b = SipStack(B_ADDR)
+    inv = _raw_request(b"INVITE", b"z9hG4bKe1", extra=b"Contact: <sip:alice@127.0.0.1:5001>\r\n")
+    b.receive_datagram(inv, A_ADDR, 0.0)
+    req = events(b)[0]
+    dialog = b.respond(req.transaction, 180, now=0.0)
+    b.datagrams_to_send(0.0)
+    bye = _raw_request(b"BYE", b"z9hG4bKe2", to_tag=b";tag=" + dialog.local_tag.encode(), cseq=b"2")
+    b.receive_datagram(bye, A_ADDR, 0.1)
+    out = [d[:11] for d, _, _ in b.datagrams_to_send(0.1)]
+    assert out == [b"SIP/2.0 200", b"SIP/2.0 487"]
+    assert [e.reason for e in events(b) if isinstance(e, DialogTerminated)] == ["bye_received"]
