@@ -387,3 +387,18 @@ def test_bye_in_early_dialog_gets_487_for_the_invite():
     out = [d[:11] for d, _, _ in b.datagrams_to_send(0.1)]
     assert out == [b"SIP/2.0 200", b"SIP/2.0 487"]
     assert [e.reason for e in events(b) if isinstance(e, DialogTerminated)] == ["bye_received"]
+
+
+def test_keepalive_options_and_dead_peer_ends_the_dialog(pair):
+    a, b, link = pair
+    _, eva, evb, _ = call(a, b, link)
+    da = [e for e in eva if isinstance(e, DialogEstablished)][0].dialog
+    a.keepalive(da, 30.0, link.now)
+    link.advance(link.now + 61.0)
+    assert len(link.sent(A_ADDR, b"OPTIONS ")) == 2
+    assert [e.response.status_code for e in events(a) if isinstance(e, ResponseReceived)] == [200, 200]
+    link.drop = lambda data, src, dst: src == B_ADDR  # the peer vanishes
+    link.advance(link.now + 30.0 + 33.0)
+    term = [e for e in events(a) if isinstance(e, DialogTerminated)]
+    assert [t.reason for t in term] == ["timeout"] and da.terminated
+    assert da.keepalive_timer is None or not da.keepalive_timer.active
