@@ -13,7 +13,7 @@ from sip.message import parse_message
 from sip.stack import SipStack, response_address
 from sip.message import Via
 
-from sipcore_pair import A_ADDR, B_ADDR, events
+from sipcore_pair import A_ADDR, B_ADDR, events, pair  # noqa: F401 (fixture)
 
 URI_B = "sip:bob@127.0.0.2:5002"
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
