@@ -207,8 +207,8 @@ class SipStack:
     def transaction_ended(self, txn: Transaction, trigger: Trigger) -> None:
         if isinstance(txn, ServerTransaction):
             self._server.pop(txn.key, None)
-            mkey = txn.context
-            if isinstance(mkey, tuple) and self._merge.get(mkey) == txn.key:
+            mkey = txn.merge_key
+            if mkey is not None and self._merge.get(mkey) == txn.key:
                 del self._merge[mkey]
             if trigger is Trigger.TIMER_H:
                 self._timed_out(txn, "timer H")
@@ -302,7 +302,7 @@ class SipStack:
                 self.respond(txn, 482, now=now)
                 return
             self._merge[mkey] = key
-            txn.context = mkey
+            txn.merge_key = mkey
         mf = req.max_forwards
         if mf is not None and mf <= 0 and method != "OPTIONS":
             self.respond(txn, 483, now=now)  # §16.3 step 3 / §8.2 for our B2BUA legs

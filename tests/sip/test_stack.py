@@ -58,6 +58,7 @@ def test_invite_ringing_answer_ack_bye(pair):
     link.advance(40.0)
     assert a.transaction_counts == (0, 0) and b.transaction_counts == (0, 0)
     assert a.dialogs == [] and b.dialogs == [] and a.get_timer() is None and b.get_timer() is None
+    assert a._merge == {} and b._merge == {}  # no per-call state left behind
     assert events(a) == [] and events(b) == []
 
 
