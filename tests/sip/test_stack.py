@@ -403,3 +403,17 @@ def test_keepalive_options_and_dead_peer_ends_the_dialog(pair):
     term = [e for e in events(a) if isinstance(e, DialogTerminated)]
     assert [t.reason for t in term] == ["timeout"] and da.terminated
     assert da.keepalive_timer is None or not da.keepalive_timer.active
+
+
+def test_many_calls_leave_no_state_behind():
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    from bench.sip_callflow import CallFlow
+    flow = CallFlow()
+    for _ in range(200):
+        flow.call()
+    s = flow.stack
+    assert s.transaction_counts[1] > 0 and len(s.timers) > 0
+    s.handle_timer(flow.now + 64 * 0.5 + 1)
+    assert s.transaction_counts == (0, 0) and len(s.timers) == 0
+    assert s._merge == {} and s.dialogs == [] and s.datagrams_to_send(0) == []
