@@ -544,5 +544,12 @@ if __name__ == "sip.uri" and os.environ.get("CTIENGINE_PUREPYTHON", "") in ("", 
         from sip import _uri as _compiled  # type: ignore[attr-defined]
     except ImportError:  # not built: the pure code above stays
         _compiled = None
+    if _compiled is not None and os.path.getmtime(__file__) > os.path.getmtime(_compiled.__file__):
+        # Edited since the last `make build`: never run stale compiled code.
+        import logging
+
+        logging.getLogger(__name__).warning("%s is newer than %s: using the pure-Python code; run make build",
+                                            __file__, _compiled.__file__)
+        _compiled = None
     if _compiled is not None:
         globals().update({k: v for k, v in vars(_compiled).items() if not k.startswith("__")})
