@@ -16,14 +16,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sip.message as active
-from pure_twins import load_pure_message
 from sip.errors import RemoteProtocolError
+
+
+def _load_pure_message():  # type: ignore[no-untyped-def]
+    # pure_twins.py sits beside this file; load it by path (no package needed)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sip_pure_twins", pathlib.Path(__file__).with_name("pure_twins.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load_pure_message()
+
 
 pytestmark = pytest.mark.twin
 
 SHARED = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
 CORPUS = sorted(p for d in ("rfc4475", "rfc5118") for p in (SHARED / d).iterdir() if p.suffix != ".tsv" and p.suffix != ".md")
-PURE = load_pure_message()
+PURE = _load_pure_message()
 FORCED_PURE = os.environ.get("CTIENGINE_PUREPYTHON", "") not in ("", "0")
 
 
