@@ -203,8 +203,14 @@ def _configure(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_ivr)
 
 
+def _configure_store_tools(sub: argparse._SubParsersAction) -> None:
+    from engine.store_cli import configure
+
+    configure(sub)
+
+
 # Later issues register more subcommands here: name -> configure(subparsers).
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_configure]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_configure, _configure_store_tools]
 
 
 def main(argv: list[str] | None = None) -> int:
