@@ -2,7 +2,8 @@
 
 Subcommands: ``run CONFIG`` (start the engine), ``check CONFIG`` (validate,
 exit 2 on errors), ``ctl OP key=value ...`` (one control-socket request,
-JSON out), ``passwd`` (print a scrypt hash for a config file), ``version``.
+JSON out), ``passwd`` (print a scrypt hash for a config file), ``version``;
+``backup``, ``restore``, ``audit`` (the store's tools, :mod:`engine.store_cli`).
 Later issues add ``bench``, ``report`` through
 :data:`SUBCOMMANDS` (name → (configure parser, run)).
 
