@@ -177,3 +177,14 @@ def test_audit_export_op(make_config: Any) -> None:
             for conn in (c, root, sup):
                 await conn.close()
     run(main())
+
+
+def test_op_doc_lists_every_argument() -> None:
+    from engine.ops import registry
+
+    spec = registry.get("audit.export")
+    assert spec is not None and spec.roles == {"admin"} and spec.changes_state
+    text = (ROOT / "docs" / "control-audit-ops.md").read_text()
+    assert "### `audit.export`" in text
+    for arg in spec.args:
+        assert f"| `{arg.name}` |" in text, f"argument {arg.name} is not documented"

@@ -299,3 +299,49 @@ def test_cli_backup_and_restore_exit_codes(tmp_path: pathlib.Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[store]\nbackend = "oracle"\n')
     assert cli("restore", str(bad), str(tmp_path / "out.tar.gz")).returncode == 2
+
+
+def test_store_open_in_another_process_is_in_use(tmp_path: pathlib.Path) -> None:
+    db = seeded_store(tmp_path, tmp_path / "rec")
+    create_backup(str(db), str(tmp_path / "bk"), recordings_dir=str(tmp_path / "rec"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from engine.store import SqliteStore; s = SqliteStore(sys.argv[1]); "
+         "print('open', flush=True); sys.stdin.read(); s.close()", str(db)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        assert store_in_use(str(db))
+        with pytest.raises(BackupError, match="in use"):
+            restore_backup(str(tmp_path / "bk"), str(db), recordings_dir=str(tmp_path / "rec"), force=True)
+        # Backing up a store another process has open is the normal case.
+        assert create_backup(str(db), str(tmp_path / "bk2"), recordings_dir=str(tmp_path / "rec")).manifest
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        try:
+            holder.wait(10)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
+    assert not store_in_use(str(db))
+
+
+def test_docs_cover_every_option() -> None:
+    import argparse
+
+    from engine.store_cli import configure
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    configure(sub)
+    cli_md = (ROOT / "docs" / "cli.md").read_text()
+    backup_md = (ROOT / "docs" / "backup.md").read_text()
+    for name, p in sub.choices.items():
+        assert f"## `{name}`" in cli_md
+        for action in p._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert flag in cli_md, f"{name} {flag} is not documented in docs/cli.md"
+    for key in ("format_version", "engine_version", "schema_version", "created_ts", "tables", "tenants",
+                "files", "recordings", "missing_recordings", "with_recordings", "stored_as"):
+        assert f"`{key}`" in backup_md, f"manifest key {key} is not documented in docs/backup.md"
