@@ -482,6 +482,10 @@ def _plan_recordings(backup_dir: str, manifest: dict[str, Any], recordings_dir: 
         stored = entry.get("stored_as")
         if not stored:
             continue
+        parts = stored.split("/")
+        if stored not in manifest["files"] or parts[0] != RECORDINGS_DIR or ".." in parts or "" in parts:
+            raise BackupError(f"recording entry {entry.get('id')}: stored_as {stored!r} is not a verified file "
+                              "of this backup")
         rel = stored[len(RECORDINGS_DIR) + 1:]
         target = os.path.join(recordings_dir, *rel.split("/"))
         source = os.path.join(backup_dir, *stored.split("/"))

@@ -345,3 +345,21 @@ def test_docs_cover_every_option() -> None:
     for key in ("format_version", "engine_version", "schema_version", "created_ts", "tables", "tenants",
                 "files", "recordings", "missing_recordings", "with_recordings", "stored_as"):
         assert f"`{key}`" in backup_md, f"manifest key {key} is not documented in docs/backup.md"
+
+
+def test_manifest_cannot_point_outside_the_backup(tmp_path: pathlib.Path) -> None:
+    rec = tmp_path / "rec"
+    db = seeded_store(tmp_path, rec)
+    create_backup(str(db), str(tmp_path / "bk"), recordings_dir=str(rec), with_recordings=True)
+    manifest_path = tmp_path / "bk" / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(e for e in manifest["recordings"] if e["stored_as"])
+    entry["stored_as"] = "recordings/../../../outside.wav"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BackupError, match="is not a verified file of this backup"):
+        restore_backup(str(tmp_path / "bk"), str(tmp_path / "t.db"), recordings_dir=str(tmp_path / "r2"))
+    assert not (tmp_path / "t.db").exists()
+    manifest["files"]["../escape"] = {"bytes": 1, "sha256": "0"}
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BackupError, match="unsafe path"):
+        verify_backup(str(tmp_path / "bk"))
