@@ -39,7 +39,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         result = create_backup(paths[0], args.dest, recordings_dir=paths[1],
-                               with_recordings=args.with_recordings)
+                               with_recordings=args.with_recordings, full_check=args.full_check)
     except StoreError as exc:
         print(f"backup refused: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -112,6 +112,8 @@ def configure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dest", help="new directory, or a file ending in .tar.gz/.tgz")
     p.add_argument("--with-recordings", action="store_true",
                    help="also copy the recording and voicemail files the store lists")
+    p.add_argument("--full-check", action="store_true",
+                   help="check the copy with PRAGMA integrity_check (indexes too) instead of quick_check")
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("restore", help="verify a backup and restore it into the configured store")

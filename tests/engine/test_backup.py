@@ -126,8 +126,9 @@ def test_round_trip_directory_and_archive_with_recordings(tmp_path: pathlib.Path
     original = dump(db)
     for name in ("bk", "bk.tar.gz"):
         result = create_backup(str(db), str(tmp_path / name), recordings_dir=str(rec), with_recordings=True,
-                               now=1795430000.0)
+                               full_check=name == "bk", now=1795430000.0)
         m = result.manifest
+        assert m["check"] == ("integrity_check" if name == "bk" else "quick_check")
         assert m["schema_version"] == LATEST_VERSION and m["engine_version"]
         assert m["created"] == "2026-11-23T10:33:20Z"
         assert m["tenants"]["acme"] == {"audit_log": 3, "cdr": 1, "recordings": 1}
@@ -275,7 +276,7 @@ def test_cli_backup_and_restore_exit_codes(tmp_path: pathlib.Path) -> None:
     seeded_store(tmp_path, rec)
     config = tmp_path / "engine.toml"
     config.write_text('[store]\npath = "live/store.db"\n[recording]\npath = "rec"\n')
-    r = cli("backup", str(config), str(tmp_path / "out.tar.gz"), "--with-recordings")
+    r = cli("backup", str(config), str(tmp_path / "out.tar.gz"), "--with-recordings", "--full-check")
     assert r.returncode == 0, r.stderr
     assert "schema 3" in r.stdout and "1 missing" in r.stdout and "2 copied" in r.stdout
     assert "file missing: 2026-11-23/c2.wav" in r.stderr
@@ -343,7 +344,7 @@ def test_docs_cover_every_option() -> None:
                 if flag.startswith("--") and flag != "--help":
                     assert flag in cli_md, f"{name} {flag} is not documented in docs/cli.md"
     for key in ("format_version", "engine_version", "schema_version", "created_ts", "tables", "tenants",
-                "files", "recordings", "missing_recordings", "with_recordings", "stored_as"):
+                "files", "recordings", "missing_recordings", "with_recordings", "stored_as", "check"):
         assert f"`{key}`" in backup_md, f"manifest key {key} is not documented in docs/backup.md"
 
 
@@ -363,3 +364,20 @@ def test_manifest_cannot_point_outside_the_backup(tmp_path: pathlib.Path) -> Non
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(BackupError, match="unsafe path"):
         verify_backup(str(tmp_path / "bk"))
+
+
+def test_a_corrupt_store_gives_no_backup(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "store.db"
+    store = SqliteStore(str(db))
+    for i in range(2000):
+        store.audit(audit_entry(i))
+    store.close()
+    data = bytearray(db.read_bytes())
+    page = 4096
+    for p in range(3, len(data) // page - 1):  # leave the header page and schema intact, scramble the rest
+        data[p * page + 100: p * page + 140] = b"\xff" * 40
+    db.write_bytes(bytes(data))
+    with pytest.raises(BackupError, match="integrity check failed|backup failed|malformed"):
+        create_backup(str(db), str(tmp_path / "bk"), recordings_dir=str(tmp_path / "rec"))
+    assert not (tmp_path / "bk").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ctiengine")] == []
