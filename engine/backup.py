@@ -229,7 +229,7 @@ def create_backup(db_path: str, dest: str, *, recordings_dir: str, with_recordin
                                      with_recordings=with_recordings, full_check=full_check, now=now)
         if is_archive(dest):
             part = dest + ".part"
-            with tarfile.open(part, "w:gz") as tar:
+            with tarfile.open(part, "w:gz", compresslevel=6) as tar:  # gzip's default; 9 is ~2x slower
                 for name in sorted(os.listdir(work)):
                     tar.add(os.path.join(work, name), arcname=name)
             _fsync_file(part)
@@ -262,6 +262,10 @@ def _snapshot_db(db_path: str, target: str, full_check: bool) -> None:
         raise BackupError(f"{db_path}: cannot open the store: {exc}") from None
     dst = sqlite3.connect(target, isolation_level=None)
     try:
+        # The new file is fsynced as a whole once the backup is complete
+        # (before its rename), so no journal or per-step sync is needed here.
+        dst.execute("PRAGMA synchronous=OFF")
+        dst.execute("PRAGMA journal_mode=OFF")
         # pages=-1: the whole database in one step, i.e. inside one read
         # transaction of the source: a snapshot of one committed state.
         src.backup(dst, pages=-1)
