@@ -155,6 +155,8 @@ def store_in_use(db_path: str) -> bool:
         if "locked" in str(exc) or "busy" in str(exc):
             return True
         raise BackupError(f"{db_path}: cannot probe the database: {exc}") from None
+    except sqlite3.DatabaseError:  # not a database at all: nothing can have it open as one
+        return False
     finally:
         conn.close()
 

@@ -381,3 +381,15 @@ def test_a_corrupt_store_gives_no_backup(tmp_path: pathlib.Path) -> None:
         create_backup(str(db), str(tmp_path / "bk"), recordings_dir=str(tmp_path / "rec"))
     assert not (tmp_path / "bk").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ctiengine")] == []
+
+
+def test_a_junk_file_at_the_store_path_is_replaced_only_with_force(tmp_path: pathlib.Path) -> None:
+    db = seeded_store(tmp_path, tmp_path / "rec")
+    create_backup(str(db), str(tmp_path / "bk"), recordings_dir=str(tmp_path / "rec"))
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 300)
+    assert not store_in_use(str(junk))
+    with pytest.raises(BackupError, match="use --force"):
+        restore_backup(str(tmp_path / "bk"), str(junk), recordings_dir=str(tmp_path / "r2"))
+    restore_backup(str(tmp_path / "bk"), str(junk), recordings_dir=str(tmp_path / "r2"), force=True)
+    assert dump(junk) == dump(db)
