@@ -393,3 +393,40 @@ def test_a_junk_file_at_the_store_path_is_replaced_only_with_force(tmp_path: pat
         restore_backup(str(tmp_path / "bk"), str(junk), recordings_dir=str(tmp_path / "r2"))
     restore_backup(str(tmp_path / "bk"), str(junk), recordings_dir=str(tmp_path / "r2"), force=True)
     assert dump(junk) == dump(db)
+
+
+def test_with_a_running_engine_process(tmp_path: pathlib.Path, sock_dir: str) -> None:
+    """`ctiengine run` up: backup and audit work beside it, restore is refused until it stops."""
+    import time
+
+    from foundation_helpers import PASSWORDS
+    from test_app_cli import ctl, free_tcp_port, start_engine, stop, wait_ready, write_config
+
+    port = free_tcp_port()
+    config = write_config(tmp_path, sock_dir, port)
+    proc = start_engine(config)
+    try:
+        wait_ready(proc, port)
+        r = ctl("--port", str(port), "--user", "admin", "--password", PASSWORDS["admin"],
+                "engine.log_level", "level=INFO")
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 10
+        while True:  # the audit row is committed by the engine's writer thread within its batch interval
+            r = cli("audit", str(config), "--op", "engine.log_level", "--format", "jsonl")
+            assert r.returncode == 0, r.stderr
+            if r.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert json.loads(r.stdout)["args"] == '{"level": "INFO"}'
+        r = cli("backup", str(config), str(tmp_path / "live.tar.gz"))
+        assert r.returncode == 0, r.stderr
+        with tarfile.open(tmp_path / "live.tar.gz") as tar:
+            manifest = json.load(tar.extractfile(MANIFEST_NAME))  # type: ignore[arg-type]
+        assert manifest["tables"]["audit_log"] >= 2  # the login and the op
+        r = cli("restore", str(config), str(tmp_path / "live.tar.gz"), "--force")
+        assert r.returncode == 1 and "in use (is the engine running?)" in r.stderr
+    finally:
+        code, out = stop(proc)
+    assert code == 0, out
+    r = cli("restore", str(config), str(tmp_path / "live.tar.gz"), "--force")
+    assert r.returncode == 0, r.stderr
