@@ -40,7 +40,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     try:
         result = create_backup(paths[0], args.dest, recordings_dir=paths[1],
                                with_recordings=args.with_recordings, full_check=args.full_check)
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:
         print(f"backup refused: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     m = result.manifest
@@ -67,7 +67,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                   f"created {m.get('created', '?')}")
             return EXIT_OK
         result = restore_backup(args.src, paths[0], recordings_dir=paths[1], force=args.force)
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:
         print(f"restore refused: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     migrated = f", migrated to {result.migrated_to[-1]}" if result.migrated_to else ""
