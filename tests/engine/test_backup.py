@@ -65,10 +65,12 @@ def test_backup_during_concurrent_writes_is_a_consistent_snapshot(tmp_path: path
     conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")  # durability is not under test; speed is welcome
-    committed = [0]
+    committed = [0]  # set after COMMIT returns: a lower bound of what is committed
+    started = [0]  # set before BEGIN: an upper bound
     stop = threading.Event()
 
     def write_call(n: int) -> None:
+        started[0] = n
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT INTO cdr (id, call_id, start_ts, data) VALUES (?, ?, ?, ?)",
                      (n, f"call-{n}", float(n), "x" * 200))
@@ -94,7 +96,7 @@ def test_backup_during_concurrent_writes_is_a_consistent_snapshot(tmp_path: path
         for i in range(6):
             before = committed[0]
             result = create_backup(str(db), str(tmp_path / f"b{i}"), recordings_dir=str(tmp_path / "rec"))
-            after = committed[0]
+            after = started[0]
             seen.append((before, result, after))
     finally:
         stop.set()
