@@ -9,7 +9,6 @@ directly; the logic lives in :mod:`engine.backup` and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
