@@ -75,6 +75,7 @@ class Engine:
     def __init__(self, config: Config, *, ops: OpRegistry | None = None,
                  services: list[Service] | None = None) -> None:
         import engine.builtin_ops  # noqa: F401  (registers the foundation's ops)
+        import engine.audit_export  # noqa: F401  (registers audit.export)
 
         self.config = config
         self.ops = ops or default_registry

@@ -2,7 +2,8 @@
 
 Subcommands: ``run CONFIG`` (start the engine), ``check CONFIG`` (validate,
 exit 2 on errors), ``ctl OP key=value ...`` (one control-socket request,
-JSON out), ``passwd`` (print a scrypt hash for a config file), ``version``.
+JSON out), ``passwd`` (print a scrypt hash for a config file), ``version``;
+``backup``, ``restore``, ``audit`` (the store's tools, :mod:`engine.store_cli`).
 Later issues add ``bench``, ``report`` through
 :data:`SUBCOMMANDS` (name → (configure parser, run)).
 
@@ -203,8 +204,14 @@ def _configure(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_ivr)
 
 
+def _configure_store_tools(sub: argparse._SubParsersAction) -> None:
+    from engine.store_cli import configure
+
+    configure(sub)
+
+
 # Later issues register more subcommands here: name -> configure(subparsers).
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_configure]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_configure, _configure_store_tools]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,6 +108,11 @@ class StoreError(Exception):
     """The store cannot be opened or migrated (corrupt file, newer schema)."""
 
 
+class BackupError(StoreError):
+    """A backup cannot be written, or a backup is refused on restore (checksum
+    mismatch, newer schema, the target store in use or existing without force)."""
+
+
 def error_reply(exc: BaseException) -> dict[str, Any]:
     """The ``error`` map for a reply: ``{"code": ..., "message": ...}``.
 
