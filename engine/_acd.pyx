@@ -1,0 +1,1450 @@
+# cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# distutils: extra_compile_args = -ffp-contract=off
+"""Compiled ACD: the algorithm of ``engine.acd.PyAcd`` (read its module
+docstring for the theory of operation) on C arrays.
+
+Agents and queues live in arrays indexed by their small int ids, callers in
+a slot array with a free list (a dict maps caller id -> slot), free agents
+in per-(queue, tier) C binary heaps or sorted int64 arrays, waiting callers
+in per-(queue, priority level) sorted slot arrays, deadlines in one C heap.
+Python objects appear only at the edges: arguments, the decision tuples,
+configuration (skills, QueueConfig) and the query methods.
+
+Every decision must equal PyAcd's: each branch below mirrors the reference
+method of the same name, and ``-ffp-contract=off`` keeps float keys
+bit-identical to Python's arithmetic.
+"""
+from libc.stdlib cimport malloc, realloc, free, calloc
+from libc.string cimport memmove, memset
+from libc.stdint cimport int64_t, uint64_t
+
+from engine.acd_types import (
+    AgentState, AgentTrigger, AcdConfigError, AcdStateError, QueueConfig, QueueIndex, Reason, Strategy,
+    TRANSITION_ARRAY, N_TRIGGERS, MAX_PRIORITY, PRIORITY_LEVELS as _PL, check_id, check_skills,
+)
+
+DEF NLEVELS = 10
+DEF RANK_SHIFT = 21
+DEF AGENT_MASK = 0x1FFFFF
+
+# agent states / triggers (values of acd_types enums)
+DEF ST_LOGGED_OUT = 0
+DEF ST_NOT_READY = 1
+DEF ST_READY = 2
+DEF ST_RESERVED = 3
+DEF ST_BUSY = 4
+DEF ST_WRAPUP = 5
+DEF TR_LOGIN = 0
+DEF TR_LOGOUT = 1
+DEF TR_READY = 2
+DEF TR_NOT_READY = 3
+DEF TR_OFFER = 4
+DEF TR_ACCEPT = 5
+DEF TR_DECLINE = 6
+DEF TR_NO_ANSWER = 7
+DEF TR_CANCEL = 8
+DEF TR_BUSY = 9
+DEF TR_CALL_ENDED = 10
+DEF TR_WRAPUP_DONE = 11
+DEF NTRIG = 12
+
+DEF S_LONGEST_IDLE = 0
+DEF S_FEWEST_CALLS = 1
+DEF S_LEAST_TALK_TIME = 2
+DEF S_ROUND_ROBIN = 3
+DEF S_TOP_DOWN = 4
+DEF S_RANDOM = 5
+DEF S_RING_ALL = 6
+DEF S_BEST_SKILL = 7
+DEF S_WEIGHTED = 8
+
+DEF C_WAITING = 0
+DEF C_STICKY = 1
+DEF C_OFFERED = 2
+
+DEF D_OFFER = 0
+DEF D_CANCELLED = 1
+DEF D_NOT_READY = 2
+DEF D_TIMEOUT = 3
+DEF D_FULL = 4
+DEF D_OVERFLOW = 5
+
+cdef double INF = float("inf")
+assert N_TRIGGERS == NTRIG and _PL == NLEVELS
+cdef int TRANS[6 * NTRIG]
+for _i, _v in enumerate(TRANSITION_ARRAY):
+    TRANS[_i] = _v
+cdef int RING_NO_ANSWER = int(Reason.RING_NO_ANSWER)
+
+
+# ---------------------------------------------------------------- containers
+cdef struct IVec:          # growable int64 array
+    int64_t* d
+    int n
+    int cap
+
+cdef struct HEntry:
+    double k1
+    double k2
+    int agent
+    int64_t epoch
+
+cdef struct HVec:
+    HEntry* d
+    int n
+    int cap
+
+cdef struct TEntry:
+    double t
+    int64_t seq
+    int64_t ver
+    int slot
+
+cdef inline int ivec_reserve(IVec* v, int need) except -1:
+    cdef int cap
+    cdef int64_t* p
+    if need <= v.cap:
+        return 0
+    cap = v.cap * 2 if v.cap else 8
+    while cap < need:
+        cap *= 2
+    p = <int64_t*>realloc(v.d, cap * sizeof(int64_t))
+    if p == NULL:
+        raise MemoryError()
+    v.d = p
+    v.cap = cap
+    return 0
+
+cdef inline int ivec_insert(IVec* v, int i, int64_t x) except -1:
+    ivec_reserve(v, v.n + 1)
+    if i < v.n:
+        memmove(&v.d[i + 1], &v.d[i], (v.n - i) * sizeof(int64_t))
+    v.d[i] = x
+    v.n += 1
+    return 0
+
+cdef inline void ivec_delete(IVec* v, int i) noexcept:
+    if i < v.n - 1:
+        memmove(&v.d[i], &v.d[i + 1], (v.n - i - 1) * sizeof(int64_t))
+    v.n -= 1
+
+cdef inline int ivec_bisect_left(IVec* v, int64_t x) noexcept:
+    cdef int lo = 0, hi = v.n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if v.d[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+cdef inline int ivec_bisect_right(IVec* v, int64_t x) noexcept:
+    cdef int lo = 0, hi = v.n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x < v.d[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+cdef inline bint h_lt(HEntry* a, HEntry* b) noexcept:
+    if a.k1 != b.k1:
+        return a.k1 < b.k1
+    if a.k2 != b.k2:
+        return a.k2 < b.k2
+    if a.agent != b.agent:
+        return a.agent < b.agent
+    return a.epoch < b.epoch
+
+cdef int hvec_push(HVec* h, HEntry e) except -1:
+    cdef int i, parent, cap
+    cdef HEntry* p
+    if h.n == h.cap:
+        cap = h.cap * 2 if h.cap else 16
+        p = <HEntry*>realloc(h.d, cap * sizeof(HEntry))
+        if p == NULL:
+            raise MemoryError()
+        h.d = p
+        h.cap = cap
+    i = h.n
+    h.n += 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if h_lt(&e, &h.d[parent]):
+            h.d[i] = h.d[parent]
+            i = parent
+        else:
+            break
+    h.d[i] = e
+    return 0
+
+cdef void h_siftdown(HVec* h, int i) noexcept:
+    cdef int n = h.n, child
+    cdef HEntry e = h.d[i]
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and h_lt(&h.d[child + 1], &h.d[child]):
+            child += 1
+        if h_lt(&h.d[child], &e):
+            h.d[i] = h.d[child]
+            i = child
+        else:
+            break
+    h.d[i] = e
+
+cdef HEntry hvec_pop(HVec* h) noexcept:
+    cdef HEntry top = h.d[0]
+    h.n -= 1
+    if h.n > 0:
+        h.d[0] = h.d[h.n]
+        h_siftdown(h, 0)
+    return top
+
+cdef inline bint t_lt(TEntry* a, TEntry* b) noexcept:
+    if a.t != b.t:
+        return a.t < b.t
+    if a.seq != b.seq:
+        return a.seq < b.seq
+    return a.ver < b.ver
+
+
+# ------------------------------------------------------------------ records
+cdef struct AgentRec:
+    int state
+    int rank
+    int64_t key
+    double idle_since
+    int64_t calls
+    double talk_s
+    double busy_since
+    int64_t epoch
+    int call_queue
+    int offer_caller      # caller slot or -1
+    int n_memb
+    int* memb_queue
+    int* memb_tier
+    double* memb_score
+    IVec sticky           # caller slots waiting for this agent only
+
+cdef struct QueueRec:
+    int defined
+    int strategy
+    int n_tiers
+    double* thresholds
+    double timeout_s
+    int timeout_dest
+    int max_length
+    int full_dest
+    double overflow_after_s
+    int overflow_queue
+    double ageing_interval_s
+    int ageing_step
+    int ageing_max
+    int no_answer_not_ready
+    double skill_weight
+    double idle_weight
+    double default_aht
+    int window
+    IVec fifo[NLEVELS]    # caller slots sorted by seq
+    int waiting           # callers in the fifos
+    int count
+    HVec* heaps
+    IVec* ordered
+    int* live
+    int64_t rr_last
+    double* handle_times
+    int n_handle
+    int handle_pos
+
+cdef struct CallerRec:
+    int in_use
+    int64_t id
+    int queue
+    int64_t seq
+    int priority
+    int eff
+    int age_steps
+    double enq_at
+    int tier
+    int state
+    int sticky_agent
+    double sticky_until
+    IVec excl
+    IVec offers
+    int64_t ver
+
+
+cdef class Acd:
+    """Compiled twin of :class:`engine.acd.PyAcd` (same API, same decisions)."""
+
+    cdef AgentRec* ag
+    cdef int n_ag
+    cdef QueueRec* qs
+    cdef int n_q
+    cdef CallerRec* cs
+    cdef int n_cs
+    cdef IVec free_slots
+    cdef TEntry* tm
+    cdef int n_tm
+    cdef int cap_tm
+    cdef int64_t seq_counter
+    cdef int64_t ver_counter
+    cdef int64_t epoch_counter
+    cdef uint64_t rng
+    cdef double now
+    cdef list out
+    cdef dict slot_of
+    cdef dict cfgs          # queue id -> QueueConfig
+    cdef dict skills        # agent id -> dict skill -> level
+    cdef dict groups        # agent id -> frozenset
+    cdef dict members       # queue id -> {agent: tier}
+    cdef object index       # QueueIndex
+
+    def __cinit__(self, uint64_t seed=0):
+        self.rng = seed
+        self.now = -INF
+        self.out = []
+        self.slot_of = {}
+        self.cfgs = {}
+        self.skills = {}
+        self.groups = {}
+        self.members = {}
+        self.index = QueueIndex()
+
+    def __init__(self, seed=0):
+        pass
+
+    def __dealloc__(self):
+        cdef int i, t, lv
+        for i in range(self.n_ag):
+            free(self.ag[i].memb_queue)
+            free(self.ag[i].memb_tier)
+            free(self.ag[i].memb_score)
+            free(self.ag[i].sticky.d)
+        free(self.ag)
+        for i in range(self.n_q):
+            if not self.qs[i].defined:
+                continue
+            free(self.qs[i].thresholds)
+            for lv in range(NLEVELS):
+                free(self.qs[i].fifo[lv].d)
+            for t in range(self.qs[i].n_tiers):
+                free(self.qs[i].heaps[t].d)
+                free(self.qs[i].ordered[t].d)
+            free(self.qs[i].heaps)
+            free(self.qs[i].ordered)
+            free(self.qs[i].live)
+            free(self.qs[i].handle_times)
+        free(self.qs)
+        for i in range(self.n_cs):
+            free(self.cs[i].excl.d)
+            free(self.cs[i].offers.d)
+        free(self.cs)
+        free(self.free_slots.d)
+        free(self.tm)
+
+    # ------------------------------------------------------------ growth
+    cdef int _grow_agents(self, int need) except -1:
+        cdef int cap
+        cdef AgentRec* p
+        if need <= self.n_ag:
+            return 0
+        cap = max(need, self.n_ag * 2, 64)
+        p = <AgentRec*>realloc(self.ag, cap * sizeof(AgentRec))
+        if p == NULL:
+            raise MemoryError()
+        memset(&p[self.n_ag], 0, (cap - self.n_ag) * sizeof(AgentRec))
+        self.ag = p
+        self.n_ag = cap
+        return 0
+
+    cdef int _grow_queues(self, int need) except -1:
+        cdef int cap
+        cdef QueueRec* p
+        if need <= self.n_q:
+            return 0
+        cap = max(need, self.n_q * 2, 16)
+        p = <QueueRec*>realloc(self.qs, cap * sizeof(QueueRec))
+        if p == NULL:
+            raise MemoryError()
+        memset(&p[self.n_q], 0, (cap - self.n_q) * sizeof(QueueRec))
+        self.qs = p
+        self.n_q = cap
+        return 0
+
+    cdef int _new_slot(self) except -1:
+        cdef int cap, i
+        cdef CallerRec* p
+        if self.free_slots.n == 0:
+            cap = max(self.n_cs * 2, 64)
+            p = <CallerRec*>realloc(self.cs, cap * sizeof(CallerRec))
+            if p == NULL:
+                raise MemoryError()
+            memset(&p[self.n_cs], 0, (cap - self.n_cs) * sizeof(CallerRec))
+            self.cs = p
+            for i in range(cap - 1, self.n_cs - 1, -1):
+                ivec_insert(&self.free_slots, self.free_slots.n, i)
+            self.n_cs = cap
+        self.free_slots.n -= 1
+        return <int>self.free_slots.d[self.free_slots.n]
+
+    # ------------------------------------------------------------ configuration
+    def add_queue(self, queue, config):
+        check_id(queue, "queue")
+        if not isinstance(config, QueueConfig):
+            raise AcdConfigError(f"queue {queue} config must be a QueueConfig, got {type(config).__name__}")
+        if queue in self.cfgs:
+            raise AcdConfigError(f"queue {queue} already defined")
+        if config.overflow_after_s > 0 and config.overflow_queue == queue:
+            raise AcdConfigError(f"queue {queue} overflows to itself")
+        cdef int qid = queue, t, n = len(config.tiers)
+        self._grow_queues(qid + 1)
+        cdef QueueRec* q = &self.qs[qid]
+        memset(q, 0, sizeof(QueueRec))
+        q.defined = 1
+        q.strategy = int(config.strategy)
+        q.n_tiers = n
+        q.thresholds = <double*>malloc(n * sizeof(double))
+        for t, th in enumerate(config.thresholds):
+            q.thresholds[t] = th
+        q.timeout_s = config.timeout_s
+        q.timeout_dest = config.timeout_destination
+        q.max_length = config.max_length
+        q.full_dest = config.full_destination
+        q.overflow_after_s = config.overflow_after_s
+        q.overflow_queue = config.overflow_queue
+        q.ageing_interval_s = config.ageing_interval_s
+        q.ageing_step = config.ageing_step
+        q.ageing_max = config.ageing_max_priority
+        q.no_answer_not_ready = 1 if config.no_answer_not_ready else 0
+        q.skill_weight = config.skill_weight
+        q.idle_weight = config.idle_weight
+        q.default_aht = config.default_handle_time_s
+        q.window = config.handle_time_window
+        q.heaps = <HVec*>calloc(n, sizeof(HVec))
+        q.ordered = <IVec*>calloc(n, sizeof(IVec))
+        q.live = <int*>calloc(n, sizeof(int))
+        q.handle_times = <double*>calloc(q.window, sizeof(double))
+        q.rr_last = -1
+        self.cfgs[qid] = config
+        self.index.add(qid, config)
+        members = {}
+        self.members[qid] = members
+        cdef AgentRec* a
+        cdef int aid
+        for aid in sorted(self.skills):
+            tier = config.min_tier(self.skills[aid], self.groups[aid])
+            if tier < 0:
+                continue
+            members[aid] = tier
+            a = &self.ag[aid]
+            score = float(config.score(self.skills[aid]))
+            self._memb_add(aid, qid, tier, score)
+            if a.state == ST_READY:
+                self._push_free(qid, tier, aid, score)
+
+    cdef int _memb_add(self, int aid, int qid, int tier, double score) except -1:
+        """Insert a membership keeping memb_queue sorted by queue id."""
+        cdef AgentRec* a = &self.ag[aid]
+        cdef int i, n = a.n_memb
+        a.memb_queue = <int*>realloc(a.memb_queue, (n + 1) * sizeof(int))
+        a.memb_tier = <int*>realloc(a.memb_tier, (n + 1) * sizeof(int))
+        a.memb_score = <double*>realloc(a.memb_score, (n + 1) * sizeof(double))
+        if a.memb_queue == NULL or a.memb_tier == NULL or a.memb_score == NULL:
+            raise MemoryError()
+        i = n
+        while i > 0 and a.memb_queue[i - 1] > qid:
+            a.memb_queue[i] = a.memb_queue[i - 1]
+            a.memb_tier[i] = a.memb_tier[i - 1]
+            a.memb_score[i] = a.memb_score[i - 1]
+            i -= 1
+        a.memb_queue[i] = qid
+        a.memb_tier[i] = tier
+        a.memb_score[i] = score
+        a.n_memb = n + 1
+        return 0
+
+    cdef int _attach(self, int aid) except -1:
+        sk = self.skills[aid]
+        gr = self.groups[aid]
+        for qid in self.index.candidates(sk):
+            cfg = self.cfgs[qid]
+            tier = cfg.min_tier(sk, gr)
+            if tier >= 0:
+                self.members[qid][aid] = tier
+                self._memb_add(aid, qid, tier, float(cfg.score(sk)))
+        return 0
+
+    cdef void _detach(self, int aid):
+        cdef AgentRec* a = &self.ag[aid]
+        cdef int i
+        for i in range(a.n_memb):
+            del self.members[a.memb_queue[i]][aid]
+        a.n_memb = 0
+
+    # --------------------------------------------------------------- agent side
+    def login(self, agent, double now, skills=(), groups=(), rank=-1):
+        check_id(agent, "agent")
+        sk = dict(check_skills(skills))
+        gr = frozenset(check_id(g, "group") for g in groups)
+        if rank == -1:
+            rank = agent
+        if not 0 <= rank < (1 << 31):
+            raise AcdConfigError(f"agent {agent} rank must be in 0..2**31-1, got {rank}")
+        self._advance(now)
+        if agent in self.skills:
+            raise AcdStateError(f"agent {agent} is already logged in")
+        cdef int aid = agent
+        self._grow_agents(aid + 1)
+        cdef AgentRec* a = &self.ag[aid]
+        a.state = ST_NOT_READY
+        a.rank = rank
+        a.key = ((<int64_t>rank) << RANK_SHIFT) | aid
+        a.idle_since = 0.0
+        a.calls = 0
+        a.talk_s = 0.0
+        a.busy_since = 0.0
+        self.epoch_counter += 1
+        a.epoch = self.epoch_counter
+        a.call_queue = -1
+        a.offer_caller = -1
+        a.n_memb = 0
+        a.sticky.n = 0
+        self.skills[aid] = sk
+        self.groups[aid] = gr
+        self._attach(aid)
+
+    cdef int _agent(self, agent) except -1:
+        if not isinstance(agent, int) or agent not in self.skills:
+            raise AcdStateError(f"agent {agent!r} is not logged in")
+        return agent
+
+    cdef int _transition(self, int aid, int trigger) except -1:
+        cdef AgentRec* a = &self.ag[aid]
+        cdef int old = a.state
+        cdef int new = TRANS[old * NTRIG + trigger]
+        if new < 0:
+            raise AcdStateError(
+                f"agent {aid} in state {AgentState(old).label} cannot {AgentTrigger(trigger).name.lower()}"
+            )
+        a.state = new
+        return old
+
+    def logout(self, agent, double now):
+        cdef int aid = self._agent(agent)
+        self._advance(now)
+        cdef int old = self._transition(aid, TR_LOGOUT)
+        self._leave(aid, old, now)
+        self._detach(aid)
+        del self.skills[aid]
+        del self.groups[aid]
+        cdef AgentRec* a = &self.ag[aid]
+        cdef list released = sorted([(self.cs[<int>a.sticky.d[i]].seq, <int>a.sticky.d[i]) for i in range(a.sticky.n)])
+        a.sticky.n = 0
+        cdef int slot
+        cdef CallerRec* c
+        for _, slot in released:
+            c = &self.cs[slot]
+            c.state = C_WAITING
+            c.sticky_agent = -1
+            c.sticky_until = INF
+            self._schedule(slot)
+            self._wait(slot, now)
+
+    def ready(self, agent, double now):
+        cdef int aid = self._agent(agent)
+        self._advance(now)
+        cdef int old = self._transition(aid, TR_READY)
+        if old != ST_READY:
+            self._end_wrapup(aid, old, now)
+            self.ag[aid].idle_since = now
+            self._available(aid, now)
+
+    def not_ready(self, agent, double now):
+        cdef int aid = self._agent(agent)
+        self._advance(now)
+        cdef int old = self._transition(aid, TR_NOT_READY)
+        self._end_wrapup(aid, old, now)
+        self._leave(aid, old, now)
+
+    def busy(self, agent, double now):
+        cdef int aid = self._agent(agent)
+        self._advance(now)
+        cdef int old = self._transition(aid, TR_BUSY)
+        self._end_wrapup(aid, old, now)
+        self._leave(aid, old, now)
+        self.ag[aid].busy_since = now
+        self.ag[aid].call_queue = -1
+
+    def call_ended(self, agent, double now):
+        cdef int aid = self._agent(agent)
+        self._advance(now)
+        self._transition(aid, TR_CALL_ENDED)
+        cdef AgentRec* a = &self.ag[aid]
+        if a.call_queue >= 0:
+            a.talk_s += now - a.busy_since
+
+    def wrapup_done(self, agent, double now):
+        cdef int aid = self._agent(agent)
+        self._advance(now)
+        cdef int old = self._transition(aid, TR_WRAPUP_DONE)
+        self._end_wrapup(aid, old, now)
+        self.ag[aid].idle_since = now
+        self._available(aid, now)
+
+    def set_skills(self, agent, double now, skills, groups=None):
+        cdef int aid = self._agent(agent)
+        sk = dict(check_skills(skills))
+        gr = self.groups[aid] if groups is None else frozenset(check_id(g, "group") for g in groups)
+        self._advance(now)
+        cdef bint was_free = self.ag[aid].state == ST_READY
+        if was_free:
+            self._unfree(aid)
+        self._detach(aid)
+        self.skills[aid] = sk
+        self.groups[aid] = gr
+        self._attach(aid)
+        if was_free:
+            self._available(aid, now)
+
+    # -------------------------------------------------------------- caller side
+    def enqueue(self, caller, queue, double now, priority=0, sticky_agent=-1, double sticky_s=0.0):
+        cdef int qid = self._queue(queue)
+        if not isinstance(caller, int) or isinstance(caller, bool):
+            raise AcdStateError(f"caller id must be an int, got {caller!r}")
+        if not 0 <= priority <= MAX_PRIORITY:
+            raise AcdConfigError(f"caller {caller} priority must be in 0..{MAX_PRIORITY}, got {priority}")
+        if not sticky_s >= 0:
+            raise AcdConfigError(f"caller {caller} sticky_s must be >= 0, got {sticky_s}")
+        self._advance(now)
+        if caller in self.slot_of:
+            raise AcdStateError(f"caller {caller} is already queued")
+        cdef int sa = -1
+        if sticky_s > 0 and sticky_agent in self.skills:
+            sa = sticky_agent
+        cdef int slot = self._new_slot()
+        cdef CallerRec* c = &self.cs[slot]
+        c.id = caller
+        c.priority = priority
+        c.excl.n = 0
+        c.offers.n = 0
+        c.sticky_agent = -1
+        c.sticky_until = INF
+        c.ver = -1
+        self._enter(slot, qid, now, sa, sticky_s)
+
+    cdef int _queue(self, queue) except -1:
+        if not isinstance(queue, int) or queue not in self.cfgs:
+            raise AcdStateError(f"queue {queue!r} is not defined")
+        return queue
+
+    cdef int _caller(self, caller) except -1:
+        slot = self.slot_of.get(caller)
+        if slot is None:
+            raise AcdStateError(f"caller {caller!r} is not queued")
+        return slot
+
+    def abandon(self, caller, double now):
+        cdef int slot = self._caller(caller)
+        self._advance(now)
+        cdef IVec rel
+        rel.d = NULL
+        rel.n = rel.cap = 0
+        try:
+            self._detach_caller(slot, &rel)
+            for i in range(rel.n):
+                self._available(<int>rel.d[i], now)
+        finally:
+            free(rel.d)
+
+    def transfer(self, caller, queue, double now, priority=-1):
+        cdef int slot = self._caller(caller)
+        cdef int qid = self._queue(queue)
+        if not -1 <= priority <= MAX_PRIORITY:
+            raise AcdConfigError(f"caller {caller} priority must be in 0..{MAX_PRIORITY}, got {priority}")
+        self._advance(now)
+        cdef IVec rel
+        rel.d = NULL
+        rel.n = rel.cap = 0
+        try:
+            self._detach_caller(slot, &rel)
+            self._take_slot(slot)
+            self._reenter(slot, qid, now, self.cs[slot].priority if priority < 0 else priority)
+            for i in range(rel.n):
+                self._available(<int>rel.d[i], now)
+        finally:
+            free(rel.d)
+
+    cdef int _offer_pair(self, caller, agent, int* slot_out) except -1:
+        cdef int slot = self._caller(caller)
+        cdef int aid = self._agent(agent)
+        if self.ag[aid].offer_caller != slot:
+            raise AcdStateError(f"agent {agent} has no offer for caller {caller}")
+        slot_out[0] = slot
+        return aid
+
+    def accept(self, caller, agent, double now):
+        cdef int slot
+        cdef int aid = self._offer_pair(caller, agent, &slot)
+        self._advance(now)
+        self._transition(aid, TR_ACCEPT)
+        cdef AgentRec* a = &self.ag[aid]
+        cdef CallerRec* c = &self.cs[slot]
+        a.offer_caller = -1
+        a.calls += 1
+        a.busy_since = now
+        a.call_queue = c.queue
+        cdef int qid = c.queue, i, b
+        cdef int64_t cid = c.id
+        cdef IVec others
+        others.d = NULL
+        others.n = others.cap = 0
+        try:
+            for i in range(c.offers.n):
+                if c.offers.d[i] != aid:
+                    ivec_insert(&others, others.n, c.offers.d[i])
+            c.offers.n = 0
+            self._remove_caller(slot)
+            for i in range(others.n):
+                b = <int>others.d[i]
+                self._transition(b, TR_CANCEL)
+                self.ag[b].offer_caller = -1
+                self.out.append((D_CANCELLED, cid, b, qid))
+            for i in range(others.n):
+                self._available(<int>others.d[i], now)
+        finally:
+            free(others.d)
+
+    def decline(self, caller, agent, double now):
+        self._refused(caller, agent, now, TR_DECLINE)
+
+    def no_answer(self, caller, agent, double now):
+        self._refused(caller, agent, now, TR_NO_ANSWER)
+
+    cdef int _refused(self, caller, agent, double now, int trigger) except -1:
+        cdef int slot
+        cdef int aid = self._offer_pair(caller, agent, &slot)
+        self._advance(now)
+        self._transition(aid, trigger)
+        cdef AgentRec* a = &self.ag[aid]
+        cdef CallerRec* c = &self.cs[slot]
+        a.offer_caller = -1
+        self._ivec_remove_value(&c.offers, aid)
+        ivec_insert(&c.excl, c.excl.n, aid)
+        if trigger == TR_NO_ANSWER and self.qs[c.queue].no_answer_not_ready:
+            a.state = ST_NOT_READY
+            self.out.append((D_NOT_READY, aid, c.id, RING_NO_ANSWER))
+        if c.offers.n == 0:
+            self._requeue(slot, now)
+        if self.ag[aid].state == ST_READY:
+            self._available(aid, now)
+        return 0
+
+    cdef void _ivec_remove_value(self, IVec* v, int64_t x) noexcept:
+        cdef int i
+        for i in range(v.n):
+            if v.d[i] == x:
+                ivec_delete(v, i)
+                return
+
+    # ---------------------------------------------------------- time & output
+    def advance(self, double now):
+        self._advance(now)
+
+    def next_deadline(self):
+        cdef TEntry e
+        while self.n_tm:
+            e = self.tm[0]
+            if self.cs[e.slot].in_use and self.cs[e.slot].ver == e.ver:
+                return e.t
+            self._tm_pop()
+        return INF
+
+    def pop_decisions(self):
+        out = self.out
+        self.out = []
+        return out
+
+    # ------------------------------------------------------------------ queries
+    def agent_state(self, agent):
+        if not isinstance(agent, int) or agent not in self.skills:
+            return ST_LOGGED_OUT
+        return self.ag[<int>agent].state
+
+    def agent_stats(self, agent):
+        cdef int aid = self._agent(agent)
+        return (self.ag[aid].calls, self.ag[aid].talk_s, self.ag[aid].idle_since)
+
+    def caller_info(self, caller):
+        cdef int slot = self._caller(caller)
+        cdef CallerRec* c = &self.cs[slot]
+        return (c.queue, c.state, c.eff, c.tier, c.seq)
+
+    def offered_agents(self, caller):
+        cdef int slot = self._caller(caller)
+        return tuple(self.cs[slot].offers.d[i] for i in range(self.cs[slot].offers.n))
+
+    def queue_length(self, queue):
+        return self.qs[self._queue(queue)].count
+
+    cdef list _fifo_slots(self, int qid):
+        cdef QueueRec* q = &self.qs[qid]
+        return [<int>q.fifo[lv].d[i] for lv in range(NLEVELS) for i in range(q.fifo[lv].n)]
+
+    def waiting_callers(self, queue):
+        cdef int qid = self._queue(queue)
+        keyed = sorted([(-self.cs[<int>s].eff, self.cs[<int>s].seq, self.cs[<int>s].id) for s in self._fifo_slots(qid)])
+        return [k[2] for k in keyed]
+
+    def free_agents(self, queue):
+        cdef int qid = self._queue(queue)
+        return sorted(a for a in self.members[qid] if self.ag[<int>a].state == ST_READY)
+
+    def position(self, caller):
+        cdef int slot = self._caller(caller)
+        cdef CallerRec* c = &self.cs[slot]
+        cdef IVec* sv
+        if c.state == C_OFFERED:
+            return 0
+        if c.state == C_STICKY:
+            sv = &self.ag[c.sticky_agent].sticky
+            others = [<int>sv.d[i] for i in range(sv.n)]
+        else:
+            others = self._fifo_slots(c.queue)
+        cdef int n = 1
+        for o in others:
+            if o != slot and self._better(o, slot):
+                n += 1
+        return n
+
+    def expected_wait_s(self, caller):
+        cdef int slot = self._caller(caller)
+        pos = self.position(caller)
+        if pos == 0:
+            return 0.0
+        cdef CallerRec* c = &self.cs[slot]
+        staffed = 0
+        for aid, tier in self.members[c.queue].items():
+            if tier <= c.tier and ST_READY <= self.ag[<int>aid].state <= ST_WRAPUP:
+                staffed += 1
+        if staffed == 0:
+            return INF
+        return pos * self._aht(c.queue) / staffed
+
+    def average_handle_time_s(self, queue):
+        return self._aht(self._queue(queue))
+
+    cdef double _aht(self, int qid):
+        cdef QueueRec* q = &self.qs[qid]
+        if q.n_handle == 0:
+            return q.default_aht
+        # summed in insertion-slot order, as Python's sum() over the list
+        cdef double s = 0.0
+        cdef int i
+        for i in range(q.n_handle):
+            s += q.handle_times[i]
+        return s / q.n_handle
+
+    # ============================================================== internals
+    cdef inline bint _better(self, int a, int b) noexcept:
+        """Caller order: higher effective priority, then earlier seq (b=-1: none)."""
+        if b < 0:
+            return True
+        cdef CallerRec* x = &self.cs[a]
+        cdef CallerRec* y = &self.cs[b]
+        return x.eff > y.eff or (x.eff == y.eff and x.seq < y.seq)
+
+    cdef int _end_wrapup(self, int aid, int old, double now) except -1:
+        cdef AgentRec* a = &self.ag[aid]
+        cdef QueueRec* q
+        if old == ST_WRAPUP and a.call_queue >= 0:
+            q = &self.qs[a.call_queue]
+            if q.n_handle < q.window:
+                q.handle_times[q.n_handle] = now - a.busy_since
+                q.n_handle += 1
+            else:
+                q.handle_times[q.handle_pos] = now - a.busy_since
+                q.handle_pos = (q.handle_pos + 1) % q.window
+            a.call_queue = -1
+        return 0
+
+    cdef int _leave(self, int aid, int old, double now) except -1:
+        cdef AgentRec* a = &self.ag[aid]
+        cdef int slot
+        cdef CallerRec* c
+        if old == ST_READY:
+            self._unfree(aid)
+        elif old == ST_RESERVED:
+            slot = a.offer_caller
+            c = &self.cs[slot]
+            a.offer_caller = -1
+            self._ivec_remove_value(&c.offers, aid)
+            self.out.append((D_CANCELLED, c.id, aid, c.queue))
+            if c.offers.n == 0:
+                self._requeue(slot, now)
+        return 0
+
+    # ---- free containers
+    cdef int _push_free(self, int qid, int tier, int aid, double score) except -1:
+        cdef QueueRec* q = &self.qs[qid]
+        cdef AgentRec* a = &self.ag[aid]
+        cdef IVec* lst
+        cdef HEntry e
+        cdef int s = q.strategy
+        q.live[tier] += 1
+        if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL:
+            lst = &q.ordered[tier]
+            ivec_insert(lst, ivec_bisect_right(lst, a.key), a.key)
+            return 0
+        e.agent = aid
+        e.epoch = a.epoch
+        e.k2 = 0.0
+        if s == S_LONGEST_IDLE:
+            e.k1 = a.idle_since
+        elif s == S_FEWEST_CALLS:
+            e.k1 = <double>a.calls
+            e.k2 = a.idle_since
+        elif s == S_LEAST_TALK_TIME:
+            e.k1 = a.talk_s
+            e.k2 = a.idle_since
+        elif s == S_TOP_DOWN:
+            e.k1 = <double>a.rank
+        elif s == S_BEST_SKILL:
+            e.k1 = -score
+            e.k2 = a.idle_since
+        else:
+            e.k1 = q.idle_weight * a.idle_since - q.skill_weight * score
+        hvec_push(&q.heaps[tier], e)
+        if q.heaps[tier].n > 2 * q.live[tier] + 64:
+            self._compact(&q.heaps[tier])
+        return 0
+
+    cdef void _compact(self, HVec* h) noexcept:
+        cdef int i, j = 0
+        for i in range(h.n):
+            if self._valid(&h.d[i]):
+                h.d[j] = h.d[i]
+                j += 1
+        h.n = j
+        for i in range(j // 2 - 1, -1, -1):
+            h_siftdown(h, i)
+
+    cdef inline bint _valid(self, HEntry* e) noexcept:
+        cdef AgentRec* a = &self.ag[e.agent]
+        return a.state == ST_READY and a.epoch == e.epoch
+
+    cdef void _unfree(self, int aid) noexcept:
+        cdef AgentRec* a = &self.ag[aid]
+        cdef int i, qid, tier, s
+        cdef IVec* lst
+        self.epoch_counter += 1
+        a.epoch = self.epoch_counter
+        for i in range(a.n_memb):
+            qid = a.memb_queue[i]
+            tier = a.memb_tier[i]
+            self.qs[qid].live[tier] -= 1
+            s = self.qs[qid].strategy
+            if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL:
+                lst = &self.qs[qid].ordered[tier]
+                ivec_delete(lst, ivec_bisect_left(lst, a.key))
+
+    cdef inline bint _excluded(self, CallerRec* c, int aid) noexcept:
+        cdef int i
+        for i in range(c.excl.n):
+            if c.excl.d[i] == aid:
+                return True
+        return False
+
+    cdef int _available(self, int aid, double now) except -1:
+        cdef AgentRec* a = &self.ag[aid]
+        cdef int best = -1, i, j, lv, m, slot
+        cdef QueueRec* q
+        cdef IVec* f
+        cdef CallerRec* c
+        for i in range(a.sticky.n):
+            slot = <int>a.sticky.d[i]
+            if self._better(slot, best):
+                best = slot
+        for i in range(a.n_memb):
+            q = &self.qs[a.memb_queue[i]]
+            if q.waiting == 0:
+                continue
+            m = a.memb_tier[i]
+            for lv in range(NLEVELS):
+                f = &q.fifo[lv]
+                for j in range(f.n):
+                    slot = <int>f.d[j]
+                    c = &self.cs[slot]
+                    if c.tier < m:
+                        break
+                    if c.excl.n and self._excluded(c, aid):
+                        continue
+                    if self._better(slot, best):
+                        best = slot
+                    break
+        if best < 0:
+            for i in range(a.n_memb):
+                self._push_free(a.memb_queue[i], a.memb_tier[i], aid, a.memb_score[i])
+            return 0
+        if self.cs[best].state == C_STICKY:
+            self._ivec_remove_value(&a.sticky, best)
+        else:
+            self._fifo_remove(best)
+        cdef IVec one
+        one.d = NULL
+        one.n = one.cap = 0
+        ivec_insert(&one, 0, aid)
+        self._offer(best, &one, False)   # takes ownership of one.d
+        return 0
+
+    cdef uint64_t _random(self) noexcept:
+        # splitmix64 (Steele, Lea, Flood 2014)
+        self.rng += <uint64_t>0x9E3779B97F4A7C15
+        cdef uint64_t z = self.rng
+        z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
+        z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EB
+        return z ^ (z >> 31)
+
+    cdef int _find_agents(self, int slot, IVec* res) except -1:
+        """Best free agent(s) for waiting caller ``slot``; appended to res."""
+        cdef CallerRec* c = &self.cs[slot]
+        cdef QueueRec* q = &self.qs[c.queue]
+        cdef int s = q.strategy, t, i, n, total, ntiers = c.tier + 1
+        cdef IVec* lst
+        cdef int64_t after, first, k
+        cdef uint64_t r
+        cdef IVec cand
+        cdef HEntry best, e
+        cdef bint have = False
+        best.k1 = 0.0
+        best.k2 = 0.0
+        best.agent = 0
+        best.epoch = 0
+        cdef HVec* heap
+        cdef HVec held
+        if s == S_RING_ALL:
+            for t in range(ntiers):
+                lst = &q.ordered[t]
+                for i in range(lst.n):
+                    if not (c.excl.n and self._excluded(c, <int>(lst.d[i] & AGENT_MASK))):
+                        ivec_insert(res, ivec_bisect_right(res, lst.d[i]), lst.d[i])
+            for i in range(res.n):
+                res.d[i] = res.d[i] & AGENT_MASK
+            return 0
+        if s == S_ROUND_ROBIN:
+            after = -1
+            first = -1
+            for t in range(ntiers):
+                lst = &q.ordered[t]
+                i = ivec_bisect_right(lst, q.rr_last)
+                while i < lst.n and c.excl.n and self._excluded(c, <int>(lst.d[i] & AGENT_MASK)):
+                    i += 1
+                if i < lst.n and (after < 0 or lst.d[i] < after):
+                    after = lst.d[i]
+                i = 0
+                while i < lst.n and c.excl.n and self._excluded(c, <int>(lst.d[i] & AGENT_MASK)):
+                    i += 1
+                if i < lst.n and (first < 0 or lst.d[i] < first):
+                    first = lst.d[i]
+            k = after if after >= 0 else first
+            if k >= 0:
+                ivec_insert(res, 0, k & AGENT_MASK)
+            return 0
+        if s == S_RANDOM:
+            if c.excl.n:
+                cand.d = NULL
+                cand.n = cand.cap = 0
+                try:
+                    for t in range(ntiers):
+                        lst = &q.ordered[t]
+                        for i in range(lst.n):
+                            if not self._excluded(c, <int>(lst.d[i] & AGENT_MASK)):
+                                ivec_insert(&cand, cand.n, lst.d[i])
+                    if cand.n:
+                        r = self._random() % <uint64_t>cand.n
+                        ivec_insert(res, 0, cand.d[r] & AGENT_MASK)
+                finally:
+                    free(cand.d)
+                return 0
+            total = 0
+            for t in range(ntiers):
+                total += q.ordered[t].n
+            if total == 0:
+                return 0
+            r = self._random() % <uint64_t>total
+            for t in range(ntiers):
+                n = q.ordered[t].n
+                if r < <uint64_t>n:
+                    ivec_insert(res, 0, q.ordered[t].d[r] & AGENT_MASK)
+                    return 0
+                r -= n
+            return 0
+        held.d = NULL
+        held.n = held.cap = 0
+        try:
+            for t in range(ntiers):
+                heap = &q.heaps[t]
+                held.n = 0
+                while heap.n:
+                    e = heap.d[0]
+                    if not self._valid(&e):
+                        hvec_pop(heap)
+                    elif c.excl.n and self._excluded(c, e.agent):
+                        hvec_push(&held, hvec_pop(heap))
+                    else:
+                        if not have or h_lt(&e, &best):
+                            best = e
+                            have = True
+                        break
+                for i in range(held.n):
+                    hvec_push(heap, held.d[i])
+        finally:
+            free(held.d)
+        if have:
+            ivec_insert(res, 0, best.agent)
+        return 0
+
+    cdef int _offer(self, int slot, IVec* agents, bint in_free) except -1:
+        """Reserve ``agents`` (ownership of agents.d passes to the caller)."""
+        cdef CallerRec* c = &self.cs[slot]
+        cdef int i, aid
+        c.state = C_OFFERED
+        free(c.offers.d)
+        c.offers = agents[0]
+        for i in range(c.offers.n):
+            aid = <int>c.offers.d[i]
+            self._transition(aid, TR_OFFER)
+            if in_free:
+                self._unfree(aid)
+            else:
+                self.epoch_counter += 1
+                self.ag[aid].epoch = self.epoch_counter
+            self.ag[aid].offer_caller = slot
+            self.out.append((D_OFFER, c.id, aid, c.queue))
+        if self.qs[c.queue].strategy == S_ROUND_ROBIN:
+            self.qs[c.queue].rr_last = self.ag[<int>c.offers.d[0]].key
+        self._schedule(slot)
+        return 0
+
+    # ---- caller placement
+    cdef int _enter(self, int slot, int qid, double now, int sa, double sticky_s) except -1:
+        cdef QueueRec* q = &self.qs[qid]
+        cdef CallerRec* c = &self.cs[slot]
+        if q.max_length and q.count >= q.max_length:
+            self.out.append((D_FULL, c.id, qid, q.full_dest))
+            self._release_slot(slot)
+            return 0
+        self.seq_counter += 1
+        c.seq = self.seq_counter
+        c.queue = qid
+        c.enq_at = now
+        c.tier = 0
+        c.eff = c.priority
+        c.age_steps = 0
+        c.in_use = 1
+        self.slot_of[c.id] = slot
+        q.count += 1
+        if sa >= 0:
+            c.state = C_STICKY
+            c.sticky_agent = sa
+            c.sticky_until = now + sticky_s
+            self._update_clock(slot, now)
+            self._schedule(slot)
+            if self.ag[sa].state == ST_READY:
+                self._offer_one(slot, sa, True)
+            else:
+                ivec_insert(&self.ag[sa].sticky, self.ag[sa].sticky.n, slot)
+            return 0
+        c.state = C_WAITING
+        self._update_clock(slot, now)
+        self._schedule(slot)
+        self._wait(slot, now)
+        return 0
+
+    cdef int _offer_one(self, int slot, int aid, bint in_free) except -1:
+        cdef IVec one
+        one.d = NULL
+        one.n = one.cap = 0
+        ivec_insert(&one, 0, aid)
+        self._offer(slot, &one, in_free)
+        return 0
+
+    cdef int _release_slot(self, int slot) except -1:
+        """Return a slot to the free list (its exclusions are kept until
+        the slot is reused: enqueue clears them)."""
+        self.cs[slot].in_use = 0
+        self.cs[slot].ver = -1
+        ivec_insert(&self.free_slots, self.free_slots.n, slot)
+        return 0
+
+    cdef int _reenter(self, int slot, int qid, double now, int priority) except -1:
+        cdef CallerRec* c = &self.cs[slot]
+        c.priority = priority
+        c.state = C_WAITING
+        c.sticky_agent = -1
+        c.sticky_until = INF
+        self._enter(slot, qid, now, -1, 0.0)
+        return 0
+
+    cdef int _wait(self, int slot, double now) except -1:
+        cdef IVec res
+        res.d = NULL
+        res.n = res.cap = 0
+        try:
+            self._find_agents(slot, &res)
+        except BaseException:
+            free(res.d)
+            raise
+        if res.n:
+            self._offer(slot, &res, True)
+        else:
+            free(res.d)
+            self._fifo_insert(slot)
+        return 0
+
+    cdef int _requeue(self, int slot, double now) except -1:
+        cdef CallerRec* c = &self.cs[slot]
+        if c.sticky_agent >= 0:
+            c.sticky_agent = -1
+            c.sticky_until = INF
+        c.state = C_WAITING
+        self._schedule(slot)
+        if self._due(slot, now):
+            self._fifo_insert(slot)
+            self._fire(slot, now)
+        else:
+            self._wait(slot, now)
+        return 0
+
+    cdef int _fifo_insert(self, int slot) except -1:
+        cdef CallerRec* c = &self.cs[slot]
+        cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
+        ivec_insert(f, self._fifo_find(f, c.seq), slot)
+        self.qs[c.queue].waiting += 1
+        return 0
+
+    cdef int _fifo_find(self, IVec* f, int64_t seq) noexcept:
+        cdef int lo = 0, hi = f.n, mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.cs[<int>f.d[mid]].seq < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    cdef void _fifo_remove(self, int slot) noexcept:
+        cdef CallerRec* c = &self.cs[slot]
+        cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
+        ivec_delete(f, self._fifo_find(f, c.seq))
+        self.qs[c.queue].waiting -= 1
+
+    cdef int _detach_caller(self, int slot, IVec* released) except -1:
+        cdef CallerRec* c = &self.cs[slot]
+        cdef int i, aid
+        if c.state == C_OFFERED:
+            for i in range(c.offers.n):
+                aid = <int>c.offers.d[i]
+                self._transition(aid, TR_CANCEL)
+                self.ag[aid].offer_caller = -1
+                self.out.append((D_CANCELLED, c.id, aid, c.queue))
+                if released != NULL:
+                    ivec_insert(released, released.n, aid)
+            c.offers.n = 0
+        elif c.state == C_STICKY:
+            self._ivec_remove_value(&self.ag[c.sticky_agent].sticky, slot)
+        else:
+            self._fifo_remove(slot)
+        self._remove_caller(slot)
+        return 0
+
+    cdef int _remove_caller(self, int slot) except -1:
+        """Forget the caller id (the slot itself is reused unless re-entered)."""
+        cdef CallerRec* c = &self.cs[slot]
+        del self.slot_of[c.id]
+        self.qs[c.queue].count -= 1
+        self._release_slot(slot)   # transfer/overflow take it back (_take_slot)
+        return 0
+
+    # ---- caller timers
+    cdef void _update_clock(self, int slot, double now) noexcept:
+        cdef CallerRec* c = &self.cs[slot]
+        cdef QueueRec* q = &self.qs[c.queue]
+        cdef int cap
+        while c.tier + 1 < q.n_tiers and c.enq_at + q.thresholds[c.tier + 1] <= now:
+            c.tier += 1
+        if q.ageing_interval_s > 0:
+            cap = c.priority if c.priority > q.ageing_max else q.ageing_max
+            while c.eff < cap and c.enq_at + (c.age_steps + 1) * q.ageing_interval_s <= now:
+                c.age_steps += 1
+                c.eff = c.priority + c.age_steps * q.ageing_step
+                if c.eff > cap:
+                    c.eff = cap
+
+    cdef double _next_time(self, int slot) noexcept:
+        cdef CallerRec* c = &self.cs[slot]
+        cdef QueueRec* q = &self.qs[c.queue]
+        cdef double t = INF, x
+        cdef int cap
+        if c.tier + 1 < q.n_tiers:
+            t = c.enq_at + q.thresholds[c.tier + 1]
+        if q.ageing_interval_s > 0:
+            cap = c.priority if c.priority > q.ageing_max else q.ageing_max
+            if c.eff < cap:
+                x = c.enq_at + (c.age_steps + 1) * q.ageing_interval_s
+                if x < t:
+                    t = x
+        if c.state == C_STICKY and c.sticky_until < t:
+            t = c.sticky_until
+        if c.state != C_OFFERED:
+            if q.timeout_s > 0:
+                x = c.enq_at + q.timeout_s
+                if x < t:
+                    t = x
+            if q.overflow_after_s > 0:
+                x = c.enq_at + q.overflow_after_s
+                if x < t:
+                    t = x
+        return t
+
+    cdef int _schedule(self, int slot) except -1:
+        cdef CallerRec* c = &self.cs[slot]
+        cdef double t = self._next_time(slot)
+        cdef TEntry e
+        self.ver_counter += 1
+        c.ver = self.ver_counter
+        if t < INF:
+            e.t = t
+            e.seq = c.seq
+            e.ver = self.ver_counter
+            e.slot = slot
+            self._tm_push(e)
+        return 0
+
+    cdef int _tm_push(self, TEntry e) except -1:
+        cdef int i, parent, cap
+        cdef TEntry* p
+        if self.n_tm == self.cap_tm:
+            cap = self.cap_tm * 2 if self.cap_tm else 64
+            p = <TEntry*>realloc(self.tm, cap * sizeof(TEntry))
+            if p == NULL:
+                raise MemoryError()
+            self.tm = p
+            self.cap_tm = cap
+        i = self.n_tm
+        self.n_tm += 1
+        while i > 0:
+            parent = (i - 1) >> 1
+            if t_lt(&e, &self.tm[parent]):
+                self.tm[i] = self.tm[parent]
+                i = parent
+            else:
+                break
+        self.tm[i] = e
+        return 0
+
+    cdef TEntry _tm_pop(self) noexcept:
+        cdef TEntry top = self.tm[0], e
+        cdef int i = 0, child, n
+        self.n_tm -= 1
+        n = self.n_tm
+        if n > 0:
+            e = self.tm[n]
+            while True:
+                child = 2 * i + 1
+                if child >= n:
+                    break
+                if child + 1 < n and t_lt(&self.tm[child + 1], &self.tm[child]):
+                    child += 1
+                if t_lt(&self.tm[child], &e):
+                    self.tm[i] = self.tm[child]
+                    i = child
+                else:
+                    break
+            self.tm[i] = e
+        return top
+
+    cdef bint _due(self, int slot, double now) noexcept:
+        cdef CallerRec* c = &self.cs[slot]
+        cdef QueueRec* q = &self.qs[c.queue]
+        return (q.timeout_s > 0 and c.enq_at + q.timeout_s <= now) or (
+            q.overflow_after_s > 0 and c.enq_at + q.overflow_after_s <= now)
+
+    cdef int _fire(self, int slot, double now) except -1:
+        cdef CallerRec* c = &self.cs[slot]
+        cdef int qid = c.queue
+        cdef QueueRec* q = &self.qs[qid]
+        cdef int64_t cid = c.id
+        self._detach_caller(slot, NULL)
+        if q.timeout_s > 0 and c.enq_at + q.timeout_s <= now:
+            self.out.append((D_TIMEOUT, cid, qid, q.timeout_dest))
+            return 0
+        if q.overflow_queue not in self.cfgs:
+            self.out.append((D_TIMEOUT, cid, qid, q.timeout_dest))
+            return 0
+        self.out.append((D_OVERFLOW, cid, qid, q.overflow_queue))
+        self._take_slot(slot)
+        self._reenter(slot, q.overflow_queue, now, c.priority)
+        return 0
+
+    cdef void _take_slot(self, int slot) noexcept:
+        """Undo the release of ``slot`` done by _remove_caller (re-entry)."""
+        cdef int i
+        for i in range(self.free_slots.n - 1, -1, -1):
+            if self.free_slots.d[i] == slot:
+                ivec_delete(&self.free_slots, i)
+                return
+
+    cdef int _advance(self, double now) except -1:
+        if not now >= self.now:
+            if now != now:
+                raise AcdStateError("now is NaN")
+            raise AcdStateError(f"time went backwards: now={now} after {self.now}")
+        self.now = now
+        cdef TEntry e
+        cdef CallerRec* c
+        while self.n_tm and self.tm[0].t <= now:
+            e = self._tm_pop()
+            c = &self.cs[e.slot]
+            if not c.in_use or c.ver != e.ver:
+                continue
+            self._on_timer(e.slot, now)
+        return 0
+
+    cdef int _on_timer(self, int slot, double now) except -1:
+        cdef CallerRec* c = &self.cs[slot]
+        cdef int old_tier = c.tier
+        cdef IVec res
+        self._update_clock(slot, now)
+        if c.state == C_OFFERED:
+            self._schedule(slot)
+            return 0
+        if self._due(slot, now):
+            self._fire(slot, now)
+            return 0
+        if c.state == C_STICKY and c.sticky_until <= now:
+            self._ivec_remove_value(&self.ag[c.sticky_agent].sticky, slot)
+            c.sticky_agent = -1
+            c.sticky_until = INF
+            c.state = C_WAITING
+            self._schedule(slot)
+            self._wait(slot, now)
+            return 0
+        self._schedule(slot)
+        if c.state == C_WAITING and c.tier != old_tier:
+            res.d = NULL
+            res.n = res.cap = 0
+            try:
+                self._find_agents(slot, &res)
+            except BaseException:
+                free(res.d)
+                raise
+            if res.n:
+                self._fifo_remove(slot)
+                self._offer(slot, &res, True)
+            else:
+                free(res.d)
+        return 0
