@@ -1,0 +1,1474 @@
+"""SIP messages: parse, inspect, build and serialise (RFC 3261 §7, §20, §25).
+
+Theory of operation
+-------------------
+:func:`parse_message` takes the bytes of exactly one message (a UDP datagram,
+or a frame cut by :mod:`sip.framing`) and returns a :class:`Request` or a
+:class:`Response`.  It works in two layers so the common path stays cheap:
+
+1. **Eager** (always): the start line is split and checked, header lines are
+   unfolded (RFC 3261 §7.3.1 LWS continuation) and split into a
+   :class:`Headers` multi-map whose names are normalised (compact forms such
+   as ``v``/``i``/``m`` become ``Via``/``Call-ID``/``Contact``, RFC 3261
+   §7.3.3), and the scalar checks a UAS needs before anything else are done:
+   SIP version (505), mandatory headers present and not duplicated,
+   ``CSeq`` number and method, ``Max-Forwards`` and ``Content-Length``
+   ranges, and the body is cut by ``Content-Length`` (extra datagram octets
+   are ignored, RFC 3261 §18.3; a shorter body is a 400).
+2. **Lazy** (on access, cached): structured values -- :class:`Via`,
+   :class:`NameAddr` (From/To/Contact/Route), URIs (:mod:`sip.uri`).  With
+   ``parse_message(data, validate=True)`` (the default) the headers every
+   element relies on (all Via values, From, To, Contact, Route,
+   Record-Route, the Request-URI, Date) are parsed before returning, so a
+   malformed one is refused at once; the results are cached, so later
+   accessor calls cost nothing.  ``validate=False`` skips that for callers
+   that only need routing fields; accessors then raise the same
+   :class:`~sip.errors.RemoteProtocolError` when they meet bad text.
+
+Every fault raises :class:`~sip.errors.RemoteProtocolError` naming the
+fault and carrying ``status_hint`` (400, 413, 416, 420, 505 ...);
+:func:`error_response` turns such an error plus the offending bytes into the
+response a UAS should send, or None when the input must be dropped
+(responses, or too little parsed to address a reply).  Nothing else ever
+escapes the parser (property-tested on random and mutated input).
+
+Serialisation (``bytes(msg)``) reuses the received header text verbatim
+while the headers are unchanged and the body length still matches, so a
+proxy-style parse→serialise costs one concatenation.  Any change through
+:class:`Headers` drops the raw text and the block is rebuilt from the
+(name, value) pairs; ``Content-Length`` is always written to match the body.
+
+Parsed objects (:class:`Via`, :class:`NameAddr`, URIs) are snapshots: to
+change a header, set its text (``msg.headers.set("To", str(new_to))``).
+
+What this module refuses to know: transactions, dialogs, transports (sipcore
+owns them); it only offers builders such as :func:`make_response` that copy
+the fields RFC 3261 §8.2.6 requires.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from typing import Union
+
+from sip.errors import RemoteProtocolError
+from sip.grammar import (
+    TOKEN_RE,
+    format_params,
+    is_token,
+    parse_params,
+    parse_quoted,
+    quote,
+    split_commas,
+    unquote,
+)
+from sip.uri import SipUri, Uri, check_host, host_ok, parse_uri
+
+__all__ = [
+    "Headers",
+    "Message",
+    "Request",
+    "Response",
+    "Via",
+    "NameAddr",
+    "parse_message",
+    "make_response",
+    "make_request",
+    "error_response",
+    "check_request",
+    "BadExtensionError",
+    "REASON_PHRASES",
+    "SIP_VERSION",
+    "canonical_name",
+]
+
+SIP_VERSION = "SIP/2.0"
+MAX_CSEQ = 2**32 - 1  # RFC 3261 §8.1.1.5: CSeq number MUST be < 2**32
+MAX_EXPIRES = 2**32 - 1  # RFC 3261 §20.19
+
+# RFC 3261 §21 (plus RFC 3265, 3903, 4412, 6665 additions used by the stack).
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 199: "Early Dialog Terminated",
+    200: "OK", 202: "Accepted", 204: "No Notification",
+    300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily",
+    305: "Use Proxy", 380: "Alternative Service",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    412: "Conditional Request Failed", 413: "Request Entity Too Large",
+    414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 421: "Extension Required",
+    423: "Interval Too Brief", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here",
+    487: "Request Terminated", 488: "Not Acceptable Here", 489: "Bad Event",
+    491: "Request Pending", 493: "Undecipherable",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 580: "Precondition Failure",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+# RFC 3261 §7.3.3 compact forms (+ RFC 3265 o/u, RFC 3515 r, RFC 3892 b,
+# RFC 4028 x, RFC 3841 a/j/d, RFC 4474 y/n).
+COMPACT_FORMS: dict[str, str] = {
+    "i": "call-id", "m": "contact", "e": "content-encoding", "l": "content-length",
+    "c": "content-type", "f": "from", "s": "subject", "k": "supported", "t": "to",
+    "v": "via", "o": "event", "u": "allow-events", "r": "refer-to", "b": "referred-by",
+    "x": "session-expires", "a": "accept-contact", "j": "reject-contact",
+    "d": "request-disposition", "y": "identity", "n": "identity-info",
+}
+
+_CANONICAL_LIST = [
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+    "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+    "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "History-Info",
+    "Identity", "Identity-Info", "In-Reply-To", "Max-Forwards", "MIME-Version", "Min-Expires",
+    "Min-SE", "Organization", "P-Asserted-Identity", "P-Preferred-Identity", "Path", "Priority",
+    "Privacy", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "RAck", "Reason",
+    "Record-Route", "Refer-To", "Referred-By", "Reject-Contact", "Replaces", "Reply-To",
+    "Request-Disposition", "Require", "Retry-After", "Route", "RSeq", "Server",
+    "Service-Route", "Session-Expires", "Subject", "Subscription-State", "Supported",
+    "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
+]
+CANONICAL_NAMES: dict[str, str] = {name.lower(): name for name in _CANONICAL_LIST}
+
+# Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1): several
+# lines and several comma-separated values are equivalent.  Everything else --
+# notably WWW-Authenticate, Authorization, Proxy-Authenticate,
+# Proxy-Authorization, Authentication-Info, Date, Subject, User-Agent, Server,
+# From, To, Call-ID, CSeq -- is never split on commas.
+LIST_HEADERS: frozenset[str] = frozenset(
+    name.lower()
+    for name in (
+        "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+        "Allow-Events", "Call-Info", "Contact", "Content-Encoding", "Content-Language",
+        "Error-Info", "History-Info", "In-Reply-To", "P-Asserted-Identity",
+        "P-Preferred-Identity", "Path", "Proxy-Require", "Reason", "Record-Route",
+        "Reject-Contact", "Request-Disposition", "Require", "Route", "Service-Route",
+        "Supported", "Unsupported", "Via", "Warning",
+    )
+)
+
+# Headers that may appear at most once (RFC 3261 §20 / table 2).  A duplicate
+# of one of these is a 400 (RFC 4475 §3.3.8, §3.3.9).
+SINGLE_HEADERS: frozenset[str] = frozenset(
+    ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type",
+     "expires", "min-expires", "date")
+)
+
+# RFC 3261 §8.1.1: mandatory in every message (with Via).  Max-Forwards is
+# tolerated missing for RFC 2543 peers (RFC 4475 §3.4.1).
+_MANDATORY_SINGLE = ("from", "to", "call-id", "cseq")
+
+_METHOD_RE = TOKEN_RE
+_VERSION_RE = re.compile(r"[Ss][Ii][Pp]/(\d+)\.(\d+)\Z")
+# RFC 3261 §20.42: via-parm = sent-protocol LWS sent-by *( SEMI via-params )
+_VIA_RE = re.compile(
+    r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*"
+    r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+(\[[0-9A-Fa-f:.]+\]|[^ \t;:]+)(?:[ \t]*:[ \t]*([0-9]+))?[ \t]*"
+)
+# RFC 1123 date as required by RFC 3261 §20.17: "Sat, 13 Nov 2010 23:29:00 GMT"
+_DATE_RE = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r" \d{4} \d{2}:\d{2}:\d{2} GMT\Z"
+)
+# name-addr = [ display-name ] LAQUOT addr-spec RAQUOT (RFC 3261 §25.1), the common
+# case only: a quoted display name without escapes or token words, and a URI
+# without whitespace, quotes or angle brackets.  Anything else: general parser.
+_NAME_ADDR_FAST_RE = re.compile(
+    r'[ \t]*(?:"([^"\\]*)"[ \t]*|([A-Za-z0-9\-.!%*_+`\'~ \t]+))?<([^<>\s"]+)>[ \t]*(;.*)?\Z'
+)
+_UNFOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
+_DIGITS = frozenset("0123456789")
+
+
+# Header name as received (any case, compact or full) -> (key, display name).
+_HEADER_TABLE: dict[str, tuple[str, str]] = {}
+for _key_name, _display in CANONICAL_NAMES.items():
+    for _spelling in (_key_name, _display, _display.upper()):
+        _HEADER_TABLE[_spelling] = (_key_name, _display)
+for _letter, _key_name in COMPACT_FORMS.items():
+    _display = CANONICAL_NAMES[_key_name]
+    _HEADER_TABLE[_letter] = _HEADER_TABLE[_letter.upper()] = (_key_name, _display)
+
+
+def canonical_name(name: str) -> str:
+    """The normalised spelling of a header name (compact form expanded)."""
+    key = name.lower()
+    key = COMPACT_FORMS.get(key, key)
+    return CANONICAL_NAMES.get(key, name)
+
+
+def _key(name: str) -> str:
+    key = name.lower()
+    return COMPACT_FORMS.get(key, key)
+
+
+class BadExtensionError(RemoteProtocolError):
+    """A request requires option tags we do not support (RFC 3261 §8.2.2.3, 420)."""
+
+    def __init__(self, unsupported: list[str]) -> None:
+        super().__init__(f"unsupported extension(s) required: {', '.join(unsupported)}", 420)
+        self.unsupported = unsupported
+
+
+# ---------------------------------------------------------------------------
+# Headers
+# ---------------------------------------------------------------------------
+
+
+class Headers:
+    """Ordered, case-insensitive multi-map of header lines.
+
+    Names are normalised on insertion (``v`` → ``Via``, ``call-id`` →
+    ``Call-ID``); unknown names keep the spelling given.  Each entry is one
+    header *line*; :meth:`get_all` also splits comma-separated list headers
+    (``Via``, ``Contact``, ``Route`` ...) into individual values, while
+    headers such as ``WWW-Authenticate`` or ``Date`` are never split.
+
+    Example::
+
+        h = Headers([("v", "SIP/2.0/UDP a.example;branch=z9hG4bK1")])
+        h["Via"]            # 'SIP/2.0/UDP a.example;branch=z9hG4bK1'
+        h.add("Route", "<sip:p1;lr>, <sip:p2;lr>")
+        h.get_all("route")  # ['<sip:p1;lr>', '<sip:p2;lr>']
+    """
+
+    __slots__ = ("_items", "_raw", "_cache")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        # (lower-case full name, display name, value)
+        self._items: list[tuple[str, str, str]] = []
+        self._raw: bytes | None = None
+        self._cache: dict[str, object] = {}
+        for name, value in items:
+            self.add(name, value)
+
+    # -- reading -------------------------------------------------------------
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Value of the first line named *name* (unsplit), or *default*."""
+        key = _key(name)
+        for k, _, v in self._items:
+            if k == key:
+                return v
+        return default
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = _key(name)
+        for k, _, _ in self._items:
+            if k == key:
+                return True
+        return False
+
+    def get_lines(self, name: str) -> list[str]:
+        """Every line named *name*, unsplit, in order."""
+        key = _key(name)
+        return [v for k, _, v in self._items if k == key]
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of *name*: lines in order, list headers split on commas.
+
+        Raises:
+            RemoteProtocolError: a list header holds an empty element or an
+                unterminated quoted string.
+        """
+        key = _key(name)
+        lines = [v for k, _, v in self._items if k == key]
+        if key not in LIST_HEADERS:
+            return lines
+        out: list[str] = []
+        display = CANONICAL_NAMES.get(key, name)
+        for line in lines:
+            out.extend(split_commas(line, f"{display} header"))
+        return out
+
+    def count(self, name: str) -> int:
+        """Number of lines named *name*."""
+        key = _key(name)
+        return sum(1 for k, _, _ in self._items if k == key)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for _, name, value in self._items:
+            yield name, value
+
+    def items(self) -> list[tuple[str, str]]:
+        """All lines as (name, value) pairs in order."""
+        return [(name, value) for _, name, value in self._items]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
+    def copy(self) -> "Headers":
+        h = Headers()
+        h._items = list(self._items)
+        return h
+
+    # -- writing -------------------------------------------------------------
+    def _changed(self) -> None:
+        self._raw = None
+        if self._cache:
+            self._cache = {}
+
+    @staticmethod
+    def _entry(name: str, value: str) -> tuple[str, str, str]:
+        if not isinstance(value, str):
+            value = str(value)
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"header {name} value contains CR or LF")
+        key = _key(name)
+        display = CANONICAL_NAMES.get(key)
+        if display is None:
+            if not is_token(name):
+                raise ValueError(f"header name {name!r} is not a token")
+            display = name
+        return key, display, value
+
+    def add(self, name: str, value: object) -> None:
+        """Append a line."""
+        self._items.append(self._entry(name, value))  # type: ignore[arg-type]
+        self._changed()
+
+    def prepend(self, name: str, value: object) -> None:
+        """Insert a line before the first line of the same name (or at the top).
+
+        This is how a proxy or UAC pushes its Via (RFC 3261 §16.6 step 8).
+        """
+        entry = self._entry(name, value)  # type: ignore[arg-type]
+        for i, (k, _, _) in enumerate(self._items):
+            if k == entry[0]:
+                self._items.insert(i, entry)
+                break
+        else:
+            self._items.insert(0, entry)
+        self._changed()
+
+    def set(self, name: str, value: object) -> None:
+        """Replace every line of *name* by one line (kept at the first's position)."""
+        entry = self._entry(name, value)  # type: ignore[arg-type]
+        key = entry[0]
+        out: list[tuple[str, str, str]] = []
+        placed = False
+        for item in self._items:
+            if item[0] == key:
+                if not placed:
+                    out.append(entry)
+                    placed = True
+            else:
+                out.append(item)
+        if not placed:
+            out.append(entry)
+        self._items = out
+        self._changed()
+
+    def __setitem__(self, name: str, value: object) -> None:
+        self.set(name, value)
+
+    def remove(self, name: str) -> int:
+        """Remove every line of *name*; returns how many were removed."""
+        key = _key(name)
+        before = len(self._items)
+        self._items = [item for item in self._items if item[0] != key]
+        removed = before - len(self._items)
+        if removed:
+            self._changed()
+        return removed
+
+    def __delitem__(self, name: str) -> None:
+        if not self.remove(name):
+            raise KeyError(name)
+
+    def pop_first(self, name: str) -> str | None:
+        """Remove the first *value* of a list header (e.g. the top Via or Route).
+
+        A line holding several comma-separated values keeps the rest.
+        """
+        key = _key(name)
+        for i, (k, display, v) in enumerate(self._items):
+            if k == key:
+                values = split_commas(v, f"{display} header") if key in LIST_HEADERS else [v]
+                if len(values) > 1:
+                    self._items[i] = (k, display, ", ".join(values[1:]))
+                else:
+                    del self._items[i]
+                self._changed()
+                return values[0]
+        return None
+
+    def to_bytes(self) -> bytes:
+        """Serialise as ``Name: value CRLF`` lines (raw text reused when unchanged)."""
+        raw = self._raw
+        if raw is not None:
+            return raw
+        return "".join([f"{name}: {value}\r\n" for _, name, value in self._items]).encode(
+            "utf-8", "surrogateescape"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Structured header values
+# ---------------------------------------------------------------------------
+
+
+class Via:
+    """One Via value (RFC 3261 §20.42, RFC 3581 rport).
+
+    Attributes:
+        protocol: ``"SIP/2.0"``.
+        transport: upper-case transport token (``UDP``, ``TCP``, ``TLS``, ``SCTP``, ``WS``...).
+        host: sent-by host (IPv6 with brackets).
+        port: sent-by port or None.
+        params: ordered parameters (flag → None), names as received.
+    """
+
+    __slots__ = ("protocol", "transport", "host", "port", "params")
+
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        protocol: str = SIP_VERSION,
+    ) -> None:
+        self.protocol = protocol
+        self.transport = transport.upper()
+        self.host = host
+        self.port = port
+        self.params: dict[str, str | None] = dict(params) if params else {}
+
+    @classmethod
+    def parse(cls, text: str) -> "Via":
+        """Parse one Via value.  Raises :class:`RemoteProtocolError`."""
+        m = _VIA_RE.match(text)
+        if m is None:
+            raise RemoteProtocolError(f"Via header: malformed value {text[:60]!r}")
+        name, version, transport, host, port_text = m.groups()
+        if host[0] == "[" or not host_ok(host):
+            try:
+                check_host(host, "Via sent-by")
+            except RemoteProtocolError as exc:
+                raise RemoteProtocolError(f"Via header: {exc.message}") from None
+        port = None
+        if port_text is not None:
+            port = int(port_text)
+            if port > 65535:
+                raise RemoteProtocolError(f"Via header: sent-by port {port} exceeds 65535")
+        rest = text[m.end() :]
+        params = parse_params(rest, "Via header") if rest else {}
+        for key, value in params.items():
+            lkey = key.lower()
+            if lkey == "branch":
+                if not value:
+                    raise RemoteProtocolError("Via header: branch parameter has no value")
+            elif lkey == "rport":
+                # RFC 3581: rport is a flag or a port number.
+                if value is not None and (not value.isdigit() or int(value) > 65535):
+                    raise RemoteProtocolError(f"Via header: rport value {value[:20]!r} is not a port")
+            elif lkey == "ttl":
+                # RFC 3261 §20.42: ttl = 1*3DIGIT (0-255)
+                if value is None or not value.isdigit() or int(value) > 255:
+                    raise RemoteProtocolError(f"Via header: ttl value {value!r} out of range")
+        via = object.__new__(cls)
+        via.protocol = SIP_VERSION if (name == "SIP" and version == "2.0") else f"{name.upper()}/{version}"
+        via.transport = transport.upper()
+        via.host = host
+        via.port = port
+        via.params = params
+        return via
+
+    def _lower_params(self) -> dict[str, str | None]:
+        return {k.lower(): v for k, v in self.params.items()}
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """Parameter value by case-insensitive name (None for a flag)."""
+        value = self.params.get(name, default)
+        if value is not default or name in self.params:
+            return value
+        lname = name.lower()
+        for key, v in self.params.items():
+            if key.lower() == lname:
+                return v
+        return default
+
+    def has_param(self, name: str) -> bool:
+        lname = name.lower()
+        return any(k.lower() == lname for k in self.params)
+
+    @property
+    def branch(self) -> str | None:
+        """The branch parameter (RFC 3261 §8.1.1.7), or None (RFC 2543 peer)."""
+        return self.param("branch")
+
+    @property
+    def is_rfc3261_branch(self) -> bool:
+        """True when the branch starts with the magic cookie ``z9hG4bK`` and has more."""
+        b = self.branch
+        return b is not None and b.startswith("z9hG4bK") and len(b) > 7
+
+    @property
+    def received(self) -> str | None:
+        """The received parameter (RFC 3261 §18.2.1), brackets removed from IPv6."""
+        value = self.param("received")
+        if value and value.startswith("[") and value.endswith("]"):
+            return value[1:-1]
+        return value
+
+    @property
+    def rport(self) -> int | bool | None:
+        """RFC 3581: an int once filled in, True when requested (flag), None when absent."""
+        if not self.has_param("rport"):
+            return None
+        value = self.param("rport")
+        return int(value) if value else True
+
+    @property
+    def maddr(self) -> str | None:
+        return self.param("maddr")
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        return self.host, self.port
+
+    def __str__(self) -> str:
+        port = "" if self.port is None else f":{self.port}"
+        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+    def __repr__(self) -> str:
+        return f"Via({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Via):
+            return NotImplemented
+        return (
+            self.protocol.upper(), self.transport, self.host.lower(), self.port, self._lower_params()
+        ) == (other.protocol.upper(), other.transport, other.host.lower(), other.port, other._lower_params())
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class NameAddr:
+    """A ``name-addr`` or ``addr-spec`` with header parameters (From, To, Contact, Route ...).
+
+    Attributes:
+        display_name: unquoted display name or None.
+        uri_text: the URI as written (without ``<>``).
+        params: header parameters after the address (``tag``, ``expires``, ``q`` ...).
+    """
+
+    __slots__ = ("display_name", "uri_text", "params", "_uri", "_where")
+
+    def __init__(
+        self,
+        uri: Uri | str,
+        display_name: str | None = None,
+        params: dict[str, str | None] | None = None,
+    ) -> None:
+        self.display_name = display_name
+        if isinstance(uri, str):
+            self.uri_text = uri
+            self._uri: Uri | None = None
+        else:
+            self.uri_text = str(uri)
+            self._uri = uri
+        self.params: dict[str, str | None] = dict(params) if params else {}
+        self._where = "address"
+
+    @classmethod
+    def parse(cls, text: str, where: str = "header") -> "NameAddr":
+        """Parse ``[display-name] <uri> *(;param)`` or ``addr-spec *(;param)``.
+
+        Raises:
+            RemoteProtocolError: unterminated quotes, a non-token unquoted
+                display name, unclosed ``<``, an addr-spec holding ``?`` or
+                ``,`` (RFC 3261 §20 requires ``<>`` then), malformed params.
+        """
+        m = _NAME_ADDR_FAST_RE.match(text)
+        if m is not None:
+            # Everyday shape: ["quoted" | token words] <uri> [;params], no escapes.
+            quoted, words, uri_text, ptext = m.groups()
+            na = object.__new__(cls)
+            na.display_name = quoted if quoted is not None else (" ".join(words.split()) or None if words else None)
+            na.uri_text = uri_text
+            na._uri = None
+            na.params = parse_params(ptext, where) if ptext else {}
+            na._where = where
+            return na
+        s = text.strip()
+        display: str | None = None
+        if not s:
+            raise RemoteProtocolError(f"{where}: empty address")
+        if s[0] == '"':
+            display, pos = parse_quoted(s, 0, where)
+            rest = s[pos:].lstrip(" \t")
+            if not rest.startswith("<"):
+                raise RemoteProtocolError(f"{where}: quoted display name not followed by <URI>")
+            s = rest
+            lt = 0
+        else:
+            lt = s.find("<")
+        if lt >= 0:
+            if lt > 0:
+                dn = s[:lt].strip()
+                # display-name = *(token LWS) / quoted-string (RFC 4475 §3.1.2.15)
+                if dn:
+                    for word in dn.split():
+                        if not is_token(word):
+                            raise RemoteProtocolError(
+                                f"{where}: unquoted display name {dn[:40]!r} contains non-token characters"
+                            )
+                    display = " ".join(dn.split())
+            gt = s.find(">", lt)
+            if gt < 0:
+                raise RemoteProtocolError(f"{where}: '<' without matching '>'")
+            uri_text = s[lt + 1 : gt]
+            if not uri_text or uri_text != uri_text.strip() or any(c in uri_text for c in " \t<"):
+                raise RemoteProtocolError(f"{where}: whitespace or '<' inside <{uri_text[:60]}>")
+            rest = s[gt + 1 :]
+        else:
+            semi = s.find(";")
+            uri_text = s if semi < 0 else s[:semi]
+            rest = "" if semi < 0 else s[semi:]
+            uri_text = uri_text.rstrip()
+            # RFC 3261 §20: URIs with ',', '?' or ';' must use the name-addr form.
+            if any(c in uri_text for c in "?, \t\"") or ":" not in uri_text:
+                raise RemoteProtocolError(
+                    f"{where}: address {uri_text[:60]!r} must be enclosed in <> (contains '?', ',' or LWS)"
+                )
+        rest = rest.strip()
+        params = parse_params(rest, where) if rest else {}
+        na = cls(uri_text, display, params)
+        na._where = where
+        return na
+
+    @property
+    def uri(self) -> Uri:
+        """The parsed URI (parsed on first access, cached).  Raises RemoteProtocolError."""
+        uri = self._uri
+        if uri is None:
+            uri = self._uri = parse_uri(self.uri_text, self._where)
+        return uri
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """Header parameter by case-insensitive name (quotes kept)."""
+        if name in self.params:
+            return self.params[name]
+        lname = name.lower()
+        for key, v in self.params.items():
+            if key.lower() == lname:
+                return v
+        return default
+
+    @property
+    def tag(self) -> str | None:
+        """The ``tag`` parameter (RFC 3261 §19.3) or None."""
+        return self.param("tag")
+
+    @property
+    def expires(self) -> int | None:
+        """Contact ``expires`` parameter, clamped to 2**32-1 (RFC 3261 §20.10)."""
+        value = self.param("expires")
+        if value is None or not value.isdigit():
+            return None
+        return min(int(value), MAX_EXPIRES)
+
+    @property
+    def q(self) -> float | None:
+        """Contact ``q`` parameter (0..1) or None."""
+        value = self.param("q")
+        try:
+            return None if value is None else float(value)
+        except ValueError:
+            return None
+
+    def with_tag(self, tag: str) -> "NameAddr":
+        """A copy carrying ``tag`` (replacing any existing tag)."""
+        params = {k: v for k, v in self.params.items() if k.lower() != "tag"}
+        params["tag"] = tag
+        na = NameAddr(self._uri if self._uri is not None else self.uri_text, self.display_name, params)
+        return na
+
+    def __str__(self) -> str:
+        dn = "" if self.display_name is None else quote(self.display_name) + " "
+        return f"{dn}<{self.uri_text}>{format_params(self.params)}"
+
+    def __repr__(self) -> str:
+        return f"NameAddr({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NameAddr):
+            return NotImplemented
+        return (
+            self.uri == other.uri
+            and {k.lower(): v for k, v in self.params.items()} == {k.lower(): v for k, v in other.params.items()}
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# ---------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------
+
+
+class Message:
+    """Common part of :class:`Request` and :class:`Response`.
+
+    Attributes:
+        headers: the :class:`Headers`.
+        body: the body as bytes (``b""`` when none).
+        version: ``"SIP/2.0"``.
+    """
+
+    __slots__ = ("headers", "body", "version", "_start", "_fields0", "_cl")
+
+    def __init__(self, headers: Headers | Iterable[tuple[str, str]] | None = None, body: bytes = b"") -> None:
+        if headers is None:
+            headers = Headers()
+        elif not isinstance(headers, Headers):
+            headers = Headers(headers)
+        self.headers: Headers = headers
+        self.body: bytes = bytes(body)
+        self.version = SIP_VERSION
+        self._start: bytes | None = None  # raw start line while unchanged
+        self._fields0: tuple = ()  # start-line fields the raw line was parsed from
+        self._cl: int = -1  # Content-Length as received (raw reuse check)
+
+    # -- scalar accessors ----------------------------------------------------
+    def _required(self, name: str) -> str:
+        value = self.headers.get(name)
+        if value is None:
+            raise RemoteProtocolError(f"missing {CANONICAL_NAMES.get(_key(name), name)} header")
+        return value
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID (RFC 3261 §20.8).  Raises RemoteProtocolError if missing."""
+        return self._required("call-id")
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        """``(number, method)`` from CSeq (RFC 3261 §20.16)."""
+        cache = self.headers._cache
+        value = cache.get("cseq")
+        if value is None:
+            value = cache["cseq"] = _parse_cseq(self._required("cseq"))
+        return value  # type: ignore[return-value]
+
+    @property
+    def via(self) -> list[Via]:
+        """Every Via value, top first (parsed on first access, cached)."""
+        cache = self.headers._cache
+        value = cache.get("via")
+        if value is None:
+            value = cache["via"] = [Via.parse(v) for v in self.headers.get_all("via")]
+        return value  # type: ignore[return-value]
+
+    @property
+    def top_via(self) -> Via:
+        """The first Via value.  Raises RemoteProtocolError when there is none."""
+        vias = self.via
+        if not vias:
+            raise RemoteProtocolError("missing Via header")
+        return vias[0]
+
+    def _name_addr(self, key: str, display: str) -> NameAddr:
+        cache = self.headers._cache
+        value = cache.get(key)
+        if value is None:
+            value = cache[key] = NameAddr.parse(self._required(key), f"{display} header")
+        return value  # type: ignore[return-value]
+
+    @property
+    def from_(self) -> NameAddr:
+        """The From address (``from_.tag``, ``from_.uri``)."""
+        return self._name_addr("from", "From")
+
+    @property
+    def to(self) -> NameAddr:
+        """The To address (``to.tag`` is None outside a dialog)."""
+        return self._name_addr("to", "To")
+
+    @property
+    def from_tag(self) -> str | None:
+        return self.from_.tag
+
+    @property
+    def to_tag(self) -> str | None:
+        return self.to.tag
+
+    def _name_addr_list(self, key: str, display: str) -> list[NameAddr]:
+        cache = self.headers._cache
+        value = cache.get(key)
+        if value is None:
+            where = f"{display} header"
+            value = cache[key] = [NameAddr.parse(v, where) for v in self.headers.get_all(key)]
+        return value  # type: ignore[return-value]
+
+    @property
+    def contact(self) -> list[NameAddr]:
+        """Contact addresses in order; empty for none and for ``Contact: *``."""
+        if self.contact_is_wildcard:
+            return []
+        return self._name_addr_list("contact", "Contact")
+
+    @property
+    def contact_is_wildcard(self) -> bool:
+        """True for ``Contact: *`` (REGISTER remove-all, RFC 3261 §10.2.2)."""
+        lines = self.headers.get_lines("contact")
+        return len(lines) == 1 and lines[0].strip() == "*"
+
+    @property
+    def route(self) -> list[NameAddr]:
+        return self._name_addr_list("route", "Route")
+
+    @property
+    def record_route(self) -> list[NameAddr]:
+        return self._name_addr_list("record-route", "Record-Route")
+
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards (RFC 3261 §20.22) or None when absent (RFC 2543 peers)."""
+        value = self.headers.get("max-forwards")
+        return None if value is None else _parse_max_forwards(value)
+
+    @property
+    def content_length(self) -> int | None:
+        """The Content-Length header value, or None when absent."""
+        value = self.headers.get("content-length")
+        return None if value is None else _parse_content_length(value)
+
+    @property
+    def content_type(self) -> str | None:
+        """Media type of Content-Type, lower case, without parameters (``application/sdp``)."""
+        value = self.headers.get("content-type")
+        if value is None:
+            return None
+        return value.split(";", 1)[0].strip().lower()
+
+    @property
+    def expires(self) -> int | None:
+        """Expires header in seconds, clamped to 2**32-1; None if absent or not a number."""
+        value = self.headers.get("expires")
+        if value is None or not value.strip().isdigit():
+            return None
+        return min(int(value), MAX_EXPIRES)
+
+    def _tokens(self, name: str) -> list[str]:
+        return [v for v in self.headers.get_all(name) if v]
+
+    @property
+    def require(self) -> list[str]:
+        return self._tokens("require")
+
+    @property
+    def proxy_require(self) -> list[str]:
+        return self._tokens("proxy-require")
+
+    @property
+    def supported(self) -> list[str]:
+        return self._tokens("supported")
+
+    @property
+    def allow(self) -> list[str]:
+        return self._tokens("allow")
+
+    # -- validation ----------------------------------------------------------
+    def validate(self) -> None:
+        """Parse every structured header the stack relies on; raise on the first fault.
+
+        Covers all Via values, From, To, Contact (unless ``*``), Route,
+        Record-Route, the Request-URI, and the Date format.
+
+        Raises:
+            RemoteProtocolError: the first malformed element, named.
+        """
+        h = self.headers
+        self.via
+        self.from_.uri
+        self.to.uri
+        if "contact" in h:
+            lines = h.get_lines("contact")
+            if not (len(lines) == 1 and lines[0].strip() == "*"):
+                for na in self._name_addr_list("contact", "Contact"):
+                    na.uri
+        if "route" in h:
+            for na in self.route:
+                na.uri
+        if "record-route" in h:
+            for na in self.record_route:
+                na.uri
+        date = h.get("date")
+        if date is not None and not _DATE_RE.match(date):
+            # RFC 3261 §20.17: SIP-date is RFC 1123 with "GMT" only (RFC 4475 §3.1.2.12).
+            raise RemoteProtocolError(f"Date header {date[:40]!r} is not an RFC 1123 GMT date")
+
+    # -- serialisation -------------------------------------------------------
+    def _start_line(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _start_fields(self) -> tuple:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        body = self.body
+        h = self.headers
+        raw = h._raw
+        start = self._start
+        if start is not None and self._start_fields() != self._fields0:
+            start = self._start = None
+        if raw is not None and start is not None and self._cl == len(body):
+            return start + raw + b"\r\n" + body
+        if start is None:
+            start = self._start_line().encode("utf-8", "surrogateescape") + b"\r\n"
+        cl = str(len(body))
+        if h.get("content-length") != cl:
+            h.set("Content-Length", cl)
+        return start + h.to_bytes() + b"\r\n" + body
+
+    def to_bytes(self) -> bytes:
+        """Same as ``bytes(msg)``."""
+        return self.__bytes__()
+
+
+class Request(Message):
+    """A SIP request.
+
+    Args:
+        method: the method token (``INVITE``).
+        uri: Request-URI as text or a parsed URI.
+        headers: a :class:`Headers` or (name, value) pairs.
+        body: body bytes.
+    """
+
+    __slots__ = ("method", "_uri_text", "_uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: Uri | str,
+        headers: Headers | Iterable[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.method = method
+        if isinstance(uri, str):
+            self._uri_text = uri
+            self._uri: Uri | None = None
+        else:
+            self._uri_text = str(uri)
+            self._uri = uri
+
+    @property
+    def uri(self) -> Uri:
+        """The Request-URI, parsed on first access (SipUri, TelUri or AbsoluteUri)."""
+        uri = self._uri
+        if uri is None:
+            uri = self._uri = parse_uri(self._uri_text, "Request-URI")
+        return uri
+
+    @uri.setter
+    def uri(self, value: Uri | str) -> None:
+        self._start = None
+        if isinstance(value, str):
+            self._uri_text, self._uri = value, None
+        else:
+            self._uri_text, self._uri = str(value), value
+
+    @property
+    def uri_text(self) -> str:
+        """The Request-URI as text."""
+        return self._uri_text
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self._uri_text} {self.version}"
+
+    def _start_fields(self) -> tuple:
+        return (self.method, self._uri_text, self.version)
+
+    def validate(self) -> None:
+        super().validate()
+        uri = self.uri
+        if isinstance(uri, SipUri) and uri.headers:
+            # RFC 3261 §19.1.5 / RFC 4475 §3.1.2.11: headers are not allowed in a Request-URI.
+            raise RemoteProtocolError("Request-URI contains escaped headers ('?'), not allowed")
+
+    def response(self, status_code: int, reason: str | None = None, **kwargs: object) -> "Response":
+        """Shortcut for :func:`make_response` (``request.response(200, to_tag=...)``)."""
+        return make_response(self, status_code, reason, **kwargs)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self._uri_text}>"
+
+
+class Response(Message):
+    """A SIP response.
+
+    Args:
+        status_code: 100-699.
+        reason: reason phrase; defaults to the RFC 3261 §21 phrase.
+        headers, body: as for :class:`Request`.
+    """
+
+    __slots__ = ("status_code", "reason")
+
+    def __init__(
+        self,
+        status_code: int,
+        reason: str | None = None,
+        headers: Headers | Iterable[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.status_code = status_code
+        self.reason = REASON_PHRASES.get(status_code, "") if reason is None else reason
+
+    @property
+    def is_provisional(self) -> bool:
+        return self.status_code < 200
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def _start_line(self) -> str:
+        return f"{self.version} {self.status_code} {self.reason}"
+
+    def _start_fields(self) -> tuple:
+        return (self.status_code, self.reason, self.version)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status_code} {self.reason}>"
+
+
+SipMessage = Union[Request, Response]
+
+
+# ---------------------------------------------------------------------------
+# Scalar parsers
+# ---------------------------------------------------------------------------
+
+
+def _parse_cseq(value: str) -> tuple[int, str]:
+    parts = value.split()
+    if len(parts) != 2:
+        raise RemoteProtocolError(f"CSeq header {value[:40]!r} is not 'number method'")
+    num, method = parts
+    if not num.isdigit() or not num.isascii():
+        raise RemoteProtocolError(f"CSeq number {num[:20]!r} is not a number")
+    n = int(num)
+    if n > MAX_CSEQ:
+        raise RemoteProtocolError(f"CSeq number {num[:20]} exceeds 2**32-1")
+    if not is_token(method):
+        raise RemoteProtocolError(f"CSeq method {method[:20]!r} is not a token")
+    return n, method
+
+
+def _parse_max_forwards(value: str) -> int:
+    v = value.strip()
+    if not v.isdigit() or not v.isascii():
+        raise RemoteProtocolError(f"Max-Forwards {v[:20]!r} is not a number")
+    n = int(v)
+    if n > 255:
+        raise RemoteProtocolError(f"Max-Forwards {v[:20]} exceeds 255")
+    return n
+
+
+def _parse_content_length(value: str) -> int:
+    v = value.strip()
+    if not v.isdigit() or not v.isascii():
+        raise RemoteProtocolError(f"Content-Length {v[:20]!r} is not a non-negative number")
+    return int(v)
+
+
+# ---------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------
+
+
+def _check_version(version: str) -> None:
+    if version == SIP_VERSION:
+        return
+    m = _VERSION_RE.match(version)
+    if m is None:
+        raise RemoteProtocolError(f"malformed SIP version {version[:20]!r}")
+    if (m.group(1), m.group(2)) != ("2", "0"):
+        raise RemoteProtocolError(f"SIP version {version[:20]} not supported", 505)
+
+
+def _parse_request_line(line: str) -> tuple[str, str]:
+    parts = line.split(" ")
+    if len(parts) != 3 or not all(parts):
+        if line.endswith(" "):
+            raise RemoteProtocolError("Request-Line has trailing whitespace")
+        if "  " in line:
+            raise RemoteProtocolError("Request-Line has several spaces between elements")
+        if len(parts) < 3:
+            raise RemoteProtocolError("Request-Line has no SIP-Version")
+        if "\t" in line:
+            raise RemoteProtocolError("Request-Line contains a tab")
+        raise RemoteProtocolError("Request-URI contains whitespace")
+    method, uri, version = parts
+    if not is_token(method):
+        raise RemoteProtocolError(f"method {method[:20]!r} is not a token")
+    if uri[0] == "<":
+        raise RemoteProtocolError("Request-URI is enclosed in <>")
+    if "\t" in uri or "\t" in version:
+        raise RemoteProtocolError("Request-Line contains a tab")
+    _check_version(version)
+    return method, uri
+
+
+def _parse_status_line(line: str) -> tuple[int, str]:
+    version, sep, rest = line.partition(" ")
+    _check_version(version)
+    code_text, _, reason = rest.partition(" ")
+    if len(code_text) != 3 or not code_text.isdigit() or not code_text.isascii():
+        raise RemoteProtocolError(f"status code {code_text[:20]!r} is not three digits")
+    code = int(code_text)
+    if code < 100 or code > 699:
+        raise RemoteProtocolError(f"status code {code} outside 100-699")
+    return code, reason
+
+
+def parse_message(data: bytes | bytearray | memoryview, *, validate: bool = True) -> Request | Response:
+    """Parse one SIP message.
+
+    Args:
+        data: the whole message (one datagram or one framed stream message).
+            Leading CRLFs are skipped (RFC 3261 §7.5); octets after
+            ``Content-Length`` are ignored (RFC 3261 §18.3); without
+            ``Content-Length`` the body is the rest of *data*.
+        validate: also parse every structured header the stack relies on (see
+            :meth:`Message.validate`); with False those are parsed on access.
+
+    Returns:
+        a :class:`Request` or :class:`Response`.
+
+    Raises:
+        RemoteProtocolError: naming the fault, with ``status_hint``.
+    """
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    head_end = data.find(b"\r\n\r\n", start)
+    if head_end < 0:
+        if not data.endswith(b"\r\n") or len(data) - start < 4:
+            raise RemoteProtocolError("message has no empty line ending the header section")
+        # RFC 5118 §4.5 copy: the datagram ends right after the last header line.
+        head_end = len(data) - 2
+        body_start = len(data)
+    else:
+        body_start = head_end + 4
+    line_end = data.find(b"\r\n", start)
+    head = data[line_end + 2 : head_end].decode("utf-8", "surrogateescape") if line_end < head_end else ""
+    start_line = data[start:line_end].decode("utf-8", "surrogateescape")
+
+    msg: Request | Response
+    if start_line.startswith("SIP/") or start_line[:4].upper() == "SIP/":
+        code, reason = _parse_status_line(start_line)
+        msg = Response.__new__(Response)
+        Message.__init__(msg, Headers(), b"")
+        msg.status_code = code
+        msg.reason = reason
+        method = None
+    else:
+        method, uri = _parse_request_line(start_line)
+        msg = Request.__new__(Request)
+        Message.__init__(msg, Headers(), b"")
+        msg.method = method
+        msg._uri_text = uri
+        msg._uri = None
+
+    # -- header lines (RFC 3261 §7.3) --
+    if "\r\n " in head or "\r\n\t" in head:
+        head = _UNFOLD_RE.sub(" ", head)
+    items: list[tuple[str, str, str]] = []
+    append = items.append
+    table = _HEADER_TABLE.get
+    singles: dict[str, str] = {}  # values of the at-most-once headers
+    single_keys = SINGLE_HEADERS
+    has_via = False
+    if head:
+        for line in head.split("\r\n"):
+            name, sep, value = line.partition(":")
+            if not sep:
+                if not line.strip():
+                    raise RemoteProtocolError("empty line inside the header section")
+                raise RemoteProtocolError(f"header line {line[:40]!r} has no ':'")
+            entry = table(name)
+            if entry is None:
+                name = name.rstrip(" \t")
+                entry = table(name.lower())
+                if entry is None:
+                    if not is_token(name):
+                        raise RemoteProtocolError(f"header name {name[:40]!r} is not a token")
+                    entry = (name.lower(), name)
+            key = entry[0]
+            value = value.strip(" \t")
+            append((key, entry[1], value))
+            if key in single_keys:
+                if key in singles:
+                    raise RemoteProtocolError(f"{entry[1]} header appears more than once")
+                singles[key] = value
+            elif key == "via":
+                has_via = True
+    headers = msg.headers
+    headers._items = items
+    headers._raw = data[line_end + 2 : head_end + 2] if line_end < head_end else b""
+    msg._start = data[start : line_end + 2]
+    msg._fields0 = msg._start_fields()
+
+    # -- mandatory headers (RFC 3261 §8.1.1) --
+    if not has_via:
+        raise RemoteProtocolError("missing Via header")
+    for key in _MANDATORY_SINGLE:
+        if key not in singles:
+            raise RemoteProtocolError(f"missing {CANONICAL_NAMES[key]} header")
+
+    cseq = headers._cache["cseq"] = _parse_cseq(singles["cseq"])
+    if method is not None:
+        if cseq[1] != method:
+            raise RemoteProtocolError(f"CSeq method {cseq[1][:20]} does not match request method {method[:20]}")
+        mf = singles.get("max-forwards")
+        if mf is not None:
+            _parse_max_forwards(mf)
+
+    # -- body framing (RFC 3261 §18.3, §20.14) --
+    available = len(data) - body_start
+    cl_text = singles.get("content-length")
+    if cl_text is None:
+        msg.body = data[body_start:]
+        msg._cl = -2  # no header: force rebuild adding Content-Length on serialise
+    else:
+        cl = _parse_content_length(cl_text)
+        if cl > available:
+            raise RemoteProtocolError(f"Content-Length {cl} exceeds the {available} body octets received")
+        msg.body = data[body_start : body_start + cl]
+        msg._cl = cl
+
+    if validate:
+        msg.validate()
+    return msg
+
+
+# ---------------------------------------------------------------------------
+# Builders
+# ---------------------------------------------------------------------------
+
+_DIALOG_CREATING = frozenset(("INVITE", "SUBSCRIBE", "REFER", "NOTIFY"))
+
+
+def make_response(
+    request: Request,
+    status_code: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> Response:
+    """Build a response to *request* (RFC 3261 §8.2.6.2).
+
+    Copies every Via (in order), From, To, Call-ID and CSeq; Timestamp for
+    100 (§8.2.6.1); Record-Route for dialog-creating 101-299 responses
+    (§12.1.1).  Adds ``;tag=to_tag`` to To when given and To has no tag yet
+    (not on 100 Trying).
+
+    Args:
+        request: the request answered.
+        status_code: 100-699.
+        reason: reason phrase (default: RFC 3261 §21 text).
+        to_tag: our dialog tag.
+        headers: extra (name, value) pairs appended.
+        body, content_type: body and its media type.
+    """
+    src = request.headers
+    items: list[tuple[str, str, str]] = []
+    to_line: tuple[str, str, str] | None = None
+    copy_rr = 100 < status_code < 300 and request.method in _DIALOG_CREATING
+    for item in src._items:
+        key = item[0]
+        if key == "via" or key == "from" or key == "call-id" or key == "cseq":
+            items.append(item)
+        elif key == "to":
+            to_line = item
+            items.append(item)
+        elif key == "record-route" and copy_rr:
+            items.append(item)
+        elif key == "timestamp" and status_code == 100:
+            items.append(item)
+    if to_tag is not None and status_code != 100 and to_line is not None and request.to.tag is None:
+        items[items.index(to_line)] = ("to", "To", f"{to_line[2]};tag={to_tag}")
+    resp = Response(status_code, reason)
+    resp.headers._items = items
+    for name, value in headers:
+        resp.headers.add(name, value)
+    if content_type is not None:
+        resp.headers.set("Content-Type", content_type)
+    resp.body = bytes(body)
+    return resp
+
+
+def make_request(
+    method: str,
+    uri: Uri | str,
+    *,
+    via: Via | str,
+    from_: NameAddr | str,
+    to: NameAddr | str,
+    call_id: str,
+    cseq: int,
+    max_forwards: int = 70,
+    contact: NameAddr | str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> Request:
+    """Build a request with the mandatory headers of RFC 3261 §8.1.1 in the usual order."""
+    req = Request(method, uri)
+    h = req.headers
+    h.add("Via", str(via))
+    h.add("Max-Forwards", str(max_forwards))
+    h.add("From", str(from_))
+    h.add("To", str(to))
+    h.add("Call-ID", call_id)
+    h.add("CSeq", f"{cseq} {method}")
+    if contact is not None:
+        h.add("Contact", str(contact))
+    for name, value in headers:
+        h.add(name, value)
+    if content_type is not None:
+        h.set("Content-Type", content_type)
+    req.body = bytes(body)
+    return req
+
+
+def _safe_reason(text: str) -> str:
+    # Reason-Phrase = *(reserved / unreserved / escaped / UTF8 / SP / HTAB): keep it printable.
+    cleaned = "".join(ch if (" " <= ch <= "~") else "?" for ch in text)
+    return cleaned[:120]
+
+
+def error_response(data: bytes, error: RemoteProtocolError) -> Response | None:
+    """The response a UAS sends for input refused with *error*, or None (drop).
+
+    A response is formed when *data* is a request whose top Via can be
+    parsed (so the reply can be routed, RFC 3261 §18.2.2): the Via lines,
+    and whichever of From, To, Call-ID and CSeq are present, are copied; a
+    To tag is added (derived from the request, so retransmissions get the
+    same tag).  The status is ``error.status_hint`` and the reason phrase
+    names the fault (``"Bad Request: missing Call-ID header"``).  A 420
+    carries ``Unsupported`` (RFC 3261 §8.2.2.3).  Responses are never
+    answered (RFC 3261 §18.1.2): None.
+    """
+    try:
+        return _error_response(bytes(data), error)
+    except (RemoteProtocolError, ValueError, IndexError):
+        return None
+
+
+def _error_response(data: bytes, error: RemoteProtocolError) -> Response | None:
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    head_end = data.find(b"\r\n\r\n", start)
+    if head_end < 0:
+        head_end = len(data)
+    head = data[start:head_end].decode("utf-8", "surrogateescape")
+    head = _UNFOLD_RE.sub(" ", head)
+    lines = head.split("\r\n")
+    first = lines[0].split(" ", 1)[0]
+    if not first or first.upper().startswith("SIP/") or not is_token(first):
+        return None
+    picked: list[tuple[str, str, str]] = []
+    wanted = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+    to_value: str | None = None
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = _key(name.strip())
+        if key in wanted:
+            value = value.strip()
+            if key == "to":
+                if to_value is not None:
+                    continue
+                to_value = value
+            elif key != "via" and any(k == key for k, _, _ in picked):
+                continue
+            picked.append((key, wanted[key], value))
+    vias = [v for k, _, v in picked if k == "via"]
+    if not vias:
+        return None
+    # Only the sent-by must be readable to route the reply (RFC 3261 §18.2.2);
+    # a fault in later Via parameters is exactly what the 400 is about.
+    if _VIA_RE.match(vias[0]) is None:
+        return None
+    code = error.status_hint if 300 <= error.status_hint <= 699 else 400
+    phrase = REASON_PHRASES.get(code, "Bad Request")
+    resp = Response(code, _safe_reason(f"{phrase}: {error.message}" if code == 400 else f"{phrase} ({error.message})"))
+    if to_value is not None and ";tag=" not in to_value.replace(" ", "").lower():
+        digest = hashlib.blake2s(data[:head_end], digest_size=6).hexdigest()
+        picked = [(k, d, f"{v};tag={digest}" if k == "to" else v) for k, d, v in picked]
+    resp.headers._items = picked
+    if isinstance(error, BadExtensionError):
+        resp.headers.add("Unsupported", ", ".join(error.unsupported))
+    return resp
+
+
+def check_request(
+    request: Request,
+    *,
+    schemes: Iterable[str] = ("sip", "sips", "tel"),
+    extensions: Iterable[str] = (),
+    content_types: Iterable[str] | None = ("application/sdp",),
+) -> None:
+    """Application-level checks a UAS makes on a syntactically valid request.
+
+    RFC 3261 §8.2.2.1: Request-URI scheme must be supported (416);
+    §8.2.2.3: every ``Require`` option tag must be supported (420, raised as
+    :class:`BadExtensionError` carrying the list for ``Unsupported``);
+    §8.2.3: a body of an unsupported Content-Type is 415 (``content_types``
+    None disables the check; ACK and bodies without Content-Type are exempt).
+
+    Raises:
+        RemoteProtocolError: with status_hint 416, 420 or 415.
+    """
+    uri = request.uri
+    allowed_schemes = {s.lower() for s in schemes}
+    if uri.scheme not in allowed_schemes:
+        raise RemoteProtocolError(f"Request-URI scheme {uri.scheme!r} is not supported", 416)
+    if request.method not in ("ACK", "CANCEL"):
+        supported = {e.lower() for e in extensions}
+        missing = [tag for tag in request.require if tag.lower() not in supported]
+        if missing:
+            raise BadExtensionError(missing)
+    if content_types is not None and request.body and request.method != "ACK":
+        ctype = request.content_type
+        if ctype is not None and ctype not in {c.lower() for c in content_types}:
+            raise RemoteProtocolError(f"Content-Type {ctype} is not supported", 415)
