@@ -1,0 +1,1131 @@
+"""``MediaEngine``: the facade the call engine drives -- legs, rooms, players,
+recorders, DTMF -- and the 20 ms tick that moves all audio in numpy batches.
+
+Theory of operation
+-------------------
+The call engine tells the media engine *what* to connect (legs from SDP,
+rooms with hear sets, players, recorders); the media engine moves the audio.
+Every 20 ms (:mod:`media.clock`) one tick does, for all legs at once:
+
+1. **receive** -- :func:`media.rtpio.recv_batch` drains every leg's socket
+   into rows of one array (``recvmmsg`` in Cython, no Python per packet);
+2. **classify** -- RTP headers are read with numpy; the common packet (V=2,
+   no CSRC/extension/padding, the leg's audio payload type and SSRC, 160
+   bytes of G.711) goes straight into the leg's playout buffer; anything
+   else (RFC 4733 events, RTCP, a new SSRC, odd sizes, garbage) takes a
+   per-packet slow path that parses it with :mod:`media.rtp` and never
+   raises out of the tick;
+3. **playout** -- one frame per receiving leg from a per-leg ring of
+   ``playout_slots`` frames indexed by extended sequence number: reordering
+   is absorbed, a lost frame becomes silence, an empty buffer holds its place
+   (so a slow sender's clock is followed), a buffer more than
+   ``playout_max_frames`` deep skips ahead (a fast sender's clock);
+   then one G.711 decode of all frames (:mod:`media.g711`);
+4. **sources** -- each active player yields its next 160-sample frame;
+5. **mix** -- :func:`media.mixer.mix` computes every room member's output as
+   the saturated sum of what its hear set allows, all rooms in a few batched
+   products; a leg's output is its room output(s) plus any player attached
+   to the leg directly (an IVR prompt);
+6. **record** -- each recorder member's channels (caller left, agent right)
+   go to its sink (the recorder's worker thread does the disk work);
+7. **send** -- one G.711 encode of all outputs, RTP headers written with
+   numpy (SSRC, sequence, timestamp = leg base + tick × 160), queued RFC 4733
+   packets substituted, and :func:`media.rtpio.send_batch` (``sendmmsg``);
+8. **housekeeping** -- RFC 4733 end timers, RTP timeout, staggered RTCP
+   sender/receiver reports (RFC 3550 §6.4, multiplexed per RFC 5761 when the
+   SDP said ``a=rtcp-mux``, else to port + 1).
+
+Per-leg figures kept vectorised (RFC 3550 A.3/A.8): packets received and
+expected, interarrival jitter, late and concealed frames; with the remote's
+view from its RTCP reports they make the call-quality fields of a CDR
+(:meth:`MediaEngine.leg_statistics`).  Jitter is measured at tick resolution
+(arrival time = the tick that read the packet).
+
+Threading: the engine is single-threaded; it runs as a ``loop.call_at``
+timer on the asyncio loop (:meth:`MediaEngine.start`) or driven by hand with
+:meth:`MediaEngine.run_due` / :meth:`MediaEngine.run_tick` (tests, a
+dedicated media process).  Public methods must be called from the thread
+that runs the ticks.
+
+Errors: calls with unknown ids or illegal arguments raise
+:class:`media.errors.LocalMediaError` (a caller bug); bad input from the
+network is counted per leg and dropped, never raised.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol
+
+import numpy as np
+
+from media import g711, rtpio
+from media.clock import MediaClock, TickStats
+from media.dtmf import DtmfDetector, rfc4733_packets
+from media.errors import LocalMediaError, MediaError, RemoteMediaError
+from media.events import DtmfReceived, MediaEvent, PlaybackFinished, RecordingFailed, RtpTimedOut
+from media.leg import SUPPORTED_CODECS, Direction, Leg
+from media.mixer import MixPlan, compile_plan, mix
+from media.player import Source
+from media.ports import PortAllocator
+from media.room import HearSet, MemberKind, Room, apply_hear_set
+from media.rtp import (
+    PayloadTypeMap,
+    RtcpReceiverReport,
+    RtcpReportBlock,
+    RtcpSenderReport,
+    RtpPacket,
+    is_rtcp,
+    ntp_from_unix,
+    ntp_middle_32,
+    parse_rtcp,
+)
+
+__all__ = ["MediaEngine", "MediaConfig", "LegStatistics", "FrameSink"]
+
+logger = logging.getLogger(__name__)
+
+FRAME = 160
+PACKET = 12 + FRAME
+_NONE = np.int64(-(1 << 62))
+_SEQ_BASE = 1 << 32  # extended sequence numbers start here, so they stay positive
+_KEEP: Any = object()
+
+
+class FrameSink(Protocol):
+    """What ``record()`` accepts: gets ``int16[channels, 160]`` per tick."""
+
+    def write_frame(self, frame: np.ndarray) -> None:
+        """Take one tick of audio (must not block: hand it to a worker)."""
+
+    def close(self) -> None:
+        """Finish the file."""
+
+
+@dataclass(slots=True)
+class MediaConfig:
+    """Media engine settings (``[media]`` in the engine config)."""
+
+    host: str = "127.0.0.1"
+    """Local address RTP sockets bind to (and the one the SDP should announce)."""
+    port_range: tuple[int, int] | None = (20000, 29999)
+    """Even ports of this range are used, one per leg; None: kernel-chosen."""
+    ptime_s: float = 0.020
+    """Tick period and packetisation time (only 20 ms frames are sent)."""
+    rtp_timeout_s: float = 30.0
+    """``RtpTimedOut`` after this long without RTP on a receiving leg (0: off)."""
+    rtcp_interval_s: float = 5.0
+    """Each leg sends an SR (or RR) this often, staggered over the interval (0: off)."""
+    playout_slots: int = 8
+    """Frames a leg's playout ring holds (reorder window)."""
+    playout_max_frames: int = 4
+    """When more frames than this are buffered, skip ahead (bounds latency)."""
+    max_catchup_ticks: int = 5
+    """After a stall, at most this many ticks run back to back."""
+    max_per_socket: int = 8
+    """Datagrams read from one socket per tick."""
+
+
+@dataclass(frozen=True, slots=True)
+class LegStatistics:
+    """Call-quality figures of one leg (for the CDR)."""
+
+    leg_id: str
+    packets_received: int
+    packets_expected: int
+    packets_lost: int
+    jitter_ms: float
+    late_packets: int
+    concealed_frames: int
+    malformed_packets: int
+    packets_sent: int
+    octets_sent: int
+    remote_fraction_lost: float | None
+    """Fraction of our packets the remote reported lost (last RTCP report), or None."""
+    remote_jitter_ms: float | None
+    """Jitter the remote reported for our stream, or None."""
+
+
+@dataclass(slots=True)
+class _Player:
+    player_id: str
+    source: Any
+    slot: int
+    leg_id: str | None
+    room_id: str | None
+
+
+@dataclass(slots=True)
+class _Recorder:
+    room_id: str
+    member_id: str
+    sink: Any
+    recording_id: int | None = None
+    rows: np.ndarray | None = None
+
+
+class MediaEngine:
+    """All legs, rooms, players and recorders of one media process.
+
+    Args:
+        config: :class:`MediaConfig`.
+        on_event: optional callback called with each :mod:`media.events`
+            event after the tick that produced it (otherwise poll
+            :meth:`next_event`).
+    """
+
+    def __init__(self, config: MediaConfig | None = None, on_event: Callable[[MediaEvent], None] | None = None) -> None:
+        self.config = c = config or MediaConfig()
+        if not 2 <= c.playout_max_frames < c.playout_slots:
+            raise LocalMediaError(f"playout_max_frames must be 2..playout_slots-1, got {c.playout_max_frames}")
+        self.ports = PortAllocator(c.host, c.port_range)
+        self.on_event = on_event
+        self.legs: dict[str, Leg] = {}
+        self.rooms: dict[str, Room] = {}
+        self.players: dict[str, _Player] = {}
+        self.recorders: dict[tuple[str, str], _Recorder] = {}
+        self.events: deque[MediaEvent] = deque()
+        self.tick_stats = TickStats()
+        self.clock: MediaClock | None = None
+        self._member_rooms: dict[str, set[str]] = {}
+        self._free_slots: list[int] = []
+        self._free_player_slots: list[int] = []
+        self._player_count = 0
+        self._leg_count = 0
+        self._cap = 0
+        self._pcap = 0
+        self._dirty = True
+        self._player_seq = 0
+        self._dtmf_tx: set[str] = set()
+        self._dtmf_timers: set[str] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_timeout_check = 0.0
+        self._detector: DtmfDetector | None = None
+        self._slot_leg: dict[int, Leg] = {}
+        self._grow(64, 16)
+
+    # -- storage ---------------------------------------------------------------
+
+    def _grow(self, cap: int, pcap: int) -> None:
+        """(Re)allocate the per-slot arrays, keeping existing rows."""
+        old = self._cap
+        d = self.config.playout_slots
+
+        def g(name: str, shape: tuple, dtype: Any, fill: Any = 0) -> None:
+            new = np.full(shape, fill, dtype)
+            cur = getattr(self, name, None)
+            if cur is not None and old:
+                new[:old] = cur[:old]
+            setattr(self, name, new)
+
+        if cap != old:
+            g("_fd", cap, np.int32, -1)
+            g("_rip", cap, np.uint32)
+            g("_rport", cap, np.int32)
+            g("_alaw", cap, bool)
+            g("_pt", cap, np.int64)
+            g("_ssrc", cap, np.uint32)
+            g("_tx_seq", cap, np.int64)
+            g("_ts_base", cap, np.int64)
+            g("_marker", cap, bool)
+            g("_rx_ssrc", cap, np.int64, -1)
+            g("_jb_codes", (cap, d, FRAME), np.uint8)
+            g("_jb_seq", (cap, d), np.int64, _NONE)
+            g("_next_play", cap, np.int64, _NONE)
+            g("_max_seq", cap, np.int64, _NONE)
+            g("_base_seq", cap, np.int64, _NONE)
+            g("_received", cap, np.int64)
+            g("_late", cap, np.int64)
+            g("_concealed", cap, np.int64)
+            g("_jitter_q4", cap, np.int64)
+            g("_transit", cap, np.int64, _NONE)
+            g("_rx_last", cap, np.float64)
+            g("_timed_out", cap, bool)
+            g("_expected_prior", cap, np.int64)
+            g("_received_prior", cap, np.int64)
+            g("_tx_packets", cap, np.int64)
+            g("_tx_octets", cap, np.int64)
+            self._free_slots.extend(range(cap - 1, old - 1, -1))
+            self._cap = cap
+            self._detector = None
+        if pcap != self._pcap:
+            self._free_player_slots.extend(range(pcap - 1, self._pcap - 1, -1))
+            self._pcap = pcap
+        self._inputs = np.zeros((1 + self._cap + self._pcap, FRAME), np.int16)
+        self._recv = rtpio.RecvBuffers(max(256, 2 * self._cap), 256)
+        self._tx_buf = np.zeros((self._cap, PACKET), np.uint8)
+        self._dirty = True
+
+    def _slot(self) -> int:
+        if not self._free_slots:
+            self._grow(self._cap * 2, self._pcap)
+        return self._free_slots.pop()
+
+    def _player_slot(self) -> int:
+        if not self._free_player_slots:
+            self._grow(self._cap, self._pcap * 2)
+        return self._free_player_slots.pop()
+
+    def _leg(self, leg_id: str) -> Leg:
+        try:
+            return self.legs[leg_id]
+        except KeyError:
+            raise LocalMediaError(f"no leg {leg_id}") from None
+
+    def _room(self, room_id: str) -> Room:
+        try:
+            return self.rooms[room_id]
+        except KeyError:
+            raise LocalMediaError(f"no room {room_id}") from None
+
+    # -- legs ------------------------------------------------------------------
+
+    def create_leg(
+        self,
+        leg_id: str,
+        *,
+        call_id: str = "",
+        tenant: str = "default",
+        remote: tuple[str, int] | None = None,
+        payload_types: PayloadTypeMap | None = None,
+        codec: str | None = None,
+        direction: Direction | str = Direction.SENDRECV,
+        inband_dtmf: bool = False,
+        rtcp_mux: bool = False,
+    ) -> Leg:
+        """Open a leg: allocate its socket and start receiving (and sending, once ``remote`` is known).
+
+        Args:
+            leg_id: engine-wide id, also its member id in rooms.
+            call_id: the call it belongs to (logs and events).
+            tenant: owning tenant.
+            remote: the peer's RTP address from its SDP (``c=``/``m=``), or None
+                until the answer arrives.
+            payload_types: negotiated map (:meth:`PayloadTypeMap.from_sdp`);
+                default PCMU, PCMA and telephone-event/8000 on 101.
+            codec: ``"PCMU"`` or ``"PCMA"``; default the first of those in the map.
+            direction: SDP direction from our side.
+            inband_dtmf: also detect DTMF tones in the audio (phones without RFC 4733).
+            rtcp_mux: the SDP had ``a=rtcp-mux`` (RTCP to the RTP port).
+
+        Returns:
+            The :class:`Leg` (``leg.local_port`` goes into our SDP).
+
+        Raises:
+            LocalMediaError: duplicate id, no supported codec, or no free port.
+        """
+        if leg_id in self.legs:
+            raise LocalMediaError(f"leg {leg_id} already exists")
+        pmap = payload_types or PayloadTypeMap.from_sdp([0, 8, 101], {101: "telephone-event/8000"})
+        if codec is None:
+            codec = next((pmap.encoding(pt) for pt in pmap.entries if pmap.encoding(pt) in SUPPORTED_CODECS), None)
+            if codec is None:
+                raise LocalMediaError(f"leg {leg_id}: no supported codec among {sorted(pmap.entries)} (PCMU, PCMA)")
+        sock = self.ports.allocate()
+        try:
+            slot = self._slot()
+            leg = Leg(leg_id, call_id, tenant, slot, sock, pmap, codec, Direction(direction), None, inband_dtmf)
+        except BaseException:
+            self.ports.release(sock)
+            raise
+        leg.rtcp_mux = rtcp_mux
+        self.legs[leg_id] = leg
+        self._leg_count += 1
+        s = slot
+        self._fd[s] = sock.fileno()
+        self._ssrc[s] = leg.ssrc
+        self._tx_seq[s] = leg.initial_seq
+        self._ts_base[s] = leg.timestamp_base
+        self._marker[s] = True
+        self._reset_rx(s)
+        self._tx_packets[s] = self._tx_octets[s] = 0
+        self._apply_session(leg)
+        if remote is not None:
+            self._set_remote(leg, remote)
+        else:
+            self._rport[s] = 0
+        if inband_dtmf and self._detector is not None:
+            self._detector.reset(s)
+        self._dirty = True
+        leg.log.info("leg %s open on port %d (%s, %s)", leg_id, leg.local_port, codec, leg.direction.value)
+        return leg
+
+    def _reset_rx(self, s: int) -> None:
+        self._rx_ssrc[s] = -1
+        self._jb_seq[s] = _NONE
+        self._next_play[s] = _NONE
+        self._max_seq[s] = _NONE
+        self._base_seq[s] = _NONE
+        self._received[s] = self._late[s] = self._concealed[s] = 0
+        self._jitter_q4[s] = 0
+        self._transit[s] = _NONE
+        self._expected_prior[s] = self._received_prior[s] = 0
+        self._rx_last[s] = self._now()
+        self._timed_out[s] = False
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    def _apply_session(self, leg: Leg) -> None:
+        s = leg.slot
+        self._alaw[s] = leg.codec == "PCMA"
+        self._pt[s] = leg.audio_payload_type
+
+    def _set_remote(self, leg: Leg, remote: tuple[str, int]) -> None:
+        host, port = remote
+        try:
+            ip = rtpio.ip_to_int(host)
+        except ValueError:
+            raise LocalMediaError(f"leg {leg.leg_id}: remote address {host!r} is not an IPv4 address") from None
+        if not 0 < port < 65536:
+            raise LocalMediaError(f"leg {leg.leg_id}: remote port {port} out of range")
+        leg.remote = (host, port)
+        self._rip[leg.slot] = ip
+        self._rport[leg.slot] = port
+
+    def update_leg(
+        self,
+        leg_id: str,
+        *,
+        remote: tuple[str, int] | None = _KEEP,
+        payload_types: PayloadTypeMap = _KEEP,
+        codec: str = _KEEP,
+        direction: Direction | str = _KEEP,
+        inband_dtmf: bool = _KEEP,
+    ) -> Leg:
+        """Apply a new offer/answer (re-INVITE, answer after an early offer); omitted arguments keep their value.
+
+        Raises:
+            LocalMediaError: unknown leg or unsupported codec.
+        """
+        leg = self._leg(leg_id)
+        if payload_types is not _KEEP:
+            leg.payload_types = payload_types
+        if codec is not _KEEP:
+            if codec not in SUPPORTED_CODECS:
+                raise LocalMediaError(f"leg {leg_id}: codec {codec} not supported (PCMU, PCMA)")
+            leg.codec = codec
+        if direction is not _KEEP:
+            leg.direction = Direction(direction)
+            self._rx_last[leg.slot] = self._now()
+        if inband_dtmf is not _KEEP:
+            leg.inband_dtmf = inband_dtmf
+        if remote is not _KEEP:
+            if remote is None:
+                leg.remote = None
+                self._rport[leg.slot] = 0
+            else:
+                self._set_remote(leg, remote)
+        self._apply_session(leg)
+        self._dirty = True
+        leg.log.debug("leg %s updated: %s %s remote=%s", leg_id, leg.codec, leg.direction.value, leg.remote)
+        return leg
+
+    def destroy_leg(self, leg_id: str) -> LegStatistics:
+        """Close a leg: leave every room, stop players attached to it, release the port.
+
+        Returns:
+            Its final :class:`LegStatistics` (for the CDR).
+        """
+        leg = self._leg(leg_id)
+        stats = self.leg_statistics(leg_id)
+        for room_id in list(self._member_rooms.get(leg_id, ())):
+            self.leave(room_id, leg_id)
+        for p in [p for p in self.players.values() if p.leg_id == leg_id]:
+            self._finish_player(p, "stopped")
+        del self.legs[leg_id]
+        self._dtmf_tx.discard(leg_id)
+        self._dtmf_timers.discard(leg_id)
+        s = leg.slot
+        self._fd[s] = -1
+        self._rport[s] = 0
+        self._free_slots.append(s)
+        self._leg_count -= 1
+        self.ports.release(leg.sock)
+        self._dirty = True
+        leg.log.info("leg %s closed: %d received, %d lost, jitter %.1f ms, %d sent", leg_id,
+                     stats.packets_received, stats.packets_lost, stats.jitter_ms, stats.packets_sent)
+        return stats
+
+    def leg_statistics(self, leg_id: str) -> LegStatistics:
+        """Current call-quality figures of a leg (RFC 3550 A.3/A.8 and the remote's RTCP view)."""
+        leg = self._leg(leg_id)
+        s = leg.slot
+        expected = 0 if self._base_seq[s] == _NONE else int(self._max_seq[s] - self._base_seq[s] + 1)
+        rr = leg.remote_report
+        return LegStatistics(
+            leg_id=leg_id,
+            packets_received=int(self._received[s]),
+            packets_expected=expected,
+            packets_lost=max(0, expected - int(self._received[s])),
+            jitter_ms=float(self._jitter_q4[s] >> 4) / 8.0,
+            late_packets=int(self._late[s]),
+            concealed_frames=int(self._concealed[s]),
+            malformed_packets=leg.malformed,
+            packets_sent=int(self._tx_packets[s]),
+            octets_sent=int(self._tx_octets[s]),
+            remote_fraction_lost=None if rr is None else rr.fraction_lost / 256.0,
+            remote_jitter_ms=None if rr is None else rr.jitter / 8.0,
+        )
+
+    # -- rooms -----------------------------------------------------------------
+
+    def create_room(self, room_id: str, tenant: str = "default") -> Room:
+        """A new, empty room; raises LocalMediaError when the id exists."""
+        if room_id in self.rooms:
+            raise LocalMediaError(f"room {room_id} already exists")
+        room = self.rooms[room_id] = Room(room_id, tenant)
+        self._dirty = True
+        return room
+
+    def destroy_room(self, room_id: str) -> None:
+        """Remove a room: its players stop, its recorders are closed, legs stay open."""
+        room = self._room(room_id)
+        for member_id, m in list(room.members.items()):
+            if m.kind is MemberKind.PLAYER and member_id in self.players:
+                self._finish_player(self.players[member_id], "stopped")
+            elif m.kind is MemberKind.RECORDER:
+                self.stop_recording(room_id, member_id)
+            elif member_id in room.members:
+                self.leave(room_id, member_id)
+        del self.rooms[room_id]
+        self._dirty = True
+
+    def join(self, room_id: str, leg_id: str, hears: Iterable[str] | None = None,
+             heard_by: Iterable[str] | None = None) -> None:
+        """Put a leg into a room with its hear rules (None: everyone else).
+
+        A leg may be in several rooms (an agent consulting); it then hears
+        the saturated sum of its rooms.
+        """
+        room = self._room(room_id)
+        self._leg(leg_id)
+        room.join(leg_id, MemberKind.LEG, hears, heard_by)
+        self._member_rooms.setdefault(leg_id, set()).add(room_id)
+        self._dirty = True
+
+    def leave(self, room_id: str, member_id: str) -> None:
+        """Take a member out of a room (a player member is stopped)."""
+        room = self._room(room_id)
+        m = room.leave(member_id)
+        rooms = self._member_rooms.get(member_id)
+        if rooms is not None:
+            rooms.discard(room_id)
+            if not rooms:
+                del self._member_rooms[member_id]
+        if m.kind is MemberKind.PLAYER and member_id in self.players:
+            self._finish_player(self.players[member_id], "stopped", in_room=False)
+        self._dirty = True
+
+    def set_hearing(self, room_id: str, member_id: str, hears: Iterable[str] | None = _KEEP,
+                    heard_by: Iterable[str] | None = _KEEP) -> None:
+        """Change who a member hears and is heard by (see :mod:`media.room`)."""
+        self._room(room_id).set_hearing(member_id, hears=hears, heard_by=heard_by)
+        self._dirty = True
+
+    def apply_hear_set(self, room_id: str, hear_set: HearSet | str, *, caller: str, agent: str,
+                       supervisor: str | None = None, music: str | None = None) -> None:
+        """Apply a row of the hear-set table (:func:`media.room.apply_hear_set`)."""
+        apply_hear_set(self._room(room_id), HearSet(hear_set), caller=caller, agent=agent,
+                       supervisor=supervisor, music=music)
+        self._dirty = True
+
+    # -- players and recorders ------------------------------------------------------
+
+    def play(self, source: Source, *, leg_id: str | None = None, room_id: str | None = None,
+             player_id: str | None = None, heard_by: Iterable[str] | None = None) -> str:
+        """Attach a frame source to a leg (it hears it on top of its room) or to a room (a member).
+
+        Args:
+            source: a :class:`media.player.Source` (``read() -> int16[160] |
+                None``, ``stop()``): prompts, tones, music on hold, TTS, playlists.
+            leg_id: play to this leg only.
+            room_id: join the room as a speaking member instead; ``heard_by``
+                limits who hears it (music on hold: the caller).
+            player_id: id to use (default generated); it is the member id in the room.
+
+        Returns:
+            The player id; ``PlaybackFinished`` carries it when the source ends.
+        """
+        if (leg_id is None) == (room_id is None):
+            raise LocalMediaError("play() needs exactly one of leg_id and room_id")
+        if not callable(getattr(source, "read", None)):
+            raise LocalMediaError(f"play() source {source!r} has no read()")
+        if player_id is None:
+            self._player_seq += 1
+            player_id = f"player-{self._player_seq}"
+        if player_id in self.players or player_id in self.legs:
+            raise LocalMediaError(f"player id {player_id} is already in use")
+        if leg_id is not None:
+            self._leg(leg_id)
+        else:
+            room = self._room(room_id)  # type: ignore[arg-type]
+            room.join(player_id, MemberKind.PLAYER, hears=set(), heard_by=heard_by)
+            self._member_rooms.setdefault(player_id, set()).add(room_id)  # type: ignore[arg-type]
+        slot = self._player_slot()
+        self.players[player_id] = _Player(player_id, source, slot, leg_id, room_id)
+        self._dirty = True
+        return player_id
+
+    def stop_playback(self, player_id: str) -> None:
+        """Stop a player now (``PlaybackFinished`` with reason ``"stopped"``)."""
+        p = self.players.get(player_id)
+        if p is None:
+            raise LocalMediaError(f"no player {player_id}")
+        self._finish_player(p, "stopped")
+
+    def _finish_player(self, p: _Player, reason: str, in_room: bool = True) -> None:
+        if self.players.pop(p.player_id, None) is None:
+            return
+        if reason == "stopped" and callable(getattr(p.source, "stop", None)):
+            p.source.stop()
+        self._free_player_slots.append(p.slot)
+        if in_room and p.room_id is not None and p.room_id in self.rooms and p.player_id in self.rooms[p.room_id].members:
+            self.rooms[p.room_id].leave(p.player_id)
+            self._member_rooms.pop(p.player_id, None)
+        self._dirty = True
+        self._emit(PlaybackFinished(p.player_id, p.leg_id, p.room_id, reason))
+
+    def record(self, room_id: str, member_id: str, sink: Any,
+               channels: Iterable[Iterable[str]], recording_id: int | None = None) -> None:
+        """Add a recorder member to a room; it is heard by nobody.
+
+        Args:
+            room_id: the room.
+            member_id: the recorder's member id.
+            sink: a :class:`media.recorder.Recorder` (then ``recording_id``
+                from ``Recorder.start()`` is required, and exactly two
+                channels, caller then agent; all recordings of one Recorder
+                get one ``write_batch`` per tick), or any :class:`FrameSink`
+                (``write_frame(int16[len(channels), 160])`` per tick).
+            channels: the members mixed into each channel:
+                ``[[caller], [agent]]`` records the caller left and the agent
+                right; ``[[caller, agent]]`` a mono mix (FrameSink only).
+
+        Raises:
+            LocalMediaError: unknown room, duplicate member, or a sink that
+                fits neither shape.
+        """
+        chans = [list(c) for c in channels]
+        if callable(getattr(sink, "write_batch", None)):
+            if recording_id is None or len(chans) != 2:
+                raise LocalMediaError("record() with a Recorder needs a recording_id and two channels (caller, agent)")
+        elif not callable(getattr(sink, "write_frame", None)):
+            raise LocalMediaError(f"record() sink {sink!r} has neither write_batch() nor write_frame()")
+        room = self._room(room_id)
+        room.join(member_id, MemberKind.RECORDER, channels=chans)
+        self.recorders[(room_id, member_id)] = _Recorder(room_id, member_id, sink, recording_id)
+        self._dirty = True
+
+    def stop_recording(self, room_id: str, member_id: str) -> Any:
+        """Remove a recorder member and finish its recording.
+
+        Returns:
+            For a :class:`media.recorder.Recorder`, the future of its
+            ``RecordingResult`` (``Recorder.stop``); otherwise None (the
+            sink's ``close()`` was called).
+        """
+        rec = self.recorders.pop((room_id, member_id), None)
+        if rec is None:
+            raise LocalMediaError(f"no recorder {member_id} in room {room_id}")
+        self._room(room_id).leave(member_id)
+        self._dirty = True
+        if rec.recording_id is not None:
+            return rec.sink.stop(rec.recording_id)
+        rec.sink.close()
+        return None
+
+    # -- DTMF ------------------------------------------------------------------
+
+    def send_dtmf(self, leg_id: str, digits: str, duration_ms: float = 100.0, gap_ms: float = 60.0) -> None:
+        """Queue RFC 4733 events for ``digits`` (RFC 4733 §2.5.1); audio pauses while they go out.
+
+        Raises:
+            LocalMediaError: unknown leg, telephone-event not negotiated, or a
+                character that is not a DTMF digit.
+        """
+        leg = self._leg(leg_id)
+        if leg.dtmf_payload_type is None:
+            raise LocalMediaError(f"leg {leg_id}: telephone-event was not negotiated")
+        gap = max(0, int(round(gap_ms / 1000 / self.config.ptime_s)))
+        for digit in digits:
+            packets = rfc4733_packets(digit, duration_ms)
+            for i, (payload, marker) in enumerate(packets):
+                leg.dtmf_queue.append((payload, marker, i == 0))
+            leg.dtmf_queue.extend([None] * gap)
+        self._dtmf_tx.add(leg_id)
+
+    # -- events ----------------------------------------------------------------
+
+    def _emit(self, event: MediaEvent) -> None:
+        self.events.append(event)
+
+    def next_event(self) -> MediaEvent | None:
+        """The oldest undelivered event, None when there is none."""
+        return self.events.popleft() if self.events else None
+
+    def _deliver(self) -> None:
+        if self.on_event is None:
+            return
+        while self.events:
+            ev = self.events.popleft()
+            try:
+                self.on_event(ev)
+            except Exception:  # a consumer bug must not stop the media clock
+                logger.exception("media on_event callback failed for %r", ev)
+
+    # -- compile -----------------------------------------------------------------
+
+    def _compile(self) -> None:
+        legs = list(self.legs.values())
+        self._rx_slots = np.array([leg.slot for leg in legs], np.intp)
+        self._rx_fds = self._fd[self._rx_slots].astype(np.int32)
+        self._slot_leg = {leg.slot: leg for leg in legs}
+        self._play_slots = np.array([leg.slot for leg in legs if leg.direction.receives], np.intp)
+        self._receives_mask = np.zeros(self._cap, bool)
+        self._receives_mask[self._play_slots] = True
+        self._some_not_receiving = len(self._play_slots) != len(legs)
+        self._inband_slots = np.array([leg.slot for leg in legs if leg.inband_dtmf and leg.direction.receives], np.intp)
+        if len(self._inband_slots) and self._detector is None:
+            self._detector = DtmfDetector(self._cap)
+        tx = [leg for leg in legs if leg.direction.sends and leg.remote is not None]
+        self._tx_slots = np.array([leg.slot for leg in tx], np.intp)
+        self._tx_alaw = self._alaw[self._tx_slots]
+        tx_pos = np.full(self._cap, -1, np.intp)
+        tx_pos[self._tx_slots] = np.arange(len(tx))
+        input_row = {leg.leg_id: 1 + leg.slot for leg in legs if leg.direction.receives}
+        input_row.update({p.player_id: 1 + self._cap + p.slot for p in self.players.values() if p.room_id})
+        self._plan: MixPlan = compile_plan(self.rooms.values(), input_row)
+        prim_rows: list[int] = []
+        prim_pos: list[int] = []
+        extra: list[tuple[int, int]] = []
+        seen: set[int] = set()
+        rec_rows: dict[tuple[str, str], list[int]] = {}
+        for row, (room_id, member_id, channel) in enumerate(self._plan.output_keys):
+            leg = self.legs.get(member_id)
+            if leg is not None:
+                pos = int(tx_pos[leg.slot])
+                if pos < 0:
+                    continue
+                if pos in seen:
+                    extra.append((row, pos))
+                else:
+                    seen.add(pos)
+                    prim_rows.append(row)
+                    prim_pos.append(pos)
+            elif (room_id, member_id) in self.recorders:
+                rec_rows.setdefault((room_id, member_id), []).append(row)
+        self._prim_rows = np.array(prim_rows, np.intp)
+        self._prim_pos = np.array(prim_pos, np.intp)
+        self._extra = extra
+        groups: dict[int, list[_Recorder]] = {}
+        self._frame_recs = []
+        for key, rec in self.recorders.items():
+            rec.rows = np.array(rec_rows.get(key, []), np.intp)
+            if rec.recording_id is not None and len(rec.rows) == 2:
+                groups.setdefault(id(rec.sink), []).append(rec)
+            elif rec.recording_id is None and len(rec.rows):
+                self._frame_recs.append(rec)
+        self._batch_recs = [
+            (recs[0].sink, np.array([r.recording_id for r in recs]), np.array([r.rows[0] for r in recs], np.intp),
+             np.array([r.rows[1] for r in recs], np.intp), recs)
+            for recs in groups.values()
+        ]
+        direct = [(int(tx_pos[self.legs[p.leg_id].slot]), 1 + self._cap + p.slot)
+                  for p in self.players.values() if p.leg_id is not None and tx_pos[self.legs[p.leg_id].slot] >= 0]
+        self._direct = direct
+        self._dirty = False
+
+    # -- the tick ----------------------------------------------------------------
+
+    def run_due(self, now: float) -> int:
+        """Run every tick due at ``now`` (starting the clock on first use); returns how many ran."""
+        if self.clock is None:
+            self.clock = MediaClock(now, self.config.ptime_s, max_catchup_ticks=self.config.max_catchup_ticks)
+        ticks = self.clock.due(now)
+        for k in ticks:
+            t0 = time.perf_counter()
+            try:
+                self.run_tick(k, now)
+            except Exception:  # our bug: log it, keep the clock alive
+                logger.exception("media tick %d failed", k)
+            self.tick_stats.add(time.perf_counter() - t0, now - self.clock.deadline(k))
+        return len(ticks)
+
+    def run_tick(self, tick: int, now: float) -> None:
+        """One media tick: receive, play out, mix, record, send (see the module doc)."""
+        if self._dirty:
+            self._compile()
+        self._receive(now)
+        self._playout()
+        self._read_players()
+        out = mix(self._plan, self._inputs)
+        self._record(out)
+        self._send(tick, out)
+        self._housekeeping(tick, now)
+        self._deliver()
+
+    def _receive(self, now: float) -> None:
+        buf = self._recv
+        total = 0
+        while True:
+            n = buf.receive(self._rx_fds, self.config.max_per_socket)
+            if n:
+                self._classify(n, now)
+            total += n
+            if n < buf.capacity:
+                break
+
+    def _classify(self, n: int, now: float) -> None:
+        buf = self._recv
+        d = buf.data[:n]
+        slots = self._rx_slots[buf.owners[:n]]
+        b1 = d[:, 1]
+        seq = (d[:, 2].astype(np.int64) << 8) | d[:, 3]
+        ts = (d[:, 4].astype(np.int64) << 24) | (d[:, 5].astype(np.int64) << 16) | (d[:, 6].astype(np.int64) << 8) | d[:, 7]
+        ssrc = (d[:, 8].astype(np.int64) << 24) | (d[:, 9].astype(np.int64) << 16) | (d[:, 10].astype(np.int64) << 8) | d[:, 11]
+        fast = (d[:, 0] == 0x80) & (buf.lengths[:n] == PACKET) & ((b1 & 0x7F) == self._pt[slots]) & (ssrc == self._rx_ssrc[slots])
+        if self._some_not_receiving:
+            fast &= self._receives_mask[slots]
+        if fast.all():
+            self._insert(slots, seq, ts, d[:, 12:PACKET], now)
+            return
+        if fast.any():
+            self._insert(slots[fast], seq[fast], ts[fast], d[fast, 12:PACKET], now)
+        for i in np.flatnonzero(~fast):
+            self._slow_packet(int(slots[i]), bytes(d[i, : buf.lengths[i]]), now)
+
+    def _insert(self, slots: np.ndarray, seq16: np.ndarray, ts: np.ndarray, payload: np.ndarray | None,
+                now: float) -> None:
+        """Store G.711 frames in the playout rings and update RFC 3550 A.1/A.3/A.8 figures.
+
+        ``payload=None`` accounts packets of the stream that carry no audio
+        (RFC 4733 events, comfort noise): they use sequence numbers, so they
+        count as received, but they are not played and their timestamps do
+        not enter the jitter estimate.
+        """
+        ref = self._max_seq[slots]
+        unset = ref == _NONE
+        if unset.any():
+            # first packets of a stream: the first one (per leg) anchors the extension
+            first = np.zeros(self._cap, np.int64)
+            first[slots[unset][::-1]] = seq16[unset][::-1]
+            ref = np.where(unset, _SEQ_BASE + first[slots], ref)
+            self._base_seq[slots[unset]] = _SEQ_BASE + first[slots[unset]]
+        diff = ((seq16 - (ref & 0xFFFF) + 0x8000) & 0xFFFF) - 0x8000
+        ext = ref + diff
+        late = (ext < self._next_play[slots]) & (self._next_play[slots] != _NONE)
+        if late.any():
+            np.add.at(self._late, slots[late], 1)
+        np.maximum.at(self._max_seq, slots, ext)
+        np.add.at(self._received, slots, 1)
+        self._rx_last[slots] = now
+        self._timed_out[slots] = False
+        if payload is None:
+            return
+        pos = ext % self.config.playout_slots
+        ok = ~late
+        self._jb_codes[slots[ok], pos[ok]] = payload[ok]
+        self._jb_seq[slots[ok], pos[ok]] = ext[ok]
+        # RFC 3550 A.8, in arrival order per leg (rounds over each leg's k-th packet)
+        arrival = int(now * 8000)
+        order = np.argsort(slots, kind="stable")
+        ss = slots[order]
+        starts = np.r_[0, np.flatnonzero(ss[1:] != ss[:-1]) + 1]
+        rank = np.arange(len(ss)) - np.repeat(starts, np.diff(np.r_[starts, len(ss)]))
+        for r in range(int(rank.max()) + 1 if len(rank) else 0):
+            idx = order[rank == r]
+            s = slots[idx]
+            transit = (arrival - ts[idx]) & 0xFFFFFFFF
+            prev = self._transit[s]
+            have = prev != _NONE
+            dd = (((transit - prev) + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            j = self._jitter_q4[s]
+            self._jitter_q4[s] = np.where(have, j + np.abs(dd) - ((j + 8) >> 4), j)
+            self._transit[s] = transit
+
+    def _slow_packet(self, s: int, data: bytes, now: float) -> None:
+        leg = self._slot_leg.get(s)
+        if leg is None:
+            return
+        try:
+            if is_rtcp(data):
+                self._rtcp_received(leg, data, now)
+                return
+            pkt = RtpPacket.parse(data)
+        except RemoteMediaError as exc:
+            leg.malformed += 1
+            leg.log.debug("leg %s: dropped packet: %s", leg.leg_id, exc)
+            return
+        if not leg.direction.receives:
+            return
+        audio = pkt.payload_type == leg.audio_payload_type and len(pkt.payload) == FRAME
+        if pkt.ssrc != self._rx_ssrc[s]:
+            if not audio and self._rx_ssrc[s] != -1:
+                # an event or stray packet from another source: not our stream
+                leg.malformed += pkt.payload_type != leg.dtmf_payload_type
+            else:
+                if self._rx_ssrc[s] != -1:
+                    leg.log.info("leg %s: new SSRC %08x (was %08x)", leg.leg_id, pkt.ssrc, self._rx_ssrc[s])
+                self._reset_rx(s)
+                self._rx_ssrc[s] = pkt.ssrc
+        one = np.array([s], np.intp)
+        seq = np.array([pkt.sequence_number], np.int64)
+        ts = np.array([pkt.timestamp], np.int64)
+        if audio:
+            self._insert(one, seq, ts, np.frombuffer(pkt.payload, np.uint8)[None, :], now)
+            return
+        if pkt.ssrc == self._rx_ssrc[s]:
+            self._insert(one, seq, ts, None, now)  # same stream, no audio: counts as received
+        if pkt.payload_type == leg.dtmf_payload_type:
+            for digit in leg.dtmf_receiver.receive(pkt.payload, pkt.timestamp, pkt.marker, pkt.ssrc, now):
+                self._emit(DtmfReceived(leg.leg_id, leg.call_id, digit.digit, digit.duration_ms, digit.source))
+            self._dtmf_timers.add(leg.leg_id)
+        elif pkt.payload_type != 13:  # RFC 3389 comfort noise is expected and ignored
+            leg.malformed += 1
+        self._rx_last[s] = now
+        self._timed_out[s] = False
+
+    def _rtcp_received(self, leg: Leg, data: bytes, now: float) -> None:
+        for p in parse_rtcp(data):
+            blocks: tuple[RtcpReportBlock, ...] = ()
+            if isinstance(p, RtcpSenderReport):
+                leg.last_sr = (ntp_middle_32(p.ntp_timestamp), now)
+                blocks = p.reports
+            elif isinstance(p, RtcpReceiverReport):
+                blocks = p.reports
+            for b in blocks:
+                if b.ssrc == leg.ssrc:
+                    leg.remote_report = b
+
+    def _playout(self) -> None:
+        s = self._play_slots
+        self._inputs[1 : 1 + self._cap] = 0
+        if not len(s):
+            return
+        ns = self._next_play[s]
+        mx = self._max_seq[s]
+        start = (ns == _NONE) & (mx != _NONE)
+        ns = np.where(start, mx, ns)
+        started = ns != _NONE
+        behind = started & (mx - ns >= self.config.playout_max_frames)
+        ns = np.where(behind, mx - 1, ns)  # a fast sender: drop the oldest, keep one frame of slack
+        pos = np.where(started, ns, 0) % self.config.playout_slots
+        hit = started & (self._jb_seq[s, pos] == ns)
+        codes = self._jb_codes[s, pos]
+        pcm = g711.ulaw_decode(codes)
+        alaw = self._alaw[s]
+        if alaw.any():
+            pcm[alaw] = g711.alaw_decode(codes[alaw])
+        pcm[~hit] = 0
+        lost = started & ~hit & (mx > ns)
+        self._concealed[s[started & ~hit]] += 1
+        self._next_play[s] = np.where(hit | lost, ns + 1, ns)
+        self._inputs[1 + s] = pcm
+        if len(self._inband_slots) and self._detector is not None:
+            frames = self._inputs[1 + self._inband_slots]
+            for digit in self._detector.process(frames, self._inband_slots):
+                leg = self._slot_leg.get(digit.leg)
+                if leg is not None:
+                    self._emit(DtmfReceived(leg.leg_id, leg.call_id, digit.digit, digit.duration_ms, "inband"))
+
+    def _read_players(self) -> None:
+        base = 1 + self._cap
+        done: list[_Player] = []
+        for p in self.players.values():
+            try:
+                frame = p.source.read()
+            except (MediaError, OSError) as exc:
+                logger.warning("player %s failed: %s", p.player_id, exc)
+                frame = None
+            if frame is None:
+                self._inputs[base + p.slot] = 0
+                done.append(p)
+            else:
+                self._inputs[base + p.slot] = frame
+        for p in done:
+            self._finish_player(p, "completed")
+
+    def _record(self, out: np.ndarray) -> None:
+        failed = []
+        for sink, ids, left, right, recs in self._batch_recs:
+            try:
+                sink.write_batch(ids, out[left], out[right])  # one queue item per tick, never blocks
+            except Exception as exc:  # a closed recorder must not stop the calls
+                logger.error("recorder %r failed: %s", sink, exc)
+                failed.extend((rec, str(exc)) for rec in recs)
+        for rec in self._frame_recs:
+            try:
+                rec.sink.write_frame(out[rec.rows])
+            except Exception as exc:  # a full disk must not stop the calls
+                logger.error("recorder %s in room %s failed: %s", rec.member_id, rec.room_id, exc)
+                failed.append((rec, str(exc)))
+        for rec, err in failed:
+            self.recorders.pop((rec.room_id, rec.member_id), None)
+            if rec.member_id in self.rooms[rec.room_id].members:
+                self.rooms[rec.room_id].leave(rec.member_id)
+            self._dirty = True
+            self._emit(RecordingFailed(rec.room_id, rec.member_id, err))
+
+    def _send(self, tick: int, out: np.ndarray) -> None:
+        s = self._tx_slots
+        k = len(s)
+        if not k:
+            return
+        pcm = np.zeros((k, FRAME), np.int16)
+        if len(self._prim_pos):
+            pcm[self._prim_pos] = out[self._prim_rows]
+        if self._extra or self._direct:
+            acc = pcm.astype(np.int32)
+            for row, pos in self._extra:
+                acc[pos] += out[row]
+            for pos, row in self._direct:
+                acc[pos] += self._inputs[row]
+            np.clip(acc, -32768, 32767, out=acc)
+            pcm = acc.astype(np.int16)
+        pkt = self._tx_buf[:k]
+        codes = g711.ulaw_encode(pcm)
+        if self._tx_alaw.any():
+            codes[self._tx_alaw] = g711.alaw_encode(pcm[self._tx_alaw])
+        pkt[:, 12:] = codes
+        ts = (self._ts_base[s] + tick * FRAME) & 0xFFFFFFFF
+        hdr = np.empty((k, 3), ">u4")
+        hdr[:, 0] = (0x80 << 24) | (((self._marker[s].astype(np.int64) << 7) | self._pt[s]) << 16) | (self._tx_seq[s] & 0xFFFF)
+        hdr[:, 1] = ts
+        hdr[:, 2] = self._ssrc[s]
+        pkt[:, :12] = hdr.view(np.uint8).reshape(k, 12)
+        lengths = np.full(k, PACKET, np.int32)
+        if self._dtmf_tx:
+            self._dtmf_rows(tick, pkt, lengths)
+        sent = rtpio.send_batch(self._fd[s], pkt, lengths, self._rip[s], self._rport[s])
+        if sent < k:
+            logger.debug("media tick %d: kernel refused %d of %d packets", tick, k - sent, k)
+        self._tx_seq[s] += 1
+        self._marker[s] = False
+        self._tx_packets[s] += 1
+        self._tx_octets[s] += lengths - 12
+
+    def _dtmf_rows(self, tick: int, pkt: np.ndarray, lengths: np.ndarray) -> None:
+        pos_of = {int(slot): i for i, slot in enumerate(self._tx_slots)}
+        for leg_id in list(self._dtmf_tx):
+            leg = self.legs[leg_id]
+            i = pos_of.get(leg.slot)
+            if not leg.dtmf_queue:
+                self._dtmf_tx.discard(leg_id)
+                continue
+            item = leg.dtmf_queue.popleft()
+            if item is None or i is None:
+                continue
+            payload, marker, first = item
+            if first:
+                leg.dtmf_event_ts = (leg.timestamp_base + tick * FRAME) & 0xFFFFFFFF
+            b = bytes(RtpPacket(leg.dtmf_payload_type or 101, int(self._tx_seq[leg.slot]) & 0xFFFF,
+                                leg.dtmf_event_ts, leg.ssrc, payload, marker))
+            pkt[i, : len(b)] = np.frombuffer(b, np.uint8)
+            lengths[i] = len(b)
+
+    def _housekeeping(self, tick: int, now: float) -> None:
+        for leg_id in list(self._dtmf_timers):
+            leg = self.legs.get(leg_id)
+            if leg is None or leg.dtmf_receiver.get_timer() is None:
+                self._dtmf_timers.discard(leg_id)
+                continue
+            for digit in leg.dtmf_receiver.handle_timer(now):
+                self._emit(DtmfReceived(leg.leg_id, leg.call_id, digit.digit, digit.duration_ms, digit.source))
+        c = self.config
+        if c.rtp_timeout_s > 0 and now - self._last_timeout_check >= 0.5:
+            self._last_timeout_check = now
+            s = self._play_slots
+            if len(s):
+                silent = now - self._rx_last[s]
+                hit = (silent >= c.rtp_timeout_s) & ~self._timed_out[s]
+                for i in np.flatnonzero(hit):
+                    slot = int(s[i])
+                    self._timed_out[slot] = True
+                    leg = self._slot_leg[slot]
+                    leg.log.warning("leg %s: no RTP for %.1f s", leg.leg_id, silent[i])
+                    self._emit(RtpTimedOut(leg.leg_id, leg.call_id, float(silent[i])))
+        if c.rtcp_interval_s > 0:
+            period = max(1, int(round(c.rtcp_interval_s / c.ptime_s)))
+            phase = tick % period
+            for slot in self._tx_slots[self._tx_slots % period == phase]:
+                self._send_rtcp(self._slot_leg[int(slot)], tick, now)
+
+    def _report_block(self, leg: Leg, now: float) -> RtcpReportBlock | None:
+        s = leg.slot
+        if self._rx_ssrc[s] < 0 or self._base_seq[s] == _NONE:
+            return None
+        expected = int(self._max_seq[s] - self._base_seq[s] + 1)
+        received = int(self._received[s])
+        exp_i = expected - int(self._expected_prior[s])
+        rec_i = received - int(self._received_prior[s])
+        self._expected_prior[s] = expected
+        self._received_prior[s] = received
+        lost_i = exp_i - rec_i
+        fraction = 0 if exp_i <= 0 or lost_i <= 0 else min(255, (lost_i << 8) // exp_i)
+        lsr, dlsr = 0, 0
+        last_sr = leg.last_sr
+        if last_sr is not None:
+            lsr = last_sr[0]
+            dlsr = int((now - last_sr[1]) * 65536)
+        # extended highest sequence number: cycles << 16 | max_seq (RFC 3550 A.3)
+        highest = int(self._max_seq[s] - _SEQ_BASE) & 0xFFFFFFFF
+        return RtcpReportBlock(int(self._rx_ssrc[s]), fraction, expected - received, highest,
+                               int(self._jitter_q4[s] >> 4), lsr, dlsr)
+
+    def _send_rtcp(self, leg: Leg, tick: int, now: float) -> None:
+        if leg.remote is None:
+            return
+        s = leg.slot
+        block = self._report_block(leg, now)
+        blocks = (block,) if block else ()
+        if self._tx_packets[s]:
+            report: RtcpSenderReport | RtcpReceiverReport = RtcpSenderReport(
+                leg.ssrc, ntp_from_unix(time.time()), (leg.timestamp_base + tick * FRAME) & 0xFFFFFFFF,
+                int(self._tx_packets[s]) & 0xFFFFFFFF, int(self._tx_octets[s]) & 0xFFFFFFFF, blocks)
+        else:
+            report = RtcpReceiverReport(leg.ssrc, blocks)
+        port = leg.remote[1] if leg.rtcp_mux else leg.remote[1] + 1
+        try:
+            leg.sock.sendto(bytes(report), (leg.remote[0], port))
+            leg.rtcp_sent += 1
+        except OSError as exc:
+            leg.log.debug("leg %s: RTCP not sent: %s", leg.leg_id, exc)
+
+    # -- running on asyncio --------------------------------------------------------
+
+    async def start(self, app: object | None = None) -> None:
+        """Start ticking on the running asyncio loop (a service of ``engine.app.Engine``)."""
+        if self._loop is not None:
+            raise LocalMediaError("media engine already started")
+        self._loop = asyncio.get_running_loop()
+        self.clock = MediaClock(self._loop.time(), self.config.ptime_s, max_catchup_ticks=self.config.max_catchup_ticks)
+        self._handle = self._loop.call_at(self.clock.deadline(), self._on_timer)
+        logger.info("media engine started (%s socket IO)", rtpio.IMPLEMENTATION)
+
+    def _on_timer(self) -> None:
+        loop = self._loop
+        assert loop is not None and self.clock is not None
+        self.run_due(loop.time())
+        self._handle = loop.call_at(self.clock.deadline(), self._on_timer)
+
+    async def stop(self) -> None:
+        """Stop ticking, close every recorder, player and leg."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self.close()
+        self._loop = None
+
+    def close(self) -> None:
+        """Release every resource (legs, recorders, players) without a loop."""
+        for room_id in list(self.rooms):
+            self.destroy_room(room_id)
+        for p in list(self.players.values()):
+            self._finish_player(p, "stopped")
+        for leg_id in list(self.legs):
+            self.destroy_leg(leg_id)

@@ -1,0 +1,166 @@
+"""The mixer: every output of every room in a few batched numpy products.
+
+Theory of operation
+-------------------
+Each tick the engine holds one ``int16[n_inputs, 160]`` array ``inputs``:
+row 0 is silence, then one row per speaking member (a leg's decoded frame
+after its playout buffer, a player's next frame).  For each room,
+:meth:`media.room.Room.matrix` gives ``hear[output, input]`` (0/1); the
+output of a member is ``sum_j hear[o, j] * inputs[j]`` -- the sum of what it
+hears, itself excluded by the rules -- saturated to int16.
+
+:func:`compile_plan` turns all rooms into a :class:`MixPlan` once per
+membership change (not per tick): rooms are grouped into buckets by their
+padded shape (outputs and inputs rounded up to a power of two), and each
+bucket stores ``in_idx[R, Pi]`` (rows of ``inputs``, padding → row 0),
+``hear[R, Po, Pi]`` (float32; padding → 0) and ``out_idx[R, Po]`` (rows of
+the output array; padding → a scratch row).  :func:`mix` then does per
+bucket one gather, one batched ``matmul`` and one clip:
+
+    x = inputs[in_idx]            # (R, Pi, 160)
+    y = hear @ x                  # (R, Po, 160), exact in float32 (|sum| < 2**24)
+    out[out_idx] = clip(y)        # saturation to int16
+
+so the cost grows with the number of members, not with Python calls per
+room.  1,000 three-party rooms take well under a millisecond on one core
+(``bench/test_media_mixer.py``).
+
+Output rows are numbered room by room in :attr:`MixPlan.output_keys`
+(``(room_id, member_id, channel)``); the engine maps them to legs (a leg in
+two rooms, e.g. an agent during a consult, gets the saturated sum of its
+rows) and to recorder channels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from media.errors import LocalMediaError
+from media.room import Room
+
+__all__ = ["MixPlan", "compile_plan", "mix", "mix_naive", "FRAME_SAMPLES"]
+
+FRAME_SAMPLES = 160
+
+
+def _pad(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+@dataclass(slots=True)
+class _Bucket:
+    in_idx: np.ndarray
+    hear: np.ndarray
+    out_idx: np.ndarray
+    # work arrays reused every tick: fresh multi-megabyte arrays would be
+    # mmap'ed and page-faulted in again on every call
+    x16: np.ndarray = None  # type: ignore[assignment]
+    x: np.ndarray = None  # type: ignore[assignment]
+    y: np.ndarray = None  # type: ignore[assignment]
+
+    def buffers(self, samples: int) -> None:
+        r, po, pi = self.hear.shape
+        if self.x is None or self.x.shape[2] != samples:
+            self.x16 = np.empty((r, pi, samples), np.int16)
+            self.x = np.empty((r, pi, samples), np.float32)
+            self.y = np.empty((r, po, samples), np.float32)
+
+
+@dataclass(slots=True)
+class MixPlan:
+    """All rooms compiled for :func:`mix`."""
+
+    buckets: list[_Bucket] = field(default_factory=list)
+    output_keys: list[tuple[str, str, int]] = field(default_factory=list)
+    """``(room_id, member_id, channel)`` of each output row."""
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of real output rows (a scratch row follows them)."""
+        return len(self.output_keys)
+
+
+def compile_plan(rooms: Iterable[Room], input_row: Mapping[str, int]) -> MixPlan:
+    """Compile rooms into a mixing plan.
+
+    Args:
+        rooms: the rooms to mix (any order; rooms without outputs are skipped).
+        input_row: row of ``inputs`` for each speaking member id; a member
+            missing here is mixed as silence (e.g. a leg with no audio yet).
+
+    Returns:
+        The :class:`MixPlan`; output rows are numbered in room order.
+    """
+    groups: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    keys: list[tuple[str, str, int]] = []
+    for room in rooms:
+        outputs, inputs, hear = room.matrix()
+        if not outputs:
+            continue
+        po, pi = _pad(len(outputs)), _pad(max(1, len(inputs)))
+        in_idx = np.zeros(pi, np.intp)
+        in_idx[: len(inputs)] = [input_row.get(s, 0) for s in inputs]
+        h = np.zeros((po, pi), np.float32)
+        h[: len(outputs), : len(inputs)] = hear
+        out_idx = np.full(po, -1, np.intp)
+        out_idx[: len(outputs)] = np.arange(len(keys), len(keys) + len(outputs))
+        keys.extend((room.room_id, m, c) for m, c in outputs)
+        groups.setdefault((po, pi), []).append((in_idx, h, out_idx))
+    scratch = len(keys)
+    buckets = []
+    for items in groups.values():
+        out_idx = np.stack([o for _, _, o in items])
+        out_idx[out_idx < 0] = scratch
+        buckets.append(_Bucket(np.stack([i for i, _, _ in items]), np.stack([h for _, h, _ in items]), out_idx))
+    return MixPlan(buckets, keys)
+
+
+def mix(plan: MixPlan, inputs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Compute every output row of the plan.
+
+    Args:
+        plan: from :func:`compile_plan`.
+        inputs: ``int16[n_inputs, 160]``, row 0 silence.
+        out: optional ``int16[>= n_outputs + 1, 160]`` to fill (the last row
+            is scratch for padding).
+
+    Returns:
+        ``int16[n_outputs + 1, 160]``: row ``k`` is output ``plan.output_keys[k]``.
+
+    Raises:
+        LocalMediaError: ``inputs`` is not a 2-D int16 array.
+    """
+    if inputs.dtype != np.int16 or inputs.ndim != 2:
+        raise LocalMediaError(f"mixer inputs must be int16[n, samples], got {inputs.dtype}{list(inputs.shape)}")
+    if out is None:
+        out = np.zeros((plan.n_outputs + 1, inputs.shape[1]), np.int16)
+    for b in plan.buckets:
+        b.buffers(inputs.shape[1])
+        np.take(inputs, b.in_idx, axis=0, out=b.x16)
+        b.x[...] = b.x16
+        np.matmul(b.hear, b.x, out=b.y)
+        np.clip(b.y, -32768.0, 32767.0, out=b.y)
+        out[b.out_idx] = b.y  # float -> int16 cast is exact: y holds integers in range
+    return out
+
+
+def mix_naive(rooms: Iterable[Room], frames: Mapping[str, np.ndarray]) -> dict[tuple[str, str, int], np.ndarray]:
+    """Reference mixer: a Python loop over rooms and listeners (tests, baseline).
+
+    ``frames`` maps a speaking member id to its int16 frame; missing ones are silence.
+    """
+    result: dict[tuple[str, str, int], np.ndarray] = {}
+    for room in rooms:
+        outputs, inputs, hear = room.matrix()
+        for o, (member, channel) in enumerate(outputs):
+            acc = np.zeros(FRAME_SAMPLES, np.int32)
+            for j, s in enumerate(inputs):
+                if hear[o, j] and s in frames:
+                    acc += frames[s]
+            result[(room.room_id, member, channel)] = np.clip(acc, -32768, 32767).astype(np.int16)
+    return result
