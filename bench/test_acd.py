@@ -114,7 +114,9 @@ class Script:
                 self.arrival()  # arrivals outpace departures: abandons bound the queue
             self.departure()
             if len(self.waiting) > MAX_WAITING:
-                self.do("abandon", next(iter(self.waiting)), self.now)
+                oldest = next(iter(self.waiting))
+                del self.waiting[oldest]
+                self.do("abandon", oldest, self.now)
 
 
 REGIMES = ("light", "peak")

@@ -220,7 +220,6 @@ cdef struct AgentRec:
     int64_t calls
     double talk_s
     double busy_since
-    int64_t epoch
     int call_queue
     int offer_caller      # caller slot or -1
     int n_memb
@@ -249,7 +248,6 @@ cdef struct QueueRec:
     double default_aht
     int window
     IVec fifo[NLEVELS]    # caller slots sorted by seq
-    int waiting           # callers in the fifos
     int count
     HVec* heaps
     IVec* ordered
@@ -281,6 +279,8 @@ cdef class Acd:
     """Compiled twin of :class:`engine.acd.PyAcd` (same API, same decisions)."""
 
     cdef AgentRec* ag
+    cdef int64_t* ep        # agent epochs, apart: the hot validity check stays in cache
+    cdef int* qwait         # waiting callers per queue, apart for the same reason
     cdef int n_ag
     cdef QueueRec* qs
     cdef int n_q
@@ -325,6 +325,8 @@ cdef class Acd:
             free(self.ag[i].memb_score)
             free(self.ag[i].sticky.d)
         free(self.ag)
+        free(self.ep)
+        free(self.qwait)
         for i in range(self.n_q):
             if not self.qs[i].defined:
                 continue
@@ -350,6 +352,7 @@ cdef class Acd:
     cdef int _grow_agents(self, int need) except -1:
         cdef int cap
         cdef AgentRec* p
+        cdef int64_t* e
         if need <= self.n_ag:
             return 0
         cap = max(need, self.n_ag * 2, 64)
@@ -358,12 +361,18 @@ cdef class Acd:
             raise MemoryError()
         memset(&p[self.n_ag], 0, (cap - self.n_ag) * sizeof(AgentRec))
         self.ag = p
+        e = <int64_t*>realloc(self.ep, cap * sizeof(int64_t))
+        if e == NULL:
+            raise MemoryError()
+        memset(&e[self.n_ag], 0, (cap - self.n_ag) * sizeof(int64_t))
+        self.ep = e
         self.n_ag = cap
         return 0
 
     cdef int _grow_queues(self, int need) except -1:
         cdef int cap
         cdef QueueRec* p
+        cdef int* w
         if need <= self.n_q:
             return 0
         cap = max(need, self.n_q * 2, 16)
@@ -372,6 +381,11 @@ cdef class Acd:
             raise MemoryError()
         memset(&p[self.n_q], 0, (cap - self.n_q) * sizeof(QueueRec))
         self.qs = p
+        w = <int*>realloc(self.qwait, cap * sizeof(int))
+        if w == NULL:
+            raise MemoryError()
+        memset(&w[self.n_q], 0, (cap - self.n_q) * sizeof(int))
+        self.qwait = w
         self.n_q = cap
         return 0
 
@@ -508,7 +522,7 @@ cdef class Acd:
         a.talk_s = 0.0
         a.busy_since = 0.0
         self.epoch_counter += 1
-        a.epoch = self.epoch_counter
+        self.ep[aid] = self.epoch_counter
         a.call_queue = -1
         a.offer_caller = -1
         a.n_memb = 0
@@ -900,7 +914,7 @@ cdef class Acd:
             ivec_insert(lst, ivec_bisect_right(lst, a.key), a.key)
             return 0
         e.agent = aid
-        e.epoch = a.epoch
+        e.epoch = self.ep[aid]
         e.k2 = 0.0
         if s == S_LONGEST_IDLE:
             e.k1 = a.idle_since
@@ -933,15 +947,16 @@ cdef class Acd:
             h_siftdown(h, i)
 
     cdef inline bint _valid(self, HEntry* e) noexcept:
-        cdef AgentRec* a = &self.ag[e.agent]
-        return a.state == ST_READY and a.epoch == e.epoch
+        # Every exit from READY bumps the epoch, so a matching epoch means
+        # the agent is still READY since the push (PyAcd also checks state).
+        return self.ep[e.agent] == e.epoch
 
     cdef void _unfree(self, int aid) noexcept:
         cdef AgentRec* a = &self.ag[aid]
         cdef int i, qid, tier, s
         cdef IVec* lst
         self.epoch_counter += 1
-        a.epoch = self.epoch_counter
+        self.ep[aid] = self.epoch_counter
         for i in range(a.n_memb):
             qid = a.memb_queue[i]
             tier = a.memb_tier[i]
@@ -969,9 +984,9 @@ cdef class Acd:
             if self._better(slot, best):
                 best = slot
         for i in range(a.n_memb):
-            q = &self.qs[a.memb_queue[i]]
-            if q.waiting == 0:
+            if self.qwait[a.memb_queue[i]] == 0:
                 continue
+            q = &self.qs[a.memb_queue[i]]
             m = a.memb_tier[i]
             for lv in range(NLEVELS):
                 f = &q.fifo[lv]
@@ -1121,7 +1136,7 @@ cdef class Acd:
                 self._unfree(aid)
             else:
                 self.epoch_counter += 1
-                self.ag[aid].epoch = self.epoch_counter
+                self.ep[aid] = self.epoch_counter
             self.ag[aid].offer_caller = slot
             self.out.append((D_OFFER, c.id, aid, c.queue))
         if self.qs[c.queue].strategy == S_ROUND_ROBIN:
@@ -1223,7 +1238,7 @@ cdef class Acd:
         cdef CallerRec* c = &self.cs[slot]
         cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
         ivec_insert(f, self._fifo_find(f, c.seq), slot)
-        self.qs[c.queue].waiting += 1
+        self.qwait[c.queue] += 1
         return 0
 
     cdef int _fifo_find(self, IVec* f, int64_t seq) noexcept:
@@ -1240,7 +1255,7 @@ cdef class Acd:
         cdef CallerRec* c = &self.cs[slot]
         cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
         ivec_delete(f, self._fifo_find(f, c.seq))
-        self.qs[c.queue].waiting -= 1
+        self.qwait[c.queue] -= 1
 
     cdef int _detach_caller(self, int slot, IVec* released) except -1:
         cdef CallerRec* c = &self.cs[slot]

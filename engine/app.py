@@ -38,7 +38,7 @@ from engine.bus import EventBus
 from engine.config import Config
 from engine.errors import StoreError, Unavailable
 from engine.ops import OpRegistry, Session, registry as default_registry
-from engine.store import AuditEntry, SqliteStore, open_store
+from engine.store import AuditEntry, Store, open_store
 
 logger = logging.getLogger("engine")
 
@@ -78,7 +78,7 @@ class Engine:
         self.config = config
         self.ops = ops or default_registry
         self.bus = EventBus()
-        self.store: SqliteStore | None = None
+        self.store: Store | None = None
         self.services: list[Service] = list(services or [])
         self.control_servers: list[Any] = []
         self.started_at = 0.0
@@ -114,7 +114,7 @@ class Engine:
         self.store.audit(AuditEntry(ts=time.time() if ts is None else ts, user=user, role=role, tenant=tenant,
                                     op=op, args=args, result=result, peer=peer))
 
-    def require_store(self) -> SqliteStore:
+    def require_store(self) -> Store:
         if self.store is None:
             raise Unavailable("the store is not open")
         return self.store

@@ -22,8 +22,9 @@ client sees gaps and ``state.snapshot`` can say "this snapshot includes
 everything up to seq N".  Delivery never blocks: a connection that cannot
 keep up is disconnected by the control server, not waited for.
 
-The payload is packed to msgpack once per event (:attr:`BusEvent.packed_data`)
-and reused for every subscriber.
+The frame is packed once per event (:attr:`BusEvent.frame_head` and
+:attr:`BusEvent.frame_tail`, see :func:`event_frame_parts`); each subscriber
+only packs its own ``seq`` between them.
 """
 from __future__ import annotations
 
@@ -60,8 +61,35 @@ class BusEvent:
     """Agent number the event concerns (agent scope); ``None``: not agent-bound."""
     queue: str | None = None
     """Queue the event concerns, for subscription filters."""
-    packed_data: bytes = field(default=b"", compare=False)
-    """``msgpack.packb(data)``, computed once."""
+    frame_head: bytes = field(default=b"", compare=False)
+    """The event frame up to the ``seq`` value, packed once for all subscribers."""
+    frame_tail: bytes = field(default=b"", compare=False)
+    """The event frame after the ``seq`` value (``ts`` and ``data``), packed once."""
+
+
+_EVENT_HEAD = b"\x84" + msgpack.packb("event")  # fixmap of 4 entries
+_SEQ_KEY = msgpack.packb("seq")
+_TS_KEY = msgpack.packb("ts")
+_DATA_KEY = msgpack.packb("data")
+
+
+def event_frame_parts(name: str, ts: float, data: Any) -> tuple[bytes, bytes]:
+    """``(head, tail)`` so that ``head + packb(seq) + tail`` is the msgpack of
+    ``{"event": name, "seq": seq, "ts": ts, "data": data}``.
+
+    Only ``seq`` differs between subscribers, so fan-out to N connections
+    costs one small ``packb`` per connection instead of packing the payload N
+    times.  Raises ``TypeError`` when ``data`` cannot be packed.
+    """
+    head = b"".join((_EVENT_HEAD, msgpack.packb(name, use_bin_type=True), _SEQ_KEY))
+    tail = b"".join((_TS_KEY, msgpack.packb(ts), _DATA_KEY, msgpack.packb(data, use_bin_type=True)))
+    return head, tail
+
+
+def pack_event(name: str, seq: int, ts: float, data: Any) -> bytes:
+    """One event frame (for events sent to one connection only)."""
+    head, tail = event_frame_parts(name, ts, data)
+    return head + msgpack.packb(seq) + tail
 
 
 class Subscriber(Protocol):
@@ -151,9 +179,10 @@ class EventBus:
         """
         data = data or {}
         gs = frozenset(groups) | ({group} if group else frozenset())
-        event = BusEvent(name=name, data=data, ts=self._clock() if ts is None else ts, tenant=tenant,
-                         groups=gs, agent=agent, queue=queue,
-                         packed_data=msgpack.packb(data, use_bin_type=True))
+        ts = self._clock() if ts is None else ts
+        head, tail = event_frame_parts(name, ts, data)
+        event = BusEvent(name=name, data=data, ts=ts, tenant=tenant, groups=gs, agent=agent, queue=queue,
+                         frame_head=head, frame_tail=tail)
         self.published += 1
         for sub in list(self._subscribers.values()):
             try:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from engine.bus import BusEvent, Subscription
+from engine.bus import BusEvent, Subscription, pack_event
 from engine.config import ControlListener, ControlSection
 from engine.errors import BadRequest, EngineError, FrameTooLarge, ProtocolViolation, SlowConsumer, error_reply
 from engine.ops import OpContext, Session
@@ -64,17 +64,6 @@ _ID_TYPES = (int, str)
 
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
-
-
-_EVENT_HEAD = b"\x84" + pack("event")
-_SEQ_KEY = pack("seq")
-_TS_KEY = pack("ts")
-_DATA_KEY = pack("data")
-
-
-def pack_event(name: str, seq: int, ts: float, packed_data: bytes) -> bytes:
-    """An event frame from a payload packed once for all subscribers."""
-    return b"".join((_EVENT_HEAD, pack(name), _SEQ_KEY, pack(seq), _TS_KEY, pack(ts), _DATA_KEY, packed_data))
 
 
 class Connection(asyncio.Protocol):
@@ -103,6 +92,8 @@ class Connection(asyncio.Protocol):
         self.closing = False
         self.close_reason = ""
         self._lost = False
+        self._eof = False  # the client half-closed: answer what is queued, then close
+        self._busy = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -152,6 +143,14 @@ class Connection(asyncio.Protocol):
             if self._fed - self._frame_start > limit:  # a partial frame already past the limit
                 self._too_large()
                 return
+
+    def eof_received(self) -> bool:
+        # A client may send its requests and shut down its write side
+        # (`nc -N`): the replies still go out, then the connection closes.
+        self._eof = True
+        if self._requests.empty() and not self._busy:
+            self.close()
+        return True
 
     def _too_large(self) -> None:
         self.close_with_error(FrameTooLarge(f"frame larger than {self.cfg.max_frame_bytes} bytes; closing"))
@@ -210,10 +209,17 @@ class Connection(asyncio.Protocol):
                 if self.transport is not None and not self.closing:
                     self.transport.resume_reading()
             ctx = OpContext(engine=self.engine, session=self.session, connection=self, request_id=frame["id"])
-            reply = await registry.dispatch(ctx, frame["op"], frame.get("args"))
+            self._busy = True
+            try:
+                reply = await registry.dispatch(ctx, frame["op"], frame.get("args"))
+            finally:
+                self._busy = False
             if self.closing:
                 return
             self.reply(frame["id"], reply)
+            if self._eof and self._requests.empty():
+                self.close()
+                return
 
     # ------------------------------------------------------------ writing
 
@@ -224,7 +230,7 @@ class Connection(asyncio.Protocol):
         """Send one event to this connection only (errors, notices)."""
         self.seq += 1
         ts = time.time() if ts is None else ts
-        self._write(pack_event(name, self.seq, ts, pack(data)))
+        self._write(pack_event(name, self.seq, ts, data))
 
     def deliver(self, event: BusEvent) -> None:
         """Bus callback: filter by scope and subscriptions, number, write."""
@@ -238,7 +244,7 @@ class Connection(asyncio.Protocol):
         else:
             return
         self.seq += 1
-        self._write(pack_event(event.name, self.seq, event.ts, event.packed_data))
+        self._write(event.frame_head + msgpack.packb(self.seq) + event.frame_tail)
 
     def _write(self, frame: bytes) -> None:
         if self.closing or self.transport is None:
@@ -270,7 +276,7 @@ class Connection(asyncio.Protocol):
             err["code"] = code
         self.close_reason = err["code"]
         self.seq += 1
-        frame = pack_event("error", self.seq, time.time(), pack(err))
+        frame = pack_event("error", self.seq, time.time(), err)
         self._pending.clear()
         self.closing = True
         logger.warning("control connection %s (user %r) closed: %s: %s", self.session.peer,

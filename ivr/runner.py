@@ -45,6 +45,8 @@ class IvrCall:
         self.result: FlowFinished | None = None
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        self.max_timer_lateness_s = 0.0
+        """Worst delay between a timer's deadline and its firing, for load checks."""
         self.log = CallLogger(logger, {"call_id": interpreter.call_id})
 
     @property
@@ -64,7 +66,12 @@ class IvrCall:
         self.feed(CallHungUp(reason))
 
     def _fire(self, timer_id: int) -> None:
-        self._timers.pop(timer_id, None)
+        handle = self._timers.pop(timer_id, None)
+        if handle is not None:
+            # how late the loop ran this timer: a loaded loop shows up here first
+            late_s = asyncio.get_running_loop().time() - handle.when()
+            if late_s > self.max_timer_lateness_s:
+                self.max_timer_lateness_s = late_s
         self.feed(TimerFired(timer_id))
 
     async def _step(self, event: Event) -> None:

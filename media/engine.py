@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -127,6 +128,11 @@ class MediaConfig:
     """After a stall, at most this many ticks run back to back."""
     max_per_socket: int = 8
     """Datagrams read from one socket per tick."""
+    gil_switch_interval_s: float | None = 0.0005
+    """``start()`` sets ``sys.setswitchinterval`` to this (None: leave it).  The
+    recorder's worker thread holds the GIL while it writes; with Python's
+    default 5 ms a tick can wait that long for the GIL (measured: 200
+    recorded calls, median tick 12 ms at 5 ms, 3.9 ms at 0.5 ms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +264,11 @@ class MediaEngine:
         self._inputs = np.zeros((1 + self._cap + self._pcap, FRAME), np.int16)
         self._recv = rtpio.RecvBuffers(max(256, 2 * self._cap), 256)
         self._tx_buf = np.zeros((self._cap, PACKET), np.uint8)
+        # per-tick work arrays, allocated once: fresh large arrays every tick
+        # would be mmap'ed and page-faulted in again each time
+        self._work_codes = np.zeros((self._cap, FRAME), np.uint8)
+        self._work_pcm = np.zeros((self._cap, FRAME), np.int16)
+        self._lengths = np.full(self._cap, PACKET, np.int32)
         self._dirty = True
 
     def _slot(self) -> int:
@@ -524,7 +535,8 @@ class MediaEngine:
     def set_hearing(self, room_id: str, member_id: str, hears: Iterable[str] | None = _KEEP,
                     heard_by: Iterable[str] | None = _KEEP) -> None:
         """Change who a member hears and is heard by (see :mod:`media.room`)."""
-        self._room(room_id).set_hearing(member_id, hears=hears, heard_by=heard_by)
+        changes = {k: v for k, v in (("hears", hears), ("heard_by", heard_by)) if v is not _KEEP}
+        self._room(room_id).set_hearing(member_id, **changes)
         self._dirty = True
 
     def apply_hear_set(self, room_id: str, hear_set: HearSet | str, *, caller: str, agent: str,
@@ -700,6 +712,7 @@ class MediaEngine:
         input_row = {leg.leg_id: 1 + leg.slot for leg in legs if leg.direction.receives}
         input_row.update({p.player_id: 1 + self._cap + p.slot for p in self.players.values() if p.room_id})
         self._plan: MixPlan = compile_plan(self.rooms.values(), input_row)
+        self._mix_out = np.zeros((self._plan.n_outputs + 1, FRAME), np.int16)
         prim_rows: list[int] = []
         prim_pos: list[int] = []
         extra: list[tuple[int, int]] = []
@@ -763,7 +776,7 @@ class MediaEngine:
         self._receive(now)
         self._playout()
         self._read_players()
-        out = mix(self._plan, self._inputs)
+        out = mix(self._plan, self._inputs, self._mix_out)
         self._record(out)
         self._send(tick, out)
         self._housekeeping(tick, now)
@@ -916,8 +929,11 @@ class MediaEngine:
         ns = np.where(behind, mx - 1, ns)  # a fast sender: drop the oldest, keep one frame of slack
         pos = np.where(started, ns, 0) % self.config.playout_slots
         hit = started & (self._jb_seq[s, pos] == ns)
-        codes = self._jb_codes[s, pos]
-        pcm = g711.ulaw_decode(codes)
+        k = len(s)
+        codes = self._work_codes[:k]
+        d = self.config.playout_slots
+        np.take(self._jb_codes.reshape(-1, FRAME), s * d + pos, axis=0, out=codes)
+        pcm = g711.ulaw_decode(codes, out=self._work_pcm[:k])
         alaw = self._alaw[s]
         if alaw.any():
             pcm[alaw] = g711.alaw_decode(codes[alaw])
@@ -976,7 +992,9 @@ class MediaEngine:
         k = len(s)
         if not k:
             return
-        pcm = np.zeros((k, FRAME), np.int16)
+        pcm = self._work_pcm[:k]
+        if len(self._prim_pos) != k:
+            pcm[...] = 0  # legs in no room send silence
         if len(self._prim_pos):
             pcm[self._prim_pos] = out[self._prim_rows]
         if self._extra or self._direct:
@@ -988,7 +1006,7 @@ class MediaEngine:
             np.clip(acc, -32768, 32767, out=acc)
             pcm = acc.astype(np.int16)
         pkt = self._tx_buf[:k]
-        codes = g711.ulaw_encode(pcm)
+        codes = g711.ulaw_encode(pcm, out=self._work_codes[:k])
         if self._tx_alaw.any():
             codes[self._tx_alaw] = g711.alaw_encode(pcm[self._tx_alaw])
         pkt[:, 12:] = codes
@@ -998,16 +1016,22 @@ class MediaEngine:
         hdr[:, 1] = ts
         hdr[:, 2] = self._ssrc[s]
         pkt[:, :12] = hdr.view(np.uint8).reshape(k, 12)
-        lengths = np.full(k, PACKET, np.int32)
+        lengths = self._lengths[:k]
+        lengths[...] = PACKET
         if self._dtmf_tx:
             self._dtmf_rows(tick, pkt, lengths)
-        sent = rtpio.send_batch(self._fd[s], pkt, lengths, self._rip[s], self._rport[s])
+        sent = self._transmit(self._fd[s], pkt, lengths, self._rip[s], self._rport[s])
         if sent < k:
             logger.debug("media tick %d: kernel refused %d of %d packets", tick, k - sent, k)
         self._tx_seq[s] += 1
         self._marker[s] = False
         self._tx_packets[s] += 1
         self._tx_octets[s] += lengths - 12
+
+    def _transmit(self, fds: np.ndarray, pkt: np.ndarray, lengths: np.ndarray, ips: np.ndarray,
+                  ports: np.ndarray) -> int:
+        """Hand one tick's packets to the kernel (a subclass may send differently)."""
+        return rtpio.send_batch(fds, pkt, lengths, ips, ports)
 
     def _dtmf_rows(self, tick: int, pkt: np.ndarray, lengths: np.ndarray) -> None:
         pos_of = {int(slot): i for i, slot in enumerate(self._tx_slots)}
@@ -1103,6 +1127,8 @@ class MediaEngine:
         if self._loop is not None:
             raise LocalMediaError("media engine already started")
         self._loop = asyncio.get_running_loop()
+        if self.config.gil_switch_interval_s is not None:
+            sys.setswitchinterval(self.config.gil_switch_interval_s)
         self.clock = MediaClock(self._loop.time(), self.config.ptime_s, max_catchup_ticks=self.config.max_catchup_ticks)
         self._handle = self._loop.call_at(self.clock.deadline(), self._on_timer)
         logger.info("media engine started (%s socket IO)", rtpio.IMPLEMENTATION)

@@ -9,7 +9,10 @@ import into lookup tables and convert whole batches with one gather:
 * encode: a 65,536-entry ``uint8`` table indexed by the ``uint16`` view of the
   ``int16`` samples (the two's-complement bit pattern), so a (n_legs, 160)
   batch is encoded by ``table[pcm.view(uint16)]`` with no Python loop;
-* decode: a 256-entry ``int16`` table indexed by the code byte.
+* decode: a 256-entry ``int16`` table indexed by the code byte; for
+  contiguous arrays with an even last dimension (every 160-sample frame) a
+  65,536-entry table decodes two codes per gather (the byte pair viewed as
+  ``uint16`` → both samples viewed as one ``uint32``), halving the gathers.
 
 The tables are built with the segment/quantisation algorithm of G.711
 (μ-law: 14-bit magnitude, bias 33 in that scale, eight segments of 16 steps,
@@ -111,11 +114,20 @@ def _build_alaw_decode() -> npt.NDArray[np.int16]:
     return np.where(a & 0x80, t, -t).astype(np.int16)
 
 
+def _pair_table(decode: npt.NDArray[np.int16]) -> npt.NDArray[np.uint32]:
+    # Two codes at once: index = the native uint16 view of a byte pair, value =
+    # the two decoded int16 samples viewed as one uint32.  Half the gathers.
+    pairs = np.arange(65536, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+    return np.ascontiguousarray(decode[pairs]).reshape(-1).view(np.uint32)
+
+
 _ULAW_ENCODE = _build_ulaw_encode()
 _ULAW_DECODE = _build_ulaw_decode()
 _ALAW_ENCODE = _build_alaw_encode()
 _ALAW_DECODE = _build_alaw_decode()
-for _t in (_ULAW_ENCODE, _ULAW_DECODE, _ALAW_ENCODE, _ALAW_DECODE):
+_ULAW_DECODE2 = _pair_table(_ULAW_DECODE)
+_ALAW_DECODE2 = _pair_table(_ALAW_DECODE)
+for _t in (_ULAW_ENCODE, _ULAW_DECODE, _ALAW_ENCODE, _ALAW_DECODE, _ULAW_DECODE2, _ALAW_DECODE2):
     _t.setflags(write=False)
 del _t
 
@@ -134,10 +146,17 @@ def _encode(table: np.ndarray, pcm: np.ndarray, out: np.ndarray | None, what: st
     return np.take(table, pcm.view(np.uint16), out=out)
 
 
-def _decode(table: np.ndarray, code: np.ndarray, out: np.ndarray | None, what: str) -> np.ndarray:
+def _decode(table: np.ndarray, pairs: np.ndarray, code: np.ndarray, out: np.ndarray | None, what: str) -> np.ndarray:
     _check(code, np.uint8, what)
     if out is not None:
         _check(out, np.int16, f"{what} out=")
+    if code.ndim and code.shape[-1] % 2 == 0 and code.flags.c_contiguous:
+        # Fast path (every RTP frame: 160 codes): gather byte pairs.
+        if out is None:
+            out = np.empty(code.shape, np.int16)
+        if out.flags.c_contiguous and out.shape == code.shape:
+            np.take(pairs, code.view(np.uint16), out=out.view(np.uint32))
+            return out
     return np.take(table, code, out=out)
 
 
@@ -163,7 +182,7 @@ def ulaw_decode(code: npt.NDArray[np.uint8], out: npt.NDArray[np.int16] | None =
     Raises:
         LocalMediaError: ``code`` is not a ``uint8`` array or ``out`` is not ``int16``.
     """
-    return _decode(_ULAW_DECODE, code, out, "ulaw_decode")
+    return _decode(_ULAW_DECODE, _ULAW_DECODE2, code, out, "ulaw_decode")
 
 
 def alaw_encode(pcm: npt.NDArray[np.int16], out: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint8]:
@@ -173,7 +192,7 @@ def alaw_encode(pcm: npt.NDArray[np.int16], out: npt.NDArray[np.uint8] | None = 
 
 def alaw_decode(code: npt.NDArray[np.uint8], out: npt.NDArray[np.int16] | None = None) -> npt.NDArray[np.int16]:
     """Decode A-law codes to ``int16``; same contract as :func:`ulaw_decode`."""
-    return _decode(_ALAW_DECODE, code, out, "alaw_decode")
+    return _decode(_ALAW_DECODE, _ALAW_DECODE2, code, out, "alaw_decode")
 
 
 #: RTP encoding name (RFC 3551 §6, static payload types 0 and 8) -> (encode, decode).

@@ -146,7 +146,9 @@ class JitterBuffer:
         self.call_id = call_id
         self.stats = JitterStats()
         self._ring = np.zeros((capacity_frames, frame_samples), np.int16)
-        self._ring_ts = np.full(capacity_frames, -1, np.int64)
+        # Timestamps of the ring's frames (-1 = empty): a list, because scalar
+        # reads and writes of a Python list are ~5x cheaper than numpy scalars.
+        self._ring_ts: list[int] = [-1] * capacity_frames
         self._silence = np.zeros(frame_samples, np.int16)
         self._last_good = np.zeros(frame_samples, np.int16)
         self._out = np.zeros(frame_samples, np.int16)
@@ -160,7 +162,7 @@ class JitterBuffer:
         self._ext_ts: int | None = None  # last unwrapped timestamp seen
         self._playout = 0
         self._start_at = 0.0
-        self._ring_ts[:] = -1
+        self._ring_ts[:] = [-1] * self.capacity
         self._losses = 0
         self._transit: float | None = None
         self._interval_end: float | None = None
@@ -207,13 +209,30 @@ class JitterBuffer:
             now: arrival time in seconds (any monotonic origin).
             marker: RTP marker bit (start of a talkspurt).
         """
-        pcm = np.asarray(pcm)
+        if not isinstance(pcm, np.ndarray):
+            pcm = np.asarray(pcm)
         if pcm.dtype != np.int16 or pcm.ndim != 1 or pcm.size == 0 or pcm.size % self.frame_samples:
             self.stats.malformed += 1
             logger.debug("[%s] jitter: dropped payload of %s samples (seq %d)", self.call_id, pcm.shape,
                          sequence_number)
             return
         ts = self._unwrap(timestamp)
+        if self._state is _State.PLAYING and 0 <= ts - self._playout <= self.max_depth and pcm.size == self.frame_samples:
+            # Fast path: one in-window frame while playing (almost every packet).
+            self.stats.received += 1
+            self._update_jitter(ts, now)
+            if ts > self._ext_ts:  # type: ignore[operator]
+                self._ext_ts = ts
+            slot = (ts // self.frame_samples) % self.capacity
+            if self._ring_ts[slot] == ts:
+                self.stats.duplicate += 1
+            else:
+                self._ring[slot] = pcm
+                self._ring_ts[slot] = ts
+            ahead = ts - self._playout
+            if self._min_ahead is None or ahead < self._min_ahead:
+                self._min_ahead = ahead
+            return
         if self._state is not _State.IDLE:
             ahead = ts - self._playout
             far_ahead = ahead > self.max_depth + self.capacity * self.frame_samples // 2

@@ -37,6 +37,9 @@ _PARAM_RE = re.compile(
     r"[ \t]*;[ \t]*([A-Za-z0-9\-.!%*_+`'~]++)"
     r"(?:[ \t]*=[ \t]*(\"(?:[^\"\\]|\\[\s\S])*\"|[A-Za-z0-9\-.!%*_+`'~:\[\]]+))?(?![ \t]*=)[ \t]*"
 )
+_PARAMS_FAST_RE = re.compile(
+    r"(?:;[A-Za-z0-9\-.!%*_+`'~]++(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]++)?)+\Z"
+)
 _PARAM_NAME_RE = re.compile(r"[ \t]*;[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*=")
 # quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
 _QUOTED_RE = re.compile(r'"([^"\\]*(?:\\[\s\S][^"\\]*)*)"')
@@ -101,6 +104,12 @@ def parse_params(text: str, where: str = "header") -> dict[str, str | None]:
         RemoteProtocolError: an empty or malformed parameter (``;;``, ``;=x``).
     """
     params: dict[str, str | None] = {}
+    if _PARAMS_FAST_RE.match(text) is not None:
+        # Common case: no LWS, no quoted values -- a split does it.
+        for item in text[1:].split(";"):
+            name, sep, value = item.partition("=")
+            params[name] = value if sep else None
+        return params
     pos = 0
     n = len(text)
     match = _PARAM_RE.match

@@ -64,7 +64,7 @@ from sip.grammar import (
     split_commas,
     unquote,
 )
-from sip.uri import SipUri, Uri, check_host, host_ok, parse_uri
+from sip.uri import SipUri, Uri, check_host, clear_uri_cache, host_ok, parse_uri
 
 __all__ = [
     "Headers",
@@ -82,6 +82,7 @@ __all__ = [
     "REASON_PHRASES",
     "SIP_VERSION",
     "canonical_name",
+    "clear_parse_caches",
 ]
 
 SIP_VERSION = "SIP/2.0"
@@ -173,6 +174,8 @@ _VIA_RE = re.compile(
     r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*"
     r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+(\[[0-9A-Fa-f:.]+\]|[^ \t;:]+)(?:[ \t]*:[ \t]*([0-9]+))?[ \t]*"
 )
+# The everyday Via: "SIP/2.0/UDP host[:port]" with single spaces.
+_VIA_FAST_RE = re.compile(r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?(?=;|\Z)")
 # RFC 1123 date as required by RFC 3261 §20.17: "Sat, 13 Nov 2010 23:29:00 GMT"
 _DATE_RE = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
@@ -196,6 +199,20 @@ for _key_name, _display in CANONICAL_NAMES.items():
 for _letter, _key_name in COMPACT_FORMS.items():
     _display = CANONICAL_NAMES[_key_name]
     _HEADER_TABLE[_letter] = _HEADER_TABLE[_letter.upper()] = (_key_name, _display)
+
+
+# Bounded caches of successful structured parses, keyed by the header text:
+# From/To/Contact/Via texts recur across the messages of a call.
+PARSE_CACHE_SIZE = 2048
+_VIA_CACHE: dict[str, "Via"] = {}
+_NAME_ADDR_CACHE: dict[str, "NameAddr"] = {}
+
+
+def clear_parse_caches() -> None:
+    """Forget every cached Via, address and URI parse (for cold-path benchmarks)."""
+    _VIA_CACHE.clear()
+    _NAME_ADDR_CACHE.clear()
+    clear_uri_cache()
 
 
 def canonical_name(name: str) -> str:
@@ -460,11 +477,35 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> "Via":
-        """Parse one Via value.  Raises :class:`RemoteProtocolError`."""
-        m = _VIA_RE.match(text)
-        if m is None:
-            raise RemoteProtocolError(f"Via header: malformed value {text[:60]!r}")
-        name, version, transport, host, port_text = m.groups()
+        """Parse one Via value.  Raises :class:`RemoteProtocolError`.
+
+        Successful parses are cached by text (bounded); each call returns a new object.
+        """
+        hit = _VIA_CACHE.get(text)
+        if hit is None:
+            hit = cls._parse(text)
+            if len(_VIA_CACHE) >= PARSE_CACHE_SIZE:
+                _VIA_CACHE.clear()
+            _VIA_CACHE[text] = hit
+        via = object.__new__(cls)
+        via.protocol = hit.protocol
+        via.transport = hit.transport
+        via.host = hit.host
+        via.port = hit.port
+        via.params = dict(hit.params)
+        return via
+
+    @classmethod
+    def _parse(cls, text: str) -> "Via":
+        m = _VIA_FAST_RE.match(text)
+        if m is not None:
+            name, version = "SIP", "2.0"
+            transport, host, port_text = m.groups()
+        else:
+            m = _VIA_RE.match(text)
+            if m is None:
+                raise RemoteProtocolError(f"Via header: malformed value {text[:60]!r}")
+            name, version, transport, host, port_text = m.groups()
         if host[0] == "[" or not host_ok(host):
             try:
                 check_host(host, "Via sent-by")
@@ -599,11 +640,30 @@ class NameAddr:
     def parse(cls, text: str, where: str = "header") -> "NameAddr":
         """Parse ``[display-name] <uri> *(;param)`` or ``addr-spec *(;param)``.
 
+        Successful parses are cached by text (bounded); each call returns a
+        new object.  The URI itself is parsed on first access of :attr:`uri`.
+
         Raises:
             RemoteProtocolError: unterminated quotes, a non-token unquoted
                 display name, unclosed ``<``, an addr-spec holding ``?`` or
                 ``,`` (RFC 3261 §20 requires ``<>`` then), malformed params.
         """
+        hit = _NAME_ADDR_CACHE.get(text)
+        if hit is None:
+            hit = cls._parse(text, where)
+            if len(_NAME_ADDR_CACHE) >= PARSE_CACHE_SIZE:
+                _NAME_ADDR_CACHE.clear()
+            _NAME_ADDR_CACHE[text] = hit
+        na = object.__new__(cls)
+        na.display_name = hit.display_name
+        na.uri_text = hit.uri_text
+        na._uri = None
+        na.params = dict(hit.params) if hit.params else {}
+        na._where = where
+        return na
+
+    @classmethod
+    def _parse(cls, text: str, where: str) -> "NameAddr":
         m = _NAME_ADDR_FAST_RE.match(text)
         if m is not None:
             # Everyday shape: ["quoted" | token words] <uri> [;params], no escapes.
@@ -942,10 +1002,21 @@ class Message:
             return start + raw + b"\r\n" + body
         if start is None:
             start = self._start_line().encode("utf-8", "surrogateescape") + b"\r\n"
+        # Content-Length always matches the body (RFC 3261 §20.14); the
+        # headers object is left as the user set it.
         cl = str(len(body))
-        if h.get("content-length") != cl:
-            h.set("Content-Length", cl)
-        return start + h.to_bytes() + b"\r\n" + body
+        lines = []
+        have_cl = False
+        for key, name, value in h._items:
+            if key == "content-length":
+                if have_cl:
+                    continue
+                have_cl = True
+                value = cl
+            lines.append(f"{name}: {value}\r\n")
+        if not have_cl:
+            lines.append(f"Content-Length: {cl}\r\n")
+        return start + "".join(lines).encode("utf-8", "surrogateescape") + b"\r\n" + body
 
     def to_bytes(self) -> bytes:
         """Same as ``bytes(msg)``."""

@@ -326,6 +326,9 @@ class SipStack:
                     self.respond(txn, 500, headers=[("Retry-After", str(self._rng.randint(0, 10)))], now=now)
                     return
                 dialog.server_invite = txn
+                dialog.refresh_target(req.contact)  # §12.2.2: target refresh request
+            elif method == "UPDATE":
+                dialog.refresh_target(req.contact)
             elif method == "BYE":
                 self.respond(txn, 200, now=now)
                 self._terminate(dialog, "bye_received", DialogTrigger.BYE)

@@ -40,12 +40,6 @@ class TimerEntry:
         self.kind = kind
         self.active = True
 
-    def __lt__(self, other: "TimerEntry") -> bool:
-        # Ties break on insertion order so equal deadlines fire FIFO.
-        if self.deadline != other.deadline:
-            return self.deadline < other.deadline
-        return self.seq < other.seq
-
     def __repr__(self) -> str:
         state = "active" if self.active else "cancelled"
         return f"<TimerEntry {self.kind} at {self.deadline:.3f} {state}>"
@@ -60,7 +54,9 @@ class TimerHeap:
     __slots__ = ("_heap", "_seq", "_active")
 
     def __init__(self) -> None:
-        self._heap: list[TimerEntry] = []
+        # (deadline, seq, entry): tuples compare in C, and the unique seq breaks
+        # ties FIFO so entries themselves are never compared.
+        self._heap: list[tuple[float, int, TimerEntry]] = []
         self._seq = 0
         self._active = 0
 
@@ -75,7 +71,7 @@ class TimerHeap:
         """
         self._seq += 1
         entry = TimerEntry(deadline, self._seq, callback, kind)
-        heapq.heappush(self._heap, entry)
+        heapq.heappush(self._heap, (deadline, self._seq, entry))
         self._active += 1
         return entry
 
@@ -88,9 +84,9 @@ class TimerHeap:
     def next_deadline(self) -> float | None:
         """Earliest active deadline, or None when nothing is scheduled."""
         heap = self._heap
-        while heap and not heap[0].active:
+        while heap and not heap[0][2].active:
             heapq.heappop(heap)
-        return heap[0].deadline if heap else None
+        return heap[0][0] if heap else None
 
     def pop_due(self, now: float) -> list[TimerEntry]:
         """Remove and return every active entry whose deadline is ``<= now``.
@@ -101,8 +97,8 @@ class TimerHeap:
         """
         heap = self._heap
         due: list[TimerEntry] = []
-        while heap and heap[0].deadline <= now:
-            entry = heapq.heappop(heap)
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)[2]
             if entry.active:
                 entry.active = False
                 self._active -= 1

@@ -289,7 +289,7 @@ class Transaction:
             logger.debug("[%s] %s %s ignores %s in %s", self.call_id, type(self).__name__,
                          self.method, trigger.name, self.state.name)
             return None
-        if new is not self.state:
+        if new is not self.state and logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s] %s %s %s -> %s on %s", self.call_id, type(self).__name__,
                          self.method, self.state.name, new.name, trigger.name)
         return new

@@ -39,6 +39,7 @@ __all__ = [
     "check_host",
     "host_ok",
     "split_params",
+    "clear_uri_cache",
 ]
 
 # RFC 3261 §25.1: escaped = "%" HEXDIG HEXDIG
@@ -470,6 +471,35 @@ class AbsoluteUri:
 Uri = Union[SipUri, TelUri, AbsoluteUri]
 
 
+# Successful parses by text.  The same URIs recur in every message of a call
+# (Request-URI, Contact, From/To addresses), so a hit saves the parse; callers
+# get a private copy, the cached object is never handed out.  Bounded: cleared
+# when full.
+_URI_CACHE: dict[str, Uri] = {}
+URI_CACHE_SIZE = 2048
+
+
+def _clone(uri: Uri) -> Uri:
+    if type(uri) is SipUri:
+        c = object.__new__(SipUri)
+        c.scheme = uri.scheme
+        c.user = uri.user
+        c.password = uri.password
+        c.host = uri.host
+        c.port = uri.port
+        c.params = dict(uri.params) if uri.params else {}
+        c.headers = dict(uri.headers) if uri.headers else {}
+        return c
+    if type(uri) is TelUri:
+        return TelUri(uri.number, uri.params)
+    return uri  # AbsoluteUri has no mutable parts
+
+
+def clear_uri_cache() -> None:
+    """Forget cached URI parses (benchmarks measure cold parses with it)."""
+    _URI_CACHE.clear()
+
+
 def parse_uri(text: str, where: str = "URI") -> Uri:
     """Parse URI text into :class:`SipUri`, :class:`TelUri` or :class:`AbsoluteUri`.
 
@@ -477,9 +507,24 @@ def parse_uri(text: str, where: str = "URI") -> Uri:
         text: the URI without enclosing ``<>``.
         where: names the place for error messages (``"Request-URI"``, ``"To header"``).
 
+    Returns:
+        a new object owned by the caller (repeated texts are served from a
+        bounded cache of earlier successful parses, copied).
+
     Raises:
         RemoteProtocolError: the text is not a URI, or a SIP/tel URI is malformed.
     """
+    hit = _URI_CACHE.get(text)
+    if hit is not None:
+        return _clone(hit)
+    uri = _parse_uri(text, where)
+    if len(_URI_CACHE) >= URI_CACHE_SIZE:
+        _URI_CACHE.clear()
+    _URI_CACHE[text] = _clone(uri)
+    return uri
+
+
+def _parse_uri(text: str, where: str) -> Uri:
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME_RE.match(scheme):
         raise RemoteProtocolError(f"{where}: {text!r} is not a URI (no scheme)")

@@ -6,16 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pathlib
-import shutil
-import tempfile
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, TypeVar
 
 import msgpack
-import pytest
 
 from engine.app import Engine
-from engine.config import Config, parse_config
+from engine.config import Config
 from engine.passwords import hash_password
 
 T = TypeVar("T")

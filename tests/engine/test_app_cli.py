@@ -216,3 +216,35 @@ def test_call_logger_prefixes_call_id(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="engine.calls"):
         log.info("answered by agent %s after %.1f s", "1001", 3.25)
     assert caplog.records[-1].getMessage() == "[abc123] answered by agent 1001 after 3.2 s"
+
+
+def test_ctl_events_subscribe_streams_json_lines(make_config: Any) -> None:
+    import asyncio
+
+    async def main() -> None:
+        async with running_engine(make_config()) as engine:
+            host, port = engine.control_servers[0].address
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "engine.cli", "ctl", "--port", str(port), "--user", "sup",
+                "--password", PASSWORDS["sup"], "--count", "2", "events.subscribe", 'events=["agent.*"]',
+                cwd=ROOT, env=cli_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True)
+            try:
+                for _ in range(400):
+                    if engine.bus.subscriber_count:
+                        break
+                    await asyncio.sleep(0.05)
+                engine.bus.publish("agent.state", {"agent": "1002"}, agent="1002", group="support")  # not sup's
+                engine.bus.publish("agent.state", {"agent": "1001", "state": "ready"}, agent="1001", group="sales")
+                engine.bus.publish("call.ringing", {"agent": "1001"}, group="sales")  # not subscribed
+                engine.bus.publish("agent.login", {"agent": "1001"}, agent="1001", group="sales")
+                out, err = await asyncio.wait_for(proc.communicate(), 30)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            assert proc.returncode == 0, err
+            lines = [json.loads(line) for line in out.decode().splitlines()]
+            assert [(e["event"], e["seq"], e["data"]["agent"]) for e in lines] == [
+                ("agent.state", 1, "1001"), ("agent.login", 2, "1001")]
+    run(main())

@@ -285,3 +285,35 @@ def test_digit_within_speech_still_detected(speech_8k):
     at = signal.size // 2
     signal[at : at + 800] = 0.3 * signal[at : at + 800] + dtmf_tone("6", 100, level_dbm0=-8)
     assert run_detector(signal) == "6"
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+def test_digits_survive_g711_line(codec):
+    from media import g711
+
+    for digit in DIGITS:
+        tone = np.clip(np.rint(dtmf_tone(digit, 60, level_dbm0=-25)), -32768, 32767).astype(np.int16)
+        line = g711.decode(codec, g711.encode(codec, tone))
+        assert run_detector(line.astype(np.float64)) == digit, f"{digit} over {codec}"
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.binary(min_size=0, max_size=6), st.integers(0, 2**32 - 1), st.booleans(),
+                          st.integers(0, 3), st.floats(0, 0.1)), max_size=60))
+def test_receiver_never_raises_and_reports_each_key_once_per_start(packets):
+    rx = Rfc4733Receiver()
+    now = 0.0
+    reported = []
+    for payload, ts, marker, ssrc, dt in packets:
+        now += dt
+        reported += rx.receive(payload, ts, marker, ssrc, now)
+        reported += rx.handle_timer(now)
+    reported += rx.handle_timer(now + 10)
+    assert rx.get_timer() is None
+    starts = sum(1 for p, *_ in packets if len(p) >= 4 and p[0] < 16)
+    assert len(reported) <= starts
+    assert all(d.digit in DIGITS and d.duration_ms >= 0 for d in reported)

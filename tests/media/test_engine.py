@@ -19,6 +19,8 @@ from media.player import ArraySource
 from media.ports import PortAllocator
 from media.rtp import RtcpReceiverReport, RtcpReportBlock, RtcpSenderReport, ReceiveStatistics, RtpPacket, parse_rtcp
 
+pytestmark = pytest.mark.twin  # the engine runs on media.rtpio: both twins, end to end
+
 TONES = {"a": 500.0, "b": 900.0, "prompt": 1300.0}
 
 

@@ -76,6 +76,22 @@ def test_batch_shapes_preserved_and_rows_independent():
     assert int(g711.alaw_encode(np.array(0, np.int16))) == g711.ALAW_SILENCE
 
 
+@pytest.mark.parametrize("shape", [(256,), (2, 128), (255,), (5, 3), (0,), (1,)])
+def test_decode_fast_and_slow_paths_agree(shape):
+    codes = np.resize(ALL_CODES, shape).astype(np.uint8)
+    for decoder, reference in [(g711.ulaw_decode, audioop.ulaw2lin), (g711.alaw_decode, audioop.alaw2lin)]:
+        expected = np.frombuffer(reference(codes.tobytes(), 2), dtype=np.int16).reshape(shape)
+        np.testing.assert_array_equal(decoder(codes), expected)
+        # Non-contiguous input and non-contiguous out= take the slow path.
+        wide = np.zeros(shape[:-1] + (shape[-1] * 2,), np.uint8) if shape else codes
+        if shape and shape[-1]:
+            wide[..., ::2] = codes
+            np.testing.assert_array_equal(decoder(wide[..., ::2]), expected)
+            out = np.zeros(shape[:-1] + (shape[-1] * 2,), np.int16)
+            decoder(codes, out=out[..., ::2])
+            np.testing.assert_array_equal(out[..., ::2], expected)
+
+
 def test_non_contiguous_views_are_handled():
     batch = np.arange(-16000, 16000, 100, dtype=np.int16).reshape(20, 16)
     view = batch[::2, 1::3]

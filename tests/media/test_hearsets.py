@@ -16,6 +16,8 @@ from media.engine import MediaConfig, MediaEngine
 from media.player import MusicSource
 from media.room import HearSet
 
+pytestmark = pytest.mark.twin  # the engine runs on media.rtpio: both twins, end to end
+
 TONES = {"caller": 400.0, "agent": 700.0, "supervisor": 1100.0, "music": 1500.0, "consulted": 1900.0}
 TICKS = 70  # 1.4 s; the FFT uses the last 60 frames (1.2 s)
 
@@ -185,3 +187,36 @@ def test_row_changes_mid_call(rig) -> None:
     engine.apply_hear_set("call", HearSet.TWO_PARTY, caller="caller", agent="agent")
     run()
     assert hears("caller") == {"agent"} and hears("agent") == {"caller"}
+
+
+@pytest.mark.parametrize("row", [HearSet.TWO_PARTY, HearSet.HOLD, HearSet.THREE_WAY, HearSet.LISTEN, HearSet.WHISPER])
+def test_recording_file_channels(rig, tmp_path, row) -> None:
+    """The real recorder (media.recorder, stereo WAV in per-day folders) keeps the
+    caller on the left and the agent on the right through every row."""
+    import datetime
+
+    import soundfile
+
+    from media.recorder import Recorder
+
+    engine, add, run, hears = rig
+    for name in ("caller", "agent", "supervisor"):
+        add(name)
+    _room(engine, "call", "caller", "agent", "supervisor")
+    engine.play(SineSource(TONES["music"]), room_id="call", player_id="music")
+    engine.apply_hear_set("call", HearSet.THREE_WAY, caller="caller", agent="agent", supervisor="supervisor")
+    engine.set_hearing("call", "music", heard_by=set())
+    engine.apply_hear_set("call", row, caller="caller", agent="agent", supervisor="supervisor", music="music")
+    recorder = Recorder(tmp_path, fmt="wav", stereo=True)
+    try:
+        rid = recorder.start("call-1", datetime.datetime(2026, 11, 23, 10, 0, tzinfo=datetime.timezone.utc))
+        engine.record("call", "rec", recorder, [["caller"], ["agent"]], recording_id=rid)
+        run()
+        result = engine.stop_recording("call", "rec").result(timeout=10)
+    finally:
+        recorder.close()
+    assert result.path.parent == tmp_path / "2026" / "11" / "23"
+    audio, rate = soundfile.read(result.path, dtype="int16")
+    assert rate == 8000 and audio.shape == (TICKS * 160, 2)
+    assert heard(audio[1600:, 0], TONES) == {"caller"}
+    assert heard(audio[1600:, 1], TONES) == {"agent"}

@@ -220,3 +220,24 @@ def test_bad_payload_counted_not_raised():
 def test_bad_configuration_is_local_error():
     with pytest.raises(LocalMediaError, match="does not fit"):
         JitterBuffer(max_depth_ms=2000, capacity_frames=16)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), st.sampled_from([0, 80, 160, 320, 480]),
+                          st.floats(0, 0.05), st.booleans(), st.booleans()), max_size=80))
+def test_arbitrary_packet_streams_never_break_the_output(events):
+    jb = JitterBuffer()
+    now = 0.0
+    for seq, ts, size, dt, marker, do_get in events:
+        now += dt
+        jb.put(seq, ts, np.full(size, 7, np.int16), now, marker=marker)
+        if do_get:
+            frame, kind = jb.get(now)
+            assert frame.shape == (160,) and frame.dtype == np.int16 and isinstance(kind, FrameKind)
+    s = jb.stats
+    assert s.played + s.concealed + s.silence + s.inserted_for_depth >= 0
+    assert s.received + s.malformed == len(events)

@@ -233,3 +233,25 @@ def test_file_readable_after_sigkill_mid_call(tmp_path, fmt):
     assert 3.0 <= x.shape[0] / 8000 <= 3.6
     assert level(x[:8000, 0], 1000) > 30 * level(x[:8000, 0], 600)
     assert level(x[:8000, 1], 600) > 30 * level(x[:8000, 1], 1000)
+
+
+def test_open_failure_is_reported_not_raised(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    rec = Recorder(blocker)
+    try:
+        rid = rec.start("c", WHEN)
+        assert rec.write(rid, tone_frames(1000, 1)[0], tone_frames(600, 1)[0])
+        res = rec.stop(rid).result(10)
+    finally:
+        rec.close()
+    assert res.error and "cannot open" in res.error and res.path is None and res.duration_s == 0
+
+
+def test_closed_recorder_refuses_new_work(tmp_path):
+    from media.errors import RecorderError
+
+    rec = Recorder(tmp_path)
+    rec.close()
+    with pytest.raises(RecorderError, match="recorder is closed"):
+        rec.start("c", WHEN)

@@ -6,7 +6,7 @@ import pytest
 
 from media.dtmf import DBM0_AMPLITUDE
 from media.errors import LocalMediaError
-from media.tones import COUNTRIES, KINDS, Tone, ToneSource, render_cycle, tone
+from media.tones import COUNTRIES, KINDS, Tone, ToneSource, tone
 
 
 def collect(src: ToneSource, frames: int) -> np.ndarray:

@@ -229,6 +229,7 @@ def test_unknown_dialog_481_and_bad_input_400_or_drop():
 def test_options_answered_and_in_dialog_requests(pair):
     a, b, link = pair
     txn = a.request("OPTIONS", URI_B, 0.0)
+    assert txn.method == "OPTIONS" and txn.transport == "UDP"
     link.pump()
     resp = [e for e in events(a) if isinstance(e, ResponseReceived)][0].response
     assert resp.status_code == 200 and "INVITE" in resp.allow
@@ -336,3 +337,17 @@ def test_client_timeout_event(pair):
     link.advance(32.5)
     ev = [e for e in events(a) if isinstance(e, TransactionTimedOut)]
     assert [(e.method, e.reason) for e in ev] == [("OPTIONS", "timer F")]
+
+
+def test_uas_refreshes_target_on_reinvite(pair):
+    a, b, link = pair
+    _, eva, evb, _ = call(a, b, link)
+    da = [e for e in eva if isinstance(e, DialogEstablished)][0].dialog
+    db = [e for e in evb if isinstance(e, DialogEstablished)][0].dialog
+    assert db.remote_target == "sip:alice@127.0.0.1:5001"
+    a.contact = "<sip:alice@127.0.0.1:5001;moved>"
+    da.local_contact = a.contact
+    a.request_in_dialog(da, "INVITE", link.now, body=SDP, content_type="application/sdp")
+    link.pump()
+    got = [e for e in events(b) if isinstance(e, RequestReceived)]
+    assert got[0].dialog is db and db.remote_target == "sip:alice@127.0.0.1:5001;moved"

@@ -114,3 +114,18 @@ def test_after_hours_duty_numbers_then_voicemail():
         targets.append(t.target)
         c.send(E.TransferCompleted(t.request_id, False, "no_answer"))
     assert targets == ["+33611111111", "+33622222222"] and c.node == "voicemail"
+
+
+def test_example_prompts_are_real_speech_audio():
+    import numpy as np
+    import soundfile as sf
+    files = sorted((EXAMPLES / "prompts").rglob("*.wav"))
+    assert {f.parent.name for f in files} == {"en", "fr"} and len(files) == 16
+    for path in files:
+        data, rate = sf.read(path, dtype="float64")
+        assert rate == 8000 and data.ndim == 1, path
+        assert 0.5 < len(data) / rate < 10, path                       # a spoken sentence
+        assert np.sqrt(np.mean(data ** 2)) > 0.01, f"{path} is silent"
+    # every language directory holds the same prompt names
+    names = {lang: {f.stem for f in files if f.parent.name == lang} for lang in ("en", "fr")}
+    assert names["en"] == names["fr"]
