@@ -1,0 +1,854 @@
+"""The inbound call path: SIP + media + ACD wired into one engine service.
+
+Theory of operation
+-------------------
+:class:`CallCentre` is an :class:`engine.app.Service`.  ``start`` binds a
+:class:`sip.useragent.SipEndpoint` on the configured listener (UDP and TCP
+share the port of the first ``[[sip.listen]]`` entry) with a
+:class:`sip.registrar.Registrar` doing digest auth (RFC 3261 §22.4), starts
+a :class:`media.engine.MediaEngine` ticking on the loop and builds the ACD
+(``engine.acd.Acd``) from ``[queues]``, ``[skills]`` and ``[groups]``.
+
+Phone credentials (hot-desking): the configuration keeps only scrypt
+hashes, and digest needs the clear password or HA1.  So an agent's phone
+credentials come into being at ``agent.login``: the password is verified
+against the agent's hash and HA1 = MD5(extension:realm:password) (and the
+same for the agent number as user) is kept in memory until logout.  A
+phone registers as ``sip:<extension>@<anything>`` with digest user
+``<extension>`` and the agent's password.
+
+A trunk INVITE (RFC 3261 §13.3) is routed like this:
+
+1. source address → trunk (``host`` or ``accept_networks``), else 403;
+2. Request-URI user → ``[[routes]]`` (exact number, or prefix ending in
+   ``*``), else 404;
+3. SDP offer → answer through :class:`sip.sdp.SdpSession` on a new media
+   leg (RFC 3264 §6); nothing acceptable → 488;
+4. 200 OK with the answer; music on hold on the caller leg; the caller's
+   history is read from the store (screen pop) and the call enqueued in the
+   ACD (destination ``queue:NAME``; other destinations answer 503 for now).
+
+ACD decisions drive the rest: ``OFFER`` reserves an agent and sends an
+INVITE (with our SDP offer) to the contact its phone registered, from the
+address the REGISTER came from (RFC 3581); ``call.ringing`` goes to the
+agent's desktop with the screen pop.  A 2xx bridges caller and agent in a
+room (two-party hear set: each hears the other), records caller left /
+agent right when ``[recording] mode = "all"``, and the ACD marks the agent
+busy.  Ring no answer after the queue's ``ring_timeout_s``: CANCEL, the ACD
+excludes that agent for the caller, sets it not ready and offers the next
+one.  A BYE from either side ends the other leg; the agent goes to wrap-up
+for ``wrapup_s`` (agent, else queue) and then ready.  Every call writes a
+``cdr`` row, ``queue_log`` rows and ``agent_state_log`` rows (with the
+duration of the state left).
+
+Everything runs on the loop thread: SIP and media callbacks, ACD timers and
+control ops.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from engine.acd import Acd
+from engine.acd_types import AgentState, DecisionKind, QueueConfig, Strategy, Tier
+from engine.app import CallLogger
+from engine.calls import AgentRecord, Call, CallLeg, CallState, CallTrigger
+from engine.config import Config, parse_destination
+from engine.errors import Conflict, Forbidden, InvalidArgs, NotFound
+from media.engine import MediaConfig, MediaEngine
+from media.events import MediaEvent, PlaybackFinished
+from media.player import MusicSource
+from media.rtp import PayloadTypeMap
+from sip.errors import NoCommonCodecError, SdpError
+from sip.events import (
+    DialogTerminated, Event, RegistrationChanged, RequestReceived, ResponseReceived, TransactionTimedOut,
+)
+from sip.registrar import DigestAuthenticator, Registrar
+from sip.sdp import SdpSession, SessionDescription
+from sip.useragent import SipEndpoint
+
+logger = logging.getLogger("engine.callpath")
+
+_STATE_LABEL = {int(s): s.label for s in AgentState}
+
+
+def music_on_hold_frames(seconds: float = 4.0) -> np.ndarray:
+    """A quiet two-note loop (-24 dBFS, 392/523 Hz) used when no music file is configured."""
+    t = np.arange(int(8000 * seconds)) / 8000.0
+    note = np.where((t % 1.0) < 0.5, 392.0, 523.25)
+    phase = 2 * np.pi * np.cumsum(note) / 8000.0
+    return (2000 * np.sin(phase)).astype(np.int16)
+
+
+def sdp_payload_types(sd: SessionDescription) -> PayloadTypeMap:
+    """The payload map of the first audio stream of ``sd`` (for ``MediaEngine.create_leg``)."""
+    m = next(m for m in sd.media if m.media == "audio")
+    rtpmap = {pt: f"{name}/{rate}" for pt, (name, rate, _ch) in m.rtpmap.items()}
+    return PayloadTypeMap.from_sdp([int(f) for f in m.formats if f.isdigit()], rtpmap)
+
+
+def number_matches(pattern: str, number: str) -> bool:
+    """``[[routes]] dialed_number`` matching: exact, ``+49*`` prefix, or ``*`` (anything)."""
+    if pattern.endswith("*"):
+        return number.startswith(pattern[:-1])
+    return number == pattern
+
+
+def aor_user(aor: str) -> str:
+    """``"sip:2001@host"`` → ``"2001"``."""
+    rest = aor.split(":", 1)[-1]
+    return rest.split("@", 1)[0] if "@" in rest else ""
+
+
+class CallCentre:
+    """The SIP, media and call-path service (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+        self.config: Config | None = None
+        self.endpoint: SipEndpoint | None = None
+        self.registrar: Registrar | None = None
+        self.media: MediaEngine | None = None
+        self.acd: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.calls: dict[str, Call] = {}
+        self.calls_by_acd: dict[int, Call] = {}
+        self.agents: dict[str, AgentRecord] = {}
+        self.agents_by_acd: dict[int, AgentRecord] = {}
+        self.queue_ids: dict[str, int] = {}
+        self.queue_names: dict[int, str] = {}
+        self.credentials: dict[str, str] = {}
+        self.recorder: Any = None
+        self._invites: dict[int, str] = {}  # id(client INVITE txn) -> call id
+        self._acd_timer: asyncio.TimerHandle | None = None
+        self._next_caller = 1
+        self._session_seq = 0
+        self._moh = music_on_hold_frames()
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, engine: Any) -> None:
+        self.engine = engine
+        self.config = cfg = engine.config
+        self.loop = asyncio.get_running_loop()
+        udp = next((lst for lst in cfg.sip.listen if lst.transport == "udp"), cfg.sip.listen[0])
+        has_tcp = any(lst.transport == "tcp" for lst in cfg.sip.listen)
+        auth = DigestAuthenticator(cfg.sip.domain, lookup_ha1=self._lookup_ha1)
+        self.registrar = Registrar(auth, min_expires_s=cfg.sip.registration_min_expires_s,
+                                   max_expires_s=cfg.sip.registration_max_expires_s)
+        self.endpoint = SipEndpoint(udp.host, udp.port, on_event=self._on_sip, tcp=has_tcp,
+                                    registrar=self.registrar, user="ctiengine", user_agent=cfg.sip.user_agent)
+        await self.endpoint.start()
+        logger.info("SIP listening on %s:%d (udp%s)", *self.endpoint.address, "+tcp" if has_tcp else "")
+        m = cfg.media
+        self.media = MediaEngine(MediaConfig(host=m.host, port_range=(m.rtp_port_min, m.rtp_port_max)),
+                                 on_event=self._on_media)
+        try:
+            await self.media.start()
+            self._build_acd()
+            if cfg.recording.mode != "none":
+                from media.recorder import Recorder
+
+                self.recorder = Recorder(cfg.resolve_path(cfg.recording.path), fmt=cfg.recording.format,
+                                         stereo=cfg.recording.stereo, min_length_s=cfg.recording.min_length_s,
+                                         max_length_s=cfg.recording.max_length_s or None)
+        except BaseException:
+            await self.endpoint.stop()
+            await self.media.stop()
+            raise
+        engine.add_counter("registrations", self.registration_count)
+        engine.add_counter("legs", lambda: len(self.media.legs) if self.media else 0)
+        engine.add_counter("calls", lambda: len(self.calls))
+        engine.add_snapshot("agents", self._snapshot_agents)
+        engine.add_snapshot("calls", self._snapshot_calls)
+        engine.add_snapshot("queues", self._snapshot_queues)
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            self.hangup(call, "shutdown")
+        if self._acd_timer is not None:
+            self._acd_timer.cancel()
+        for rec in self.agents.values():
+            if rec.wrapup_timer is not None:
+                rec.wrapup_timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.sleep(0.05)  # let the BYEs leave
+        if self.endpoint is not None:
+            await self.endpoint.stop()
+        if self.media is not None:
+            await self.media.stop()
+        if self.recorder is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.recorder.close)
+
+    def registration_count(self) -> int:
+        loc = self.registrar.location if self.registrar else None
+        return sum(len(loc.lookup(a)) for a in loc.aors()) if loc else 0
+
+    def now(self) -> float:
+        assert self.loop is not None
+        return self.loop.time()
+
+    # ------------------------------------------------------------------ configuration → ACD
+    def _build_acd(self) -> None:
+        cfg = self.config
+        assert cfg is not None
+        self.acd = Acd()
+        skills = {name: i for i, name in enumerate(sorted(cfg.skills))}
+        groups = {name: i for i, name in enumerate(sorted(cfg.groups))}
+        self._skill_ids, self._group_ids = skills, groups
+        for qid, (name, q) in enumerate(sorted(cfg.queues.items())):
+            tiers = [Tier(0.0, tuple((skills[s], lv) for s, lv in q.skills.items() if s in skills),
+                          tuple(groups[g] for g in q.groups if g in groups))]
+            for t in q.tiers:
+                tiers.append(Tier(float(t.after_s), tuple((skills[s], lv) for s, lv in t.skills.items() if s in skills),
+                                  tuple(groups[g] for g in t.groups if g in groups)))
+            self.acd.add_queue(qid, QueueConfig(strategy=Strategy.from_name(q.strategy), tiers=tuple(tiers),
+                                                timeout_s=float(q.timeout_s), max_length=q.max_length))
+            self.queue_ids[name] = qid
+            self.queue_names[qid] = name
+        for aid, (number, a) in enumerate(sorted(cfg.agents.items())):
+            rec = AgentRecord(number, a.tenant, aid)
+            self.agents[number] = rec
+            self.agents_by_acd[aid] = rec
+
+    # ------------------------------------------------------------------ credentials
+    def _lookup_ha1(self, user: str, realm: str, algorithm: str) -> str | None:
+        if algorithm.upper() != "MD5":
+            return None
+        return self.credentials.get(user)
+
+    def _set_credentials(self, rec: AgentRecord, password: str) -> None:
+        realm = self.config.sip.domain  # type: ignore[union-attr]
+        for user in {rec.number, rec.extension} - {""}:
+            self.credentials[user] = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
+
+    # ------------------------------------------------------------------ agent operations
+    def agent(self, number: str) -> AgentRecord:
+        rec = self.agents.get(number)
+        if rec is None:
+            raise NotFound(f"no agent {number!r}")
+        return rec
+
+    async def login(self, number: str, password: str, extension: str) -> AgentRecord:
+        from engine.passwords import verify_password
+
+        cfg = self.config
+        assert cfg is not None
+        rec = self.agent(number)
+        conf = cfg.agents[number]
+        ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, conf.password)
+        if not ok:
+            raise Forbidden(f"wrong password for agent {number}")
+        extension = extension or conf.extension
+        if not extension:
+            raise InvalidArgs(f"agent {number} has no default extension: give one")
+        for other in self.agents.values():
+            if other is not rec and other.state != "logged_out" and other.extension == extension:
+                raise Conflict(f"extension {extension} is in use by agent {other.number}")
+        if rec.state != "logged_out":
+            raise Conflict(f"agent {number} is already logged in on extension {rec.extension}")
+        rec.extension = extension
+        self._set_credentials(rec, password)
+        self.acd.login(rec.acd_id, self.now(),
+                       skills={self._skill_ids[s]: lv for s, lv in conf.skills.items() if s in self._skill_ids},
+                       groups=[self._group_ids[g] for g in conf.groups if g in self._group_ids])
+        self._sync_agent(rec)
+        self._pump()
+        return rec
+
+    def logout(self, rec: AgentRecord) -> None:
+        if rec.state == "logged_out":
+            raise Conflict(f"agent {rec.number} is not logged in")
+        if rec.state in ("busy",):
+            raise Conflict(f"agent {rec.number} is on a call")
+        self._cancel_wrapup(rec)
+        self.acd.logout(rec.acd_id, self.now())
+        for user in (rec.number, rec.extension):
+            self.credentials.pop(user, None)
+        self._pump()
+        self._sync_agent(rec)
+        rec.extension = ""
+
+    def set_ready(self, rec: AgentRecord) -> None:
+        if rec.state == "wrapup":
+            return self.wrapup_done(rec)
+        if rec.state != "not_ready":
+            raise Conflict(f"agent {rec.number} is {rec.state}, not not_ready")
+        rec.reason_code = ""
+        self.acd.ready(rec.acd_id, self.now())
+        self._sync_agent(rec)
+        self._pump()
+
+    def set_not_ready(self, rec: AgentRecord, reason_code: str) -> None:
+        if rec.state not in ("ready", "wrapup", "not_ready"):
+            raise Conflict(f"agent {rec.number} is {rec.state}")
+        if rec.state == "wrapup":
+            self._cancel_wrapup(rec)
+            self.acd.wrapup_done(rec.acd_id, self.now())
+            self._pump()
+        if rec.state != "not_ready" and self.acd.agent_state(rec.acd_id) != AgentState.NOT_READY:
+            self.acd.not_ready(rec.acd_id, self.now())
+        rec.reason_code = reason_code
+        self._sync_agent(rec, force=True)
+        self._pump()
+
+    def wrapup_done(self, rec: AgentRecord) -> None:
+        if rec.state != "wrapup":
+            raise Conflict(f"agent {rec.number} is {rec.state}, not in wrapup")
+        self._cancel_wrapup(rec)
+        self.acd.wrapup_done(rec.acd_id, self.now())
+        self._sync_agent(rec)
+        self._pump()
+
+    def _cancel_wrapup(self, rec: AgentRecord) -> None:
+        if rec.wrapup_timer is not None:
+            rec.wrapup_timer.cancel()
+            rec.wrapup_timer = None
+
+    def _sync_agent(self, rec: AgentRecord, *, force: bool = False) -> None:
+        """Mirror the ACD's agent state; log and publish a change."""
+        state = _STATE_LABEL[self.acd.agent_state(rec.acd_id)]
+        if state == rec.state and not force:
+            return
+        now = time.time()
+        previous, duration = rec.state, now - rec.since
+        rec.state, rec.since = state, now
+        if state != "not_ready":
+            rec.reason_code = ""
+        if state not in ("reserved", "busy", "wrapup"):
+            rec.call_id = ""
+        self._store("agent_state_log", {"ts": now, "tenant": rec.tenant, "agent": rec.number, "state": state,
+                                        "previous_state": previous, "duration_s": round(duration, 3),
+                                        "reason_code": rec.reason_code, "call_id": rec.call_id,
+                                        "extension": rec.extension})
+        self.engine.bus.publish("agent.state", {**rec.describe(), "previous_state": previous},
+                                tenant=rec.tenant, agent=rec.number,
+                                groups=self.config.agents[rec.number].groups)  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ store helpers
+    def _store(self, table: str, row: dict[str, Any]) -> None:
+        store = self.engine.store
+        if store is not None:
+            store.append(table, row)
+
+    def _queue_log(self, call: Call, event: str, **extra: Any) -> None:
+        import json
+
+        agent = extra.pop("agent", "")
+        self._store("queue_log", {"ts": time.time(), "tenant": call.tenant, "call_id": call.call_id,
+                                  "queue": call.queue, "event": event, "agent": agent,
+                                  "position": extra.pop("position", None), "wait_s": extra.pop("wait_s", None),
+                                  "data": json.dumps(extra)})
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ SIP events
+    def _on_sip(self, ev: Event) -> None:
+        try:
+            if isinstance(ev, RequestReceived):
+                if ev.request.method == "INVITE" and ev.dialog is None:
+                    self._incoming_invite(ev)
+                elif ev.dialog is not None:
+                    self.endpoint.respond(ev.transaction, 200)  # INFO, re-INVITE refresh ...
+                else:
+                    self.endpoint.respond(ev.transaction, 405)
+            elif isinstance(ev, ResponseReceived):
+                self._invite_response(ev)
+            elif isinstance(ev, TransactionTimedOut):
+                call_id = self._invites.pop(id(ev.transaction), None)
+                if call_id and call_id in self.calls:
+                    self._agent_failed(self.calls[call_id], "timeout", no_answer=True)
+            elif isinstance(ev, DialogTerminated):
+                self._dialog_ended(ev)
+            elif isinstance(ev, RegistrationChanged):
+                logger.info("registration %s: %s (%d contacts)", ev.aor, ev.reason, len(ev.contacts))
+        except Exception:
+            logger.exception("call path failed handling %r", type(ev).__name__)
+
+    def _trunk_for(self, host: str) -> Any:
+        import ipaddress
+
+        for t in self.config.trunks.values():  # type: ignore[union-attr]
+            if t.host == host:
+                return t
+            for net in t.accept_networks:
+                try:
+                    if ipaddress.ip_address(host) in ipaddress.ip_network(net, strict=False):
+                        return t
+                except ValueError:
+                    continue
+        return None
+
+    def _incoming_invite(self, ev: RequestReceived) -> None:
+        req, ep, cfg = ev.request, self.endpoint, self.config
+        assert ep is not None and cfg is not None and self.media is not None
+        log = CallLogger(logger, {"call_id": req.call_id})
+        trunk = self._trunk_for(ev.source[0])
+        if trunk is None:
+            log.warning("INVITE from %s:%d: not a configured trunk", *ev.source)
+            ep.respond(ev.transaction, 403, "Forbidden (not a trunk)")
+            return
+        dialed = getattr(req.uri, "user", None) or ""
+        caller_number = getattr(req.from_.uri, "user", None) or ""
+        route = next((r for r in cfg.routes if r.tenant == trunk.tenant and number_matches(r.dialed_number, dialed)),
+                     None)
+        if route is None:
+            log.info("no route for dialed number %r from trunk %s: 404", dialed, trunk.name)
+            ep.respond(ev.transaction, 404, "Not Found (no route for this number)")
+            return
+        dest = parse_destination(route.destination)
+        if dest.kind != "queue" or dest.target not in self.queue_ids:
+            log.warning("route %s → %s is not supported by the call path yet: 503", dialed, route.destination)
+            ep.respond(ev.transaction, 503, "Service Unavailable (destination not supported)")
+            return
+        try:
+            offer = SessionDescription.parse(req.body)
+        except (SdpError, ValueError) as exc:
+            ep.respond(ev.transaction, 400, f"Bad Request (SDP: {exc})"[:100])
+            return
+        leg_id = f"{req.call_id}/caller"
+        self._session_seq += 1
+        sdp = SdpSession(cfg.media.host, int(time.time()) * 1000 + self._session_seq)
+        try:
+            pmap = sdp_payload_types(offer)
+            leg = self.media.create_leg(leg_id, call_id=req.call_id, tenant=trunk.tenant, payload_types=pmap)
+        except Exception as exc:  # no audio stream / no supported codec in the map
+            log.info("no acceptable media in offer (%s): 488", exc)
+            ep.respond(ev.transaction, 488, "Not Acceptable Here")
+            return
+        try:
+            answer, neg = sdp.answer(offer, leg.local_port)
+            self.media.update_leg(leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
+                                  codec=neg.codec)
+        except (NoCommonCodecError, SdpError, Exception) as exc:
+            self.media.destroy_leg(leg_id)
+            log.info("no common codec (%s): 488", exc)
+            ep.respond(ev.transaction, 488, "Not Acceptable Here")
+            return
+        dialog = ep.respond(ev.transaction, 200, body=bytes(answer), content_type="application/sdp")
+        call = Call(req.call_id, trunk.tenant, caller_number, dialed, trunk.name, route.dialed_number,
+                    queue=dest.target, acd_id=self._next_caller)
+        self._next_caller += 1
+        call.caller = CallLeg(leg_id, "caller", dialog=dialog, sdp=sdp, media_open=True)
+        if dialog is not None:
+            dialog.data = (call.call_id, "caller")
+        self.calls[call.call_id] = call
+        self.calls_by_acd[call.acd_id] = call
+        call.moh_player = self.media.play(MusicSource(self._moh), leg_id=leg_id)
+        log.info("trunk %s: %s → %s answered (%s), queue %s", trunk.name, caller_number, dialed, neg.codec,
+                 call.queue)
+        self._spawn(self._enqueue(call))
+
+    async def _enqueue(self, call: Call) -> None:
+        store = self.engine.store
+        if store is not None:
+            try:
+                rows = await store.aselect("cdr", {"tenant": call.tenant, "caller_number": call.caller_number})
+            except Exception:
+                logger.exception("[%s] history lookup failed", call.call_id)
+                rows = []
+            last = rows[-1] if rows else {}
+            call.variables["history"] = {"calls": len(rows), "last_agent": last.get("agent", ""),
+                                         "last_notes": last.get("notes", "")}
+        if call.state is not CallState.ROUTING:
+            return
+        call.fire(CallTrigger.QUEUE)
+        call.queued_ts = time.time()
+        qid = self.queue_ids[call.queue]
+        self.acd.enqueue(call.acd_id, qid, self.now())
+        self._queue_log(call, "enqueued", position=self.acd.queue_length(qid))
+        self._pump()
+        self._queue_stats(call.queue)
+
+    def _queue_stats(self, queue: str) -> None:
+        qid = self.queue_ids[queue]
+        q = self.config.queues[queue]  # type: ignore[union-attr]
+        waiting = [self.calls_by_acd[c] for c in self.acd.waiting_callers(qid) if c in self.calls_by_acd]
+        now = time.time()
+        self.engine.bus.publish("queue.stats", {
+            "queue": queue, "waiting": len(waiting),
+            "longest_wait_s": round(max((now - c.queued_ts for c in waiting if c.queued_ts), default=0.0), 3),
+            "free_agents": len(self.acd.free_agents(qid))}, tenant=q.tenant, queue=queue, groups=q.groups)
+
+    # ------------------------------------------------------------------ ACD decisions
+    def _pump(self) -> None:
+        """Carry out every pending ACD decision, then re-arm the ACD timer."""
+        for d in self.acd.pop_decisions():
+            kind = d[0]
+            try:
+                if kind == DecisionKind.OFFER:
+                    self._offer(self.calls_by_acd[d[1]], self.agents_by_acd[d[2]])
+                elif kind == DecisionKind.OFFER_CANCELLED:
+                    call = self.calls_by_acd.get(d[1])
+                    if call is not None:
+                        self._stop_ringing(call)
+                    self._sync_agent(self.agents_by_acd[d[2]])
+                elif kind == DecisionKind.AGENT_NOT_READY:
+                    rec = self.agents_by_acd[d[1]]
+                    rec.reason_code = "ring_no_answer"
+                    self._sync_agent(rec, force=True)
+                elif kind in (DecisionKind.TIMEOUT, DecisionKind.QUEUE_FULL):
+                    call = self.calls_by_acd.get(d[1])
+                    if call is not None:
+                        reason = "queue_timeout" if kind == DecisionKind.TIMEOUT else "queue_full"
+                        self._queue_log(call, reason)
+                        self.hangup(call, reason)
+            except Exception:
+                logger.exception("ACD decision %r failed", d)
+        if self._acd_timer is not None:
+            self._acd_timer.cancel()
+            self._acd_timer = None
+        deadline = self.acd.next_deadline()
+        if deadline != float("inf"):
+            self._acd_timer = self.loop.call_at(deadline, self._acd_due)  # type: ignore[union-attr]
+
+    def _acd_due(self) -> None:
+        self._acd_timer = None
+        self.acd.advance(self.now())
+        self._pump()
+
+    def _contact_of(self, extension: str) -> Any:
+        loc = self.registrar.location if self.registrar else None
+        if loc is None:
+            return None
+        for aor in loc.aors():
+            if aor_user(aor) == extension:
+                bindings = loc.lookup(aor)
+                if bindings:
+                    return bindings[0]
+        return None
+
+    def _offer(self, call: Call, rec: AgentRecord) -> None:
+        cfg, ep, media = self.config, self.endpoint, self.media
+        assert cfg is not None and ep is not None and media is not None
+        log = CallLogger(logger, {"call_id": call.call_id})
+        call.fire(CallTrigger.OFFER)
+        rec.call_id = call.call_id
+        self._sync_agent(rec)
+        binding = self._contact_of(rec.extension)
+        if binding is None:
+            log.warning("agent %s: extension %s is not registered; set not ready", rec.number, rec.extension)
+            self.acd.decline(call.acd_id, rec.acd_id, self.now())
+            self.acd.not_ready(rec.acd_id, self.now())
+            rec.reason_code = "phone_unregistered"
+            self._sync_agent(rec, force=True)
+            call.fire(CallTrigger.REQUEUE)
+            return
+        call.offered_agent = rec.number
+        call.ring_started_ts = time.time()
+        leg_id = f"{call.call_id}/agent-{rec.number}-{call.ring_no_answer_count}"
+        self._session_seq += 1
+        sdp = SdpSession(cfg.media.host, int(time.time()) * 1000 + self._session_seq)
+        leg = media.create_leg(leg_id, call_id=call.call_id, tenant=call.tenant)
+        offer = sdp.offer(leg.local_port)
+        host, port = ep.address
+        txn = ep.invite(binding.contact, dest=binding.source, transport=binding.transport,
+                        from_=f"<sip:{call.caller_number or 'anonymous'}@{host}:{port}>",
+                        to=f"<sip:{rec.extension}@{cfg.sip.domain}>",
+                        headers=[("X-Call-Id", call.call_id)], body=bytes(offer), content_type="application/sdp")
+        call.agent_leg = CallLeg(leg_id, "agent", invite_txn=txn, sdp=sdp, media_open=True)
+        self._invites[id(txn)] = call.call_id
+        q = cfg.queues[call.queue]
+        call.ring_timer = self.loop.call_later(q.ring_timeout_s, self._ring_no_answer, call.call_id)  # type: ignore
+        self._queue_log(call, "offered", agent=rec.number)
+        log.info("offering to agent %s at %s (%s)", rec.number, binding.contact, binding.source)
+        self.engine.bus.publish("call.ringing", self._screen_pop(call, rec), tenant=call.tenant, agent=rec.number,
+                                queue=call.queue, groups=q.groups)
+
+    def _screen_pop(self, call: Call, rec: AgentRecord) -> dict[str, Any]:
+        history = call.variables.get("history", {"calls": 0, "last_agent": "", "last_notes": ""})
+        return {**call.describe(), "agent": rec.number, "extension": rec.extension,
+                "variables": {k: v for k, v in call.variables.items() if k != "history"},
+                "attached_data": call.data, "history": history}
+
+    def _stop_ringing(self, call: Call) -> None:
+        """CANCEL the INVITE to the offered agent (or BYE a late answer) and drop its media leg."""
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+            call.ring_timer = None
+        leg = call.agent_leg
+        if leg is None or call.state is CallState.TALKING:
+            return
+        call.agent_leg = None
+        if call.ring_started_ts is not None:
+            call.ring_s += time.time() - call.ring_started_ts
+            call.ring_started_ts = None
+        if leg.invite_txn is not None:
+            self._invites.pop(id(leg.invite_txn), None)
+            try:
+                self.endpoint.cancel(leg.invite_txn)  # type: ignore[union-attr]
+            except Exception as exc:
+                logger.debug("[%s] CANCEL not sent: %s", call.call_id, exc)
+        self._drop_leg(leg)
+        call.offered_agent = ""
+
+    def _drop_leg(self, leg: CallLeg) -> None:
+        if leg.media_open and self.media is not None and leg.leg_id in self.media.legs:
+            self.media.destroy_leg(leg.leg_id)
+        leg.media_open = False
+        leg.ended = True
+
+    def _ring_no_answer(self, call_id: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.state is not CallState.OFFERING:
+            return
+        call.ring_timer = None
+        self._agent_failed(call, "ring_no_answer", no_answer=True)
+
+    def _agent_failed(self, call: Call, why: str, *, no_answer: bool) -> None:
+        rec = self.agents.get(call.offered_agent)
+        if rec is None or call.state is not CallState.OFFERING:
+            return
+        CallLogger(logger, {"call_id": call.call_id}).info("agent %s: %s", rec.number, why)
+        self._stop_ringing(call)
+        call.fire(CallTrigger.REQUEUE)
+        if no_answer:
+            call.ring_no_answer_count += 1
+        self._queue_log(call, why, agent=rec.number)
+        if no_answer:
+            self.acd.no_answer(call.acd_id, rec.acd_id, self.now())
+        else:
+            self.acd.decline(call.acd_id, rec.acd_id, self.now())
+        self._sync_agent(rec)
+        self._pump()
+
+    def _invite_response(self, ev: ResponseReceived) -> None:
+        status = ev.response.status_code
+        call_id = self._invites.get(id(ev.transaction))
+        call = self.calls.get(call_id or "")
+        if call is None:
+            if 200 <= status < 300 and ev.dialog is not None:
+                self.endpoint.bye(ev.dialog)  # type: ignore[union-attr]  (answered after we gave up)
+            return
+        if status < 200:
+            return
+        self._invites.pop(id(ev.transaction), None)
+        if status >= 300:
+            if call.agent_leg is not None:
+                call.agent_leg.invite_txn = None
+            self._agent_failed(call, f"rejected_{status}", no_answer=False)
+            return
+        self._answered(call, ev)
+
+    def _answered(self, call: Call, ev: ResponseReceived) -> None:
+        media, leg = self.media, call.agent_leg
+        assert media is not None and leg is not None and call.caller is not None
+        log = CallLogger(logger, {"call_id": call.call_id})
+        rec = self.agents[call.offered_agent]
+        leg.invite_txn = None
+        leg.dialog = ev.dialog
+        if ev.dialog is not None:
+            ev.dialog.data = (call.call_id, "agent")
+        try:
+            neg = leg.sdp.process_answer(SessionDescription.parse(ev.response.body))
+            media.update_leg(leg.leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
+                             codec=neg.codec, payload_types=sdp_payload_types(SessionDescription.parse(ev.response.body)))
+        except Exception as exc:
+            log.warning("agent %s answered with unusable SDP (%s): hanging up the agent leg", rec.number, exc)
+            if ev.dialog is not None:
+                self.endpoint.bye(ev.dialog)  # type: ignore[union-attr]
+            self._agent_failed(call, "bad_sdp", no_answer=False)
+            return
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+            call.ring_timer = None
+        if call.ring_started_ts is not None:
+            call.ring_s += time.time() - call.ring_started_ts
+            call.ring_started_ts = None
+        call.fire(CallTrigger.ANSWER)
+        call.agent = rec.number
+        call.answered_ts = time.time()
+        self.acd.accept(call.acd_id, rec.acd_id, self.now())
+        if call.moh_player and call.moh_player in media.players:
+            media.stop_playback(call.moh_player)
+        call.moh_player = ""
+        call.room = f"room-{call.call_id}"
+        media.create_room(call.room, call.tenant)
+        media.join(call.room, call.caller.leg_id)
+        media.join(call.room, leg.leg_id)
+        self._start_recording(call)
+        wait_s = call.answered_ts - (call.queued_ts or call.answered_ts)
+        self._queue_log(call, "answered", agent=rec.number, wait_s=round(wait_s, 3))
+        self._sync_agent(rec)
+        self._pump()
+        log.info("agent %s answered after %.1f s in queue", rec.number, wait_s)
+        q = self.config.queues[call.queue]  # type: ignore[union-attr]
+        self.engine.bus.publish("call.answered", {**call.describe(), "agent": rec.number, "wait_s": round(wait_s, 3)},
+                                tenant=call.tenant, agent=rec.number, queue=call.queue, groups=q.groups)
+        self._queue_stats(call.queue)
+
+    def _start_recording(self, call: Call) -> None:
+        cfg = self.config
+        if self.recorder is None or cfg is None or cfg.recording.mode != "all":
+            return  # "policy" selection rules are not implemented yet
+        assert self.media is not None and call.caller is not None and call.agent_leg is not None
+        rid = self.recorder.start(call.call_id, datetime.datetime.now(datetime.timezone.utc), call.tenant)
+        self.media.record(call.room, "recorder", self.recorder, [[call.caller.leg_id], [call.agent_leg.leg_id]],
+                          recording_id=rid)
+        call.recorded = True
+
+    def _stop_recording(self, call: Call) -> None:
+        if not call.recorded or self.media is None or call.room not in self.media.rooms:
+            return
+        fut = self.media.stop_recording(call.room, "recorder")
+        if fut is None:
+            return
+        loop = self.loop
+        assert loop is not None
+
+        def done(f: Any) -> None:
+            try:
+                res = f.result()
+            except Exception:
+                logger.exception("[%s] recording failed", call.call_id)
+                return
+            if res.path is None:
+                return
+            row = {"call_id": call.call_id, "tenant": call.tenant, "path": str(res.path),
+                   "start_ts": call.answered_ts or call.start_ts, "duration_s": round(res.duration_s, 3),
+                   "agent": call.agent, "queue": call.queue, "caller_number": call.caller_number,
+                   "format": self.config.recording.format, "channels": 2}  # type: ignore[union-attr]
+            loop.call_soon_threadsafe(self._store, "recordings", row)
+
+        fut.add_done_callback(done)
+
+    # ------------------------------------------------------------------ hang-up
+    def _dialog_ended(self, ev: DialogTerminated) -> None:
+        tag = getattr(ev.dialog, "data", None)
+        if not isinstance(tag, tuple):
+            return
+        call = self.calls.get(tag[0])
+        if call is None:
+            return
+        side = tag[1]
+        leg = call.caller if side == "caller" else call.agent_leg
+        if leg is not None:
+            leg.ended = True
+        if side == "caller":
+            reason = "caller_hangup" if ev.reason == "bye_received" else ev.reason
+        else:
+            reason = "agent_hangup" if ev.reason == "bye_received" else ev.reason
+        self.hangup(call, reason)
+
+    def hangup(self, call: Call, reason: str) -> None:
+        """End every leg of ``call`` (BYE where the dialog is still up) and write its records."""
+        if call.state is CallState.ENDED:
+            return
+        log = CallLogger(logger, {"call_id": call.call_id})
+        previous = call.state
+        call.fire(CallTrigger.END)
+        call.end_ts = time.time()
+        call.end_reason = reason
+        ep = self.endpoint
+        if previous in (CallState.QUEUED, CallState.OFFERING):
+            self._stop_ringing(call)
+            try:
+                self.acd.abandon(call.acd_id, self.now())
+            except Exception:
+                pass
+            call.disposition = "abandoned" if reason == "caller_hangup" else reason
+            self._queue_log(call, "abandoned" if reason == "caller_hangup" else reason,
+                            wait_s=round(call.end_ts - (call.queued_ts or call.end_ts), 3))
+        elif previous is CallState.TALKING:
+            call.disposition = "answered"
+        else:
+            call.disposition = reason
+        self._stop_recording(call)
+        if self.media is not None and call.room and call.room in self.media.rooms:
+            self.media.destroy_room(call.room)
+        for leg in (call.caller, call.agent_leg):
+            if leg is None:
+                continue
+            if not leg.ended and leg.dialog is not None and ep is not None and not leg.dialog.terminated:
+                try:
+                    ep.bye(leg.dialog)
+                except Exception as exc:
+                    log.debug("BYE on %s leg not sent: %s", leg.role, exc)
+            self._drop_leg(leg)
+        if previous is CallState.TALKING and call.agent:
+            rec = self.agents[call.agent]
+            self.acd.call_ended(rec.acd_id, self.now())
+            self._sync_agent(rec)
+            conf = self.config.agents[rec.number]  # type: ignore[union-attr]
+            wrapup_s = conf.wrapup_s if conf.wrapup_s is not None else self.config.queues[call.queue].wrapup_s  # type: ignore
+            rec.wrapup_timer = self.loop.call_later(wrapup_s, self._wrapup_expired, rec.number)  # type: ignore
+        self.calls.pop(call.call_id, None)
+        self.calls_by_acd.pop(call.acd_id, None)
+        self._store("cdr", call.cdr_row())
+        log.info("call ended: %s (%s)", reason, call.disposition)
+        groups = self.config.queues[call.queue].groups if call.queue else ()  # type: ignore[union-attr]
+        self.engine.bus.publish("call.ended", {**call.describe(), "reason": reason, "disposition": call.disposition,
+                                               "agent": call.agent},
+                                tenant=call.tenant, agent=call.agent or None, queue=call.queue or None, groups=groups)
+        self._pump()
+        if call.queue:
+            self._queue_stats(call.queue)
+
+    def _wrapup_expired(self, number: str) -> None:
+        rec = self.agents[number]
+        rec.wrapup_timer = None
+        if rec.state == "wrapup":
+            self.acd.wrapup_done(rec.acd_id, self.now())
+            self._sync_agent(rec)
+            self._pump()
+
+    # ------------------------------------------------------------------ media events
+    def _on_media(self, ev: MediaEvent) -> None:
+        if isinstance(ev, PlaybackFinished):
+            return
+        logger.debug("media event %r", ev)
+
+    # ------------------------------------------------------------------ snapshots
+    def _snapshot_agents(self, session: Any) -> list[dict[str, Any]]:
+        out = []
+        for number, rec in sorted(self.agents.items()):
+            conf = self.config.agents[number]  # type: ignore[union-attr]
+            if session.sees(tenant=rec.tenant, groups=set(conf.groups), agent=number):
+                out.append({**rec.describe(), "name": conf.name, "groups": list(conf.groups),
+                            "skills": dict(conf.skills)})
+        return out
+
+    def _snapshot_calls(self, session: Any) -> list[dict[str, Any]]:
+        out = []
+        for call in self.calls.values():
+            groups = set(self.config.queues[call.queue].groups) if call.queue else set()  # type: ignore
+            agent = call.agent or call.offered_agent or None
+            if session.role == "agent" and agent != session.agent:
+                continue
+            if session.sees(tenant=call.tenant, groups=groups):
+                out.append(call.describe())
+        return out
+
+    def _snapshot_queues(self, session: Any) -> list[dict[str, Any]]:
+        out = []
+        now = time.time()
+        for name, qid in sorted(self.queue_ids.items()):
+            q = self.config.queues[name]  # type: ignore[union-attr]
+            if not session.sees(tenant=q.tenant, groups=set(q.groups)):
+                continue
+            waiting = [self.calls_by_acd[c] for c in self.acd.waiting_callers(qid) if c in self.calls_by_acd]
+            out.append({"queue": name, "tenant": q.tenant, "groups": list(q.groups), "strategy": q.strategy,
+                        "waiting": len(waiting), "free_agents": len(self.acd.free_agents(qid)),
+                        "longest_wait_s": round(max((now - c.queued_ts for c in waiting if c.queued_ts),
+                                                    default=0.0), 3)})
+        return out
+
+
+def find_centre(engine: Any) -> CallCentre:
+    """The engine's :class:`CallCentre` service (for control ops)."""
+    from engine.errors import Unavailable
+
+    for s in engine.services:
+        if isinstance(s, CallCentre):
+            return s
+    raise Unavailable("the call path is not running (no SIP/media service)")
