@@ -106,6 +106,22 @@ def aor_user(aor: str) -> str:
     return rest.split("@", 1)[0] if "@" in rest else ""
 
 
+def contact_destination(binding: Any) -> tuple[str, int]:
+    """Where an INVITE for a registered contact goes.
+
+    The Contact URI's address when its host is the host the REGISTER came
+    from (same machine, or a third-party registration from it); otherwise
+    the REGISTER's source address (a phone behind NAT announcing a private
+    address, RFC 3581).
+    """
+    from sip.dialog import uri_address
+
+    found = uri_address(binding.contact)
+    if found is not None and found[0][0] == binding.source[0]:
+        return found[0]
+    return binding.source
+
+
 class CallCentre:
     """The SIP, media and call-path service (see the module docstring)."""
 
@@ -552,7 +568,7 @@ class CallCentre:
         leg = media.create_leg(leg_id, call_id=call.call_id, tenant=call.tenant)
         offer = sdp.offer(leg.local_port)
         host, port = ep.address
-        txn = ep.invite(binding.contact, dest=binding.source, transport=binding.transport,
+        txn = ep.invite(binding.contact, dest=contact_destination(binding), transport=binding.transport,
                         from_=f"<sip:{call.caller_number or 'anonymous'}@{host}:{port}>",
                         to=f"<sip:{rec.extension}@{cfg.sip.domain}>",
                         headers=[("X-Call-Id", call.call_id)], body=bytes(offer), content_type="application/sdp")
