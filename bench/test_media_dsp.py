@@ -140,3 +140,45 @@ def test_jitter_put_get_1000_legs(benchmark):
 def test_resample_tts_clip(benchmark):
     clip = RNG.normal(0, 3000, 3 * 22050)
     benchmark(resample, clip, 22050, 8000)
+
+
+# ---------------------------------------------------------------- recorder worker
+
+
+@pytest.fixture
+def open_recorder(tmp_path):
+    """A Recorder with 1,000 open stereo μ-law recordings (files on tmp)."""
+    import datetime
+
+    from media.recorder import Recorder
+
+    rec = Recorder(tmp_path, fmt="wav-ulaw", stereo=True, queue_ticks=10_000)
+    ids = [rec.start(f"bench-{i}", datetime.datetime(2026, 11, 23)) for i in range(LEGS)]
+    while len(rec._open) < LEGS:  # wait until the worker opened them all
+        import time
+
+        time.sleep(0.01)
+    yield rec, ids
+    rec.close(timeout_s=60)
+
+
+TICKS = [(None, PCM, PCM, [0] * LEGS)] * 10  # 200 ms of audio for 1,000 recordings
+
+
+@pytest.mark.benchmark(group="recorder-worker-1000-recordings-200ms")
+def test_recorder_worker_batched(benchmark, open_recorder):
+    rec, ids = open_recorder
+    ticks = [(ids, c, a, p) for _, c, a, p in TICKS]
+    benchmark.pedantic(rec._on_frames, args=(ticks,), rounds=5, iterations=1)
+
+
+@pytest.mark.benchmark(group="recorder-worker-1000-recordings-200ms")
+def test_recorder_worker_tick_by_tick(benchmark, open_recorder):
+    rec, ids = open_recorder
+    ticks = [(ids, c, a, p) for _, c, a, p in TICKS]
+
+    def per_tick():
+        for t in ticks:
+            rec._write_tick(*t)
+
+    benchmark.pedantic(per_tick, rounds=5, iterations=1)

@@ -64,6 +64,34 @@ def build_response(data: bytes) -> bytes:
 CASES = {"invite": INVITE, "ok200": OK_200}
 
 
+def _variants(data: bytes, count: int = 5000) -> list[bytes]:
+    """The same message as in a stream of new calls: unique Call-ID, tags, branch."""
+    out = []
+    for i in range(count):
+        out.append(
+            data.replace(b"1-12345@", b"%d-12345@" % i)
+            .replace(b"z9hG4bK-12345-1-0", b"z9hG4bK-%d-1-0" % i)
+            .replace(b"12345SIPpTag001", b"%dSIPpTag001" % i)
+            .replace(b"as5f3c2d1e", b"as%dx" % i)
+        )
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("impl", [baseline_parse_serialise, parse_serialise, transaction_fields], ids=lambda f: f.__name__)
+def test_new_calls(benchmark: pytest.FixtureRequest, name: str, impl: object) -> None:
+    """Each round parses the next of 5000 distinct messages (tags/branch/Call-ID differ)."""
+    benchmark.group = f"sip-parse-{name}-new-calls"
+    variants = _variants(CASES[name])
+    state = {"i": 0}
+
+    def run() -> object:
+        i = state["i"] = (state["i"] + 1) % len(variants)
+        return impl(variants[i])  # type: ignore[operator]
+
+    assert benchmark(run)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize(
     "impl",

@@ -17,6 +17,7 @@ bit-identical to Python's arithmetic.
 from libc.stdlib cimport malloc, realloc, free, calloc
 from libc.string cimport memmove, memset
 from libc.stdint cimport int64_t, uint64_t
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 
 from engine.acd_types import (
     AgentState, AgentTrigger, AcdConfigError, AcdStateError, QueueConfig, QueueIndex, Reason, Strategy,
@@ -531,10 +532,16 @@ cdef class Acd:
         self.groups[aid] = gr
         self._attach(aid)
 
-    cdef int _agent(self, agent) except -1:
-        if not isinstance(agent, int) or agent not in self.skills:
-            raise AcdStateError(f"agent {agent!r} is not logged in")
-        return agent
+    cdef int _agent(self, object agent) except -1:
+        cdef int overflow = 0
+        cdef long long aid
+        if type(agent) is int:  # fast path: no dict lookup
+            aid = PyLong_AsLongLongAndOverflow(agent, &overflow)
+            if overflow == 0 and 0 <= aid < self.n_ag and self.ag[aid].state != ST_LOGGED_OUT:
+                return <int>aid
+        elif isinstance(agent, int) and agent in self.skills:
+            return agent
+        raise AcdStateError(f"agent {agent!r} is not logged in")
 
     cdef int _transition(self, int aid, int trigger) except -1:
         cdef AgentRec* a = &self.ag[aid]
@@ -627,8 +634,11 @@ cdef class Acd:
     # -------------------------------------------------------------- caller side
     def enqueue(self, caller, queue, double now, priority=0, sticky_agent=-1, double sticky_s=0.0):
         cdef int qid = self._queue(queue)
-        if not isinstance(caller, int) or isinstance(caller, bool):
-            raise AcdStateError(f"caller id must be an int, got {caller!r}")
+        cdef int overflow = 1
+        if isinstance(caller, int) and not isinstance(caller, bool):
+            PyLong_AsLongLongAndOverflow(caller, &overflow)
+        if overflow:
+            raise AcdStateError(f"caller id must be a 64-bit int, got {caller!r}")
         if not 0 <= priority <= MAX_PRIORITY:
             raise AcdConfigError(f"caller {caller} priority must be in 0..{MAX_PRIORITY}, got {priority}")
         if not sticky_s >= 0:
@@ -650,10 +660,16 @@ cdef class Acd:
         c.ver = -1
         self._enter(slot, qid, now, sa, sticky_s)
 
-    cdef int _queue(self, queue) except -1:
-        if not isinstance(queue, int) or queue not in self.cfgs:
-            raise AcdStateError(f"queue {queue!r} is not defined")
-        return queue
+    cdef int _queue(self, object queue) except -1:
+        cdef int overflow = 0
+        cdef long long qid
+        if type(queue) is int:
+            qid = PyLong_AsLongLongAndOverflow(queue, &overflow)
+            if overflow == 0 and 0 <= qid < self.n_q and self.qs[qid].defined:
+                return <int>qid
+        elif isinstance(queue, int) and queue in self.cfgs:
+            return queue
+        raise AcdStateError(f"queue {queue!r} is not defined")
 
     cdef int _caller(self, caller) except -1:
         slot = self.slot_of.get(caller)

@@ -381,8 +381,8 @@ class PyAcd:
         up to ``sticky_s`` seconds (ignored when it is not logged in).
         May decide QUEUE_FULL (max_length reached) or OFFER."""
         q = self._queue(queue)
-        if not isinstance(caller, int) or isinstance(caller, bool):
-            raise AcdStateError(f"caller id must be an int, got {caller!r}")
+        if not isinstance(caller, int) or isinstance(caller, bool) or not -(1 << 63) <= caller < (1 << 63):
+            raise AcdStateError(f"caller id must be a 64-bit int, got {caller!r}")
         if not 0 <= priority <= MAX_PRIORITY:
             raise AcdConfigError(f"caller {caller} priority must be in 0..{MAX_PRIORITY}, got {priority}")
         if not sticky_s >= 0:

@@ -37,6 +37,7 @@ from engine import __version__
 from engine.bus import EventBus
 from engine.config import Config
 from engine.errors import StoreError, Unavailable
+from engine.events import EngineStarted
 from engine.ops import OpRegistry, Session, registry as default_registry
 from engine.store import AuditEntry, Store, open_store
 
@@ -156,7 +157,7 @@ class Engine:
             await self._teardown()
             raise
         self.running = True
-        self.bus.publish("engine.started", {"version": __version__, "name": self.config.engine.name}, tenant="*")
+        self.bus.publish_event(EngineStarted(name=self.config.engine.name, version=__version__))
         logger.info("engine %r %s started", self.config.engine.name, __version__)
 
     async def stop(self) -> None:
@@ -291,8 +292,6 @@ async def serve(engine: Engine, stop_event: asyncio.Event | None = None) -> None
             pass
     try:
         await engine.start()
-        for addr in engine.control_addresses():
-            logger.info("control: %s", addr if isinstance(addr, str) else f"{addr[0]}:{addr[1]}")
         await stop_event.wait()
     finally:
         await engine.stop()

@@ -169,6 +169,10 @@ class EventBus:
         """All scope rules allow ``session`` to see ``event``."""
         return all(rule(session, event) for rule in self.scope_rules)
 
+    def publish_event(self, event: Any, ts: float | None = None) -> BusEvent:
+        """Publish a typed :class:`engine.events.Event` (name, payload and scope from it)."""
+        return self.publish(event.NAME, event.data(), ts=ts, **event.scope())
+
     def publish(self, name: str, data: dict[str, Any] | None = None, *, tenant: str = DEFAULT_TENANT,
                 group: str | None = None, groups: Iterable[str] = (), agent: str | None = None,
                 queue: str | None = None, ts: float | None = None) -> BusEvent:

@@ -21,6 +21,51 @@ SECTIONS: list[tuple[str, type]] = [
 ]
 
 
+# Meanings for keys whose field carries no ``doc`` (by field name, or
+# "Class.field" when the name means different things in different places).
+FALLBACK_DOCS = {
+    "tenant": "tenant the entity belongs to (declare others under [tenants.NAME])",
+    "description": "free text",
+    "SipSection.user_agent": "User-Agent / Server header value",
+    "SipSection.listen": "SIP listeners: `{ transport, host, port }`",
+    "SipListener.host": "address to bind",
+    "ControlSection.listen": "control-socket listeners: `{ transport = \"tcp\", host, port }` or `{ transport = \"unix\", path }`",
+    "ControlListener.host": "address to bind (tcp)",
+    "RecordingSection.path": "directory of recording files (per-day folders below it)",
+    "RecordingSection.include_agents": "mode `policy`: record calls of these agents",
+    "RecordingSection.include_groups": "mode `policy`: record calls answered in these groups",
+    "RecordingSection.include_queues": "mode `policy`: record calls of these queues",
+    "RecordingSection.include_trunks": "mode `policy`: record calls arriving on these trunks",
+    "RecordingSection.include_numbers": "mode `policy`: record calls from/to these number patterns",
+    "RecordingSection.exclude_agents": "never record these agents' calls",
+    "RecordingSection.exclude_numbers": "never record calls from/to these number patterns",
+    "TimeRule.days": "days the rule applies to",
+    "TimeRule.start": "start time `HH:MM` (inclusive)",
+    "TimeRule.end": "end time `HH:MM` (exclusive; `24:00` = midnight)",
+    "User.password": "scrypt hash (`ctiengine passwd`)",
+    "User.allow_networks": "networks this user may log in from (empty: any; the Unix socket always)",
+    "Agent.name": "display name",
+    "Agent.password": "scrypt hash of the agent's login password (`ctiengine passwd`)",
+    "Agent.groups": "skill groups the agent belongs to",
+    "Trunk.host": "carrier's SIP address (name or IP)",
+    "Trunk.dialed_numbers": "numbers (patterns) this trunk delivers",
+    "Queue.groups": "groups whose agents answer the queue",
+    "Queue.timeout_destination": "destination after `timeout_s`",
+    "Queue.music_on_hold": "music class or file played while waiting",
+    "Queue.announcements": "position / expected-wait announcements",
+    "Queue.tiers": "overflow steps, see below",
+    "Announcements.position": "announce the caller's position",
+    "Announcements.expected_wait": "announce the expected wait",
+    "Announcements.periodic_prompt": "prompt played every `periodic_interval_s`",
+    "Tier.groups": "groups added from this tier on",
+    "Hours.rules": "opening times: `{ days, start, end }`",
+    "Hours.holidays": "closed all day (`YYYY-MM-DD`)",
+    "Route.dialed_number": "number or prefix pattern the call was dialed to",
+    "Route.destination": "where calls go (inside business hours)",
+    "Route.after_hours": "destinations tried in order outside `hours`",
+}
+
+
 def _default(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
     if f.default is not dataclasses.MISSING:
         d = f.default
@@ -56,7 +101,8 @@ def reference_tables() -> str:
                 extra.append(f"range {m.get('min')}..{m.get('max')}")
             if m.get("choices"):
                 extra.append("one of " + ", ".join(f"`{x}`" for x in m["choices"]))
-            meaning = "; ".join(x for x in [m.get("doc", "")] + extra if x)
+            doc = m.get("doc") or FALLBACK_DOCS.get(f"{cls.__name__}.{f.name}") or FALLBACK_DOCS.get(f.name, "")
+            meaning = "; ".join(x for x in [doc] + extra if x)
             out.append(f"| `{f.name}` | {c._type_name(hints[f.name])} | {_default(f)} | {meaning} |")
         out.append("")
     return "\n".join(out)

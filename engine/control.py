@@ -49,7 +49,8 @@ import msgpack
 
 from engine.bus import BusEvent, Subscription, pack_event
 from engine.config import ControlListener, ControlSection
-from engine.errors import BadRequest, EngineError, FrameTooLarge, ProtocolViolation, SlowConsumer, error_reply
+from engine.errors import BadRequest, EngineError, Forbidden, FrameTooLarge, ProtocolViolation, SlowConsumer, error_reply
+from engine.events import EngineStopping
 from engine.ops import OpContext, Session
 
 if TYPE_CHECKING:
@@ -103,11 +104,11 @@ class Connection(asyncio.Protocol):
         if isinstance(peer, tuple):
             self.session.peer = f"{peer[0]}:{peer[1]}"
         else:
-            self.session.peer = f"unix:{self.server.listener.path}"
+            self.session.peer = f"unix:{self.server.unix_path}"
         transport.set_write_buffer_limits(high=self.cfg.write_buffer_bytes, low=self.cfg.write_buffer_bytes // 4)
         if not self.server.peer_allowed(peer):
             logger.warning("control connection from %s refused: not in allow_networks", self.session.peer)
-            self.close_with_error(EngineError("peer address not allowed"), code="forbidden")
+            self.close_with_error(Forbidden("peer address not allowed"))
             return
         self.server.connections.add(self)
         self._worker = asyncio.get_running_loop().create_task(self._run_requests())
@@ -267,13 +268,11 @@ class Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.write(self._pending.popleft())
 
-    def close_with_error(self, exc: EngineError, code: str | None = None) -> None:
+    def close_with_error(self, exc: EngineError) -> None:
         """Send an ``error`` event (bypassing the queue) and close."""
         if self.closing or self.transport is None:
             return
         err = error_reply(exc)
-        if code:
-            err["code"] = code
         self.close_reason = err["code"]
         self.seq += 1
         frame = pack_event("error", self.seq, time.time(), err)
@@ -374,7 +373,8 @@ class ControlServer:
         self.stop_accepting()
         for conn in list(self.connections):
             if conn.transport is not None and not conn.closing:
-                conn.send_event("engine.stopping", {"reason": "shutdown"})
+                stopping = EngineStopping(reason="shutdown")
+                conn.send_event(stopping.NAME, stopping.data())
                 conn.close()
         if self._server is not None:
             await self._server.wait_closed()

@@ -237,6 +237,13 @@ class OpRegistry:
             return fn
         return deco
 
+    def copy(self) -> "OpRegistry":
+        """A new registry with the same ops (to add test or embedding-specific ops
+        without touching the global one)."""
+        other = OpRegistry()
+        other._ops = dict(self._ops)
+        return other
+
     def get(self, name: str) -> OpSpec | None:
         return self._ops.get(name)
 

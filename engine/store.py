@@ -196,6 +196,7 @@ CREATE INDEX surveys_agent ON surveys (tenant, agent, ts);
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
+FLUSH_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -321,9 +322,9 @@ class SqliteStore:
         if not done.wait(timeout):
             raise StoreError(f"store flush did not finish within {timeout} s")
 
-    async def aflush(self) -> None:
-        """:meth:`flush` without blocking the event loop."""
-        await asyncio.get_running_loop().run_in_executor(None, self.flush)
+    async def aflush(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+        """:meth:`flush` without blocking the event loop; ``StoreError`` after ``timeout``."""
+        await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
 
     def _run_writer(self) -> None:
         pending: list[tuple[str, dict[str, Any]]] = []
@@ -345,7 +346,12 @@ class SqliteStore:
                     break
                 pending.append(item)
             if pending:
-                self._write_batch(pending)
+                try:
+                    self._write_batch(pending)
+                except Exception as exc:  # a bug must not kill the writer and hang every flush
+                    self.write_errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    logger.exception("store writer failed on a batch of %d rows", len(pending))
                 pending = []
             for w in waiters:
                 w.set()

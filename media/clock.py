@@ -108,17 +108,22 @@ class TickStats:
     size: int = 3000
     durations: np.ndarray = field(init=False)
     lateness: np.ndarray = field(init=False)
+    cpu: np.ndarray = field(init=False)
+    """CPU time of the ticking thread per tick: unlike the wall-clock duration it
+    does not grow when other processes take the core."""
     count: int = 0
 
     def __post_init__(self) -> None:
         self.durations = np.zeros(self.size, np.float64)
         self.lateness = np.zeros(self.size, np.float64)
+        self.cpu = np.zeros(self.size, np.float64)
 
-    def add(self, duration_s: float, lateness_s: float) -> None:
-        """Record one tick: how long it took and how late it started."""
+    def add(self, duration_s: float, lateness_s: float, cpu_s: float = 0.0) -> None:
+        """Record one tick: how long it took, how late it started, its CPU time."""
         i = self.count % self.size
         self.durations[i] = duration_s
         self.lateness[i] = lateness_s
+        self.cpu[i] = cpu_s
         self.count += 1
 
     def reset(self) -> None:
@@ -129,11 +134,11 @@ class TickStats:
         return a[: min(self.count, self.size)]
 
     def percentile_ms(self, q: float, which: str = "durations") -> float:
-        """The ``q``-th percentile (0-100) of recent durations or lateness, in ms."""
-        w = self._window(self.durations if which == "durations" else self.lateness)
+        """The ``q``-th percentile (0-100) of recent ``durations``, ``lateness`` or ``cpu``, in ms."""
+        w = self._window(getattr(self, which))
         return float(np.percentile(w, q) * 1000.0) if len(w) else 0.0
 
     def max_ms(self, which: str = "durations") -> float:
-        """The largest recent duration or lateness, in ms."""
-        w = self._window(self.durations if which == "durations" else self.lateness)
+        """The largest recent ``durations``, ``lateness`` or ``cpu`` value, in ms."""
+        w = self._window(getattr(self, which))
         return float(w.max() * 1000.0) if len(w) else 0.0

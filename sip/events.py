@@ -82,7 +82,9 @@ class CancelReceived(Event):
 
 @dataclass(frozen=True, slots=True)
 class DialogEstablished(Event):
-    """An INVITE dialog was confirmed (UAS: ACK received; UAC: 2xx received)."""
+    """An INVITE dialog was confirmed (UAS: our 2xx sent; UAC: the first 2xx received).
+
+    The UAS learns that the caller got the 2xx from ``AckReceived``."""
 
     dialog: Any
     """The dialog."""

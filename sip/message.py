@@ -53,7 +53,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Union
 
-from sip.errors import RemoteProtocolError
+from sip.errors import LocalProtocolError, RemoteProtocolError
 from sip.grammar import (
     TOKEN_RE,
     format_params,
@@ -76,6 +76,8 @@ __all__ = [
     "parse_message",
     "make_response",
     "make_request",
+    "make_cancel",
+    "make_ack",
     "error_response",
     "check_request",
     "BadExtensionError",
@@ -276,6 +278,13 @@ class Headers:
                 return v
         return default
 
+    def _first(self, key: str) -> str | None:
+        # internal: *key* is already a lower-case full name
+        for k, _, v in self._items:
+            if k == key:
+                return v
+        return None
+
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
         if value is None:
@@ -353,12 +362,12 @@ class Headers:
         if not isinstance(value, str):
             value = str(value)
         if "\r" in value or "\n" in value:
-            raise ValueError(f"header {name} value contains CR or LF")
+            raise LocalProtocolError(f"header {name} value contains CR or LF")
         key = _key(name)
         display = CANONICAL_NAMES.get(key)
         if display is None:
             if not is_token(name):
-                raise ValueError(f"header name {name!r} is not a token")
+                raise LocalProtocolError(f"header name {name!r} is not a token")
             display = name
         return key, display, value
 
@@ -481,18 +490,22 @@ class Via:
 
         Successful parses are cached by text (bounded); each call returns a new object.
         """
-        hit = _VIA_CACHE.get(text)
+        # The sent-protocol/sent-by part recurs (same peer), the parameters
+        # (branch) change per transaction: cache the former, split the latter.
+        semi = text.find(";")
+        head = text if semi < 0 else text[:semi]
+        hit = _VIA_CACHE.get(head)
         if hit is None:
-            hit = cls._parse(text)
+            hit = cls._parse(head)
             if len(_VIA_CACHE) >= PARSE_CACHE_SIZE:
                 _VIA_CACHE.clear()
-            _VIA_CACHE[text] = hit
+            _VIA_CACHE[head] = hit
         via = object.__new__(cls)
         via.protocol = hit.protocol
         via.transport = hit.transport
         via.host = hit.host
         via.port = hit.port
-        via.params = dict(hit.params)
+        via.params = _via_params(text[semi:]) if semi >= 0 else {}
         return via
 
     @classmethod
@@ -516,27 +529,14 @@ class Via:
             port = int(port_text)
             if port > 65535:
                 raise RemoteProtocolError(f"Via header: sent-by port {port} exceeds 65535")
-        rest = text[m.end() :]
-        params = parse_params(rest, "Via header") if rest else {}
-        for key, value in params.items():
-            lkey = key.lower()
-            if lkey == "branch":
-                if not value:
-                    raise RemoteProtocolError("Via header: branch parameter has no value")
-            elif lkey == "rport":
-                # RFC 3581: rport is a flag or a port number.
-                if value is not None and (not value.isdigit() or int(value) > 65535):
-                    raise RemoteProtocolError(f"Via header: rport value {value[:20]!r} is not a port")
-            elif lkey == "ttl":
-                # RFC 3261 §20.42: ttl = 1*3DIGIT (0-255)
-                if value is None or not value.isdigit() or int(value) > 255:
-                    raise RemoteProtocolError(f"Via header: ttl value {value!r} out of range")
+        if m.end() != len(text):
+            raise RemoteProtocolError(f"Via header: unexpected text after sent-by in {text[:60]!r}")
         via = object.__new__(cls)
         via.protocol = SIP_VERSION if (name == "SIP" and version == "2.0") else f"{name.upper()}/{version}"
         via.transport = transport.upper()
         via.host = host
         via.port = port
-        via.params = params
+        via.params = {}
         return via
 
     def _lower_params(self) -> dict[str, str | None]:
@@ -609,6 +609,25 @@ class Via:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _via_params(text: str) -> dict[str, str | None]:
+    """Parse and check Via parameters (text starts at the first ';')."""
+    params = parse_params(text, "Via header")
+    for key, value in params.items():
+        lkey = key.lower()
+        if lkey == "branch":
+            if not value:
+                raise RemoteProtocolError("Via header: branch parameter has no value")
+        elif lkey == "rport":
+            # RFC 3581: rport is a flag or a port number.
+            if value is not None and (not value.isdigit() or int(value) > 65535):
+                raise RemoteProtocolError(f"Via header: rport value {value[:20]!r} is not a port")
+        elif lkey == "ttl":
+            # RFC 3261 §20.42: ttl = 1*3DIGIT (0-255)
+            if value is None or not value.isdigit() or int(value) > 255:
+                raise RemoteProtocolError(f"Via header: ttl value {value!r} out of range")
+    return params
+
+
 class NameAddr:
     """A ``name-addr`` or ``addr-spec`` with header parameters (From, To, Contact, Route ...).
 
@@ -648,17 +667,36 @@ class NameAddr:
                 display name, unclosed ``<``, an addr-spec holding ``?`` or
                 ``,`` (RFC 3261 §20 requires ``<>`` then), malformed params.
         """
-        hit = _NAME_ADDR_CACHE.get(text)
-        if hit is None:
-            hit = cls._parse(text, where)
-            if len(_NAME_ADDR_CACHE) >= PARSE_CACHE_SIZE:
-                _NAME_ADDR_CACHE.clear()
-            _NAME_ADDR_CACHE[text] = hit
+        # `display <uri>` recurs across a call, the parameters (tags) do not:
+        # cache the part up to '>' and parse the parameters each time.
+        gt = text.find(">")
+        if gt > 0:
+            prefix = text[: gt + 1]
+            hit = _NAME_ADDR_CACHE.get(prefix)
+            if hit is None:
+                full = cls._parse(text, where)
+                if prefix.endswith(f"<{full.uri_text}>"):  # first '>' closes the URI
+                    if len(_NAME_ADDR_CACHE) >= PARSE_CACHE_SIZE:
+                        _NAME_ADDR_CACHE.clear()
+                    _NAME_ADDR_CACHE[prefix] = full
+                params = dict(full.params) if full.params else {}
+                hit = full
+            else:
+                rest = text[gt + 1 :].strip(" \t")
+                params = parse_params(rest, where) if rest else {}
+        else:
+            hit = _NAME_ADDR_CACHE.get(text)
+            if hit is None:
+                hit = cls._parse(text, where)
+                if len(_NAME_ADDR_CACHE) >= PARSE_CACHE_SIZE:
+                    _NAME_ADDR_CACHE.clear()
+                _NAME_ADDR_CACHE[text] = hit
+            params = dict(hit.params) if hit.params else {}
         na = object.__new__(cls)
         na.display_name = hit.display_name
         na.uri_text = hit.uri_text
         na._uri = None
-        na.params = dict(hit.params) if hit.params else {}
+        na.params = params
         na._where = where
         return na
 
@@ -816,10 +854,10 @@ class Message:
         self._cl: int = -1  # Content-Length as received (raw reuse check)
 
     # -- scalar accessors ----------------------------------------------------
-    def _required(self, name: str) -> str:
-        value = self.headers.get(name)
+    def _required(self, key: str) -> str:
+        value = self.headers._first(key)
         if value is None:
-            raise RemoteProtocolError(f"missing {CANONICAL_NAMES.get(_key(name), name)} header")
+            raise RemoteProtocolError(f"missing {CANONICAL_NAMES.get(key, key)} header")
         return value
 
     @property
@@ -910,19 +948,19 @@ class Message:
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards (RFC 3261 §20.22) or None when absent (RFC 2543 peers)."""
-        value = self.headers.get("max-forwards")
+        value = self.headers._first("max-forwards")
         return None if value is None else _parse_max_forwards(value)
 
     @property
     def content_length(self) -> int | None:
         """The Content-Length header value, or None when absent."""
-        value = self.headers.get("content-length")
+        value = self.headers._first("content-length")
         return None if value is None else _parse_content_length(value)
 
     @property
     def content_type(self) -> str | None:
         """Media type of Content-Type, lower case, without parameters (``application/sdp``)."""
-        value = self.headers.get("content-type")
+        value = self.headers._first("content-type")
         if value is None:
             return None
         return value.split(";", 1)[0].strip().lower()
@@ -930,7 +968,7 @@ class Message:
     @property
     def expires(self) -> int | None:
         """Expires header in seconds, clamped to 2**32-1; None if absent or not a number."""
-        value = self.headers.get("expires")
+        value = self.headers._first("expires")
         if value is None or not value.strip().isdigit():
             return None
         return min(int(value), MAX_EXPIRES)
@@ -965,21 +1003,20 @@ class Message:
             RemoteProtocolError: the first malformed element, named.
         """
         h = self.headers
+        keys = {item[0] for item in h._items}
         self.via
         self.from_.uri
         self.to.uri
-        if "contact" in h:
-            lines = h.get_lines("contact")
-            if not (len(lines) == 1 and lines[0].strip() == "*"):
-                for na in self._name_addr_list("contact", "Contact"):
-                    na.uri
-        if "route" in h:
+        if "contact" in keys and not self.contact_is_wildcard:
+            for na in self._name_addr_list("contact", "Contact"):
+                na.uri
+        if "route" in keys:
             for na in self.route:
                 na.uri
-        if "record-route" in h:
+        if "record-route" in keys:
             for na in self.record_route:
                 na.uri
-        date = h.get("date")
+        date = h.get("date") if "date" in keys else None
         if date is not None and not _DATE_RE.match(date):
             # RFC 3261 §20.17: SIP-date is RFC 1123 with "GMT" only (RFC 4475 §3.1.2.12).
             raise RemoteProtocolError(f"Date header {date[:40]!r} is not an RFC 1123 GMT date")
@@ -1284,6 +1321,9 @@ def parse_message(data: bytes | bytearray | memoryview, *, validate: bool = True
     single_keys = SINGLE_HEADERS
     has_via = False
     if head:
+        crlf = head.count("\r\n")
+        if head.count("\r") != crlf or head.count("\n") != crlf:
+            raise RemoteProtocolError("header section contains a bare CR or LF")
         for line in head.split("\r\n"):
             name, sep, value = line.partition(":")
             if not sep:
@@ -1436,6 +1476,46 @@ def make_request(
     if content_type is not None:
         h.set("Content-Type", content_type)
     req.body = bytes(body)
+    return req
+
+
+def make_cancel(request: Request) -> Request:
+    """CANCEL for a pending request (RFC 3261 §9.1).
+
+    Same Request-URI, Call-ID, From, To (no tag added), CSeq number with
+    method CANCEL, only the top Via (same branch), and the Route set.
+    """
+    if request.method == "ACK":
+        raise LocalProtocolError("an ACK cannot be cancelled")
+    return _hop_request(request, "CANCEL", request.headers._first("to") or "")
+
+
+def make_ack(request: Request, response: Response) -> Request:
+    """ACK for a non-2xx final response to an INVITE (RFC 3261 §17.1.1.3).
+
+    Request-URI, Call-ID, From, CSeq number and Route of the INVITE; To from
+    the response (with its tag); only the INVITE's top Via.  (The ACK for a
+    2xx is a new in-dialog request built by the dialog layer, §13.2.2.4.)
+    """
+    if request.method != "INVITE" or response.status_code < 300:
+        raise LocalProtocolError("make_ack() is for non-2xx final responses to INVITE")
+    return _hop_request(request, "ACK", response.headers._first("to") or "")
+
+
+def _hop_request(request: Request, method: str, to_value: str) -> Request:
+    src = request.headers
+    number, _ = request.cseq
+    items: list[tuple[str, str, str]] = []
+    top_via = request.top_via
+    items.append(("via", "Via", str(top_via)))
+    for key, display, value in src._items:
+        if key in ("max-forwards", "from", "call-id", "route"):
+            items.append((key, display, value))
+        elif key == "to":
+            items.append((key, display, to_value))
+    items.append(("cseq", "CSeq", f"{number} {method}"))
+    req = Request(method, request._uri if request._uri is not None else request._uri_text)
+    req.headers._items = items
     return req
 
 

@@ -587,18 +587,11 @@ class SdpSession:
         return self._stamp(sd), negotiated
 
     def _answer_media(self, m: MediaDescription, rtp_port: int, neg: NegotiatedMedia) -> MediaDescription:
-        rtpmap = m.rtpmap
         formats: list[str] = []
         attributes: list[tuple[str, str | None]] = []
-        for fmt in m.formats:
-            if not fmt.isdigit():
-                continue
-            pt = int(fmt)
-            spec = rtpmap.get(pt)
-            if spec is None:
-                continue
+        for pt, spec in _mapped_formats(m):
             if any(c.matches(spec[0], spec[1]) for c in self.codecs):
-                formats.append(fmt)
+                formats.append(str(pt))
                 attributes.append(("rtpmap", f"{pt} {spec[0]}/{spec[1]}"))
         te = neg.telephone_event_payload_type
         if te is not None:
@@ -614,13 +607,7 @@ class SdpSession:
         rtpmap = m.rtpmap
         codec_pt: tuple[Codec, int] | None = None
         te_pt: int | None = None
-        for fmt in m.formats:
-            if not fmt.isdigit():
-                continue
-            pt = int(fmt)
-            spec = rtpmap.get(pt)
-            if spec is None:
-                continue
+        for pt, spec in _mapped_formats(m):
             if self.telephone_event and TELEPHONE_EVENT.matches(spec[0], spec[1]) and te_pt is None:
                 te_pt = pt
                 continue
@@ -663,6 +650,12 @@ class SdpSession:
             remote_hold=remote_hold,
             media_index=index,
         )
+
+
+def _mapped_formats(m: MediaDescription) -> list[tuple[int, tuple[str, int, int | None]]]:
+    """The m= line's payload types that have a known encoding, in offer order."""
+    rtpmap = m.rtpmap
+    return [(int(fmt), rtpmap[int(fmt)]) for fmt in m.formats if fmt.isdigit() and int(fmt) in rtpmap]
 
 
 def _session_direction(sd: SessionDescription) -> str | None:

@@ -331,7 +331,10 @@ class SipStack:
                 dialog.refresh_target(req.contact)
             elif method == "BYE":
                 self.respond(txn, 200, now=now)
+                pending = dialog.server_invite
                 self._terminate(dialog, "bye_received", DialogTrigger.BYE)
+                if pending is not None and pending.state is InviteServerState.PROCEEDING:
+                    self.respond(pending, 487, now=now)  # §15.1.2: BYE in an early dialog
                 return
         if method == "INVITE":
             # §17.2.1: 100 Trying unless the TU answers within 200 ms.
@@ -449,6 +452,7 @@ class SipStack:
             remote_target=remote_target, route_set=req.headers.get_all("Record-Route"),
             peer=txn.source, transport=txn.transport, local_contact=self.contact, tenant=self.tenant)
         dialog.invite_seq = req.cseq[0]
+        dialog.server_invite = txn  # pending until its final response
         self._dialogs[dialog.id] = dialog
         txn.context = dialog
         return dialog
@@ -503,11 +507,15 @@ class SipStack:
                 to: str | None = None, call_id: str | None = None, cseq: int = 1,
                 headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
                 content_type: str | None = None, dest: Address | None = None,
-                transport: str | None = None) -> ClientTransaction:
+                transport: str | None = None, auth: Any = None) -> ClientTransaction:
         """Send an out-of-dialog request (OPTIONS, REGISTER, MESSAGE, INVITE ...).
 
         ``from_``/``to`` default to our Contact URI and ``uri``; a From tag is
         added.  ``dest`` defaults to the URI's host and port (no DNS).
+        ``auth`` (a :class:`sip.auth.DigestClient`) answers a 401/407 once
+        (again on ``stale=true``) with CSeq + 1 (§22.2); the events then carry
+        the new transaction, linked from the old one by ``retried_as``; a
+        dialog created by it keeps the client for its own requests.
 
         Returns the ClientTransaction; its responses arrive as
         ``ResponseReceived`` events (INVITE: with the dialog).
@@ -518,7 +526,7 @@ class SipStack:
                            contact=self.contact if method in ("INVITE", "SUBSCRIBE", "REFER") else None,
                            headers=list(self._extra_headers) + list(headers), body=body,
                            content_type=content_type)
-        return self.send_request(req, now, dest=dest, transport=transport)
+        return self.send_request(req, now, dest=dest, transport=transport, auth=auth)
 
     def invite(self, uri: str, now: float, **kwargs: Any) -> ClientTransaction:
         """Send an initial INVITE (same arguments as :meth:`request`).
@@ -529,7 +537,8 @@ class SipStack:
         return self.request("INVITE", uri, now, **kwargs)
 
     def send_request(self, req: Request, now: float, *, dest: Address | None = None,
-                     transport: str | None = None, dialog: Dialog | None = None) -> ClientTransaction:
+                     transport: str | None = None, dialog: Dialog | None = None,
+                     auth: Any = None) -> ClientTransaction:
         """Send a built request through a new client transaction.
 
         The top Via is replaced by ours with a fresh branch.  A request over
@@ -558,6 +567,7 @@ class SipStack:
         txn = ClientTransaction(self, (branch, "CANCEL" if method == "CANCEL" else method), method,
                                 req.call_id, data, dest, transport, now, req)
         txn.context = dialog if dialog is not None else ([] if method == "INVITE" else None)
+        txn.auth = auth if auth is not None else (dialog.auth if dialog is not None else None)
         self._client[txn.key] = txn
         return txn
 
@@ -567,6 +577,8 @@ class SipStack:
         A CANCEL before any provisional response is still sent (most UAs
         accept it); the INVITE then ends with 487 as usual.
         """
+        while txn.retried_as is not None:
+            txn = txn.retried_as
         if txn.method != "INVITE" or txn.state not in (InviteClientState.CALLING, InviteClientState.PROCEEDING):
             return None
         orig: Request = txn.request  # type: ignore[assignment]
@@ -649,6 +661,8 @@ class SipStack:
             ack = self._non_2xx_ack(txn, resp)
         if not txn.receive_response(status, now, ack):
             return
+        if (status == 401 or status == 407) and txn.auth is not None and self._auth_retry(txn, resp, now):
+            return
         dialog: Dialog | None = None
         ctx = txn.context
         if txn.method == "INVITE":
@@ -668,6 +682,35 @@ class SipStack:
                 self._terminate(ctx, "timeout" if status == 408 else "rejected", DialogTrigger.TIMEOUT)
                 return
         self._events.append(ResponseReceived(resp, txn, dialog))
+
+    def _auth_retry(self, txn: ClientTransaction, resp: Response, now: float) -> bool:
+        """Resend ``txn``'s request with credentials (§22.2); False to give up."""
+        orig: Request = txn.request  # type: ignore[assignment]
+        cred_name = "Authorization" if resp.status_code == 401 else "Proxy-Authorization"
+        challenge = " ".join(resp.headers.get_lines(
+            "WWW-Authenticate" if resp.status_code == 401 else "Proxy-Authenticate"))
+        if cred_name in orig.headers and "stale=true" not in challenge.replace(" ", "").lower():
+            return False  # our credentials were refused: let the TU see it
+        try:
+            name, value = txn.auth.authorize(resp.headers, orig.method, orig.uri_text)  # type: ignore[attr-defined]
+        except RemoteProtocolError as exc:
+            logger.warning("[%s] cannot answer the %d challenge: %s", txn.call_id, resp.status_code, exc.message)
+            return False
+        ctx = txn.context
+        dialog = ctx if isinstance(ctx, Dialog) else None
+        seq = dialog.next_seq() if dialog is not None else orig.cseq[0] + 1
+        retry = Request(orig.method, orig.uri_text, orig.headers.copy(), orig.body)
+        retry.headers.set("CSeq", f"{seq} {orig.method}")
+        retry.headers.set(name, value)
+        new = self.send_request(retry, now, dest=txn.addr, transport=txn.transport, dialog=dialog,
+                                auth=txn.auth)
+        if dialog is not None and orig.method == "INVITE":
+            dialog.client_invite = new
+            dialog.invite_seq = seq
+        txn.retried_as = new
+        CallLogger(logger, {"call_id": txn.call_id}).info("%s challenged (%d): retrying with credentials",
+                                                          orig.method, resp.status_code)
+        return True
 
     def _non_2xx_ack(self, txn: ClientTransaction, resp: Response) -> bytes:
         # §17.1.1.3: same Request-URI, top Via, From, Call-ID, CSeq number and
@@ -712,6 +755,7 @@ class SipStack:
                             route_set=list(reversed(resp.headers.get_all("Record-Route"))),
                             peer=peer, transport=transport, local_contact=self.contact, tenant=self.tenant)
             dialog.invite_seq = cseq
+            dialog.auth = txn.auth
             self._dialogs[did] = dialog
             assert isinstance(ctx, list)
             ctx.append(dialog)

@@ -339,7 +339,7 @@ class Transaction:
 class ClientTransaction(Transaction):
     """INVITE or non-INVITE client transaction; sends the request on creation."""
 
-    __slots__ = ("request_data", "ack_data", "request")
+    __slots__ = ("request_data", "ack_data", "request", "auth", "retried_as")
 
     def __init__(self, owner: TransactionOwner, key: tuple, method: str, call_id: str,
                  request_data: bytes, addr: Address, transport: str, now: float,
@@ -353,6 +353,8 @@ class ClientTransaction(Transaction):
         self.request_data = request_data
         self.request = request
         self.ack_data: bytes | None = None
+        self.auth: object = None  # a sip.auth.DigestClient answering 401/407 for us
+        self.retried_as: ClientTransaction | None = None  # the authenticated retry
         owner.transmit(request_data, addr, transport)
         if method == "INVITE":
             if not self.reliable:

@@ -64,11 +64,22 @@ class SipEndpoint:
             callback: Callable[[Event], None] = self._queue.put_nowait
         else:
             callback = self._on_event
-        self.transport = SipTransport(self.stack, callback)
-        self.address = await self.transport.listen_udp(self.host, self.port)
+        # With port 0 the UDP port is picked first and TCP must get the same
+        # number; another TCP socket may hold it, so retry with a new pick.
+        for attempt in range(20 if self.port == 0 else 1):
+            self.transport = SipTransport(self.stack, callback)
+            self.address = await self.transport.listen_udp(self.host, self.port)
+            if not self.tcp:
+                break
+            try:
+                await self.transport.listen_tcp(self.host, self.address[1])
+                break
+            except OSError:
+                self.transport.close()
+                self.transport = None
+                if attempt == 19 or self.port != 0:
+                    raise
         self.stack.bind(self.address)
-        if self.tcp:
-            await self.transport.listen_tcp(self.host, self.address[1])
         return self.address
 
     async def stop(self) -> None:

@@ -607,3 +607,20 @@ def test_pure_module_imports_no_clock_or_io():
         for banned in ("import time", "import asyncio", "import socket", "import random", "datetime"):
             assert banned not in src, (name, banned)
     ast.parse((pathlib.Path(acd_mod.__file__).parent / "acd.py").read_text())
+
+
+def test_bad_ids_get_specific_errors(make):
+    acd = make(q())
+    with pytest.raises(AcdStateError, match="caller id must be a 64-bit int"):
+        acd.enqueue("x", 0, 1.0)
+    with pytest.raises(AcdStateError, match="caller id must be a 64-bit int"):
+        acd.enqueue(1 << 64, 0, 1.0)
+    with pytest.raises(AcdConfigError, match="agent id must be an int"):
+        acd.login(-1, 1.0, {1: 1})
+    with pytest.raises(AcdConfigError, match="agent id must be an int"):
+        acd.login(1 << 20, 1.0, {1: 1})
+    with pytest.raises(AcdConfigError, match="listed twice"):
+        acd.login(1, 1.0, ((1, 2), (1, 3)))
+    with pytest.raises(AcdStateError, match="NaN"):
+        acd.advance(float("nan"))
+    assert acd.queue_length(0) == 0

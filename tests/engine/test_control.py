@@ -317,10 +317,9 @@ def test_slow_consumer_is_disconnected_and_others_unaffected(make_config: Any) -
 
 def test_audit_rows_for_state_changing_ops(make_config: Any) -> None:
     calls: list[dict[str, Any]] = []
-    local = OpRegistry()
-    for spec in registry.specs():
-        local.register(spec.name, spec.handler, roles=spec.roles, args=spec.args,
-                       changes_state=spec.changes_state, public=spec.public)
+    import engine.builtin_ops  # noqa: F401
+
+    local = registry.copy()
 
     @local.op("test.set", roles={"admin", "supervisor"}, changes_state=True,
               args=[Arg("value", int), Arg("password", str, default="")])
@@ -356,6 +355,7 @@ def test_audit_rows_for_state_changing_ops(make_config: Any) -> None:
             assert q["result"][0]["result"] == "error:internal"
             await c.close()
     run(main())
+    assert "test.set" not in registry.names()  # the global registry is untouched
 
 
 def test_registry_rejects_bad_registrations() -> None:

@@ -113,3 +113,8 @@ def test_store_md_tables_match_schema(tmp_path: pathlib.Path) -> None:
                 assert f"| `{table}` |" in text, table
     finally:
         store.close()
+
+
+def test_every_config_key_has_a_meaning() -> None:
+    empty = [line for line in reference_tables().splitlines() if line.startswith("| `") and line.endswith("|  |")]
+    assert empty == []

@@ -184,3 +184,17 @@ def test_select_filters_orders_and_pages(tmp_path: pathlib.Path) -> None:
         assert status["schema_version"] == LATEST_VERSION and status["queued_rows"] == 0
     finally:
         store.close()
+
+
+def test_unstorable_value_does_not_kill_the_writer(tmp_path: pathlib.Path) -> None:
+    store = SqliteStore(str(tmp_path / "w.db"))
+    try:
+        store.append("queue_log", {"ts": 1.0, "call_id": "a", "queue": "q", "event": "joined",
+                                   "position": object()})  # sqlite cannot bind this
+        store.append("queue_log", {"ts": 2.0, "call_id": "b", "queue": "q", "event": "joined"})
+        store.flush(10)
+        assert [r["call_id"] for r in store.select("queue_log")] == ["b"]
+        assert store.write_errors >= 1
+        asyncio.run(store.aflush(timeout=10))  # the writer is still alive
+    finally:
+        store.close()

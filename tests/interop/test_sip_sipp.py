@@ -147,3 +147,22 @@ def test_sipp_wrong_password_is_refused(tmp_path):
         assert rc == 1 and int(row["FailedCall(C)"]) == 1, log
         assert uas.counters.invites == 0
     asyncio.run(main())
+
+
+def test_sipp_uac_over_tcp_on_uvloop(tmp_path):
+    """SIPp -t t1: one TCP connection, Content-Length framing, answers on the connection."""
+    import uvloop
+
+    async def main():
+        uas = AnsweringUas("127.0.0.1", 0)
+        host, port = await uas.start()
+        try:
+            rc, row, log = await run_sipp(
+                ["-sn", "uac", f"{host}:{port}", "-t", "t1", "-i", "127.0.0.1", "-p", str(free_udp_port()),
+                 "-m", "20", "-r", "20", "-l", "20", "-recv_timeout", "5000"], tmp_path, 20)
+        finally:
+            await uas.stop()
+        _check(rc, row, log, 20)
+        assert uas.counters.acks == 20 and uas.counters.ended == 20
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())

@@ -98,8 +98,11 @@ def test_every_format_reads_back_with_the_tones(tmp_path, fmt, stereo):
     x, _ = sf.read(str(res.path), dtype="int16", always_2d=True)
     assert abs(x.shape[0] - 16000) < 2000  # MP3 adds encoder padding
     if stereo:
-        assert level(x[:, 0], 1000) > 30 * level(x[:, 0], 600)
-        assert level(x[:, 1], 600) > 30 * level(x[:, 1], 1000)
+        # MP3 (LAME through libsndfile) leaks between channels by a varying
+        # amount (15-57 dB measured): demand the right tone on each side, 10 dB up.
+        separation = 3 if fmt == "mp3" else 30
+        assert level(x[:, 0], 1000) > separation * level(x[:, 0], 600)
+        assert level(x[:, 1], 600) > separation * level(x[:, 1], 1000)
     else:
         assert peak_freqs(x[:, 0], 2) == pytest.approx([600, 1000], abs=5)
     assert not list(res.path.parent.glob("*.spool.wav"))
@@ -231,8 +234,9 @@ def test_file_readable_after_sigkill_mid_call(tmp_path, fmt):
     x, rate = sf.read(str(path), dtype="int16", always_2d=True)
     assert rate == 8000 and x.shape[1] == 2
     assert 3.0 <= x.shape[0] / 8000 <= 3.6
-    assert level(x[:8000, 0], 1000) > 30 * level(x[:8000, 0], 600)
-    assert level(x[:8000, 1], 600) > 30 * level(x[:8000, 1], 1000)
+    separation = 3 if fmt == "mp3" else 30  # see test_every_format_reads_back_with_the_tones
+    assert level(x[:8000, 0], 1000) > separation * level(x[:8000, 0], 600)
+    assert level(x[:8000, 1], 600) > separation * level(x[:8000, 1], 1000)
 
 
 def test_open_failure_is_reported_not_raised(tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sip.errors import RemoteProtocolError
+from sip.errors import LocalProtocolError, RemoteProtocolError
+from sip.framing import StreamFramer
 from sip.message import (
     Headers,
     NameAddr,
@@ -12,6 +13,8 @@ from sip.message import (
     Response,
     Via,
     error_response,
+    make_ack,
+    make_cancel,
     make_request,
     make_response,
     parse_message,
@@ -101,8 +104,10 @@ def test_headers_multimap() -> None:
     h["Route"] = "<sip:p3;lr>"
     assert h.get_lines("route") == ["<sip:p3;lr>"]
     assert h.remove("route") == 1 and "Route" not in h
-    with pytest.raises(ValueError):
+    with pytest.raises(LocalProtocolError):
         h.add("X-Bad", "a\r\nInjected: yes")
+    with pytest.raises(LocalProtocolError):
+        h.add("Bad Name", "x")
 
 
 def test_make_response_copies_dialog_fields() -> None:
@@ -147,6 +152,9 @@ def test_make_request_builds_parseable_message() -> None:
         (INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards: 700"), "Max-Forwards", 400),
         (INVITE.replace(b";branch=z9hG4bK776asdhds", b";branch="), "branch", 400),
         (b"garbage\r\n\r\n", "SIP-Version", 400),
+        (INVITE.replace(b"Max-Forwards: 70\r\n", b"X-A: a\rMax-Forwards: 70\r\n"), "bare CR", 400),
+        (INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards 70\r\n"), "has no ':'", 400),
+        (INVITE.replace(b"Max-Forwards: 70\r\n", b"Max Forwards: 70\r\n"), "not a token", 400),
     ],
 )
 def test_errors_are_specific(data: bytes, fragment: str, hint: int) -> None:
@@ -309,3 +317,31 @@ def test_start_line_changes_are_serialised() -> None:
     assert bytes(req).startswith(b"INVITE sip:carol@chicago.example.com SIP/2.0\r\n")
     req.method = "OPTIONS"
     assert bytes(req).startswith(b"OPTIONS sip:carol@")
+
+
+def test_make_cancel_and_ack() -> None:
+    invite = parse_message(INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nRoute: <sip:p1.example.com;lr>\r\n"))
+    assert isinstance(invite, Request)
+    cancel = parse_message(bytes(make_cancel(invite)))
+    assert isinstance(cancel, Request) and cancel.method == "CANCEL" and cancel.uri_text == invite.uri_text
+    assert cancel.cseq == (314159, "CANCEL") and len(cancel.via) == 1
+    assert cancel.via[0].branch == invite.via[0].branch and cancel.to.tag is None
+    assert [str(r.uri) for r in cancel.route] == ["sip:p1.example.com;lr"]
+    busy = make_response(invite, 486, to_tag="b1")
+    ack = parse_message(bytes(make_ack(invite, busy)))
+    assert isinstance(ack, Request) and ack.method == "ACK" and ack.cseq == (314159, "ACK")
+    assert ack.to.tag == "b1" and ack.via[0].branch == invite.via[0].branch and ack.body == b""
+    with pytest.raises(LocalProtocolError):
+        make_ack(invite, make_response(invite, 200, to_tag="x"))
+    with pytest.raises(LocalProtocolError):
+        make_cancel(ack)
+
+
+def test_framer_failure_can_still_be_answered() -> None:
+    framer = StreamFramer()
+    framer.feed(INVITE.replace(b"Content-Length: 4\r\n", b"Content-Length: 4\r\nl: 4\r\n"))
+    with pytest.raises(RemoteProtocolError) as info:
+        framer.next_frame()
+    assert framer.failed_head is not None
+    resp = error_response(framer.failed_head, info.value)
+    assert resp is not None and resp.status_code == 400 and "more than once" in resp.reason

@@ -125,3 +125,21 @@ def test_digest_stale_nonce_rechallenges():
     a, b, reg, link = setup(auth)
     r, _ = _register_with_digest(a, link, "secret", now_shift=20.0)
     assert r.status_code == 401 and "stale=true" in r.headers.get("WWW-Authenticate")
+
+
+def test_client_answers_the_challenge_by_itself():
+    auth = DigestAuthenticator("example.com", lambda user, realm: {"alice": "secret"}.get(user))
+    a, b, reg, link = setup(auth)
+    txn = a.request("REGISTER", REG_URI, link.now, from_="<sip:alice@example.com>",
+                    to="<sip:alice@example.com>", headers=[("Contact", "<sip:alice@10.0.0.5>")],
+                    auth=DigestClient("alice", "secret"))
+    link.pump()
+    responses = [e for e in events(a) if isinstance(e, ResponseReceived)]
+    assert [r.response.status_code for r in responses] == [200]  # the 401 was handled inside
+    assert txn.retried_as is responses[0].transaction
+    assert responses[0].response.cseq == (2, "REGISTER") and reg.lookup("sip:alice@example.com")
+    # Wrong password: one retry, then the 403 reaches the application.
+    a.request("REGISTER", REG_URI, link.now, from_="<sip:alice@example.com>", to="<sip:alice@example.com>",
+              headers=[("Contact", "<sip:alice@10.0.0.5>")], auth=DigestClient("alice", "nope"))
+    link.pump()
+    assert [e.response.status_code for e in events(a) if isinstance(e, ResponseReceived)] == [403]

@@ -351,3 +351,39 @@ def test_uas_refreshes_target_on_reinvite(pair):
     link.pump()
     got = [e for e in events(b) if isinstance(e, RequestReceived)]
     assert got[0].dialog is db and db.remote_target == "sip:alice@127.0.0.1:5001;moved"
+
+
+def test_invite_407_answered_with_proxy_authorization_and_dialog_keeps_credentials(pair):
+    from sip.auth import DigestClient, DigestServer
+    a, b, link = pair
+    server = DigestServer("trunk.example", b"k" * 32, algorithms=("MD5",))
+    a.invite(URI_B, 0.0, body=SDP, content_type="application/sdp", auth=DigestClient("acct", "pw"))
+    link.pump()
+    first = [e for e in events(b) if isinstance(e, RequestReceived)][0]
+    b.respond(first.transaction, 407, headers=server.challenge(0.0, proxy=True), now=0.0)
+    link.pump()
+    second = [e for e in events(b) if isinstance(e, RequestReceived)][0]
+    creds = second.request.headers.get("Proxy-Authorization")
+    assert server.verify("INVITE", creds, 0.0, password="pw").ok
+    assert second.request.cseq == (2, "INVITE") and second.request.call_id == first.request.call_id
+    assert len(link.sent(A_ADDR, b"ACK ")) == 1  # the 407 was ACKed by the transaction
+    b.respond(second.transaction, 200, body=SDP, content_type="application/sdp", now=0.1)
+    link.pump()
+    eva = events(a)
+    assert [e.response.status_code for e in eva if isinstance(e, ResponseReceived)] == [200]
+    da = [e for e in eva if isinstance(e, DialogEstablished)][0].dialog
+    assert da.auth is not None and da.local_seq == 2
+
+
+def test_bye_in_early_dialog_gets_487_for_the_invite():
+    b = SipStack(B_ADDR)
+    inv = _raw_request(b"INVITE", b"z9hG4bKe1", extra=b"Contact: <sip:alice@127.0.0.1:5001>\r\n")
+    b.receive_datagram(inv, A_ADDR, 0.0)
+    req = events(b)[0]
+    dialog = b.respond(req.transaction, 180, now=0.0)
+    b.datagrams_to_send(0.0)
+    bye = _raw_request(b"BYE", b"z9hG4bKe2", to_tag=b";tag=" + dialog.local_tag.encode(), cseq=b"2")
+    b.receive_datagram(bye, A_ADDR, 0.1)
+    out = [d[:11] for d, _, _ in b.datagrams_to_send(0.1)]
+    assert out == [b"SIP/2.0 200", b"SIP/2.0 487"]
+    assert [e.reason for e in events(b) if isinstance(e, DialogTerminated)] == ["bye_received"]

@@ -1,0 +1,76 @@
+"""Typed events of the engine package (STYLE.md §3), published on the bus.
+
+Each event is a frozen slotted dataclass whose class attribute ``NAME`` is
+the dotted wire name clients subscribe to.  :meth:`Event.scope` reads the
+conventional fields ``tenant``, ``group``/``groups``, ``agent`` and ``queue``
+so the bus can decide visibility without knowing each event;
+:meth:`Event.data` is the payload sent to clients (every field)::
+
+    @dataclass(frozen=True, slots=True)
+    class AgentStateChanged(Event):
+        NAME: ClassVar[str] = "agent.state"
+        agent: str
+        state: str
+        previous_state: str
+        tenant: str = DEFAULT_TENANT
+        groups: tuple[str, ...] = ()
+
+    engine.bus.publish_event(AgentStateChanged(agent="1001", state="ready", previous_state="not_ready"))
+
+Later issues add their events here; names say what happened.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from engine.config import DEFAULT_TENANT
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of typed bus events."""
+
+    NAME: ClassVar[str] = ""
+
+    def data(self) -> dict[str, Any]:
+        """The payload: every field, tuples as lists."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, (tuple, frozenset)) else value
+        return out
+
+    def scope(self) -> dict[str, Any]:
+        """Keyword arguments for :meth:`engine.bus.EventBus.publish`."""
+        names = {f.name for f in dataclasses.fields(self)}
+        groups: tuple[str, ...] = tuple(getattr(self, "groups", ()) or ())
+        if "group" in names and getattr(self, "group"):
+            groups += (getattr(self, "group"),)
+        agent = getattr(self, "agent") if "agent" in names else None
+        queue = getattr(self, "queue") if "queue" in names else None
+        return {"tenant": getattr(self, "tenant", DEFAULT_TENANT), "groups": groups,
+                "agent": agent or None, "queue": queue or None}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStarted(Event):
+    """The engine finished starting (store open, services and listeners up)."""
+
+    NAME: ClassVar[str] = "engine.started"
+    name: str
+    """The engine's configured name."""
+    version: str
+    """The engine's version."""
+    tenant: str = "*"
+    """Engine-wide: seen by administrators of every tenant."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStopping(Event):
+    """Shutdown began; sent to each control connection just before it is closed."""
+
+    NAME: ClassVar[str] = "engine.stopping"
+    reason: str
+    """Why: ``shutdown``."""
