@@ -249,3 +249,35 @@ async def wait_udp_bound(port: int, timeout_s: float = 5.0) -> None:
                 return
         await asyncio.sleep(0.05)
     raise AssertionError(f"nothing bound UDP {port}")
+
+
+def offer_sdp(port: int, formats: str = "0 101", rtpmap: str = "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n") -> bytes:
+    return ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP {formats}\r\n{rtpmap}").encode()
+
+
+async def trunk_call(engine_port: int, dialed: str, body: bytes, caller: str = "+4917000001") -> tuple[SipEndpoint, Any]:
+    """Place an INVITE from our own UAC (the trunk); returns (endpoint, final ResponseReceived)."""
+    ep = SipEndpoint("127.0.0.1", 0, tcp=False, user="trunk")
+    await ep.start()
+    ep.invite(f"sip:{dialed}@127.0.0.1:{engine_port}", from_=f"<sip:{caller}@127.0.0.1>",
+              body=body, content_type="application/sdp")
+    while True:
+        ev = await ep.next_event(10.0)
+        if isinstance(ev, ResponseReceived) and ev.response.status_code >= 200:
+            return ep, ev
+
+
+async def next_event_named(client: ControlClient, name: str, timeout_s: float = 10.0,
+                           seen: list | None = None) -> dict:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        ev = await client.next_event(timeout=max(0.05, deadline - loop.time()))
+        if ev is None:
+            break
+        if seen is not None:
+            seen.append(ev)
+        if ev["event"] == name:
+            return ev
+    raise AssertionError(f"no {name} event within {timeout_s} s (seen: {[e['event'] for e in seen or []]})")

@@ -1,0 +1,139 @@
+"""Inbound call path edge cases with our own SIP UAs as trunk and phones (engine in a subprocess):
+488 on codecs we do not support, caller abandons in the queue, ring no answer to the next agent."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from conftest_inbound import (
+    AGENT_PASSWORDS, DIALED, EngineProcess, next_event_named, offer_sdp, register, trunk_call,
+)
+from sip.events import RequestReceived
+from sip.uas import AnsweringUas
+from sip.useragent import SipEndpoint
+
+pytestmark = pytest.mark.interop
+
+
+def run(coro, timeout: float = 40.0):
+    async def bounded():
+        return await asyncio.wait_for(coro, timeout)
+    return asyncio.run(bounded())
+
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = EngineProcess(tmp_path, ring_timeout_s=1)
+    eng.start()
+    yield eng
+    rc = eng.stop()
+    assert rc in (0, None), eng.log_text()
+
+
+def rows(tmp_path, sql):
+    db = sqlite3.connect(tmp_path / "cc.db")
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def test_only_unsupported_codecs_is_488(engine):
+    async def scenario():
+        ep, ev = await trunk_call(engine.sip_port, DIALED, offer_sdp(4000, "18", "a=rtpmap:18 G729/8000\r\n"))
+        await ep.stop()
+        assert ev.response.status_code == 488
+        admin = await engine.client()
+        try:
+            assert (await admin.request("engine.status"))["counts"]["legs"] == 0
+        finally:
+            await admin.close()
+    run(scenario())
+    assert "488" in engine.log_text()
+
+
+def test_caller_abandons_in_queue(engine, tmp_path):
+    async def scenario():
+        admin = await engine.client()
+        await admin.subscribe(events=["call.*", "queue.*"])
+        ep, ev = await trunk_call(engine.sip_port, DIALED, offer_sdp(4002))
+        try:
+            assert ev.response.status_code == 200  # answered by the engine: music on hold
+            stats = await next_event_named(admin, "queue.stats")
+            assert stats["data"]["waiting"] == 1
+            queues = (await admin.request("queue.list"))["queues"]
+            assert queues[0]["waiting"] == 1
+            await asyncio.sleep(0.5)
+            ep.bye(ev.dialog)
+            ended = await next_event_named(admin, "call.ended")
+            assert ended["data"]["reason"] == "caller_hangup" and ended["data"]["disposition"] == "abandoned"
+            assert (await admin.request("call.list"))["calls"] == []
+        finally:
+            await ep.stop()
+            await admin.close()
+    run(scenario())
+    assert engine.stop() == 0
+    (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
+    assert cdr["disposition"] == "abandoned" and cdr["agent"] == "" and cdr["wait_s"] >= 0.4
+    assert [r["event"] for r in rows(tmp_path, "SELECT event FROM queue_log ORDER BY id")] == ["enqueued", "abandoned"]
+
+
+def test_ring_no_answer_goes_to_next_agent(engine, tmp_path):
+    async def scenario():
+        admin = await engine.client()
+        alice = await engine.client("alice", AGENT_PASSWORDS["1001"])
+        bob = await engine.client("bob", AGENT_PASSWORDS["1002"])
+        silent = SipEndpoint("127.0.0.1", 0, tcp=False, user="2001")  # rings, never answers
+        answering = AnsweringUas("127.0.0.1", 0, tcp=False)
+        trunk = None
+        try:
+            await admin.subscribe(events=["agent.*", "call.*"])
+            _, silent_port = await silent.start()
+            _, answering_port = await answering.start()
+            await alice.request("agent.login", password=AGENT_PASSWORDS["1001"], extension="2001")
+            await bob.request("agent.login", password=AGENT_PASSWORDS["1002"], extension="2002")
+            assert await register(engine.sip_port, "2001", AGENT_PASSWORDS["1001"], contact_port=silent_port) == 200
+            assert await register(engine.sip_port, "2002", AGENT_PASSWORDS["1002"], contact_port=answering_port) == 200
+            await alice.request("agent.ready")
+            await asyncio.sleep(0.1)
+            await bob.request("agent.ready")
+            trunk, ev = await trunk_call(engine.sip_port, DIALED, offer_sdp(4004))
+            assert ev.response.status_code == 200
+            inv = await silent.next_event(5)
+            assert isinstance(inv, RequestReceived) and inv.request.method == "INVITE"
+            silent.respond(inv.transaction, 180)
+            seen: list = []
+            first = await next_event_named(admin, "call.ringing", seen=seen)
+            assert first["data"]["agent"] == "1001"
+            second = await next_event_named(admin, "call.ringing", seen=seen)
+            assert second["data"]["agent"] == "1002"
+            nr = [e for e in seen if e["event"] == "agent.state" and e["data"]["agent"] == "1001"
+                  and e["data"]["state"] == "not_ready"]
+            assert nr and nr[-1]["data"]["reason_code"] == "ring_no_answer"
+            answered = await next_event_named(admin, "call.answered", seen=seen)
+            assert answered["data"]["agent"] == "1002"
+            await asyncio.sleep(0.3)
+            trunk.bye(ev.dialog)
+            ended = await next_event_named(admin, "call.ended", seen=seen)
+            assert ended["data"]["agent"] == "1002"
+            agents = {a["agent"]: a for a in (await admin.request("agent.list"))["agents"]}
+            assert agents["1001"]["state"] == "not_ready" and agents["1001"]["reason_code"] == "ring_no_answer"
+            assert agents["1002"]["state"] == "wrapup"
+        finally:
+            if trunk is not None:
+                await trunk.stop()
+            await silent.stop()
+            await answering.stop()
+            for c in (admin, alice, bob):
+                await c.close()
+    run(scenario())
+    assert engine.stop() == 0
+    (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
+    assert cdr["agent"] == "1002" and cdr["ring_no_answer_count"] == 1 and cdr["disposition"] == "answered"
+    assert cdr["ring_s"] >= 0.9
+    qlog = [(r["event"], r["agent"]) for r in rows(tmp_path, "SELECT event, agent FROM queue_log ORDER BY id")]
+    assert qlog == [("enqueued", ""), ("offered", "1001"), ("ring_no_answer", "1001"), ("offered", "1002"),
+                    ("answered", "1002")]
