@@ -307,7 +307,9 @@ def run_engine(config: Config, log_level: str | None = None) -> int:
     from engine.callpath import CallCentre
     import engine.agent_ops  # noqa: F401  (registers the call path's ops)
 
-    engine = Engine(config, services=[CallCentre()])
+    # The call path (SIP listeners, media, ACD) runs when there is a trunk to take calls
+    # from; a control-only configuration binds no SIP port (docs/callpath.md).
+    engine = Engine(config, services=[CallCentre()] if config.trunks else [])
     try:
         asyncio.run(serve(engine))
     except StoreError as exc:
