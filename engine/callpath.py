@@ -62,7 +62,7 @@ from engine.calls import AgentRecord, Call, CallLeg, CallState, CallTrigger
 from engine.config import Config, parse_destination
 from engine.errors import Conflict, Forbidden, InvalidArgs, NotFound
 from media.engine import MediaConfig, MediaEngine
-from media.events import MediaEvent, PlaybackFinished
+from media.events import DtmfReceived, MediaEvent, PlaybackFinished
 from media.player import MusicSource
 from media.rtp import PayloadTypeMap
 from sip.errors import NoCommonCodecError, SdpError
@@ -147,6 +147,7 @@ class CallCentre:
         self._session_seq = 0
         self._moh = music_on_hold_frames()
         self._tasks: set[asyncio.Task] = set()
+        self._flows: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, engine: Any) -> None:
@@ -423,7 +424,10 @@ class CallCentre:
             ep.respond(ev.transaction, 404, "Not Found (no route for this number)")
             return
         dest = parse_destination(route.destination)
-        if dest.kind != "queue" or dest.target not in self.queue_ids:
+        flow = None
+        if dest.kind == "flow":
+            flow = self._flow(dest.target)
+        if not (dest.kind == "queue" and dest.target in self.queue_ids) and flow is None:
             log.warning("route %s → %s is not supported by the call path yet: 503", dialed, route.destination)
             ep.respond(ev.transaction, 503, "Service Unavailable (destination not supported)")
             return
@@ -453,19 +457,71 @@ class CallCentre:
             return
         dialog = ep.respond(ev.transaction, 200, body=bytes(answer), content_type="application/sdp")
         call = Call(req.call_id, trunk.tenant, caller_number, dialed, trunk.name, route.dialed_number,
-                    queue=dest.target, acd_id=self._next_caller)
+                    queue=dest.target if dest.kind == "queue" else "", acd_id=self._next_caller)
         self._next_caller += 1
         call.caller = CallLeg(leg_id, "caller", dialog=dialog, sdp=sdp, media_open=True)
         if dialog is not None:
             dialog.data = (call.call_id, "caller")
         self.calls[call.call_id] = call
         self.calls_by_acd[call.acd_id] = call
-        call.moh_player = self.media.play(MusicSource(self._moh), leg_id=leg_id)
-        log.info("trunk %s: %s → %s answered (%s), queue %s", trunk.name, caller_number, dialed, neg.codec,
-                 call.queue)
-        self._spawn(self._enqueue(call))
+        log.info("trunk %s: %s → %s answered (%s), %s", trunk.name, caller_number, dialed, neg.codec,
+                 route.destination)
+        self._spawn(self._route(call, flow))
 
-    async def _enqueue(self, call: Call) -> None:
+    def _flow(self, name: str) -> Any:
+        """The loaded flow ``name`` (loaded once; None when unknown or invalid)."""
+        if name in self._flows:
+            return self._flows[name]
+        conf = self.config.flows.get(name)  # type: ignore[union-attr]
+        flow = None
+        if conf is not None:
+            from ivr.flow import load_flow
+
+            try:
+                flow = load_flow(self.config.resolve_path(conf.path))  # type: ignore[union-attr]
+            except Exception as exc:
+                logger.error("flow %s (%s) cannot be loaded: %s", name, conf.path, exc)
+        self._flows[name] = flow
+        return flow
+
+    def start_music(self, call: Call) -> None:
+        """Music on hold on the caller leg (idempotent)."""
+        media = self.media
+        if media is None or call.caller is None or call.caller.leg_id not in media.legs:
+            return
+        if call.moh_player and call.moh_player in media.players:
+            return
+        call.moh_player = media.play(MusicSource(self._moh), leg_id=call.caller.leg_id)
+
+    def stop_music(self, call: Call) -> None:
+        media = self.media
+        if media is not None and call.moh_player and call.moh_player in media.players:
+            media.stop_playback(call.moh_player)
+        call.moh_player = ""
+
+    async def _route(self, call: Call, flow: Any) -> None:
+        await self._history(call)
+        if call.state is not CallState.ROUTING:
+            return
+        if flow is None:
+            self.start_music(call)
+            self.enqueue_now(call)
+            return
+        from engine.ivrbridge import IvrBridge
+        from ivr.events import CallStarted
+        from ivr.interpreter import Interpreter
+        from ivr.runner import start_call
+
+        bridge = IvrBridge(self, call)
+        interpreter = Interpreter(flow, call.call_id, variables=dict(call.data.get("ivr", {})))
+        ivr, task = start_call(interpreter, bridge, CallStarted(call.caller_number, call.dialed_number, time.time()))
+        bridge.ivr = ivr
+        call.ivr = (ivr, task, bridge)
+        call.flow = flow.name if hasattr(flow, "name") else ""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _history(self, call: Call) -> None:
         store = self.engine.store
         if store is not None:
             try:
@@ -476,6 +532,9 @@ class CallCentre:
             last = rows[-1] if rows else {}
             call.variables["history"] = {"calls": len(rows), "last_agent": last.get("agent", ""),
                                          "last_notes": last.get("notes", "")}
+
+    def enqueue_now(self, call: Call) -> None:
+        """Put a routed call into its queue's ACD line."""
         if call.state is not CallState.ROUTING:
             return
         call.fire(CallTrigger.QUEUE)
@@ -483,6 +542,18 @@ class CallCentre:
         qid = self.queue_ids[call.queue]
         self.acd.enqueue(call.acd_id, qid, self.now())
         self._queue_log(call, "enqueued", position=self.acd.queue_length(qid))
+        self._pump()
+        self._queue_stats(call.queue)
+
+    def dequeue(self, call: Call, reason: str) -> None:
+        """The IVR takes the caller out of the queue (exit key, max wait): back to routing."""
+        if call.state not in (CallState.QUEUED, CallState.OFFERING):
+            return
+        self._stop_ringing(call)
+        self.acd.abandon(call.acd_id, self.now())
+        call.fire(CallTrigger.DEQUEUE)
+        self.stop_music(call)
+        self._queue_log(call, f"dequeued_{reason}")
         self._pump()
         self._queue_stats(call.queue)
 
@@ -518,7 +589,12 @@ class CallCentre:
                     if call is not None:
                         reason = "queue_timeout" if kind == DecisionKind.TIMEOUT else "queue_full"
                         self._queue_log(call, reason)
-                        self.hangup(call, reason)
+                        if call.ivr is not None:
+                            self.stop_music(call)
+                            call.fire(CallTrigger.DEQUEUE)
+                            call.ivr[2].queue_left("timeout" if kind == DecisionKind.TIMEOUT else "closed")
+                        else:
+                            self.hangup(call, reason)
             except Exception:
                 logger.exception("ACD decision %r failed", d)
         if self._acd_timer is not None:
@@ -685,9 +761,8 @@ class CallCentre:
         call.agent = rec.number
         call.answered_ts = time.time()
         self.acd.accept(call.acd_id, rec.acd_id, self.now())
-        if call.moh_player and call.moh_player in media.players:
-            media.stop_playback(call.moh_player)
-        call.moh_player = ""
+        self.stop_music(call)
+        self._end_ivr(call)
         call.room = f"room-{call.call_id}"
         media.create_room(call.room, call.tenant)
         media.join(call.room, call.caller.leg_id)
@@ -756,6 +831,19 @@ class CallCentre:
             reason = "agent_hangup" if ev.reason == "bye_received" else ev.reason
         self.hangup(call, reason)
 
+    def _end_ivr(self, call: Call) -> None:
+        """Stop the flow (bridged or hung up): its prompts stop, its task is cancelled."""
+        if call.ivr is None:
+            return
+        ivr, task, bridge = call.ivr
+        call.ivr = None
+        for player in list(bridge.players):
+            if self.media is not None and player in self.media.players:
+                self.media.stop_playback(player)
+        bridge.players.clear()
+        call.variables.update({k: v for k, v in ivr.interpreter.call_data.items() if k not in call.variables})
+        task.cancel()
+
     def hangup(self, call: Call, reason: str) -> None:
         """End every leg of ``call`` (BYE where the dialog is still up) and write its records."""
         if call.state is CallState.ENDED:
@@ -763,6 +851,7 @@ class CallCentre:
         log = CallLogger(logger, {"call_id": call.call_id})
         previous = call.state
         call.fire(CallTrigger.END)
+        self._end_ivr(call)
         call.end_ts = time.time()
         call.end_reason = reason
         ep = self.endpoint
@@ -821,8 +910,21 @@ class CallCentre:
     # ------------------------------------------------------------------ media events
     def _on_media(self, ev: MediaEvent) -> None:
         if isinstance(ev, PlaybackFinished):
-            return
-        logger.debug("media event %r", ev)
+            call = self._call_of_leg(ev.leg_id)
+            if call is not None and call.ivr is not None:
+                call.ivr[2].prompt_finished(ev.player_id)
+        elif isinstance(ev, DtmfReceived):
+            call = self._call_of_leg(ev.leg_id)
+            if call is not None and call.ivr is not None and call.caller is not None \
+                    and ev.leg_id == call.caller.leg_id:
+                call.ivr[2].dtmf(ev.digit)
+        else:
+            logger.debug("media event %r", ev)
+
+    def _call_of_leg(self, leg_id: str | None) -> Call | None:
+        if not leg_id:
+            return None
+        return self.calls.get(leg_id.rsplit("/", 1)[0])
 
     # ------------------------------------------------------------------ snapshots
     def _snapshot_agents(self, session: Any) -> list[dict[str, Any]]:

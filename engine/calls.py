@@ -13,7 +13,9 @@ A call moves through :class:`CallState` by the transitions of
 :data:`CALL_TRANSITIONS` (STYLE.md: enum + transition table)::
 
     ROUTING -> QUEUED -> OFFERING -> TALKING -> ENDED
-                 ^----------'  (ring no answer / reject: back to the queue)
+       ^        ^  |         |
+       |        '--+---------'  (ring no answer / reject: back to the queue)
+       '-----------'  (the IVR takes the caller out of the queue)
 
 An agent's live state (:class:`AgentRecord`) mirrors the ACD's agent state
 (``engine.acd_types.AgentState``) with what the ACD does not know: the
@@ -41,13 +43,14 @@ class CallTrigger(enum.Enum):
     OFFER = "offer"
     ANSWER = "answer"
     REQUEUE = "requeue"
+    DEQUEUE = "dequeue"
     END = "end"
 
 
 _S, _T = CallState, CallTrigger
 CALL_TRANSITIONS: dict[CallState, dict[CallTrigger, CallState]] = {
     _S.ROUTING: {_T.QUEUE: _S.QUEUED, _T.END: _S.ENDED},
-    _S.QUEUED: {_T.OFFER: _S.OFFERING, _T.END: _S.ENDED},
+    _S.QUEUED: {_T.OFFER: _S.OFFERING, _T.DEQUEUE: _S.ROUTING, _T.END: _S.ENDED},
     _S.OFFERING: {_T.ANSWER: _S.TALKING, _T.REQUEUE: _S.QUEUED, _T.OFFER: _S.OFFERING, _T.END: _S.ENDED},
     _S.TALKING: {_T.END: _S.ENDED},
     _S.ENDED: {_T.END: _S.ENDED},
@@ -111,6 +114,9 @@ class Call:
     moh_player: str = ""
     ring_timer: Any = None
     room: str = ""
+    ivr: Any = None
+    """(IvrCall, task, IvrBridge) while a flow runs for the caller."""
+    flow: str = ""
 
     def fire(self, trigger: CallTrigger) -> CallState:
         nxt = CALL_TRANSITIONS[self.state].get(trigger)
@@ -137,7 +143,7 @@ class Call:
         talk_s = end - self.answered_ts if self.answered_ts is not None else 0.0
         return {"call_id": self.call_id, "tenant": self.tenant, "direction": "inbound",
                 "caller_number": self.caller_number, "dialed_number": self.dialed_number,
-                "trunk": self.trunk, "route": self.route, "queue": self.queue, "agent": self.agent,
+                "trunk": self.trunk, "route": self.route, "flow": self.flow, "queue": self.queue, "agent": self.agent,
                 "start_ts": self.start_ts, "queued_ts": self.queued_ts, "answered_ts": self.answered_ts,
                 "end_ts": end, "wait_s": round(max(0.0, wait_s), 3), "ring_s": round(self.ring_s, 3),
                 "talk_s": round(max(0.0, talk_s), 3), "disposition": self.disposition,
