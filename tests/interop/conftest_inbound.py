@@ -25,6 +25,7 @@ AGENT_PASSWORDS = {"1001": "pw-1001", "1002": "pw-1002"}
 ADMIN_PASSWORD = "admin-pw"
 DOMAIN = "cc.test"
 DIALED = "+4930555100"
+IVR_DIALED = "+4930555200"
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -42,8 +43,34 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     raise RuntimeError("no free port")
 
 
+FLOW = '''
+[flow]
+name = "inbound_menu"
+start = "menu"
+
+[nodes.menu]
+type = "menu"
+prompts = [{ tts = "Press one for sales." }]
+choices = { "1" = "sales_queue" }
+variable = "department"
+timeout_s = 15
+retries = 1
+on_failure = "bye"
+
+[nodes.sales_queue]
+type = "queue"
+queue = "sales"
+announce_interval_s = 0
+on_failure = "bye"
+
+[nodes.bye]
+type = "hangup"
+'''
+
+
 def engine_config(tmp: pathlib.Path, sip_port: int, ctl_port: int, *, ring_timeout_s: int = 10,
                   wrapup_s: int = 1) -> str:
+    (tmp / "menu.toml").write_text(FLOW)
     h = {a: hash_password(pw, n=1024) for a, pw in AGENT_PASSWORDS.items()}
     admin = hash_password(ADMIN_PASSWORD, n=1024)
     rtp = 20000 + (sip_port % 200) * 40
@@ -121,6 +148,13 @@ wrapup_s = {wrapup_s}
 [[routes]]
 dialed_number = "{DIALED}"
 destination = "queue:sales"
+
+[flows.inbound_menu]
+path = "{tmp}/menu.toml"
+
+[[routes]]
+dialed_number = "{IVR_DIALED}"
+destination = "flow:inbound_menu"
 """
 
 
@@ -138,7 +172,7 @@ class EngineProcess:
 
     def start(self, timeout_s: float = 15.0) -> None:
         out = open(self.log, "wb")
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "CTIENGINE_TTS_CACHE": str(self.tmp / "tts")}
         self.proc = subprocess.Popen([PYTHON, "-m", "engine.cli", "run", str(self.config)], cwd=ROOT, env=env,
                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
