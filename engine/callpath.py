@@ -577,8 +577,11 @@ class CallCentre:
                     self._offer(self.calls_by_acd[d[1]], self.agents_by_acd[d[2]])
                 elif kind == DecisionKind.OFFER_CANCELLED:
                     call = self.calls_by_acd.get(d[1])
-                    if call is not None:
+                    if call is not None and call.offered_agent == self.agents_by_acd[d[2]].number:
                         self._stop_ringing(call)
+                        self._queue_log(call, "offer_cancelled", agent=self.agents_by_acd[d[2]].number)
+                        if call.state is CallState.OFFERING:
+                            call.fire(CallTrigger.REQUEUE)
                     self._sync_agent(self.agents_by_acd[d[2]])
                 elif kind == DecisionKind.AGENT_NOT_READY:
                     rec = self.agents_by_acd[d[1]]

@@ -137,3 +137,56 @@ def test_ring_no_answer_goes_to_next_agent(engine, tmp_path):
     qlog = [(r["event"], r["agent"]) for r in rows(tmp_path, "SELECT event, agent FROM queue_log ORDER BY id")]
     assert qlog == [("enqueued", ""), ("offered", "1001"), ("ring_no_answer", "1001"), ("offered", "1002"),
                     ("answered", "1002")]
+
+
+def test_agent_logs_out_while_ringing_caller_waits_again(tmp_path):
+    eng = EngineProcess(tmp_path, ring_timeout_s=20)
+    eng.start()
+
+    async def scenario():
+        admin = await eng.client()
+        alice = await eng.client("alice", AGENT_PASSWORDS["1001"])
+        silent = SipEndpoint("127.0.0.1", 0, tcp=False, user="2001")
+        trunk = None
+        try:
+            await admin.subscribe(events=["agent.*", "call.*"])
+            _, silent_port = await silent.start()
+            await alice.request("agent.login", password=AGENT_PASSWORDS["1001"], extension="2001")
+            assert await register(eng.sip_port, "2001", AGENT_PASSWORDS["1001"], contact_port=silent_port) == 200
+            await alice.request("agent.ready")
+            trunk, ev = await trunk_call(eng.sip_port, DIALED, offer_sdp(4006))
+            inv = await silent.next_event(5)
+            assert isinstance(inv, RequestReceived) and inv.request.method == "INVITE"
+            silent.respond(inv.transaction, 180)
+            await next_event_named(admin, "call.ringing")
+            await alice.request("agent.logout")
+            cancelled = False
+            for _ in range(5):  # the phone is told to stop ringing (CANCEL → 487 by its stack)
+                got = await silent.next_event(3)
+                if type(got).__name__ == "CancelReceived":
+                    cancelled = True
+                    break
+            assert cancelled
+            queues = (await admin.request("queue.list"))["queues"]
+            assert queues[0]["waiting"] == 1
+            calls = (await admin.request("call.list"))["calls"]
+            assert calls[0]["state"] == "queued"
+            trunk.bye(ev.dialog)
+            ended = await next_event_named(admin, "call.ended")
+            assert ended["data"]["disposition"] == "abandoned"
+        finally:
+            if trunk is not None:
+                await trunk.stop()
+            await silent.stop()
+            await admin.close()
+            await alice.close()
+
+    try:
+        run(scenario())
+    finally:
+        rc = eng.stop()
+    assert rc == 0, eng.log_text()
+    qlog = [(r["event"], r["agent"]) for r in rows(tmp_path, "SELECT event, agent FROM queue_log ORDER BY id")]
+    assert qlog == [("enqueued", ""), ("offered", "1001"), ("offer_cancelled", "1001"), ("abandoned", "")]
+    states = [r["state"] for r in rows(tmp_path, "SELECT state FROM agent_state_log ORDER BY id")]
+    assert states == ["not_ready", "ready", "reserved", "logged_out"]
