@@ -84,7 +84,6 @@ from engine.acd_types import (
     AGENT_TRANSITIONS,
     INF,
     MAX_PRIORITY,
-    NO_DESTINATION,
     PRIORITY_LEVELS,
     AcdConfigError,
     AcdStateError,

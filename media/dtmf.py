@@ -46,13 +46,13 @@ recursion.  A block is a
 * each tone's level is at least ``min_level_dbm0`` (default -30 dBm0);
 * twist: the high tone is no more than ``normal_twist_db`` (8 dB) below the
   low tone and no more than ``reverse_twist_db`` (4 dB) above it;
-* in each group the chosen tone is at least ``group_margin_db`` (6 dB) above
+* in each group the chosen tone is at least ``group_margin_db`` (8 dB) above
   the other tones of that group;
 * frequency deviation: the tone frequency, measured from the phase advance of
   the DFT bin between two blocks 80 samples apart, is within
   ``max_deviation`` (2.5 %) of nominal -- Q.24 wants ±1.5 % accepted and
   ±3.5 % rejected;
-* energy ratio: the two tones hold at least ``min_tone_energy_ratio`` (0.7)
+* energy ratio: the two tones hold at least ``min_tone_energy_ratio`` (0.75)
   of the block's energy (speech spreads energy over many frequencies);
 * second harmonic of the high tone at least ``harmonic_margin_db`` (12 dB)
   below it (a tone generator has none; voiced speech has many).
@@ -397,9 +397,9 @@ class DetectorConfig:
     min_level_dbm0: float = -30.0
     normal_twist_db: float = 8.0
     reverse_twist_db: float = 4.0
-    group_margin_db: float = 6.0
+    group_margin_db: float = 8.0
     max_deviation: float = 0.025
-    min_tone_energy_ratio: float = 0.7
+    min_tone_energy_ratio: float = 0.75
     harmonic_margin_db: float = 12.0
     hits_to_start: int = 2
     misses_to_end: int = 3
@@ -469,6 +469,21 @@ class DtmfDetector:
         self._active = np.full(max_slots, -1, np.int8)  # digit currently held
         self._active_blocks = np.zeros(max_slots, np.int32)
         self._misses = np.zeros(max_slots, np.int32)
+
+    def grow(self, max_slots: int) -> None:
+        """Raise the slot capacity to ``max_slots``, keeping every slot's state."""
+        if max_slots <= self.max_slots:
+            return
+        extra = max_slots - self.max_slots
+        pad = lambda a, fill: np.concatenate([a, np.full((extra,) + a.shape[1:], fill, a.dtype)])  # noqa: E731
+        self._tail = pad(self._tail, 0)
+        self._prev_bins = pad(self._prev_bins, 0)
+        self._candidate = pad(self._candidate, -1)
+        self._hits = pad(self._hits, 0)
+        self._active = pad(self._active, -1)
+        self._active_blocks = pad(self._active_blocks, 0)
+        self._misses = pad(self._misses, 0)
+        self.max_slots = max_slots
 
     def reset(self, slot: int) -> None:
         """Forget everything about ``slot`` (a leg left or a new one took it)."""

@@ -96,27 +96,31 @@ def compile_plan(rooms: Iterable[Room], input_row: Mapping[str, int]) -> MixPlan
     Returns:
         The :class:`MixPlan`; output rows are numbered in room order.
     """
-    groups: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    keys: list[tuple[str, str, int]] = []
+    groups: dict[tuple[int, int], list[tuple[str, list, list, np.ndarray]]] = {}
+    n_out = 0
     for room in rooms:
-        outputs, inputs, hear = room.matrix()
+        outputs, inputs, hear = room.matrix()  # cached per room version
         if not outputs:
             continue
-        po, pi = _pad(len(outputs)), _pad(max(1, len(inputs)))
-        in_idx = np.zeros(pi, np.intp)
-        in_idx[: len(inputs)] = [input_row.get(s, 0) for s in inputs]
-        h = np.zeros((po, pi), np.float32)
-        h[: len(outputs), : len(inputs)] = hear
-        out_idx = np.full(po, -1, np.intp)
-        out_idx[: len(outputs)] = np.arange(len(keys), len(keys) + len(outputs))
-        keys.extend((room.room_id, m, c) for m, c in outputs)
-        groups.setdefault((po, pi), []).append((in_idx, h, out_idx))
-    scratch = len(keys)
+        groups.setdefault((_pad(len(outputs)), _pad(max(1, len(inputs)))), []).append(
+            (room.room_id, outputs, inputs, hear))
+        n_out += len(outputs)
+    scratch = n_out
+    keys: list[tuple[str, str, int]] = []
     buckets = []
-    for items in groups.values():
-        out_idx = np.stack([o for _, _, o in items])
-        out_idx[out_idx < 0] = scratch
-        buckets.append(_Bucket(np.stack([i for i, _, _ in items]), np.stack([h for _, h, _ in items]), out_idx))
+    for (po, pi), items in groups.items():
+        r_count = len(items)
+        in_idx = np.zeros((r_count, pi), np.intp)
+        h = np.zeros((r_count, po, pi), np.float32)
+        out_idx = np.full((r_count, po), scratch, np.intp)
+        for r, (room_id, outputs, inputs, hear) in enumerate(items):
+            no, ni = hear.shape
+            if ni:
+                in_idx[r, :ni] = [input_row.get(m, 0) for m in inputs]
+                h[r, :no, :ni] = hear
+            out_idx[r, :no] = np.arange(len(keys), len(keys) + no)
+            keys.extend([(room_id, m, c) for m, c in outputs])
+        buckets.append(_Bucket(in_idx, h, out_idx))
     return MixPlan(buckets, keys)
 
 

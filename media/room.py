@@ -107,6 +107,7 @@ class Room:
     tenant: str = "default"
     members: dict[str, Member] = field(default_factory=dict)
     version: int = 0
+    _matrix_cache: tuple | None = field(default=None, repr=False, compare=False)
 
     def join(
         self,
@@ -185,6 +186,9 @@ class Room:
             is ``float32[len(outputs), len(inputs)]`` with 1 where that output
             hears that input.
         """
+        cached = self._matrix_cache
+        if cached is not None and cached[0] == self.version:
+            return cached[1]  # unchanged since the last compile: the mixer recompiles every room on any change
         inputs = [m.member_id for m in self.members.values() if m.speaks]
         outputs: list[tuple[str, int]] = []
         rows: list[list[float]] = []
@@ -197,6 +201,8 @@ class Room:
                     outputs.append((m.member_id, c))
                     rows.append([1.0 if s in chan else 0.0 for s in inputs])
         hear = np.array(rows, np.float32).reshape(len(outputs), len(inputs))
+        hear.setflags(write=False)
+        self._matrix_cache = (self.version, (outputs, inputs, hear))
         return outputs, inputs, hear
 
     def describe(self) -> dict[str, list[str]]:

@@ -356,12 +356,19 @@ def _trim(pcm: np.ndarray, threshold: float = 0.02, margin_ms: float = 10.0) -> 
 
 
 def build_prompt_set(root: str | os.PathLike[str], language: str, force: bool = False,
-                     tts: "object | None" = None, workers: int = 4) -> list[str]:
-    """Generate ``root/<language>/<word>.wav`` for the whole vocabulary with espeak-ng.
+                     tts: "object | None" = None, workers: int = 4,
+                     words: Iterable[str] | None = None) -> list[str]:
+    """Generate ``root/<language>/<word>.wav`` with espeak-ng.
 
-    Existing files are kept unless ``force``.  Returns the words written.
+    Args:
+        words: only these words (default: the whole vocabulary).
+        force: regenerate existing files (default: keep them).
+
+    Returns:
+        The words written.
 
     Raises:
+        LocalMediaError: a word that is not in the language's vocabulary.
         TtsError: espeak-ng is missing or fails.
     """
     from media.tts import Tts
@@ -370,7 +377,11 @@ def build_prompt_set(root: str | os.PathLike[str], language: str, force: bool = 
     out_dir = pathlib.Path(root) / lang
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = tts or Tts(pathlib.Path(root) / ".tts-cache")
-    todo = [w for w in VOCABULARY[lang] if force or not (out_dir / f"{w}.wav").exists()]
+    wanted = list(VOCABULARY[lang]) if words is None else list(dict.fromkeys(words))
+    unknown = [w for w in wanted if w not in VOCABULARY[lang]]
+    if unknown:
+        raise LocalMediaError(f"words {unknown} are not in the {lang!r} prompt vocabulary")
+    todo = [w for w in wanted if force or not (out_dir / f"{w}.wav").exists()]
 
     def make(word: str) -> str:
         wav = engine.synthesize(VOCABULARY[lang][word], voice=_VOICES[lang])

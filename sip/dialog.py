@@ -128,7 +128,7 @@ class Dialog:
         "call_id", "local_tag", "remote_tag", "role", "state", "local_party", "remote_party",
         "local_seq", "remote_seq", "remote_target", "route_set", "peer", "transport",
         "local_contact", "invite_seq", "ack_data", "pending_2xx", "client_invite",
-        "server_invite", "glare_timer", "tenant", "data", "log", "data_acked", "auth",
+        "server_invite", "glare_timer", "keepalive_timer", "tenant", "data", "log", "data_acked", "auth",
     )
 
     def __init__(self, call_id: str, local_tag: str, remote_tag: str, role: str,
@@ -155,6 +155,7 @@ class Dialog:
         self.client_invite: Any = None  # our re-INVITE in progress (glare detection)
         self.server_invite: Any = None  # their (re-)INVITE in progress
         self.glare_timer: Any = None
+        self.keepalive_timer: Any = None
         self.tenant = tenant
         self.data_acked = -1  # CSeq of the 2xx we ACKed last (UAC)
         self.auth: Any = None  # DigestClient for in-dialog requests the peer challenges

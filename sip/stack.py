@@ -207,8 +207,8 @@ class SipStack:
     def transaction_ended(self, txn: Transaction, trigger: Trigger) -> None:
         if isinstance(txn, ServerTransaction):
             self._server.pop(txn.key, None)
-            mkey = txn.context
-            if isinstance(mkey, tuple) and self._merge.get(mkey) == txn.key:
+            mkey = txn.merge_key
+            if mkey is not None and self._merge.get(mkey) == txn.key:
                 del self._merge[mkey]
             if trigger is Trigger.TIMER_H:
                 self._timed_out(txn, "timer H")
@@ -302,7 +302,7 @@ class SipStack:
                 self.respond(txn, 482, now=now)
                 return
             self._merge[mkey] = key
-            txn.context = mkey
+            txn.merge_key = mkey
         mf = req.max_forwards
         if mf is not None and mf <= 0 and method != "OPTIONS":
             self.respond(txn, 483, now=now)  # §16.3 step 3 / §8.2 for our B2BUA legs
@@ -497,6 +497,7 @@ class SipStack:
             self.timers.cancel(pending.giveup)
             dialog.pending_2xx = None
         self.timers.cancel(dialog.glare_timer)
+        self.timers.cancel(dialog.keepalive_timer)
         self._dialogs.pop(dialog.id, None)
         dialog.log.info("dialog terminated: %s", reason)
         if emit:
@@ -785,6 +786,29 @@ class SipStack:
         if first:
             self._events.append(DialogEstablished(dialog))
         return dialog
+
+    def keepalive(self, dialog: Dialog, interval_s: float, now: float) -> None:
+        """Send an in-dialog OPTIONS every ``interval_s`` until the dialog ends.
+
+        A peer that stops answering (Timer F) or answers 481/408 ends the
+        dialog with ``DialogTerminated(reason="timeout" / "rejected")``, so a
+        vanished phone does not leave a call up forever.  ``interval_s`` 0
+        stops it.
+        """
+        self.timers.cancel(dialog.keepalive_timer)
+        dialog.keepalive_timer = None
+        if interval_s > 0:
+            dialog.keepalive_timer = self.timers.schedule(now + interval_s, self._keepalive_tick,
+                                                          (dialog, interval_s))
+
+    def _keepalive_tick(self, kind: object, now: float) -> None:
+        dialog, interval_s = kind  # type: ignore[misc]
+        dialog.keepalive_timer = None
+        if dialog.terminated:
+            return
+        if dialog.state is DialogState.CONFIRMED:
+            self._send_in_dialog(dialog, "OPTIONS", now)
+        dialog.keepalive_timer = self.timers.schedule(now + interval_s, self._keepalive_tick, kind)
 
     def _schedule_glare_retry(self, dialog: Dialog, txn: ClientTransaction, now: float) -> None:
         # §14.1: the Call-ID owner (the UAC of the dialog) waits 2.1-4 s, the other 0-2 s.

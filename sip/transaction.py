@@ -435,7 +435,7 @@ class ClientTransaction(Transaction):
 class ServerTransaction(Transaction):
     """INVITE or non-INVITE server transaction; created by a new request."""
 
-    __slots__ = ("request", "source", "response_addr", "last_status", "trying_timer", "to_tag")
+    __slots__ = ("request", "source", "response_addr", "last_status", "trying_timer", "to_tag", "merge_key")
 
     def __init__(self, owner: TransactionOwner, key: tuple, method: str, call_id: str,
                  response_addr: Address, transport: str, now: float,
@@ -452,6 +452,7 @@ class ServerTransaction(Transaction):
         self.last_status = 0
         self.to_tag: str | None = None
         self.trying_timer: TimerEntry | None = None
+        self.merge_key: tuple | None = None  # owner's §8.2.2.2 merged-request key
 
     def table_terminated(self) -> enum.Enum:
         return (InviteServerState.TERMINATED if self.table is INVITE_SERVER

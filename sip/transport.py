@@ -160,6 +160,7 @@ class SipTransport:
         self._sweep: asyncio.TimerHandle | None = None
         self._connecting: set[asyncio.Task] = set()
         self._closed = False
+        self._transmitting = False
 
     # ------------------------------------------------------------ listeners
     async def listen_udp(self, host: str = "127.0.0.1", port: int = 0) -> Address:
@@ -206,7 +207,20 @@ class SipTransport:
             self.transmit()
 
     def transmit(self) -> None:
-        """Deliver core events, send what the core produced, re-arm the timer."""
+        """Deliver core events, send what the core produced, re-arm the timer.
+
+        Re-entrant calls (the application answering from ``on_event``) only
+        mark more work: the outer call's loop picks it up.
+        """
+        if self._transmitting:
+            return
+        self._transmitting = True
+        try:
+            self._transmit()
+        finally:
+            self._transmitting = False
+
+    def _transmit(self) -> None:
         core = self.core
         while True:
             event = core.next_event()
@@ -224,14 +238,17 @@ class SipTransport:
                 self._send(out)
             if not progressed:
                 break
+        # One call_at for the earliest deadline.  It is only moved *earlier*:
+        # when the earliest timer was cancelled the armed one fires early,
+        # finds nothing due and re-arms, which is cheaper than re-arming on
+        # nearly every datagram (each answered INVITE cancels its 100 timer).
         deadline = core.get_timer()
-        if deadline != self._timer_at and not self._closed:
+        if deadline is not None and not self._closed and (
+                self._timer_at is None or deadline < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()
-                self._timer = None
             self._timer_at = deadline
-            if deadline is not None:
-                self._timer = self.loop.call_at(deadline, self._on_timer)
+            self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

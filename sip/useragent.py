@@ -136,6 +136,11 @@ class SipEndpoint:
         self._flush()
         return txn
 
+    def keepalive(self, dialog: Dialog, interval_s: float) -> None:
+        """Periodic in-dialog OPTIONS (see :meth:`SipStack.keepalive`)."""
+        self.stack.keepalive(dialog, interval_s, self._now())
+        self._flush()
+
     def cancel(self, txn: ClientTransaction) -> ClientTransaction | None:
         """CANCEL a pending INVITE (see :meth:`SipStack.cancel`)."""
         ctxn = self.stack.cancel(txn, self._now())

@@ -80,6 +80,7 @@ class Driver:
         self.sticky: dict[int, int] = {}  # caller -> preferred agent (while sticky)
         self.next_caller = 1000
         self.decisions: list[tuple] = []
+        self.ranks: dict[int, int] = {}
         self.events = 0
         for q, cfg in scenario.configs.items():
             for acd in acds:
@@ -158,7 +159,10 @@ class Driver:
             self.excluded[cid] = set()
             if sticky_agent >= 0:
                 self.sticky[cid] = sticky_agent
-            self.apply("enqueue", cid, q, now, priority=prio, sticky_agent=sticky_agent, sticky_s=sticky_s)
+            out = self.apply("enqueue", cid, q, now, priority=prio, sticky_agent=sticky_agent, sticky_s=sticky_s)
+            mine = [d for d in out if d[0] == D.OFFER and d[1] == cid]
+            if self.check and mine and sticky_agent < 0:
+                self._check_strategy_choice(cid, q, mine[0][2])
             if cid in self.callers and cid not in self.offers and self.ref.caller_info(cid)[1] != 1:
                 self.sticky.pop(cid, None)
         elif r < 0.45 and self.offers:
@@ -199,7 +203,9 @@ class Driver:
                 sk = {s: rnd.randint(1, 10) for s in rnd.sample(range(self.sc.skills), rnd.randint(1, self.sc.skills))}
                 gr = frozenset(rnd.sample(range(3), rnd.randint(0, 2)))
                 self.skills[agent], self.groups[agent] = sk, gr
-                self.apply("login", agent, now, tuple(sk.items()), tuple(gr), rank=rnd.choice((-1, rnd.randrange(50))))
+                rank = rnd.choice((-1, rnd.randrange(50)))
+                self.ranks[agent] = agent if rank == -1 else rank
+                self.apply("login", agent, now, tuple(sk.items()), tuple(gr), rank=rank)
                 agent_event = None
             elif rnd.random() < 0.04:
                 self._forget_offers_of(agent)
@@ -323,6 +329,45 @@ class Driver:
                 _, _, e2, t2, s2 = acd.caller_info(c)
                 if t2 >= mt and agent not in self.excluded[c]:
                     assert (-e2, s2) > (-eff, seq), f"agent {agent} took {got[0]} but {c} was ahead"
+
+    def strategy_key(self, q: int, agent: int) -> tuple:
+        """The documented ordering key of a heap strategy (docs/acd.md)."""
+        cfg = self.sc.configs[q]
+        calls, talk_s, idle_since = self.ref.agent_stats(agent)
+        score = float(cfg.score(self.skills[agent]))
+        s = cfg.strategy
+        if s == Strategy.LONGEST_IDLE:
+            return (idle_since, 0.0, agent)
+        if s == Strategy.FEWEST_CALLS:
+            return (float(calls), idle_since, agent)
+        if s == Strategy.LEAST_TALK_TIME:
+            return (talk_s, idle_since, agent)
+        if s == Strategy.TOP_DOWN:
+            return (float(self.ranks[agent]), 0.0, agent)
+        if s == Strategy.BEST_SKILL:
+            return (-score, idle_since, agent)
+        return (cfg.idle_weight * idle_since - cfg.skill_weight * score, 0.0, agent)
+
+    def _check_strategy_choice(self, cid: int, q: int, chosen: int) -> None:
+        """An arriving caller got the agent its queue's strategy ranks first
+        among the free agents it may take (computed independently here;
+        random, ring_all and round_robin are covered by unit tests)."""
+        cfg = self.sc.configs[q]
+        tier = self.ref.caller_info(cid)[3]
+        if cfg.strategy == Strategy.RING_ALL:  # every candidate rings
+            for a in self.agents_in(S.READY):
+                assert not (0 <= self.min_tier(a, q) <= tier and a not in self.excluded[cid]), (
+                    f"ring_all queue {q}: agent {a} free but not rung for {cid}"
+                )
+            return
+        if cfg.strategy in (Strategy.RANDOM, Strategy.ROUND_ROBIN):
+            return
+        best = self.strategy_key(q, chosen)
+        for a in self.agents_in(S.READY):
+            if 0 <= self.min_tier(a, q) <= tier and a not in self.excluded[cid]:
+                assert self.strategy_key(q, a) > best, (
+                    f"queue {q} {cfg.strategy.label}: chose {chosen}, {a} ranks first"
+                )
 
     def run(self, events: int) -> None:
         while self.events < events:

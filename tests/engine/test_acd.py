@@ -624,3 +624,68 @@ def test_bad_ids_get_specific_errors(make):
     with pytest.raises(AcdStateError, match="NaN"):
         acd.advance(float("nan"))
     assert acd.queue_length(0) == 0
+
+
+def test_round_robin_skips_excluded_and_wraps(make):
+    acd = make(q("round_robin"))
+    agents(acd, {1: {1: 1}, 2: {1: 1}, 3: {1: 1}})
+    acd.enqueue(100, 0, 1.0)
+    assert offers(acd) == [(100, 1)]
+    acd.decline(100, 1, 2.0)  # 100 excludes 1: next after 1 is 2
+    assert offers(acd) == [(100, 2)]
+    acd.decline(100, 2, 3.0)  # next after 2 is 3
+    assert offers(acd) == [(100, 3)]
+    acd.decline(100, 3, 4.0)  # everyone excluded: waits
+    assert acd.pop_decisions() == []
+    acd.enqueue(101, 0, 5.0)  # pointer at 3: wraps to 1
+    assert offers(acd) == [(101, 1)]
+
+
+def test_random_skips_excluded(make):
+    acd = make(q("random"), seed=3)
+    agents(acd, {1: {1: 1}, 2: {1: 1}})
+    acd.enqueue(100, 0, 1.0)
+    [(_, first)] = offers(acd)
+    acd.decline(100, first, 2.0)
+    assert offers(acd) == [(100, 3 - first)]
+
+
+def test_ring_all_respects_tiers(make):
+    acd = make(q("ring_all", level=5, tiers=(Tier(10.0, ((1, 1),)),)))
+    agents(acd, {1: {1: 9}, 2: {1: 2}, 3: {1: 6}})
+    acd.enqueue(100, 0, 0.0)
+    assert offers(acd) == [(100, 1), (100, 3)]
+    acd.decline(100, 1, 1.0)
+    acd.decline(100, 3, 2.0)
+    assert acd.pop_decisions() == []
+    acd.advance(10.0)
+    assert offers(acd) == [(100, 2)]
+
+
+def test_ready_after_wrapup_records_handle_time_window(make):
+    acd = make(q(handle_time_window=2, default_handle_time_s=99.0))
+    agents(acd, {1: {1: 1}})
+    assert acd.average_handle_time_s(0) == 99.0
+    t = 0.0
+    for handle in (10.0, 20.0, 60.0):
+        t += 1.0
+        acd.enqueue(int(t), 0, t)
+        acd.pop_decisions()
+        acd.accept(int(t), 1, t)
+        acd.call_ended(1, t + handle / 2)
+        acd.ready(1, t + handle)  # ready() also ends wrap-up
+        t += handle
+    assert acd.average_handle_time_s(0) == pytest.approx((20.0 + 60.0) / 2)  # last two
+
+
+def test_set_skills_while_ringing_keeps_offer(make):
+    acd = make(q(skill=1), q(skill=2))
+    agents(acd, {1: {1: 1}})
+    acd.enqueue(100, 0, 1.0)
+    acd.enqueue(200, 1, 1.0)
+    assert offers(acd) == [(100, 1)]
+    acd.set_skills(1, 2.0, {2: 3})
+    assert acd.agent_state(1) == S.RESERVED
+    acd.decline(100, 1, 3.0)
+    assert offers(acd) == [(200, 1)]
+    assert acd.free_agents(0) == []

@@ -317,3 +317,17 @@ def test_receiver_never_raises_and_reports_each_key_once_per_start(packets):
     starts = sum(1 for p, *_ in packets if len(p) >= 4 and p[0] < 16)
     assert len(reported) <= starts
     assert all(d.digit in DIGITS and d.duration_ms >= 0 for d in reported)
+
+
+def test_grow_keeps_state_of_existing_slots():
+    det = DtmfDetector(1)
+    tone = np.concatenate([dtmf_tone("3", 100), np.zeros(800)]).astype(np.int16).reshape(-1, 160)
+    for frame in tone[:3]:  # slot 0 is in the middle of a "3"
+        assert det.process(frame[None, :]) == []
+    det.grow(3)
+    assert det.max_slots == 3 and det.grow(2) is None and det.max_slots == 3
+    got = []
+    for frame in tone[3:]:
+        got += det.process(np.stack([frame, np.zeros(160, np.int16)]), [0, 2])
+    # Slot 0 finishes the digit it started before the growth (100 ms long).
+    assert [(g.leg, g.digit, g.duration_ms) for g in got] == [(0, "3", 100.0)]

@@ -1,8 +1,13 @@
-"""Two SIP cores on a fake link with a fake clock (h11 ConnectionPair style)."""
+"""Two SIP cores on a fake link with a fake clock (h11 ConnectionPair style).
+
+Import the ``pair`` fixture into a test module: ``from sipcore_pair import pair``.
+"""
 from __future__ import annotations
 
 import random
 from typing import Callable
+
+import pytest
 
 from sip.stack import SipStack
 
@@ -62,3 +67,11 @@ def events(stack: SipStack) -> list:
     return out
 
 
+
+
+@pytest.fixture
+def pair():
+    """Two stacks (alice at A_ADDR, bob at B_ADDR) and the link between them."""
+    a = SipStack(A_ADDR, user="alice", rng=random.Random(1))
+    b = SipStack(B_ADDR, user="bob", rng=random.Random(2))
+    return a, b, Link(a, b)

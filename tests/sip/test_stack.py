@@ -13,7 +13,7 @@ from sip.message import parse_message
 from sip.stack import SipStack, response_address
 from sip.message import Via
 
-from sipcore_pair import A_ADDR, B_ADDR, events
+from sipcore_pair import A_ADDR, B_ADDR, events, pair  # noqa: F401 (fixture)
 
 URI_B = "sip:bob@127.0.0.2:5002"
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
@@ -58,6 +58,7 @@ def test_invite_ringing_answer_ack_bye(pair):
     link.advance(40.0)
     assert a.transaction_counts == (0, 0) and b.transaction_counts == (0, 0)
     assert a.dialogs == [] and b.dialogs == [] and a.get_timer() is None and b.get_timer() is None
+    assert a._merge == {} and b._merge == {}  # no per-call state left behind
     assert events(a) == [] and events(b) == []
 
 
@@ -387,3 +388,32 @@ def test_bye_in_early_dialog_gets_487_for_the_invite():
     out = [d[:11] for d, _, _ in b.datagrams_to_send(0.1)]
     assert out == [b"SIP/2.0 200", b"SIP/2.0 487"]
     assert [e.reason for e in events(b) if isinstance(e, DialogTerminated)] == ["bye_received"]
+
+
+def test_keepalive_options_and_dead_peer_ends_the_dialog(pair):
+    a, b, link = pair
+    _, eva, evb, _ = call(a, b, link)
+    da = [e for e in eva if isinstance(e, DialogEstablished)][0].dialog
+    a.keepalive(da, 30.0, link.now)
+    link.advance(link.now + 61.0)
+    assert len(link.sent(A_ADDR, b"OPTIONS ")) == 2
+    assert [e.response.status_code for e in events(a) if isinstance(e, ResponseReceived)] == [200, 200]
+    link.drop = lambda data, src, dst: src == B_ADDR  # the peer vanishes
+    link.advance(link.now + 30.0 + 33.0)
+    term = [e for e in events(a) if isinstance(e, DialogTerminated)]
+    assert [t.reason for t in term] == ["timeout"] and da.terminated
+    assert da.keepalive_timer is None or not da.keepalive_timer.active
+
+
+def test_many_calls_leave_no_state_behind():
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    from bench.sip_callflow import CallFlow
+    flow = CallFlow()
+    for _ in range(200):
+        flow.call()
+    s = flow.stack
+    assert s.transaction_counts[1] > 0 and len(s.timers) > 0
+    s.handle_timer(flow.now + 64 * 0.5 + 1)
+    assert s.transaction_counts == (0, 0) and len(s.timers) == 0
+    assert s._merge == {} and s.dialogs == [] and s.datagrams_to_send(0) == []
