@@ -165,7 +165,6 @@ class AgentRecord:
     reason_code: str = ""
     call_id: str = ""
     wrapup_timer: Any = None
-    session_user: str = ""
 
     def describe(self) -> dict[str, Any]:
         return {"agent": self.number, "tenant": self.tenant, "state": self.state, "extension": self.extension,
