@@ -375,8 +375,10 @@ class CallCentre:
             if isinstance(ev, RequestReceived):
                 if ev.request.method == "INVITE" and ev.dialog is None:
                     self._incoming_invite(ev)
+                elif ev.dialog is not None and ev.request.method == "INVITE":
+                    self._reinvite(ev)
                 elif ev.dialog is not None:
-                    self.endpoint.respond(ev.transaction, 200)  # INFO, re-INVITE refresh ...
+                    self.endpoint.respond(ev.transaction, 200)  # INFO, UPDATE without SDP ...
                 else:
                     self.endpoint.respond(ev.transaction, 405)
             elif isinstance(ev, ResponseReceived):
@@ -391,6 +393,30 @@ class CallCentre:
                 logger.info("registration %s: %s (%d contacts)", ev.aor, ev.reason, len(ev.contacts))
         except Exception:
             logger.exception("call path failed handling %r", type(ev).__name__)
+
+    def _reinvite(self, ev: RequestReceived) -> None:
+        """A re-INVITE on a leg (session refresh, hold, new address): answer from that leg (RFC 3264 §8)."""
+        ep, media = self.endpoint, self.media
+        assert ep is not None and media is not None
+        tag = getattr(ev.dialog, "data", None)
+        call = self.calls.get(tag[0]) if isinstance(tag, tuple) else None
+        leg = None if call is None else (call.caller if tag[1] == "caller" else call.agent_leg)  # type: ignore
+        if leg is None or leg.sdp is None or leg.leg_id not in media.legs:
+            ep.respond(ev.transaction, 481)
+            return
+        if not ev.request.body:  # offer in the ACK is not supported: re-offer our current session
+            ep.respond(ev.transaction, 488)
+            return
+        try:
+            offer = SessionDescription.parse(ev.request.body)
+            answer, neg = leg.sdp.answer(offer, media.legs[leg.leg_id].local_port)
+            media.update_leg(leg.leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
+                             codec=neg.codec, payload_types=sdp_payload_types(offer))
+        except Exception as exc:
+            logger.info("[%s] re-INVITE on %s leg refused: %s", call.call_id, leg.role, exc)  # type: ignore
+            ep.respond(ev.transaction, 488)
+            return
+        ep.respond(ev.transaction, 200, body=bytes(answer), content_type="application/sdp")
 
     def _trunk_for(self, host: str) -> Any:
         import ipaddress

@@ -10,7 +10,7 @@ import pytest
 from conftest_inbound import (
     AGENT_PASSWORDS, DIALED, EngineProcess, next_event_named, offer_sdp, register, trunk_call,
 )
-from sip.events import RequestReceived
+from sip.events import RequestReceived, ResponseReceived
 from sip.uas import AnsweringUas
 from sip.useragent import SipEndpoint
 
@@ -190,3 +190,41 @@ def test_agent_logs_out_while_ringing_caller_waits_again(tmp_path):
     assert qlog == [("enqueued", ""), ("offered", "1001"), ("offer_cancelled", "1001"), ("abandoned", "")]
     states = [r["state"] for r in rows(tmp_path, "SELECT state FROM agent_state_log ORDER BY id")]
     assert states == ["not_ready", "ready", "reserved", "logged_out"]
+
+
+def test_reinvite_is_answered_and_unregistered_phone_sets_agent_not_ready(engine, tmp_path):
+    async def scenario():
+        admin = await engine.client()
+        alice = await engine.client("alice", AGENT_PASSWORDS["1001"])
+        trunk = None
+        try:
+            await admin.subscribe(events=["agent.*"])
+            # logged in and ready, but extension 2001 never registered
+            await alice.request("agent.login", password=AGENT_PASSWORDS["1001"], extension="2001")
+            await alice.request("agent.ready")
+            trunk, ev = await trunk_call(engine.sip_port, DIALED, offer_sdp(4008))
+            assert ev.response.status_code == 200
+            seen: list = []
+            while True:
+                st = await next_event_named(admin, "agent.state", seen=seen)
+                if st["data"]["state"] == "not_ready" and st["data"]["reason_code"]:
+                    break
+            assert st["data"]["reason_code"] == "phone_unregistered"
+            # session refresh with a new RTP port: 200 with our answer
+            trunk.request_in_dialog(ev.dialog, "INVITE", body=offer_sdp(4010), content_type="application/sdp")
+            while True:
+                got = await trunk.next_event(5)
+                if isinstance(got, ResponseReceived) and got.response.status_code >= 200:
+                    break
+            assert got.response.status_code == 200 and b"m=audio" in got.response.body
+            assert (await admin.request("queue.list"))["queues"][0]["waiting"] == 1
+            trunk.bye(ev.dialog)
+        finally:
+            if trunk is not None:
+                await trunk.stop()
+            await admin.close()
+            await alice.close()
+    run(scenario())
+    assert engine.stop() == 0
+    qlog = [r["event"] for r in rows(tmp_path, "SELECT event FROM queue_log ORDER BY id")]
+    assert qlog[0] == "enqueued" and qlog[-1] == "abandoned"
