@@ -59,7 +59,8 @@ from engine.acd import Acd
 from engine.acd_types import AgentState, DecisionKind, QueueConfig, Strategy, Tier
 from engine.app import CallLogger
 from engine.calls import AgentRecord, Call, CallLeg, CallState, CallTrigger
-from engine.config import Config, parse_destination
+from engine.config import Config
+from engine.routing import choose_destination, find_route, should_record
 from engine.errors import Conflict, Forbidden, InvalidArgs, NotFound
 from media.engine import MediaConfig, MediaEngine
 from media.events import DtmfReceived, MediaEvent, PlaybackFinished
@@ -91,13 +92,6 @@ def sdp_payload_types(sd: SessionDescription) -> PayloadTypeMap:
     m = next(m for m in sd.media if m.media == "audio")
     rtpmap = {pt: f"{name}/{rate}" for pt, (name, rate, _ch) in m.rtpmap.items()}
     return PayloadTypeMap.from_sdp([int(f) for f in m.formats if f.isdigit()], rtpmap)
-
-
-def number_matches(pattern: str, number: str) -> bool:
-    """``[[routes]] dialed_number`` matching: exact, ``+49*`` prefix, or ``*`` (anything)."""
-    if pattern.endswith("*"):
-        return number.startswith(pattern[:-1])
-    return number == pattern
 
 
 def aor_user(aor: str) -> str:
@@ -443,19 +437,21 @@ class CallCentre:
             return
         dialed = getattr(req.uri, "user", None) or ""
         caller_number = getattr(req.from_.uri, "user", None) or ""
-        route = next((r for r in cfg.routes if r.tenant == trunk.tenant and number_matches(r.dialed_number, dialed)),
-                     None)
+        route = find_route(cfg, trunk.tenant, dialed)
         if route is None:
             log.info("no route for dialed number %r from trunk %s: 404", dialed, trunk.name)
             ep.respond(ev.transaction, 404, "Not Found (no route for this number)")
             return
-        dest = parse_destination(route.destination)
-        flow = None
-        if dest.kind == "flow":
-            flow = self._flow(dest.target)
-        if not (dest.kind == "queue" and dest.target in self.queue_ids) and flow is None:
-            log.warning("route %s → %s is not supported by the call path yet: 503", dialed, route.destination)
-            ep.respond(ev.transaction, 503, "Service Unavailable (destination not supported)")
+        dest, after_hours = choose_destination(cfg, route, time.time())
+        flow = self._flow(dest.target) if dest is not None and dest.kind == "flow" else None
+        if dest is None or (dest.kind == "flow" and flow is None):
+            if after_hours:
+                log.info("route %s is closed (hours %s) and has no servable after-hours destination: 480",
+                         dialed, route.hours)
+                ep.respond(ev.transaction, 480, "Temporarily Unavailable (closed)")
+            else:
+                log.warning("route %s → %s is not supported by the call path yet: 503", dialed, route.destination)
+                ep.respond(ev.transaction, 503, "Service Unavailable (destination not supported)")
             return
         try:
             offer = SessionDescription.parse(req.body)
@@ -490,8 +486,8 @@ class CallCentre:
             dialog.data = (call.call_id, "caller")
         self.calls[call.call_id] = call
         self.calls_by_acd[call.acd_id] = call
-        log.info("trunk %s: %s → %s answered (%s), %s", trunk.name, caller_number, dialed, neg.codec,
-                 route.destination)
+        log.info("trunk %s: %s → %s answered (%s), %s%s", trunk.name, caller_number, dialed, neg.codec, dest,
+                 " (after hours)" if after_hours else "")
         self._spawn(self._route(call, flow))
 
     def _flow(self, name: str) -> Any:
@@ -809,8 +805,10 @@ class CallCentre:
 
     def _start_recording(self, call: Call) -> None:
         cfg = self.config
-        if self.recorder is None or cfg is None or cfg.recording.mode != "all":
-            return  # "policy" selection rules are not implemented yet
+        if self.recorder is None or cfg is None or not should_record(
+                cfg, agent=call.agent, queue=call.queue, trunk=call.trunk, caller_number=call.caller_number,
+                dialed_number=call.dialed_number, wall_time=time.time()):
+            return
         assert self.media is not None and call.caller is not None and call.agent_leg is not None
         rid = self.recorder.start(call.call_id, datetime.datetime.now(datetime.timezone.utc), call.tenant)
         self.media.record(call.room, "recorder", self.recorder, [[call.caller.leg_id], [call.agent_leg.leg_id]],

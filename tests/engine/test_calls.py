@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from engine.callpath import aor_user, contact_destination, music_on_hold_frames, number_matches, sdp_payload_types
+from engine.callpath import aor_user, contact_destination, music_on_hold_frames, sdp_payload_types
+from engine.routing import number_matches
 from engine.calls import CALL_TRANSITIONS, Call, CallState, CallTrigger, IllegalTransition
 from sip.location import Binding
 from sip.sdp import SessionDescription
