@@ -78,6 +78,9 @@ logger = logging.getLogger("engine.callpath")
 
 _STATE_LABEL = {int(s): s.label for s in AgentState}
 
+STICKY_WAIT_S = 15.0
+"""A returning caller waits this long for the agent of their last call (when logged in) before anyone else."""
+
 
 def music_on_hold_frames(seconds: float = 4.0) -> np.ndarray:
     """A quiet two-note loop (-24 dBFS, 392/523 Hz) used when no music file is configured."""
@@ -562,7 +565,10 @@ class CallCentre:
         call.fire(CallTrigger.QUEUE)
         call.queued_ts = time.time()
         qid = self.queue_ids[call.queue]
-        self.acd.enqueue(call.acd_id, qid, self.now())
+        last = self.agents.get(call.variables.get("history", {}).get("last_agent", ""))
+        sticky = last is not None and last.state != "logged_out"
+        self.acd.enqueue(call.acd_id, qid, self.now(), sticky_agent=last.acd_id if sticky else -1,  # type: ignore
+                         sticky_s=STICKY_WAIT_S if sticky else 0.0)
         self._queue_log(call, "enqueued", position=self.acd.queue_length(qid))
         self._pump()
         self._queue_stats(call.queue)

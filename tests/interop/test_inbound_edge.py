@@ -228,3 +228,54 @@ def test_reinvite_is_answered_and_unregistered_phone_sets_agent_not_ready(engine
     assert engine.stop() == 0
     qlog = [r["event"] for r in rows(tmp_path, "SELECT event FROM queue_log ORDER BY id")]
     assert qlog[0] == "enqueued" and qlog[-1] == "abandoned"
+
+
+def test_returning_caller_prefers_last_agent_and_calls_survive_a_garbage_flood(engine, tmp_path):
+    import socket
+
+    async def answered_by(admin, caller: str) -> str:
+        trunk, ev = await trunk_call(engine.sip_port, DIALED, offer_sdp(4012), caller=caller)
+        try:
+            assert ev.response.status_code == 200
+            ans = await next_event_named(admin, "call.answered")
+            # a flood of malformed datagrams while the call is up
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for i in range(300):
+                    s.sendto(b"INVITE sip:x SIP/2.0\r\nVia: garbage\r\n\r\n" if i % 2 else bytes([i % 256]) * 200,
+                             ("127.0.0.1", engine.sip_port))
+            await asyncio.sleep(0.2)
+            assert len((await admin.request("call.list"))["calls"]) == 1
+            trunk.bye(ev.dialog)
+            await next_event_named(admin, "call.ended")
+            return ans["data"]["agent"]
+        finally:
+            await trunk.stop()
+
+    async def scenario():
+        admin = await engine.client()
+        alice = await engine.client("alice", AGENT_PASSWORDS["1001"])
+        bob = await engine.client("bob", AGENT_PASSWORDS["1002"])
+        phones = [AnsweringUas("127.0.0.1", 0, tcp=False), AnsweringUas("127.0.0.1", 0, tcp=False)]
+        try:
+            await admin.subscribe(events=["call.*"])
+            for (client, agent, ext), phone in zip([(alice, "1001", "2001"), (bob, "1002", "2002")], phones):
+                _, port = await phone.start()
+                await client.request("agent.login", password=AGENT_PASSWORDS[agent], extension=ext)
+                assert await register(engine.sip_port, ext, AGENT_PASSWORDS[agent], contact_port=port) == 200
+            await bob.request("agent.ready")
+            assert await answered_by(admin, "+4917000042") == "1002"
+            await alice.request("agent.ready")          # 1001 is now the longest idle
+            await asyncio.sleep(1.5)                    # 1002's wrap-up (1 s) ends
+            agents = {a["agent"]: a["state"] for a in (await admin.request("agent.list"))["agents"]}
+            assert agents == {"1001": "ready", "1002": "ready"}
+            assert await answered_by(admin, "+4917000042") == "1002"   # sticky: the last agent
+            await asyncio.sleep(1.5)
+            assert await answered_by(admin, "+4917000099") == "1001"   # a new caller: longest idle
+        finally:
+            for phone in phones:
+                await phone.stop()
+            for c in (admin, alice, bob):
+                await c.close()
+    run(scenario())
+    assert engine.stop() == 0
+    assert [r["agent"] for r in rows(tmp_path, "SELECT agent FROM cdr ORDER BY id")] == ["1002", "1002", "1001"]
