@@ -506,7 +506,6 @@ def tick_breakdown(calls: int, ticks: int, record: bool) -> dict:
     import tempfile
 
     from media.engine import MediaConfig, MediaEngine
-    from media.mixer import mix
     from media.recorder import Recorder
 
     sys.setswitchinterval(0.0005)
@@ -548,7 +547,7 @@ def tick_breakdown(calls: int, ticks: int, record: bool) -> dict:
         engine._receive(now); marks.append((time.perf_counter(), time.thread_time()))
         engine._playout(); marks.append((time.perf_counter(), time.thread_time()))
         engine._read_players(); marks.append((time.perf_counter(), time.thread_time()))
-        out = mix(engine._plan, engine._inputs, engine._mix_out); marks.append((time.perf_counter(), time.thread_time()))
+        out = engine._mixer.mix(engine._inputs, engine._mix_out); marks.append((time.perf_counter(), time.thread_time()))
         engine._record(out); marks.append((time.perf_counter(), time.thread_time()))
         engine._send(k, out); marks.append((time.perf_counter(), time.thread_time()))
         engine._housekeeping(k, now); marks.append((time.perf_counter(), time.thread_time()))

@@ -63,3 +63,20 @@ def test_mixer_recompile_every_tick(benchmark, recorder: bool) -> None:
     rooms, rows, inputs, frames = _rooms(recorder)
     benchmark.group = f"mixer-1000-rooms-{'rec' if recorder else 'plain'}"
     benchmark.pedantic(lambda: mix(compile_plan(rooms, rows), inputs), rounds=5, iterations=1)
+
+
+@pytest.mark.parametrize("recorder", [False, True], ids=["3party", "3party+recorder"])
+def test_mixer_incremental_engine_path(benchmark, recorder: bool) -> None:
+    """The engine's path: media.mixer.Mixer (fixed slots, per-bucket regions)."""
+    from media.mixer import Mixer
+
+    rooms, rows, inputs, frames = _rooms(recorder)
+    mixer = Mixer()
+    mixer.sync(rooms, rows)
+    out = np.zeros((mixer.n_rows, 160), np.int16)
+    benchmark.group = f"mixer-1000-rooms-{'rec' if recorder else 'plain'}"
+    benchmark(mixer.mix, inputs, out)
+    ref = mix_naive(rooms[:5], frames)
+    got = {k: out[i] for i, k in enumerate(mixer.output_keys) if k is not None}
+    for key, frame in ref.items():
+        np.testing.assert_array_equal(got[key], frame)

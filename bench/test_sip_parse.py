@@ -4,6 +4,10 @@ Each case runs beside a thin regex baseline in the same run (the kind of
 parsing a stateless responder does: start line, headers into a dict, body by
 Content-Length, serialise by joining), so results are read as ratios.
 
+``parse_serialise``/``transaction_fields`` use ``sip.message`` as imported
+(the compiled ``sip._message`` after ``make build``); the ``pure_*`` cases run
+the same source as pure Python in the same process.
+
 Run: ``.venv/bin/python -m pytest -q bench/test_sip_parse.py --benchmark-json=bench/results/sip_parse.json``
 """
 
@@ -14,7 +18,23 @@ import re
 import pytest
 
 from bench.sip_samples import INVITE, OK_200
+from tests.sip.pure_twins import load_pure_message
 from sip.message import Request, clear_parse_caches, parse_message
+
+
+PURE = load_pure_message()
+COMPILED = parse_message.__class__.__name__ == "cython_function_or_method"
+
+
+def pure_parse_serialise(data: bytes) -> bytes:
+    """The same validating parse+serialise on the pure-Python twin."""
+    return bytes(PURE.parse_message(data))
+
+
+def pure_transaction_fields(data: bytes) -> tuple:
+    msg = PURE.parse_message(data, validate=False)
+    top = msg.via[0]
+    return (top.branch, top.host, top.port, msg.cseq, msg.call_id, msg.from_.tag, msg.to.tag)
 
 _HEADER_RE = re.compile(rb"^([^:\r\n]+):[ \t]*(.*?)[ \t]*$", re.M)
 
@@ -78,7 +98,11 @@ def _variants(data: bytes, count: int = 5000) -> list[bytes]:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-@pytest.mark.parametrize("impl", [baseline_parse_serialise, parse_serialise, transaction_fields], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "impl",
+    [baseline_parse_serialise, parse_serialise, transaction_fields, pure_parse_serialise, pure_transaction_fields],
+    ids=lambda f: f.__name__,
+)
 def test_new_calls(benchmark: pytest.FixtureRequest, name: str, impl: object) -> None:
     """Each round parses the next of 5000 distinct messages (tags/branch/Call-ID differ)."""
     benchmark.group = f"sip-parse-{name}-new-calls"

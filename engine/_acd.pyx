@@ -1118,6 +1118,10 @@ cdef class Acd:
         try:
             for t in range(ntiers):
                 heap = &q.heaps[t]
+                if heap.n > q.live[t] + (q.live[t] >> 1) + 16:
+                    # mostly stale: one linear filter + heapify is cheaper
+                    # than a sift-down per stale head (same minimum either way)
+                    self._compact(heap)
                 held.n = 0
                 while heap.n:
                     e = heap.d[0]

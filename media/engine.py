@@ -22,10 +22,11 @@ Every 20 ms (:mod:`media.clock`) one tick does, for all legs at once:
    ``playout_max_frames`` deep skips ahead (a fast sender's clock);
    then one G.711 decode of all frames (:mod:`media.g711`);
 4. **sources** -- each active player yields its next 160-sample frame;
-5. **mix** -- :func:`media.mixer.mix` computes every room member's output as
-   the saturated sum of what its hear set allows, all rooms in a few batched
-   products; a leg's output is its room output(s) plus any player attached
-   to the leg directly (an IVR prompt);
+5. **mix** -- :class:`media.mixer.Mixer` computes every room member's output
+   as the saturated sum of what its hear set allows, all rooms in a few
+   batched products (rooms keep fixed slots; a membership change re-packs
+   only that room at the next tick); a leg's output is its room output(s)
+   plus any player attached to the leg directly (an IVR prompt);
 6. **record** -- each recorder member's channels (caller left, agent right)
    go to its sink (the recorder's worker thread does the disk work);
 7. **send** -- one G.711 encode of all outputs, RTP headers written with
@@ -69,7 +70,7 @@ from media.dtmf import DtmfDetector, rfc4733_packets
 from media.errors import LocalMediaError, MediaError, RemoteMediaError
 from media.events import DtmfReceived, MediaEvent, PlaybackFinished, RecordingFailed, RtpTimedOut
 from media.leg import SUPPORTED_CODECS, Direction, Leg
-from media.mixer import MixPlan, compile_plan, mix
+from media.mixer import Mixer
 from media.player import Source
 from media.ports import PortAllocator
 from media.room import HearSet, MemberKind, Room, apply_hear_set
@@ -212,6 +213,8 @@ class MediaEngine:
         self._last_timeout_check = 0.0
         self._detector: DtmfDetector | None = None
         self._slot_leg: dict[int, Leg] = {}
+        self._mixer = Mixer()
+        self._mix_out = np.zeros((1, FRAME), np.int16)
         self._grow(64, 16)
 
     # -- storage ---------------------------------------------------------------
@@ -711,14 +714,19 @@ class MediaEngine:
         tx_pos[self._tx_slots] = np.arange(len(tx))
         input_row = {leg.leg_id: 1 + leg.slot for leg in legs if leg.direction.receives}
         input_row.update({p.player_id: 1 + self._cap + p.slot for p in self.players.values() if p.room_id})
-        self._plan: MixPlan = compile_plan(self.rooms.values(), input_row)
-        self._mix_out = np.zeros((self._plan.n_outputs + 1, FRAME), np.int16)
+        # only rooms whose version or speakers' input rows changed are re-packed
+        self._mixer.sync(self.rooms.values(), input_row)
+        if len(self._mix_out) < max(1, self._mixer.n_rows):
+            self._mix_out = np.zeros((max(1, self._mixer.n_rows), FRAME), np.int16)
         prim_rows: list[int] = []
         prim_pos: list[int] = []
         extra: list[tuple[int, int]] = []
         seen: set[int] = set()
         rec_rows: dict[tuple[str, str], list[int]] = {}
-        for row, (room_id, member_id, channel) in enumerate(self._plan.output_keys):
+        for row, key in enumerate(self._mixer.output_keys):
+            if key is None:
+                continue
+            room_id, member_id, _channel = key
             leg = self.legs.get(member_id)
             if leg is not None:
                 pos = int(tx_pos[leg.slot])
@@ -776,7 +784,7 @@ class MediaEngine:
         self._receive(now)
         self._playout()
         self._read_players()
-        out = mix(self._plan, self._inputs, self._mix_out)
+        out = self._mixer.mix(self._inputs, self._mix_out)
         self._record(out)
         self._send(tick, out)
         self._housekeeping(tick, now)

@@ -39,8 +39,10 @@ interval up to ±2 % drift (±20 ms per second) is tracked.
 Jumps.  A packet further ahead than ``max_depth`` plus the ring size, or far
 behind (a new talkspurt after silence suppression, an SSRC change, a
 timestamp jump by the sender), re-synchronises: the buffer restarts with
-that packet as the first one.  A marker bit (RFC 3551 §4.1, start of a
-talkspurt) after a gap is treated the same way.
+that packet as the first one.  So does a marker bit (RFC 3551 §4.1, start
+of a talkspurt) on a packet far ahead of or behind the playout point (a
+sender whose timestamps did not run through its silence), and a run of
+five late packets in a row (the stream moved back without a marker).
 
 All state is per stream; a (capacity, 160) int16 ring holds the frames, so
 there is no Python object per packet beyond the call.  The buffer never
@@ -60,6 +62,10 @@ from media.errors import LocalMediaError
 __all__ = ["JitterBuffer", "FrameKind", "JitterStats"]
 
 logger = logging.getLogger(__name__)
+
+
+#: This many late packets in a row re-synchronise the stream.
+_LATE_RUN_RESYNC = 5
 
 
 class FrameKind(enum.Enum):
@@ -170,6 +176,7 @@ class JitterBuffer:
         self._pending_insert = False
         self._pending_drop = False
         self._late_boost = 0  # extra target margin learned from late packets
+        self._late_run = 0  # consecutive late packets
         self._late_in_interval = 0
         self._quiet_intervals = 0
 
@@ -217,9 +224,11 @@ class JitterBuffer:
                          sequence_number)
             return
         ts = self._unwrap(timestamp)
-        if self._state is _State.PLAYING and 0 <= ts - self._playout <= self.max_depth and pcm.size == self.frame_samples:
+        if (self._state is _State.PLAYING and not marker and pcm.size == self.frame_samples
+                and 0 <= ts - self._playout <= self.max_depth):
             # Fast path: one in-window frame while playing (almost every packet).
             self.stats.received += 1
+            self._late_run = 0
             self._update_jitter(ts, now)
             if ts > self._ext_ts:  # type: ignore[operator]
                 self._ext_ts = ts
@@ -237,8 +246,13 @@ class JitterBuffer:
             ahead = ts - self._playout
             far_ahead = ahead > self.max_depth + self.capacity * self.frame_samples // 2
             far_behind = ahead < -self.capacity * self.frame_samples
-            gap_talkspurt = marker and ahead > self.target_depth + 2 * self.frame_samples
-            if far_ahead or far_behind or gap_talkspurt:
+            # A talkspurt that starts far from where the playout point expects
+            # it (the sender's clock did not run through its silence, or jumped).
+            gap_talkspurt = marker and (ahead > self.target_depth + 2 * self.frame_samples or ahead < 0)
+            # Packets that keep arriving behind the playout point: the stream
+            # moved back (e.g. a new sender after a re-INVITE without marker).
+            stuck_late = ahead < 0 and self._late_run >= _LATE_RUN_RESYNC
+            if far_ahead or far_behind or gap_talkspurt or stuck_late:
                 logger.debug("[%s] jitter: resync at seq %d (ahead %d samples)", self.call_id,
                              sequence_number, ahead)
                 self.stats.resyncs += 1
@@ -258,12 +272,14 @@ class JitterBuffer:
         for k in range(n_frames):
             fts = ts + k * self.frame_samples
             if fts < self._playout:
+                self._late_run += 1
                 self.stats.late += 1
                 if self._late_in_interval == 0:
                     self._pending_insert = True  # too shallow: grow now, once per interval
                     self._late_boost = min(self.max_depth, self._late_boost + self.frame_samples // 2)
                 self._late_in_interval += 1
                 continue
+            self._late_run = 0
             slot = (fts // self.frame_samples) % self.capacity
             if self._ring_ts[slot] == fts:
                 self.stats.duplicate += 1

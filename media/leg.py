@@ -52,15 +52,17 @@ class Direction(enum.Enum):
     RECVONLY = "recvonly"
     INACTIVE = "inactive"
 
+    # identity tests: Enum equality and hashing run Python code, and the
+    # engine asks these for every leg when it recompiles
     @property
     def sends(self) -> bool:
         """We transmit RTP on the leg."""
-        return self in (Direction.SENDRECV, Direction.SENDONLY)
+        return self is Direction.SENDRECV or self is Direction.SENDONLY
 
     @property
     def receives(self) -> bool:
         """We use the RTP that arrives on the leg."""
-        return self in (Direction.SENDRECV, Direction.RECVONLY)
+        return self is Direction.SENDRECV or self is Direction.RECVONLY
 
 
 @dataclass(slots=True)

@@ -40,7 +40,7 @@ import numpy as np
 from media.errors import LocalMediaError
 from media.room import Room
 
-__all__ = ["MixPlan", "compile_plan", "mix", "mix_naive", "FRAME_SAMPLES"]
+__all__ = ["MixPlan", "Mixer", "compile_plan", "mix", "mix_naive", "FRAME_SAMPLES"]
 
 FRAME_SAMPLES = 160
 
@@ -168,3 +168,157 @@ def mix_naive(rooms: Iterable[Room], frames: Mapping[str, np.ndarray]) -> dict[t
                     acc += frames[s]
             result[(room.room_id, member, channel)] = np.clip(acc, -32768, 32767).astype(np.int16)
     return result
+
+
+class _Slots:
+    """One bucket of the incremental mixer: rooms of one padded shape in fixed slots."""
+
+    def __init__(self, po: int, pi: int, capacity: int = 16) -> None:
+        self.po, self.pi = po, pi
+        self.capacity = 0
+        self.free: list[int] = []
+        self.room_at: list[str | None] = []
+        self.in_idx = np.zeros((0, pi), np.intp)
+        self.hear = np.zeros((0, po, pi), np.float32)
+        self.grow(capacity)
+
+    def grow(self, capacity: int) -> None:
+        old = self.capacity
+        in_idx = np.zeros((capacity, self.pi), np.intp)
+        hear = np.zeros((capacity, self.po, self.pi), np.float32)
+        in_idx[:old] = self.in_idx
+        hear[:old] = self.hear
+        self.in_idx, self.hear = in_idx, hear
+        self.room_at.extend([None] * (capacity - old))
+        self.free.extend(range(capacity - 1, old - 1, -1))
+        self.capacity = capacity
+        self.x16 = np.empty((capacity, self.pi, FRAME_SAMPLES), np.int16)
+        self.x = np.empty((capacity, self.pi, FRAME_SAMPLES), np.float32)
+        self.y = np.empty((capacity, self.po, FRAME_SAMPLES), np.float32)
+
+
+@dataclass(slots=True)
+class _Entry:
+    key: tuple[int, int]
+    index: int
+    version: int
+    in_rows: tuple[int, ...]
+    outputs: list[tuple[str, int]]
+
+
+class Mixer:
+    """The mixing plan kept up to date incrementally (what the engine uses).
+
+    :meth:`sync` looks at every room's ``version`` and the input rows of its
+    speakers and re-packs only the rooms that changed into fixed slots of
+    per-shape buckets; a room keeps its slot, so its output rows keep their
+    numbers until a bucket has to grow (then :attr:`layout` increases and
+    every row may move).  :meth:`mix` writes each bucket's outputs into its
+    own contiguous region of the output array (free and padding rows are
+    silence), so no scatter is needed.  ``output_keys[row]`` names each row
+    (``None`` for free or padding rows).
+    """
+
+    def __init__(self) -> None:
+        self._buckets: dict[tuple[int, int], _Slots] = {}
+        self._rooms: dict[str, _Entry] = {}
+        self._offsets: dict[tuple[int, int], int] = {}
+        self.layout = 0
+        self.output_keys: list[tuple[str, str, int] | None] = []
+        self.n_rows = 0
+        self._last_rows: dict[str, int] = {}
+
+    def sync(self, rooms: Iterable[Room], input_row: Mapping[str, int]) -> bool:
+        """Bring the plan up to date; returns True when any output row changed meaning."""
+        changed = False
+        seen: set[str] = set()
+        rows_same = input_row == self._last_rows  # one C-level compare instead of one per room
+        self._last_rows = dict(input_row)
+        for room in rooms:
+            e = self._rooms.get(room.room_id)
+            if rows_same and e is not None and e.version == room.version:
+                seen.add(room.room_id)
+                continue
+            outputs, inputs, hear = room.matrix()
+            if not outputs:
+                if e is not None:
+                    self._release(room.room_id)
+                    changed = True
+                continue
+            seen.add(room.room_id)
+            in_rows = tuple(input_row.get(m, 0) for m in inputs)
+            if e is not None and e.version == room.version and e.in_rows == in_rows:
+                continue
+            key = (_pad(len(outputs)), _pad(max(1, len(inputs))))
+            if e is None or e.key != key:
+                if e is not None:
+                    self._release(room.room_id)
+                e = self._allocate(room.room_id, key)
+            b = self._buckets[key]
+            no, ni = hear.shape
+            b.in_idx[e.index] = 0
+            b.in_idx[e.index, :ni] = in_rows
+            b.hear[e.index] = 0
+            b.hear[e.index, :no, :ni] = hear
+            e.version, e.in_rows, e.outputs = room.version, in_rows, outputs
+            changed = True
+        for room_id in [r for r in self._rooms if r not in seen]:
+            self._release(room_id)
+            changed = True
+        if changed:
+            self._name_rows()
+        return changed
+
+    def _allocate(self, room_id: str, key: tuple[int, int]) -> _Entry:
+        b = self._buckets.get(key)
+        if b is None:
+            b = self._buckets[key] = _Slots(*key)
+            self._relayout()
+        if not b.free:
+            b.grow(b.capacity * 2)
+            self._relayout()
+        index = b.free.pop()
+        b.room_at[index] = room_id
+        e = self._rooms[room_id] = _Entry(key, index, -1, (), [])
+        return e
+
+    def _release(self, room_id: str) -> None:
+        e = self._rooms.pop(room_id)
+        b = self._buckets[e.key]
+        b.hear[e.index] = 0
+        b.in_idx[e.index] = 0
+        b.room_at[e.index] = None
+        b.free.append(e.index)
+
+    def _relayout(self) -> None:
+        off = 0
+        for key, b in self._buckets.items():
+            self._offsets[key] = off
+            off += b.capacity * b.po
+        self.n_rows = off
+        self.layout += 1
+
+    def _name_rows(self) -> None:
+        keys: list[tuple[str, str, int] | None] = [None] * self.n_rows
+        for room_id, e in self._rooms.items():
+            base = self._offsets[e.key] + e.index * e.key[0]
+            for j, (member, channel) in enumerate(e.outputs):
+                keys[base + j] = (room_id, member, channel)
+        self.output_keys = keys
+
+    def rows_of(self, room_id: str) -> list[tuple[str, int, int]]:
+        """``(member_id, channel, row)`` of a room's outputs."""
+        e = self._rooms[room_id]
+        base = self._offsets[e.key] + e.index * e.key[0]
+        return [(m, c, base + j) for j, (m, c) in enumerate(e.outputs)]
+
+    def mix(self, inputs: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Every output row into ``out`` (``int16[>= n_rows, 160]``); see :func:`mix`."""
+        for key, b in self._buckets.items():
+            off = self._offsets[key]
+            np.take(inputs, b.in_idx, axis=0, out=b.x16)
+            b.x[...] = b.x16
+            np.matmul(b.hear, b.x, out=b.y)
+            np.clip(b.y, -32768.0, 32767.0, out=b.y)
+            out[off : off + b.capacity * b.po] = b.y.reshape(-1, inputs.shape[1])
+        return out

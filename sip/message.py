@@ -46,9 +46,8 @@ owns them); it only offers builders such as :func:`make_response` that copy
 the fields RFC 3261 §8.2.6 requires.
 """
 
-from __future__ import annotations
-
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Iterator
 from typing import Union
@@ -1623,3 +1622,26 @@ def check_request(
         ctype = request.content_type
         if ctype is not None and ctype not in {c.lower() for c in content_types}:
             raise RemoteProtocolError(f"Content-Type {ctype} is not supported", 415)
+
+
+# ---------------------------------------------------------------------------
+# Compiled twin: sip/_message.pyx includes this very file; unless
+# CTIENGINE_PUREPYTHON forces the pure code (same switch as
+# engine.purepython, read here because sip/ does not import engine/), the
+# compiled classes and functions replace the ones above.  Only the module
+# imported as ``sip.message`` swaps (the compiled copy runs under its own name).
+# ---------------------------------------------------------------------------
+if __name__ == "sip.message" and os.environ.get("CTIENGINE_PUREPYTHON", "") in ("", "0"):
+    try:
+        from sip import _message as _compiled  # type: ignore[attr-defined]
+    except ImportError:  # not built: the pure code above stays
+        _compiled = None
+    if _compiled is not None and os.path.getmtime(__file__) > os.path.getmtime(_compiled.__file__):
+        # Edited since the last `make build`: never run stale compiled code.
+        import logging
+
+        logging.getLogger(__name__).warning("%s is newer than %s: using the pure-Python code; run make build",
+                                            __file__, _compiled.__file__)
+        _compiled = None
+    if _compiled is not None:
+        globals().update({k: v for k, v in vars(_compiled).items() if not k.startswith("__")})

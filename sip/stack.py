@@ -57,7 +57,9 @@ from .events import (
     AckReceived, CancelReceived, DialogEstablished, DialogTerminated, Event, RequestReceived,
     ResponseReceived, TransactionTimedOut,
 )
-from .message import Request, Response, Via, error_response, make_request, make_response, parse_message
+from .message import (
+    Request, Response, Via, check_request, error_response, make_request, make_response, parse_message,
+)
 from .timers import T1, T2, TimerEntry, TimerHeap
 from .transaction import (
     TIMEOUT_TRIGGERS, ClientTransaction, InviteClientState, InviteServerState, ServerTransaction,
@@ -70,6 +72,7 @@ Address = tuple[str, int]
 
 # RFC 3261 §18.1.1: a request within 200 bytes of the 1500-byte path MTU goes over TCP.
 UDP_MTU_LIMIT = 1300
+SDP_TYPES = ("application/sdp",)
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, MESSAGE, UPDATE, REGISTER"
 
 
@@ -287,6 +290,9 @@ class SipStack:
             # What the TU and the dialog will use must be valid before a
             # transaction exists (a bad one is answered 400 by the caller).
             req.via, req.uri, req.from_, req.contact, req.record_route  # noqa: B018
+            # §8.2.2: Request-URI scheme (416), Require (420 + Unsupported),
+            # INVITE bodies other than SDP (415).
+            check_request(req, content_types=SDP_TYPES if method == "INVITE" else None)
         raddr = response_address(via, addr, transport)
         txn = ServerTransaction(self, key, method, call_id, raddr, transport, now, req, addr)
         self._server[key] = txn

@@ -21,8 +21,7 @@ as RFC 5118 recommends for re-serialisation; :attr:`SipUri.host_unbracketed`
 strips them.
 """
 
-from __future__ import annotations
-
+import os
 import re
 from typing import Union
 
@@ -536,3 +535,21 @@ def _parse_uri(text: str, where: str) -> Uri:
     if not rest or not _ABS_BODY_RE.match(rest):
         raise RemoteProtocolError(f"{where}: malformed {lscheme} URI {text!r}")
     return AbsoluteUri(text)
+
+
+# Compiled twin: sip/_uri.pyx includes this file; swap in its names unless
+# CTIENGINE_PUREPYTHON forces the pure code (see sip/message.py).
+if __name__ == "sip.uri" and os.environ.get("CTIENGINE_PUREPYTHON", "") in ("", "0"):
+    try:
+        from sip import _uri as _compiled  # type: ignore[attr-defined]
+    except ImportError:  # not built: the pure code above stays
+        _compiled = None
+    if _compiled is not None and os.path.getmtime(__file__) > os.path.getmtime(_compiled.__file__):
+        # Edited since the last `make build`: never run stale compiled code.
+        import logging
+
+        logging.getLogger(__name__).warning("%s is newer than %s: using the pure-Python code; run make build",
+                                            __file__, _compiled.__file__)
+        _compiled = None
+    if _compiled is not None:
+        globals().update({k: v for k, v in vars(_compiled).items() if not k.startswith("__")})

@@ -421,3 +421,25 @@ def test_port_allocator_range() -> None:
             s.close()
     with pytest.raises(LocalMediaError, match="within 1024-65535"):
         PortAllocator("127.0.0.1", (80, 90))
+
+
+def test_capacity_grows_past_initial_arrays(rig) -> None:
+    """150 legs (initial arrays hold 64) and 20 players (initial 16), all bridged."""
+    r = rig()
+    pairs = 75
+    for c in range(pairs):
+        r.add(f"a{c}", freq=300.0 + 40 * (c % 10))
+        r.add(f"b{c}", freq=None)
+        r.engine.create_room(f"room{c}")
+        r.engine.join(f"room{c}", f"a{c}")
+        r.engine.join(f"room{c}", f"b{c}")
+    for c in range(20):
+        r.engine.play(ArraySource(np.zeros(16000, np.int16)), room_id=f"room{c}", heard_by=[f"a{c}"])
+    assert r.engine._cap >= 150 and r.engine._pcap >= 20
+    for _ in range(30):
+        r.tick()
+    for c in range(pairs):
+        b = r.peers[f"b{c}"]
+        want = 300.0 + 40 * (c % 10)
+        names = {"a": want} | {f"other{f}": f for f in (300.0 + 40 * i for i in range(10)) if f != want}
+        assert heard(b.audio(skip_frames=5), names) == {"a"}, c

@@ -130,6 +130,7 @@ def test_heavy_jitter_reordering_adapts_depth_and_bounds_latency(seed):
     jb, out, send_time, _ = simulate(seconds=30, jitter_s=0.03, seed=seed)
     check_in_order(out)
     assert jb.jitter > 0
+    assert jb.stats.resyncs == 0  # late stragglers never look like a moved stream
     assert jb.target_depth > jb.min_depth  # adapted above the minimum
     lat = latencies(out, send_time)
     assert lat.max() < 0.03 + 0.3 + 0.04  # never beyond base + max depth (+ slack)
@@ -241,3 +242,30 @@ def test_arbitrary_packet_streams_never_break_the_output(events):
     s = jb.stats
     assert s.played + s.concealed + s.silence + s.inserted_for_depth >= 0
     assert s.received + s.malformed == len(events)
+
+
+@pytest.mark.parametrize("marker", [True, False])
+def test_sender_whose_timestamps_stop_during_silence(marker):
+    """The sender pauses 1 s but its timestamps do not advance: every packet
+    after the pause is 1 s "late".  The buffer must re-synchronise (at once on
+    the marker bit, after a short run of late packets without it) instead of
+    dropping the rest of the call."""
+    jb = JitterBuffer()
+    out = []
+    now = 0.0
+    for k in range(300):
+        t_send = k * TICK + (1.0 if k >= 100 else 0.0)
+        while now + TICK <= t_send + 0.03:
+            frame, kind = jb.get(now)
+            out.append((now, kind, int(frame[0]) - 1000 if kind is FrameKind.PLAYED else None))
+            now += TICK
+        jb.put(k, 5000 + k * FRAME, frame_of(k), t_send + 0.03, marker=marker and k == 100)
+    for _ in range(10):
+        frame, kind = jb.get(now)
+        out.append((now, kind, int(frame[0]) - 1000 if kind is FrameKind.PLAYED else None))
+        now += TICK
+    numbers = [n for _, n in played(out)]
+    assert jb.stats.resyncs == 1
+    after = [n for n in numbers if n >= 100]
+    assert len(after) >= 190  # at most a few frames of the new talkspurt lost
+    check_in_order(out)

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -145,9 +144,9 @@ def test_full_queue_drops_ticks_without_blocking_and_keeps_the_timeline(tmp_path
     try:
         rid = rec.start("overflow", WHEN)
         caller, agent = tone_frames(1000, 50), tone_frames(600, 50)
-        t0 = time.perf_counter()
+        # With the worker stalled, a blocking put would hang here (the
+        # release only comes below): returning at all proves it never blocks.
         accepted = [rec.write(rid, caller[k], agent[k]) for k in range(50)]
-        assert time.perf_counter() - t0 < 1.0  # never blocked on the stalled worker
         assert accepted.count(False) >= 40
         rec.release.set()
         res = rec.stop(rid).result(10)

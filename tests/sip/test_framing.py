@@ -8,6 +8,8 @@ from sip.errors import RemoteProtocolError
 from sip.framing import KeepAlive, StreamFramer
 from sip.message import parse_message
 
+pytestmark = pytest.mark.twin  # sip.message/uri/grammar have compiled twins
+
 MSG = (
     b"OPTIONS sip:x@example.com SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n"
     b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:x@example.com>\r\nCall-ID: c\r\n"

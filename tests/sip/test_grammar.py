@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from sip.errors import RemoteProtocolError
 from sip.grammar import format_params, is_token, parse_params, parse_quoted, quote, split_commas, unquote
 
+pytestmark = pytest.mark.twin  # sip.message/uri/grammar have compiled twins
+
 
 def test_split_commas_respects_quotes_and_angles() -> None:
     value = '"Doe, John" <sip:j@x;a=1,2>;q=0.5, <sip:k@y> ,sip:z@w'

@@ -21,6 +21,8 @@ from sip.message import (
 )
 from sip.uri import SipUri
 
+pytestmark = pytest.mark.twin  # sip.message/uri/grammar have compiled twins
+
 INVITE = (
     b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP pc33.atlanta.example.com:5062;branch=z9hG4bK776asdhds;rport\r\n"

@@ -19,6 +19,8 @@ from sip.errors import RemoteProtocolError
 from sip.message import Request, Response, check_request, error_response, parse_message
 from sip.uri import AbsoluteUri, SipUri
 
+pytestmark = pytest.mark.twin  # sip.message/uri/grammar have compiled twins
+
 DIR = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "rfc4475"
 
 # file -> (kind, status_hint, fragment of the error message, response status or None for drop)

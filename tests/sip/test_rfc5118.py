@@ -11,6 +11,8 @@ from sip.errors import RemoteProtocolError
 from sip.message import Request, error_response, parse_message
 from sip.uri import SipUri
 
+pytestmark = pytest.mark.twin  # sip.message/uri/grammar have compiled twins
+
 DIR = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "rfc5118"
 
 with open(DIR / "MANIFEST.tsv", newline="") as _f:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import pathlib
 import re
 
+import pytest
+
+pytestmark = pytest.mark.twin  # sip.message/uri/grammar have compiled twins
+
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "sip-messages.md"
 
 

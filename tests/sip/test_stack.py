@@ -417,3 +417,20 @@ def test_many_calls_leave_no_state_behind():
     s.handle_timer(flow.now + 64 * 0.5 + 1)
     assert s.transaction_counts == (0, 0) and len(s.timers) == 0
     assert s._merge == {} and s.dialogs == [] and s.datagrams_to_send(0) == []
+
+
+@pytest.mark.parametrize("change,status", [
+    ((b"INVITE sip:bob@127.0.0.2:5002", b"INVITE http://bob.example/"), 416),
+    ((b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nRequire: foo, 100rel\r\n"), 420),
+    ((b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nContent-Type: text/html\r\n"), 415),
+])
+def test_uas_request_checks(change, status):
+    b = SipStack(B_ADDR)
+    raw = _raw_request(b"INVITE", b"z9hG4bKchk").replace(*change)
+    if status == 415:
+        raw = raw.replace(b"Content-Length: 0\r\n\r\n", b"Content-Length: 4\r\n\r\n<p/>")
+    b.receive_datagram(raw, A_ADDR, 0.0)
+    out = b.datagrams_to_send(0.0)
+    assert out[0][0].startswith(b"SIP/2.0 %d" % status) and events(b) == []
+    if status == 420:
+        assert parse_message(out[0][0]).headers.get("Unsupported") == "foo, 100rel"

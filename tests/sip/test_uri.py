@@ -7,6 +7,8 @@ import pytest
 from sip.errors import RemoteProtocolError
 from sip.uri import AbsoluteUri, SipUri, TelUri, parse_host_port, parse_uri, unescape
 
+pytestmark = pytest.mark.twin  # sip.message/uri/grammar have compiled twins
+
 
 def test_full_sip_uri() -> None:
     uri = parse_uri("sips:alice:secret@atlanta.example.com:5061;transport=tcp;lr?subject=project%20x&priority=urgent")
