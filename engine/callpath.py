@@ -388,6 +388,8 @@ class CallCentre:
                 self._dialog_ended(ev)
             elif isinstance(ev, RegistrationChanged):
                 logger.info("registration %s: %s (%d contacts)", ev.aor, ev.reason, len(ev.contacts))
+                if not ev.contacts:
+                    self._phone_gone(aor_user(ev.aor))
         except Exception:
             logger.exception("call path failed handling %r", type(ev).__name__)
 
@@ -414,6 +416,13 @@ class CallCentre:
             ep.respond(ev.transaction, 488)
             return
         ep.respond(ev.transaction, 200, body=bytes(answer), content_type="application/sdp")
+
+    def _phone_gone(self, extension: str) -> None:
+        """Device reachability: a ready agent whose phone unregistered (or expired) is set not ready."""
+        for rec in self.agents.values():
+            if rec.extension == extension and rec.state == "ready":
+                logger.info("agent %s: phone %s is no longer registered; not ready", rec.number, extension)
+                self.set_not_ready(rec, "phone_unregistered")
 
     def _trunk_for(self, host: str) -> Any:
         import ipaddress
@@ -589,6 +598,9 @@ class CallCentre:
         qid = self.queue_ids[queue]
         q = self.config.queues[queue]  # type: ignore[union-attr]
         waiting = [self.calls_by_acd[c] for c in self.acd.waiting_callers(qid) if c in self.calls_by_acd]
+        for c in waiting:  # position / expected wait for the flows' announcements
+            if c.ivr is not None:
+                c.ivr[2].queue_updated(self.acd.position(c.acd_id), self.acd.expected_wait_s(c.acd_id))
         now = time.time()
         self.engine.bus.publish("queue.stats", {
             "queue": queue, "waiting": len(waiting),

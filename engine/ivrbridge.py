@@ -15,8 +15,8 @@ call path:
 * DTMF: the media engine's RFC 4733 ``DtmfReceived`` on the caller leg is
   fed as ``ivr.events.DtmfReceived``.
 * ``Enqueue`` → the ACD (music on hold on the caller leg);
-  ``QueueUpdated`` is fed with the position and ``expected_wait_s`` at
-  enqueue; when the agent answers the call path bridges at once and the flow
+  ``QueueUpdated`` is fed with the position and ``expected_wait_s``
+  whenever they change (every ``queue.stats``); when the agent answers the call path bridges at once and the flow
   task is cancelled (the flow's ``BridgeAgent`` would come too late for the
   media), ``Dequeue`` takes the caller out of the ACD, ACD timeouts feed
   ``QueueLeft("timeout")``.
@@ -74,6 +74,7 @@ class IvrBridge:
         self.players: dict[str, int] = {}  # media player id -> play id
         self.play_ids: dict[int, str] = {}
         self.enqueue_request: int | None = None
+        self.last_place: tuple[int, int] | None = None
         self.ivr: "IvrCall | None" = None
 
     def prompt_finished(self, player_id: str) -> None:
@@ -85,6 +86,14 @@ class IvrBridge:
     def dtmf(self, digit: str) -> None:
         if self.ivr is not None:
             self.ivr.feed(E.DtmfReceived(digit))
+
+    def queue_updated(self, position: int, expected_wait_s: float) -> None:
+        """Feed ``QueueUpdated`` when the caller's place changed (announcements use it)."""
+        if self.ivr is None or self.enqueue_request is None:
+            return
+        if (position, round(expected_wait_s)) != self.last_place:
+            self.last_place = (position, round(expected_wait_s))
+            self.ivr.feed(E.QueueUpdated(self.enqueue_request, position, expected_wait_s))
 
     def queue_left(self, reason: str) -> None:
         if self.ivr is not None and self.enqueue_request is not None:
@@ -119,14 +128,7 @@ class IvrBridge:
             self.enqueue_request = action.request_id
             call.queue = action.queue
             centre.start_music(call)
-            centre.enqueue_now(call)
-            if call.acd_id in centre.calls_by_acd and call.state.value == "queued":
-                try:
-                    pos = centre.acd.position(call.acd_id)
-                    wait = centre.acd.expected_wait_s(call.acd_id)
-                    ivr.feed(E.QueueUpdated(action.request_id, pos, wait))
-                except Exception:
-                    pass
+            centre.enqueue_now(call)  # publishes queue.stats, which feeds QueueUpdated
         elif isinstance(action, A.Dequeue):
             self.enqueue_request = None
             centre.dequeue(call, action.reason)

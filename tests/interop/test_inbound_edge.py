@@ -279,3 +279,27 @@ def test_returning_caller_prefers_last_agent_and_calls_survive_a_garbage_flood(e
     run(scenario())
     assert engine.stop() == 0
     assert [r["agent"] for r in rows(tmp_path, "SELECT agent FROM cdr ORDER BY id")] == ["1002", "1002", "1001"]
+
+
+def test_phone_unregistering_sets_ready_agent_not_ready(engine):
+    async def scenario():
+        admin = await engine.client()
+        alice = await engine.client("alice", AGENT_PASSWORDS["1001"])
+        try:
+            await admin.subscribe(events=["agent.*"])
+            await alice.request("agent.login", password=AGENT_PASSWORDS["1001"], extension="2001")
+            assert await register(engine.sip_port, "2001", AGENT_PASSWORDS["1001"], contact_port=45000) == 200
+            await alice.request("agent.ready")
+            assert await register(engine.sip_port, "2001", AGENT_PASSWORDS["1001"], contact_port=45000,
+                                  expires=0) == 200
+            seen: list = []
+            while True:
+                st = await next_event_named(admin, "agent.state", seen=seen)
+                if st["data"]["state"] == "not_ready" and st["data"]["previous_state"] == "ready":
+                    break
+            assert st["data"]["reason_code"] == "phone_unregistered"
+            assert (await admin.request("engine.status"))["counts"]["registrations"] == 0
+        finally:
+            await admin.close()
+            await alice.close()
+    run(scenario())
