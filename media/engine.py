@@ -79,6 +79,7 @@ from media.rtp import (
     RtcpReceiverReport,
     RtcpReportBlock,
     RtcpSenderReport,
+    RtcpSourceDescription,
     RtpPacket,
     is_rtcp,
     ntp_from_unix,
@@ -1122,8 +1123,10 @@ class MediaEngine:
         else:
             report = RtcpReceiverReport(leg.ssrc, blocks)
         port = leg.remote[1] if leg.rtcp_mux else leg.remote[1] + 1
+        # RFC 3550 §6.1: every compound RTCP packet carries an SDES CNAME
+        cname = RtcpSourceDescription.cname(leg.ssrc, f"ctiengine-{leg.leg_id}@{self.config.host}")
         try:
-            leg.sock.sendto(bytes(report), (leg.remote[0], port))
+            leg.sock.sendto(bytes(report) + bytes(cname), (leg.remote[0], port))
             leg.rtcp_sent += 1
         except OSError as exc:
             leg.log.debug("leg %s: RTCP not sent: %s", leg.leg_id, exc)

@@ -12,8 +12,8 @@ touches a socket.
 * :class:`RtpPacket` -- RFC 3550 §5.1 fixed header, CSRC list, §5.3.1 header
   extension kept opaque (profile + words), §5 padding kept byte-exact.
 * :class:`RtcpSenderReport`, :class:`RtcpReceiverReport` with
-  :class:`RtcpReportBlock` (RFC 3550 §6.4.1/§6.4.2), :class:`RtcpBye`
-  (§6.6); :func:`parse_rtcp` splits a compound packet (§6.1) and keeps
+  :class:`RtcpReportBlock` (RFC 3550 §6.4.1/§6.4.2),
+  :class:`RtcpSourceDescription` (§6.5, the CNAME), :class:`RtcpBye` (§6.6); :func:`parse_rtcp` splits a compound packet (§6.1) and keeps
   unknown packet types as :class:`RtcpUnknown` so a compound round-trips.
 * :class:`PayloadTypeMap` -- payload number ↔ encoding from the SDP
   ``a=rtpmap`` lines, with the RFC 3551 §6 static table as the default.
@@ -47,6 +47,7 @@ __all__ = [
     "RtcpSenderReport",
     "RtcpReceiverReport",
     "RtcpBye",
+    "RtcpSourceDescription",
     "RtcpUnknown",
     "RtcpPacket",
     "parse_rtcp",
@@ -394,6 +395,67 @@ class RtcpBye:
         return _rtcp_header(len(self.sources), RTCP_BYE, len(body)) + body
 
 
+SDES_CNAME = 1  # RFC 3550 §6.5.1
+
+
+@dataclass(frozen=True, slots=True)
+class RtcpSourceDescription:
+    """RTCP SDES (RFC 3550 §6.5): per source, a list of (item type, value) pairs.
+
+    Every compound RTCP packet must carry a CNAME (§6.1); the engine sends
+    one with each report.
+    """
+
+    chunks: tuple[tuple[int, tuple[tuple[int, bytes], ...]], ...]
+    """``((ssrc, ((item_type, value), ...)), ...)``."""
+
+    packet_type: ClassVar[int] = RTCP_SDES
+
+    @classmethod
+    def cname(cls, ssrc: int, cname: str) -> "RtcpSourceDescription":
+        """An SDES with one chunk holding a CNAME item."""
+        return cls(((ssrc, ((SDES_CNAME, cname.encode()[:255]),)),))
+
+    @classmethod
+    def parse(cls, data: bytes) -> "RtcpSourceDescription":
+        """Parse one SDES; raises RemoteMediaError when a chunk runs past the packet."""
+        count, body = _rtcp_body(data, RTCP_SDES, "SDES")
+        chunks = []
+        pos = 0
+        for _ in range(count):
+            if pos + 4 > len(body):
+                raise RemoteMediaError(f"RTCP SDES announces {count} chunks but ends at chunk {len(chunks) + 1}")
+            (ssrc,) = struct.unpack_from("!I", body, pos)
+            pos += 4
+            items = []
+            while True:
+                if pos >= len(body):
+                    raise RemoteMediaError("RTCP SDES chunk has no terminating null item")
+                kind = body[pos]
+                if kind == 0:  # end of the item list, then pad to a 32-bit boundary
+                    pos += 1
+                    pos += -pos % 4
+                    break
+                if pos + 2 > len(body) or pos + 2 + body[pos + 1] > len(body):
+                    raise RemoteMediaError(f"RTCP SDES item {kind} runs past the packet")
+                n = body[pos + 1]
+                items.append((kind, bytes(body[pos + 2 : pos + 2 + n])))
+                pos += 2 + n
+            chunks.append((ssrc, tuple(items)))
+        return cls(tuple(chunks))
+
+    def __bytes__(self) -> bytes:
+        body = b""
+        for ssrc, items in self.chunks:
+            chunk = struct.pack("!I", ssrc)
+            for kind, value in items:
+                chunk += bytes([kind, len(value[:255])]) + value[:255]
+            chunk += b"\x00"
+            chunk += b"\x00" * (-len(chunk) % 4)
+            body += chunk
+        return _rtcp_header(len(self.chunks), RTCP_SDES, len(body)) + body
+
+
 @dataclass(frozen=True, slots=True)
 class RtcpUnknown:
     """Any other RTCP packet (SDES, APP, feedback), kept as raw bytes."""
@@ -407,8 +469,9 @@ class RtcpUnknown:
         return self.data
 
 
-RtcpPacket = Union[RtcpSenderReport, RtcpReceiverReport, RtcpBye, RtcpUnknown]
-_RTCP_TYPES = {RTCP_SR: RtcpSenderReport, RTCP_RR: RtcpReceiverReport, RTCP_BYE: RtcpBye}
+RtcpPacket = Union[RtcpSenderReport, RtcpReceiverReport, RtcpSourceDescription, RtcpBye, RtcpUnknown]
+_RTCP_TYPES = {RTCP_SR: RtcpSenderReport, RTCP_RR: RtcpReceiverReport, RTCP_SDES: RtcpSourceDescription,
+               RTCP_BYE: RtcpBye}
 
 
 def is_rtcp(data: bytes) -> bool:

@@ -10,7 +10,6 @@ checks.  Each regex carries the ABNF it implements.  Nothing here allocates
 messages or knows header semantics.
 """
 
-import os
 import re
 
 from sip.errors import RemoteProtocolError
@@ -163,19 +162,8 @@ def unquote(value: str | None) -> str | None:
     return _QUOTED_PAIR_RE.sub(r"\1", inner)
 
 
-# Compiled twin: sip/_grammar.pyx includes this file; swap in its names unless
-# CTIENGINE_PUREPYTHON forces the pure code (see sip/message.py).
-if __name__ == "sip.grammar" and os.environ.get("CTIENGINE_PUREPYTHON", "") in ("", "0"):
-    try:
-        from sip import _grammar as _compiled  # type: ignore[attr-defined]
-    except ImportError:  # not built: the pure code above stays
-        _compiled = None
-    if _compiled is not None and os.path.getmtime(__file__) > os.path.getmtime(_compiled.__file__):
-        # Edited since the last `make build`: never run stale compiled code.
-        import logging
+# Compiled twin (sip/_grammar.pyx includes this very file): see sip/compiled.py.
+if __name__ == "sip.grammar":
+    from sip.compiled import swap_in
 
-        logging.getLogger(__name__).warning("%s is newer than %s: using the pure-Python code; run make build",
-                                            __file__, _compiled.__file__)
-        _compiled = None
-    if _compiled is not None:
-        globals().update({k: v for k, v in vars(_compiled).items() if not k.startswith("__")})
+    swap_in(globals(), "sip._grammar")

@@ -21,7 +21,6 @@ as RFC 5118 recommends for re-serialisation; :attr:`SipUri.host_unbracketed`
 strips them.
 """
 
-import os
 import re
 from typing import Union
 
@@ -537,19 +536,8 @@ def _parse_uri(text: str, where: str) -> Uri:
     return AbsoluteUri(text)
 
 
-# Compiled twin: sip/_uri.pyx includes this file; swap in its names unless
-# CTIENGINE_PUREPYTHON forces the pure code (see sip/message.py).
-if __name__ == "sip.uri" and os.environ.get("CTIENGINE_PUREPYTHON", "") in ("", "0"):
-    try:
-        from sip import _uri as _compiled  # type: ignore[attr-defined]
-    except ImportError:  # not built: the pure code above stays
-        _compiled = None
-    if _compiled is not None and os.path.getmtime(__file__) > os.path.getmtime(_compiled.__file__):
-        # Edited since the last `make build`: never run stale compiled code.
-        import logging
+# Compiled twin (sip/_uri.pyx includes this very file): see sip/compiled.py.
+if __name__ == "sip.uri":
+    from sip.compiled import swap_in
 
-        logging.getLogger(__name__).warning("%s is newer than %s: using the pure-Python code; run make build",
-                                            __file__, _compiled.__file__)
-        _compiled = None
-    if _compiled is not None:
-        globals().update({k: v for k, v in vars(_compiled).items() if not k.startswith("__")})
+    swap_in(globals(), "sip._uri")

@@ -70,8 +70,8 @@ def test_real_clock_on_asyncio_does_not_drift() -> None:
             if clock.tick >= 150:
                 done.set_result(None)
                 return
-            if len(starts) % 10 == 0:
-                sum(range(60_000))  # a busy tick, so some wake-ups are late
+            if len(starts) % 5 == 0:
+                sum(range(150_000))  # a busy tick (a few ms), so some wake-ups are late
             loop.call_at(clock.deadline(), on_timer)
 
         loop.call_at(clock.deadline(), on_timer)
@@ -82,11 +82,11 @@ def test_real_clock_on_asyncio_does_not_drift() -> None:
     assert len(lateness) == 150
     # lateness is bounded by scheduling noise, and the last ticks are no later
     # than the first ones: no accumulation (a naive sleep(0.02) loop drifts by
-    # the busy time of every tick, tens of ms over 150 ticks)
+    # the busy time of every busy tick: 30 of them, about 100 ms here)
     assert max(lateness) < 0.5
     late_tail = sorted(lateness[-50:])[25]
     late_head = sorted(lateness[:50])[25]
-    assert late_tail < late_head + 0.01
+    assert late_tail < late_head + 0.03
     assert clock.timestamp() == 150 * 160
 
 

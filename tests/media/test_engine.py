@@ -17,7 +17,8 @@ from media.errors import LocalMediaError
 from media.events import DtmfReceived, PlaybackFinished, RecordingFailed, RtpTimedOut
 from media.player import ArraySource
 from media.ports import PortAllocator
-from media.rtp import RtcpReceiverReport, RtcpReportBlock, RtcpSenderReport, ReceiveStatistics, RtpPacket, parse_rtcp
+from media.rtp import (RtcpReceiverReport, RtcpReportBlock, RtcpSenderReport, RtcpSourceDescription,
+                       ReceiveStatistics, RtpPacket, parse_rtcp)
 
 pytestmark = pytest.mark.twin  # the engine runs on media.rtpio: both twins, end to end
 
@@ -251,7 +252,9 @@ def test_rtcp_reports_both_ways(rig) -> None:
             r.tick(send={"a": []})
         else:
             r.tick()
-    srs = [p for d in a.rtcp for p in parse_rtcp(d) if isinstance(p, RtcpSenderReport)]
+    compounds = [parse_rtcp(d) for d in a.rtcp]
+    assert all(isinstance(c[-1], RtcpSourceDescription) and c[-1].chunks[0][0] == leg.ssrc for c in compounds)
+    srs = [p for c in compounds for p in c if isinstance(p, RtcpSenderReport)]
     assert len(srs) >= 4 and srs[-1].ssrc == leg.ssrc
     blk = srs[-1].reports[0]
     assert blk.ssrc == a.ssrc and 0 < blk.packets_lost <= r.engine.leg_statistics("a").packets_lost

@@ -15,6 +15,7 @@ from media.rtp import (
     RtcpReceiverReport,
     RtcpReportBlock,
     RtcpSenderReport,
+    RtcpSourceDescription,
     RtcpUnknown,
     RtpPacket,
     is_rtcp,
@@ -141,12 +142,20 @@ def test_rtcp_known_rr_bytes() -> None:
     assert is_rtcp(data) and not is_rtcp(PCMU)
 
 
-def test_rtcp_unknown_kept_and_errors() -> None:
+def test_rtcp_sdes_unknown_kept_and_errors() -> None:
     sdes = bytes.fromhex("81ca0003" "00000001" "01036162" "63000000")
+    app = bytes.fromhex("80cc0002" "00000001" "74657374")
     rr = bytes(RtcpReceiverReport(1))
-    pkts = parse_rtcp(rr + sdes)
-    assert isinstance(pkts[1], RtcpUnknown) and pkts[1].packet_type == 202
-    assert b"".join(map(bytes, pkts)) == rr + sdes
+    pkts = parse_rtcp(rr + sdes + app)
+    assert pkts[1] == RtcpSourceDescription.cname(1, "abc")
+    assert isinstance(pkts[2], RtcpUnknown) and pkts[2].packet_type == 204
+    assert b"".join(map(bytes, pkts)) == rr + sdes + app
+    two = RtcpSourceDescription(((7, ((1, b"x" * 7), (2, b"name"))), (8, ())))
+    assert RtcpSourceDescription.parse(bytes(two)) == two
+    with pytest.raises(RemoteMediaError, match="no terminating null item"):
+        RtcpSourceDescription.parse(bytes.fromhex("81ca0002" "00000001" "01026161"))
+    with pytest.raises(RemoteMediaError, match="item 1 runs past"):
+        RtcpSourceDescription.parse(bytes.fromhex("81ca0002" "00000001" "01056161"))
     with pytest.raises(RemoteMediaError, match="past the datagram"):
         parse_rtcp(rr + sdes[:-4])
     with pytest.raises(RemoteMediaError, match="announces 2 report blocks"):

@@ -1,9 +1,9 @@
-"""Load the pure-Python sip.grammar/uri/message under private names (for differential tests and benchmarks).
+"""Load the pure-Python sip.grammar/uri/headers/message under private names (for differential tests and benchmarks).
 
 The modules are executed from their source files under other names, so their
 end-of-file switch to the compiled twins does not fire; while they load,
-``sip.grammar`` and ``sip.uri`` in ``sys.modules`` point at the pure copies so
-that the pure message module imports pure helpers.
+``sip.grammar``, ``sip.uri`` and ``sip.headers`` in ``sys.modules`` point at
+the pure copies so that the pure message module imports pure helpers.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ def _load(name: str, filename: str) -> types.ModuleType:
 
 def load_pure_message() -> types.ModuleType:
     """The pure-Python ``sip.message`` (with pure grammar and uri underneath)."""
-    saved = {name: sys.modules.get(name) for name in ("sip.grammar", "sip.uri")}
+    saved = {name: sys.modules.get(name) for name in ("sip.grammar", "sip.uri", "sip.headers")}
     try:
         sys.modules["sip.grammar"] = _load("sip_pure_grammar", "grammar.py")
         sys.modules["sip.uri"] = _load("sip_pure_uri", "uri.py")
+        sys.modules["sip.headers"] = _load("sip_pure_headers", "headers.py")
         return _load("sip_pure_message", "message.py")
     finally:
         for name, module in saved.items():
