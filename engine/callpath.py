@@ -145,6 +145,9 @@ class CallCentre:
         self._moh = music_on_hold_frames()
         self._tasks: set[asyncio.Task] = set()
         self._flows: dict[str, Any] = {}
+        from engine.voicemail import Voicemail
+
+        self.voicemail = Voicemail(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, engine: Any) -> None:
@@ -200,6 +203,7 @@ class CallCentre:
             await self.media.stop()
         if self.recorder is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.recorder.close)
+        await asyncio.get_running_loop().run_in_executor(None, self.voicemail.close)
 
     def registration_count(self) -> int:
         loc = self.registrar.location if self.registrar else None
@@ -491,7 +495,8 @@ class CallCentre:
             return
         dialog = ep.respond(ev.transaction, 200, body=bytes(answer), content_type="application/sdp")
         call = Call(req.call_id, trunk.tenant, caller_number, dialed, trunk.name, route.dialed_number,
-                    queue=dest.target if dest.kind == "queue" else "", acd_id=self._next_caller)
+                    queue=dest.target if dest.kind == "queue" else "", acd_id=self._next_caller,
+                    mailbox=dest.target if dest.kind == "voicemail" else "")
         self._next_caller += 1
         call.caller = CallLeg(leg_id, "caller", dialog=dialog, sdp=sdp, media_open=True)
         if dialog is not None:
@@ -537,6 +542,9 @@ class CallCentre:
         await self._history(call)
         if call.state is not CallState.ROUTING:
             return
+        if call.mailbox:
+            await self._voicemail_greeting(call)
+            return
         if flow is None:
             self.start_music(call)
             self.enqueue_now(call)
@@ -554,6 +562,25 @@ class CallCentre:
         call.flow = flow.name if hasattr(flow, "name") else ""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _voicemail_greeting(self, call: Call) -> None:
+        """``voicemail:`` route: greeting and beep on the caller leg, then the recording."""
+        from engine.ivrbridge import prompt_audio
+        from ivr.actions import PromptItem
+
+        greeting = await asyncio.get_running_loop().run_in_executor(
+            None, prompt_audio, (PromptItem("tts", "Please leave a message after the tone.", "en"),))
+        beep = (8000 * np.sin(2 * np.pi * 440 * np.arange(2400) / 8000)).astype(np.int16)
+        media = self.media
+        if media is None or call.caller is None or call.caller.leg_id not in media.legs:
+            return
+        from media.player import ArraySource
+
+        call.greeting_player = media.play(ArraySource(np.concatenate([greeting, beep])), leg_id=call.caller.leg_id)
+
+    def _voicemail_done(self, call: Call) -> None:
+        if call.state is not CallState.ENDED:
+            self.hangup(call, "voicemail")
 
     async def _history(self, call: Call) -> None:
         store = self.engine.store
@@ -896,6 +923,8 @@ class CallCentre:
         log = CallLogger(logger, {"call_id": call.call_id})
         previous = call.state
         call.fire(CallTrigger.END)
+        in_voicemail = self.voicemail.recording(call) or reason == "voicemail"
+        self.voicemail.stop(call, reason)
         self._end_ivr(call)
         call.end_ts = time.time()
         call.end_reason = reason
@@ -912,7 +941,7 @@ class CallCentre:
         elif previous is CallState.TALKING:
             call.disposition = "answered"
         else:
-            call.disposition = reason
+            call.disposition = "voicemail" if in_voicemail else reason
         self._stop_recording(call)
         if self.media is not None and call.room and call.room in self.media.rooms:
             self.media.destroy_room(call.room)
@@ -956,11 +985,18 @@ class CallCentre:
     def _on_media(self, ev: MediaEvent) -> None:
         if isinstance(ev, PlaybackFinished):
             call = self._call_of_leg(ev.leg_id)
-            if call is not None and call.ivr is not None:
+            if call is not None and call.greeting_player == ev.player_id:
+                call.greeting_player = ""
+                if ev.reason == "completed" and call.state is not CallState.ENDED:
+                    self.voicemail.start(call, call.mailbox, on_done=lambda path, s: self._voicemail_done(call))
+            elif call is not None and call.ivr is not None:
                 call.ivr[2].prompt_finished(ev.player_id)
         elif isinstance(ev, DtmfReceived):
             call = self._call_of_leg(ev.leg_id)
-            if call is not None and call.ivr is not None and call.caller is not None \
+            if call is not None and self.voicemail.recording(call):
+                if ev.digit == "#":
+                    self.voicemail.stop(call, "#")
+            elif call is not None and call.ivr is not None and call.caller is not None \
                     and ev.leg_id == call.caller.leg_id:
                 call.ivr[2].dtmf(ev.digit)
         else:

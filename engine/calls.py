@@ -117,6 +117,9 @@ class Call:
     ivr: Any = None
     """(IvrCall, task, IvrBridge) while a flow runs for the caller."""
     flow: str = ""
+    mailbox: str = ""
+    """``voicemail:`` route: the mailbox the caller leaves a message in."""
+    greeting_player: str = ""
 
     def fire(self, trigger: CallTrigger) -> CallState:
         nxt = CALL_TRANSITIONS[self.state].get(trigger)

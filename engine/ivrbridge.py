@@ -23,9 +23,10 @@ call path:
 * ``SetCallData`` → call variables (screen pop); ``HangUp`` ends the call;
   ``RequestLookup`` reads the store (or a CSV file); ``StoreSurveyResult``
   and ``RequestCallback`` write ``surveys`` / ``callbacks`` rows.
+* ``RecordVoicemail`` → :mod:`engine.voicemail` (``#`` or ``max_length_s``
+  ends it; ``RecordingFinished`` with the path and duration).
 * Not yet supported, answered so the flow goes on: ``AttemptTransfer``
-  (``TransferCompleted(answered=False, reason="not_supported")``) and
-  ``RecordVoicemail`` (``RecordingFinished(duration_s=0)``).
+  (``TransferCompleted(answered=False, reason="not_supported")``).
 """
 from __future__ import annotations
 
@@ -154,7 +155,9 @@ class IvrBridge:
         elif isinstance(action, A.AttemptTransfer):
             ivr.feed(E.TransferCompleted(action.request_id, False, "not_supported"))
         elif isinstance(action, A.RecordVoicemail):
-            ivr.feed(E.RecordingFinished(action.request_id, 0.0, ""))
+            request_id = action.request_id
+            centre.voicemail.start(call, action.mailbox, action.max_length_s,
+                                   on_done=lambda path, s: ivr.feed(E.RecordingFinished(request_id, s, path)))
         elif isinstance(action, (A.SetLanguage, A.BridgeAgent)):
             pass
         else:

@@ -9,7 +9,7 @@ table.  The table is open at a moment when its local time (the table's
 day) and the date is not one of its ``holidays``.  Outside it, the route's
 ``after_hours`` destinations are tried in order and the first one the call
 path can serve wins (``queue:`` with a known queue, ``flow:`` with a
-configured flow); ``hangup`` or nothing usable closes the call (the caller
+configured flow, ``voicemail:`` any mailbox); ``hangup`` or nothing usable closes the call (the caller
 hears 480 Temporarily Unavailable).
 
 *Recording policy* (``[recording]``): ``none`` records nothing, ``all``
@@ -71,7 +71,7 @@ def servable(cfg: Config, dest: Destination) -> bool:
         return dest.target in cfg.queues
     if dest.kind == "flow":
         return dest.target in cfg.flows
-    return False
+    return dest.kind == "voicemail"
 
 
 def choose_destination(cfg: Config, route: Route, wall_time: float) -> tuple[Destination | None, bool]:

@@ -43,7 +43,7 @@ holidays = ["2026-12-25"]
 dialed_number = "+4930555100"
 destination = "queue:sales"
 hours = "office"
-after_hours = ["voicemail:sales", "queue:night"]
+after_hours = ["number:+4915100000001", "voicemail:sales", "queue:night"]
 
 [[routes]]
 dialed_number = "+4930555*"
@@ -74,7 +74,7 @@ def test_after_hours_takes_first_servable_destination():
     dest, after = choose_destination(cfg, route, at(2026, 11, 23, 10))
     assert (str(dest), after) == ("queue:sales", False)
     dest, after = choose_destination(cfg, route, at(2026, 11, 23, 22))
-    assert (str(dest), after) == ("queue:night", True)       # voicemail is skipped (not served yet)
+    assert (str(dest), after) == ("voicemail:sales", True)
     prefix = find_route(cfg, "default", "+4930555999")
     assert prefix is not None and prefix.dialed_number == "+4930555*"
     assert choose_destination(cfg, prefix, at(2026, 11, 23, 22)) == (None, True)

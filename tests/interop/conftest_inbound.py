@@ -26,6 +26,7 @@ ADMIN_PASSWORD = "admin-pw"
 DOMAIN = "cc.test"
 DIALED = "+4930555100"
 IVR_DIALED = "+4930555200"
+VM_DIALED = "+4930555300"
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -151,6 +152,10 @@ destination = "queue:sales"
 
 [flows.inbound_menu]
 path = "{tmp}/menu.toml"
+
+[[routes]]
+dialed_number = "{VM_DIALED}"
+destination = "voicemail:sales"
 
 [[routes]]
 dialed_number = "{IVR_DIALED}"
