@@ -664,7 +664,7 @@ class CallCentre:
                             call.fire(CallTrigger.DEQUEUE)
                             call.ivr[2].queue_left("timeout" if kind == DecisionKind.TIMEOUT else "closed")
                         else:
-                            self.hangup(call, reason)
+                            self._queue_exit(call, reason)
             except Exception:
                 logger.exception("ACD decision %r failed", d)
         if self._acd_timer is not None:
@@ -673,6 +673,24 @@ class CallCentre:
         deadline = self.acd.next_deadline()
         if deadline != float("inf"):
             self._acd_timer = self.loop.call_at(deadline, self._acd_due)  # type: ignore[union-attr]
+
+    def _queue_exit(self, call: Call, reason: str) -> None:
+        """ACD timeout / queue full: the queue's ``timeout_destination`` (voicemail or another queue), else hang up."""
+        from engine.config import parse_destination_or_none
+
+        q = self.config.queues[call.queue]  # type: ignore[union-attr]
+        dest = parse_destination_or_none(q.timeout_destination) if reason == "queue_timeout" else None
+        if dest is not None and dest.kind == "voicemail":
+            call.fire(CallTrigger.DEQUEUE)
+            self.stop_music(call)
+            call.mailbox = dest.target
+            self._spawn(self._voicemail_greeting(call))
+        elif dest is not None and dest.kind == "queue" and dest.target in self.queue_ids:
+            call.fire(CallTrigger.DEQUEUE)
+            call.queue = dest.target
+            self.enqueue_now(call)
+        else:
+            self.hangup(call, reason)
 
     def _acd_due(self) -> None:
         self._acd_timer = None

@@ -70,7 +70,7 @@ type = "hangup"
 
 
 def engine_config(tmp: pathlib.Path, sip_port: int, ctl_port: int, *, ring_timeout_s: int = 10,
-                  wrapup_s: int = 1) -> str:
+                  wrapup_s: int = 1, queue_timeout_s: int = 0, timeout_destination: str = "") -> str:
     (tmp / "menu.toml").write_text(FLOW)
     h = {a: hash_password(pw, n=1024) for a, pw in AGENT_PASSWORDS.items()}
     admin = hash_password(ADMIN_PASSWORD, n=1024)
@@ -145,6 +145,8 @@ groups = ["sales"]
 skills = {{ sales = 1 }}
 ring_timeout_s = {ring_timeout_s}
 wrapup_s = {wrapup_s}
+timeout_s = {queue_timeout_s}
+timeout_destination = "{timeout_destination}"
 
 [[routes]]
 dialed_number = "{DIALED}"

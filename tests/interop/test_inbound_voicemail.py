@@ -10,15 +10,17 @@ import wave
 import numpy as np
 import pytest
 
-from conftest_inbound import VM_DIALED, EngineProcess, free_port, next_event_named, sipp_dir, start_sipp, stop_proc
+from conftest_inbound import DIALED, VM_DIALED, EngineProcess, free_port, next_event_named, sipp_dir, start_sipp, stop_proc
 
 pytestmark = pytest.mark.interop
 
 SHARED_SIPP = pathlib.Path(__file__).resolve().parents[3] / "shared" / "testpeers" / "sipp"
 
 
-def test_voicemail_route_records_the_caller(tmp_path):
-    eng = EngineProcess(tmp_path)
+@pytest.mark.parametrize("dialed,queue_timeout_s", [(VM_DIALED, 0), (DIALED, 1)], ids=["route", "queue_timeout"])
+def test_voicemail_records_the_caller(tmp_path, dialed, queue_timeout_s):
+    """A voicemail: route, and a queue without agents whose timeout_destination is voicemail."""
+    eng = EngineProcess(tmp_path, queue_timeout_s=queue_timeout_s, timeout_destination="voicemail:sales")
     eng.start()
     caller_dir = sipp_dir(tmp_path, "trunk", 1000)
 
@@ -28,7 +30,7 @@ def test_voicemail_route_records_the_caller(tmp_path):
         try:
             await admin.subscribe(events=["voicemail.*", "call.*"])
             trunk = start_sipp(["-sf", str(SHARED_SIPP / "uac_tone_dtmf.xml"), f"127.0.0.1:{eng.sip_port}",
-                                "-s", VM_DIALED, "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
+                                "-s", dialed, "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
                                 "-m", "1", "-recv_timeout", "10000", "-timeout", "20", "-timeout_error"], caller_dir)
             seen: list = []
             vm = await next_event_named(admin, "voicemail.new", 20, seen)
@@ -53,6 +55,10 @@ def test_voicemail_route_records_the_caller(tmp_path):
     assert row[0] == "sales" and row[1] == path and "/voicemail/sales/" in path
     (disp,) = db.execute("SELECT disposition FROM cdr").fetchone()
     assert disp == "voicemail"
+    if queue_timeout_s:
+        events = [r[0] for r in db.execute("SELECT event FROM queue_log ORDER BY id")]
+        assert events == ["enqueued", "queue_timeout"]
+        return  # the caller's 4 s tone is mostly over by the time the beep ends
     with wave.open(path) as w:
         assert w.getnchannels() == 1
         x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float64)
