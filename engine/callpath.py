@@ -534,6 +534,9 @@ class CallCentre:
 
     def stop_music(self, call: Call) -> None:
         media = self.media
+        if media is not None and call.announce_player and call.announce_player in media.players:
+            media.stop_playback(call.announce_player)
+        call.announce_player = ""
         if media is not None and call.moh_player and call.moh_player in media.players:
             media.stop_playback(call.moh_player)
         call.moh_player = ""
@@ -606,8 +609,42 @@ class CallCentre:
         self.acd.enqueue(call.acd_id, qid, self.now(), sticky_agent=last.acd_id if sticky else -1,  # type: ignore
                          sticky_s=STICKY_WAIT_S if sticky else 0.0)
         self._queue_log(call, "enqueued", position=self.acd.queue_length(qid))
+        self._schedule_announcement(call)
         self._pump()
         self._queue_stats(call.queue)
+
+    def _schedule_announcement(self, call: Call) -> None:
+        """``[queues.*.announcements]`` for callers without a flow (a flow announces itself)."""
+        ann = self.config.queues[call.queue].announcements  # type: ignore[union-attr]
+        if call.ivr is None and (ann.position or ann.expected_wait):
+            self.loop.call_later(ann.interval_s, self._announce, call.call_id, call.queue)  # type: ignore
+
+    def _announce(self, call_id: str, queue: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.queue != queue or call.state is not CallState.QUEUED or call.announce_player:
+            return
+        ann = self.config.queues[queue].announcements  # type: ignore[union-attr]
+        parts = []
+        if ann.position:
+            parts.append(f"You are number {self.acd.position(call.acd_id)} in the queue.")
+        if ann.expected_wait:
+            minutes = max(1, round(self.acd.expected_wait_s(call.acd_id) / 60))
+            parts.append(f"The expected wait is about {minutes} minute{'s' if minutes > 1 else ''}.")
+        self._spawn(self._play_announcement(call, " ".join(parts)))
+        self.loop.call_later(ann.interval_s, self._announce, call_id, queue)  # type: ignore[union-attr]
+
+    async def _play_announcement(self, call: Call, text: str) -> None:
+        from engine.ivrbridge import prompt_audio
+        from ivr.actions import PromptItem
+        from media.player import ArraySource
+
+        audio = await asyncio.get_running_loop().run_in_executor(None, prompt_audio, (PromptItem("tts", text, "en"),))
+        media = self.media
+        if audio.size == 0 or media is None or call.state is not CallState.QUEUED or call.caller is None \
+                or call.caller.leg_id not in media.legs:
+            return
+        self.stop_music(call)
+        call.announce_player = media.play(ArraySource(audio), leg_id=call.caller.leg_id)
 
     def dequeue(self, call: Call, reason: str) -> None:
         """The IVR takes the caller out of the queue (exit key, max wait): back to routing."""
@@ -1003,7 +1040,11 @@ class CallCentre:
     def _on_media(self, ev: MediaEvent) -> None:
         if isinstance(ev, PlaybackFinished):
             call = self._call_of_leg(ev.leg_id)
-            if call is not None and call.greeting_player == ev.player_id:
+            if call is not None and call.announce_player == ev.player_id:
+                call.announce_player = ""
+                if call.state is CallState.QUEUED:
+                    self.start_music(call)
+            elif call is not None and call.greeting_player == ev.player_id:
                 call.greeting_player = ""
                 if ev.reason == "completed" and call.state is not CallState.ENDED:
                     self.voicemail.start(call, call.mailbox, on_done=lambda path, s: self._voicemail_done(call))

@@ -120,6 +120,7 @@ class Call:
     mailbox: str = ""
     """``voicemail:`` route: the mailbox the caller leaves a message in."""
     greeting_player: str = ""
+    announce_player: str = ""
 
     def fire(self, trigger: CallTrigger) -> CallState:
         nxt = CALL_TRANSITIONS[self.state].get(trigger)

@@ -70,7 +70,8 @@ type = "hangup"
 
 
 def engine_config(tmp: pathlib.Path, sip_port: int, ctl_port: int, *, ring_timeout_s: int = 10,
-                  wrapup_s: int = 1, queue_timeout_s: int = 0, timeout_destination: str = "") -> str:
+                  wrapup_s: int = 1, queue_timeout_s: int = 0, timeout_destination: str = "",
+                  announce_interval_s: int = 0) -> str:
     (tmp / "menu.toml").write_text(FLOW)
     h = {a: hash_password(pw, n=1024) for a, pw in AGENT_PASSWORDS.items()}
     admin = hash_password(ADMIN_PASSWORD, n=1024)
@@ -147,6 +148,7 @@ ring_timeout_s = {ring_timeout_s}
 wrapup_s = {wrapup_s}
 timeout_s = {queue_timeout_s}
 timeout_destination = "{timeout_destination}"
+announcements = {{ position = {str(bool(announce_interval_s)).lower()}, interval_s = {announce_interval_s or 60} }}
 
 [[routes]]
 dialed_number = "{DIALED}"

@@ -303,3 +303,53 @@ def test_phone_unregistering_sets_ready_agent_not_ready(engine):
             await admin.close()
             await alice.close()
     run(scenario())
+
+
+def test_waiting_caller_hears_music_then_a_position_announcement(tmp_path):
+    import socket
+
+    from media.g711 import ulaw_decode
+
+    eng = EngineProcess(tmp_path, announce_interval_s=5)
+    eng.start()
+
+    async def scenario():
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind(("127.0.0.1", 0))
+        rtp.setblocking(False)
+        loop = asyncio.get_running_loop()
+        trunk, ev = await trunk_call(eng.sip_port, DIALED, offer_sdp(rtp.getsockname()[1]))
+        payload = bytearray()
+        try:
+            assert ev.response.status_code == 200
+            deadline = loop.time() + 8.0
+            while loop.time() < deadline:
+                try:
+                    data = await asyncio.wait_for(loop.sock_recv(rtp, 2048), 0.5)
+                except asyncio.TimeoutError:
+                    continue
+                if len(data) == 172 and data[1] & 0x7F == 0:
+                    payload += data[12:]
+            trunk.bye(ev.dialog)
+            await asyncio.sleep(0.2)
+        finally:
+            await trunk.stop()
+            rtp.close()
+        return np.array(ulaw_decode(np.frombuffer(bytes(payload), np.uint8)), np.float64)
+
+    import numpy as np
+    try:
+        audio = asyncio.run(asyncio.wait_for(scenario(), 30))
+    finally:
+        assert eng.stop() == 0, eng.log_text()
+    win = 2000  # 0.25 s
+    kinds = []
+    for i in range(0, len(audio) - win, win):
+        seg = audio[i:i + win]
+        spec = np.abs(np.fft.rfft(seg * np.hanning(win)))
+        peak = (np.argmax(spec[1:]) + 1) * 8000 / win
+        tonal = spec.max() / (spec.sum() + 1e-9)
+        kinds.append("music" if min(abs(peak - 392), abs(peak - 523.25)) < 12 and tonal > 0.05 else "other")
+    assert len(kinds) >= 28, len(kinds)
+    assert kinds[:16].count("music") >= 14, kinds          # the first 4 s: music on hold
+    assert kinds[20:].count("other") >= 4, kinds           # from 5 s: the spoken position
