@@ -78,6 +78,9 @@ logger = logging.getLogger("engine.callpath")
 
 _STATE_LABEL = {int(s): s.label for s in AgentState}
 
+REJECTS_BEFORE_NOT_READY = 2
+"""Consecutive rejected offers (busy, decline, INVITE timeout) after which the agent is set not ready."""
+
 STICKY_WAIT_S = 15.0
 """A returning caller waits this long for the agent of their last call (when logged in) before anyone else."""
 
@@ -836,6 +839,12 @@ class CallCentre:
             self.acd.no_answer(call.acd_id, rec.acd_id, self.now())
         else:
             self.acd.decline(call.acd_id, rec.acd_id, self.now())
+            rec.rejects += 1
+            if rec.rejects >= REJECTS_BEFORE_NOT_READY and self.acd.agent_state(rec.acd_id) == AgentState.READY:
+                self.acd.not_ready(rec.acd_id, self.now())
+                rec.reason_code = "phone_rejects"
+                rec.rejects = 0
+                self._sync_agent(rec, force=True)
         self._sync_agent(rec)
         self._pump()
 
@@ -883,6 +892,7 @@ class CallCentre:
             call.ring_s += time.time() - call.ring_started_ts
             call.ring_started_ts = None
         call.fire(CallTrigger.ANSWER)
+        rec.rejects = 0
         call.agent = rec.number
         call.answered_ts = time.time()
         self.acd.accept(call.acd_id, rec.acd_id, self.now())

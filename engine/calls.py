@@ -169,6 +169,8 @@ class AgentRecord:
     reason_code: str = ""
     call_id: str = ""
     wrapup_timer: Any = None
+    rejects: int = 0
+    """Consecutive offers the phone rejected (reset by an answer)."""
 
     def describe(self) -> dict[str, Any]:
         return {"agent": self.number, "tenant": self.tenant, "state": self.state, "extension": self.extension,

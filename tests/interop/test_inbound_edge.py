@@ -353,3 +353,45 @@ def test_waiting_caller_hears_music_then_a_position_announcement(tmp_path):
     assert len(kinds) >= 28, len(kinds)
     assert kinds[:16].count("music") >= 14, kinds          # the first 4 s: music on hold
     assert kinds[20:].count("other") >= 4, kinds           # from 5 s: the spoken position
+
+
+def test_phone_rejecting_twice_sets_agent_not_ready(engine, tmp_path):
+    async def scenario():
+        admin = await engine.client()
+        alice = await engine.client("alice", AGENT_PASSWORDS["1001"])
+        busy_phone = SipEndpoint("127.0.0.1", 0, tcp=False, user="2001")
+        trunks = []
+        try:
+            await admin.subscribe(events=["agent.*"])
+            _, port = await busy_phone.start()
+            await alice.request("agent.login", password=AGENT_PASSWORDS["1001"], extension="2001")
+            assert await register(engine.sip_port, "2001", AGENT_PASSWORDS["1001"], contact_port=port) == 200
+            await alice.request("agent.ready")
+            for n in range(2):  # two callers; the phone answers 486 Busy Here to each offer
+                trunks.append(await trunk_call(engine.sip_port, DIALED, offer_sdp(4020 + 2 * n),
+                                               caller=f"+491700000{n}"))
+                while True:
+                    got = await busy_phone.next_event(5)
+                    if isinstance(got, RequestReceived) and got.request.method == "INVITE":
+                        busy_phone.respond(got.transaction, 486)
+                        break
+            seen: list = []
+            while True:
+                st = await next_event_named(admin, "agent.state", seen=seen)
+                if st["data"]["state"] == "not_ready" and st["data"]["reason_code"]:
+                    break
+            assert st["data"]["reason_code"] == "phone_rejects"
+            assert (await admin.request("queue.list"))["queues"][0]["waiting"] == 2
+            for ep, ev in trunks:
+                ep.bye(ev.dialog)
+            await asyncio.sleep(0.3)
+        finally:
+            for ep, _ in trunks:
+                await ep.stop()
+            await busy_phone.stop()
+            await admin.close()
+            await alice.close()
+    run(scenario())
+    assert engine.stop() == 0
+    qlog = [r["event"] for r in rows(tmp_path, "SELECT event FROM queue_log ORDER BY id")]
+    assert qlog.count("rejected_486") == 2 and qlog.count("abandoned") == 2
