@@ -305,7 +305,12 @@ def run_engine(config: Config, log_level: str | None = None) -> int:
     configure_logging(log_level or config.engine.log_level)
     loop_name = install_event_loop_policy()
     logger.info("config %s: %s (event loop: %s)", config.source, config.summary(), loop_name)
-    engine = Engine(config)
+    from engine.callpath import CallCentre
+    import engine.agent_ops  # noqa: F401  (registers the call path's ops)
+
+    # The call path (SIP listeners, media, ACD) runs when there is a trunk to take calls
+    # from; a control-only configuration binds no SIP port (docs/callpath.md).
+    engine = Engine(config, services=[CallCentre()] if config.trunks else [])
     try:
         asyncio.run(serve(engine))
     except StoreError as exc:
