@@ -227,6 +227,10 @@ cdef struct AgentRec:
     int* memb_queue
     int* memb_tier
     double* memb_score
+    int n_ac              # distinct free containers of the memberships
+    int* ac_cont
+    int* ac_queue         # a queue using that container (gives the key)
+    double* ac_score
     IVec sticky           # caller slots waiting for this agent only
 
 cdef struct QueueRec:
@@ -250,9 +254,7 @@ cdef struct QueueRec:
     int window
     IVec fifo[NLEVELS]    # caller slots sorted by seq
     int count
-    HVec* heaps
-    IVec* ordered
-    int* live
+    int* cont             # per tier: free-agent container id (shared)
     int64_t rr_last
     double* handle_times
     int n_handle
@@ -302,6 +304,14 @@ cdef class Acd:
     cdef dict skills        # agent id -> dict skill -> level
     cdef dict groups        # agent id -> frozenset
     cdef dict members       # queue id -> {agent: tier}
+    cdef HVec* ch           # free containers: heap / ordered array / live count
+    cdef IVec* co
+    cdef int* cl
+    cdef int n_cont
+    cdef int cap_cont
+    cdef int64_t* cmark     # per container: stamp used to dedupe memberships
+    cdef int64_t stamp
+    cdef dict cont_ids      # container signature -> id
     cdef object index       # QueueIndex
 
     def __cinit__(self, uint64_t seed=0):
@@ -313,6 +323,7 @@ cdef class Acd:
         self.skills = {}
         self.groups = {}
         self.members = {}
+        self.cont_ids = {}
         self.index = QueueIndex()
 
     def __init__(self, seed=0):
@@ -324,6 +335,9 @@ cdef class Acd:
             free(self.ag[i].memb_queue)
             free(self.ag[i].memb_tier)
             free(self.ag[i].memb_score)
+            free(self.ag[i].ac_cont)
+            free(self.ag[i].ac_queue)
+            free(self.ag[i].ac_score)
             free(self.ag[i].sticky.d)
         free(self.ag)
         free(self.ep)
@@ -334,14 +348,16 @@ cdef class Acd:
             free(self.qs[i].thresholds)
             for lv in range(NLEVELS):
                 free(self.qs[i].fifo[lv].d)
-            for t in range(self.qs[i].n_tiers):
-                free(self.qs[i].heaps[t].d)
-                free(self.qs[i].ordered[t].d)
-            free(self.qs[i].heaps)
-            free(self.qs[i].ordered)
-            free(self.qs[i].live)
+            free(self.qs[i].cont)
             free(self.qs[i].handle_times)
         free(self.qs)
+        for i in range(self.n_cont):
+            free(self.ch[i].d)
+            free(self.co[i].d)
+        free(self.ch)
+        free(self.co)
+        free(self.cl)
+        free(self.cmark)
         for i in range(self.n_cs):
             free(self.cs[i].excl.d)
             free(self.cs[i].offers.d)
@@ -439,9 +455,23 @@ cdef class Acd:
         q.idle_weight = config.idle_weight
         q.default_aht = config.default_handle_time_s
         q.window = config.handle_time_window
-        q.heaps = <HVec*>calloc(n, sizeof(HVec))
-        q.ordered = <IVec*>calloc(n, sizeof(IVec))
-        q.live = <int*>calloc(n, sizeof(int))
+        q.cont = <int*>calloc(n, sizeof(int))
+        if q.cont == NULL:
+            raise MemoryError()
+        s = q.strategy
+        if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL:
+            family = (S_ROUND_ROBIN,)
+        elif s == S_WEIGHTED:
+            family = (s, q.idle_weight, q.skill_weight)
+        else:
+            family = (s,)
+        for t in range(n):
+            sig = (family, tuple((tr.skills, tr.groups) for tr in config.tiers[:t + 1]))
+            cid = self.cont_ids.get(sig)
+            if cid is None:
+                cid = self._new_container()
+                self.cont_ids[sig] = cid
+            q.cont[t] = cid
         q.handle_times = <double*>calloc(q.window, sizeof(double))
         q.rr_last = -1
         self.cfgs[qid] = config
@@ -457,9 +487,72 @@ cdef class Acd:
             members[aid] = tier
             a = &self.ag[aid]
             score = float(config.score(self.skills[aid]))
+            shared = self._has_cont(aid, q.cont[tier])
             self._memb_add(aid, qid, tier, score)
-            if a.state == ST_READY:
-                self._push_free(qid, tier, aid, score)
+            self._rebuild_ac(aid)
+            if not shared and a.state == ST_READY:
+                self._push_free(q.cont[tier], qid, aid, score)
+
+    cdef int _new_container(self) except -1:
+        cdef int cap
+        cdef void* p
+        if self.n_cont == self.cap_cont:
+            cap = self.cap_cont * 2 if self.cap_cont else 64
+            p = realloc(self.ch, cap * sizeof(HVec))
+            if p == NULL:
+                raise MemoryError()
+            self.ch = <HVec*>p
+            p = realloc(self.co, cap * sizeof(IVec))
+            if p == NULL:
+                raise MemoryError()
+            self.co = <IVec*>p
+            p = realloc(self.cl, cap * sizeof(int))
+            if p == NULL:
+                raise MemoryError()
+            self.cl = <int*>p
+            p = realloc(self.cmark, cap * sizeof(int64_t))
+            if p == NULL:
+                raise MemoryError()
+            self.cmark = <int64_t*>p
+            self.cap_cont = cap
+        memset(&self.ch[self.n_cont], 0, sizeof(HVec))
+        memset(&self.co[self.n_cont], 0, sizeof(IVec))
+        self.cl[self.n_cont] = 0
+        self.cmark[self.n_cont] = 0
+        self.n_cont += 1
+        return self.n_cont - 1
+
+    cdef bint _has_cont(self, int aid, int cid) noexcept:
+        cdef AgentRec* a = &self.ag[aid]
+        cdef int i
+        for i in range(a.n_ac):
+            if a.ac_cont[i] == cid:
+                return True
+        return False
+
+    cdef int _rebuild_ac(self, int aid) except -1:
+        """Recompute the agent's distinct free containers from its
+        memberships (queues sharing a container share its content)."""
+        cdef AgentRec* a = &self.ag[aid]
+        cdef int i, k, cid, n = a.n_memb
+        a.ac_cont = <int*>realloc(a.ac_cont, (n + 1) * sizeof(int))
+        a.ac_queue = <int*>realloc(a.ac_queue, (n + 1) * sizeof(int))
+        a.ac_score = <double*>realloc(a.ac_score, (n + 1) * sizeof(double))
+        if a.ac_cont == NULL or a.ac_queue == NULL or a.ac_score == NULL:
+            raise MemoryError()
+        self.stamp += 1
+        k = 0
+        for i in range(n):
+            cid = self.qs[a.memb_queue[i]].cont[a.memb_tier[i]]
+            if self.cmark[cid] == self.stamp:
+                continue
+            self.cmark[cid] = self.stamp
+            a.ac_cont[k] = cid
+            a.ac_queue[k] = a.memb_queue[i]
+            a.ac_score[k] = a.memb_score[i]
+            k += 1
+        a.n_ac = k
+        return 0
 
     cdef int _memb_add(self, int aid, int qid, int tier, double score) except -1:
         """Insert a membership keeping memb_queue sorted by queue id."""
@@ -491,6 +584,7 @@ cdef class Acd:
             if tier >= 0:
                 self.members[qid][aid] = tier
                 self._memb_add(aid, qid, tier, float(cfg.score(sk)))
+        self._rebuild_ac(aid)
         return 0
 
     cdef void _detach(self, int aid):
@@ -499,6 +593,7 @@ cdef class Acd:
         for i in range(a.n_memb):
             del self.members[a.memb_queue[i]][aid]
         a.n_memb = 0
+        a.n_ac = 0
 
     # --------------------------------------------------------------- agent side
     def login(self, agent, double now, skills=(), groups=(), rank=-1):
@@ -527,6 +622,7 @@ cdef class Acd:
         a.call_queue = -1
         a.offer_caller = -1
         a.n_memb = 0
+        a.n_ac = 0
         a.sticky.n = 0
         self.skills[aid] = sk
         self.groups[aid] = gr
@@ -918,15 +1014,16 @@ cdef class Acd:
         return 0
 
     # ---- free containers
-    cdef int _push_free(self, int qid, int tier, int aid, double score) except -1:
+    cdef int _push_free(self, int cid, int qid, int aid, double score) except -1:
+        """Add free agent ``aid`` to container ``cid`` (keyed as for queue ``qid``)."""
         cdef QueueRec* q = &self.qs[qid]
         cdef AgentRec* a = &self.ag[aid]
         cdef IVec* lst
         cdef HEntry e
         cdef int s = q.strategy
-        q.live[tier] += 1
+        self.cl[cid] += 1
         if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL:
-            lst = &q.ordered[tier]
+            lst = &self.co[cid]
             ivec_insert(lst, ivec_bisect_right(lst, a.key), a.key)
             return 0
         e.agent = aid
@@ -947,9 +1044,9 @@ cdef class Acd:
             e.k2 = a.idle_since
         else:
             e.k1 = q.idle_weight * a.idle_since - q.skill_weight * score
-        hvec_push(&q.heaps[tier], e)
-        if q.heaps[tier].n > 2 * q.live[tier] + 64:
-            self._compact(&q.heaps[tier])
+        hvec_push(&self.ch[cid], e)
+        if self.ch[cid].n > 2 * self.cl[cid] + 64:
+            self._compact(&self.ch[cid])
         return 0
 
     cdef void _compact(self, HVec* h) noexcept:
@@ -969,17 +1066,16 @@ cdef class Acd:
 
     cdef void _unfree(self, int aid) noexcept:
         cdef AgentRec* a = &self.ag[aid]
-        cdef int i, qid, tier, s
+        cdef int i, cid, s
         cdef IVec* lst
         self.epoch_counter += 1
         self.ep[aid] = self.epoch_counter
-        for i in range(a.n_memb):
-            qid = a.memb_queue[i]
-            tier = a.memb_tier[i]
-            self.qs[qid].live[tier] -= 1
-            s = self.qs[qid].strategy
+        for i in range(a.n_ac):
+            cid = a.ac_cont[i]
+            self.cl[cid] -= 1
+            s = self.qs[a.ac_queue[i]].strategy
             if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL:
-                lst = &self.qs[qid].ordered[tier]
+                lst = &self.co[cid]
                 ivec_delete(lst, ivec_bisect_left(lst, a.key))
 
     cdef inline bint _excluded(self, CallerRec* c, int aid) noexcept:
@@ -1017,8 +1113,8 @@ cdef class Acd:
                         best = slot
                     break
         if best < 0:
-            for i in range(a.n_memb):
-                self._push_free(a.memb_queue[i], a.memb_tier[i], aid, a.memb_score[i])
+            for i in range(a.n_ac):
+                self._push_free(a.ac_cont[i], a.ac_queue[i], aid, a.ac_score[i])
             return 0
         if self.cs[best].state == C_STICKY:
             self._ivec_remove_value(&a.sticky, best)
@@ -1056,9 +1152,10 @@ cdef class Acd:
         best.epoch = 0
         cdef HVec* heap
         cdef HVec held
+        cdef int live
         if s == S_RING_ALL:
             for t in range(ntiers):
-                lst = &q.ordered[t]
+                lst = &self.co[q.cont[t]]
                 for i in range(lst.n):
                     if not (c.excl.n and self._excluded(c, <int>(lst.d[i] & AGENT_MASK))):
                         ivec_insert(res, ivec_bisect_right(res, lst.d[i]), lst.d[i])
@@ -1069,7 +1166,7 @@ cdef class Acd:
             after = -1
             first = -1
             for t in range(ntiers):
-                lst = &q.ordered[t]
+                lst = &self.co[q.cont[t]]
                 i = ivec_bisect_right(lst, q.rr_last)
                 while i < lst.n and c.excl.n and self._excluded(c, <int>(lst.d[i] & AGENT_MASK)):
                     i += 1
@@ -1090,7 +1187,7 @@ cdef class Acd:
                 cand.n = cand.cap = 0
                 try:
                     for t in range(ntiers):
-                        lst = &q.ordered[t]
+                        lst = &self.co[q.cont[t]]
                         for i in range(lst.n):
                             if not self._excluded(c, <int>(lst.d[i] & AGENT_MASK)):
                                 ivec_insert(&cand, cand.n, lst.d[i])
@@ -1102,14 +1199,14 @@ cdef class Acd:
                 return 0
             total = 0
             for t in range(ntiers):
-                total += q.ordered[t].n
+                total += self.co[q.cont[t]].n
             if total == 0:
                 return 0
             r = self._random() % <uint64_t>total
             for t in range(ntiers):
-                n = q.ordered[t].n
+                n = self.co[q.cont[t]].n
                 if r < <uint64_t>n:
-                    ivec_insert(res, 0, q.ordered[t].d[r] & AGENT_MASK)
+                    ivec_insert(res, 0, self.co[q.cont[t]].d[r] & AGENT_MASK)
                     return 0
                 r -= n
             return 0
@@ -1117,8 +1214,9 @@ cdef class Acd:
         held.n = held.cap = 0
         try:
             for t in range(ntiers):
-                heap = &q.heaps[t]
-                if heap.n > q.live[t] + (q.live[t] >> 1) + 16:
+                heap = &self.ch[q.cont[t]]
+                live = self.cl[q.cont[t]]
+                if heap.n > live + (live >> 1) + 16:
                     # mostly stale: one linear filter + heapify is cheaper
                     # than a sift-down per stale head (same minimum either way)
                     self._compact(heap)
