@@ -284,6 +284,7 @@ cdef class Acd:
     cdef AgentRec* ag
     cdef int64_t* ep        # agent epochs, apart: the hot validity check stays in cache
     cdef int* qwait         # waiting callers per queue, apart for the same reason
+    cdef int n_waiting      # waiting callers in all queues (0: skip the scan)
     cdef int n_ag
     cdef QueueRec* qs
     cdef int n_q
@@ -735,8 +736,13 @@ cdef class Acd:
             PyLong_AsLongLongAndOverflow(caller, &overflow)
         if overflow:
             raise AcdStateError(f"caller id must be a 64-bit int, got {caller!r}")
-        if not 0 <= priority <= MAX_PRIORITY:
-            raise AcdConfigError(f"caller {caller} priority must be in 0..{MAX_PRIORITY}, got {priority}")
+        cdef int p_ovf = 1
+        cdef long long pr = -1
+        if type(priority) is int:  # fast path: no Python comparisons
+            pr = PyLong_AsLongLongAndOverflow(priority, &p_ovf)
+        if p_ovf or not 0 <= pr <= NLEVELS - 1:
+            if not 0 <= priority <= MAX_PRIORITY:
+                raise AcdConfigError(f"caller {caller} priority must be in 0..{MAX_PRIORITY}, got {priority}")
         if not sticky_s >= 0:
             raise AcdConfigError(f"caller {caller} sticky_s must be >= 0, got {sticky_s}")
         self._advance(now)
@@ -1095,7 +1101,7 @@ cdef class Acd:
             slot = <int>a.sticky.d[i]
             if self._better(slot, best):
                 best = slot
-        for i in range(a.n_memb):
+        for i in range(a.n_memb if self.n_waiting else 0):
             if self.qwait[a.memb_queue[i]] == 0:
                 continue
             q = &self.qs[a.memb_queue[i]]
@@ -1357,6 +1363,7 @@ cdef class Acd:
         cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
         ivec_insert(f, self._fifo_find(f, c.seq), slot)
         self.qwait[c.queue] += 1
+        self.n_waiting += 1
         return 0
 
     cdef int _fifo_find(self, IVec* f, int64_t seq) noexcept:
@@ -1374,6 +1381,7 @@ cdef class Acd:
         cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
         ivec_delete(f, self._fifo_find(f, c.seq))
         self.qwait[c.queue] -= 1
+        self.n_waiting -= 1
 
     cdef int _detach_caller(self, int slot, IVec* released) except -1:
         cdef CallerRec* c = &self.cs[slot]
