@@ -48,6 +48,11 @@ key).  Heap entries carry the agent's *epoch*, bumped whenever it stops
 being free, so stale entries are dropped when they surface.  A decision for
 an arriving caller looks at the heads of the containers of tiers
 ``0..tier(c)`` only: O(tiers * log n), never a scan of all agents.
+Containers are shared between (queue, tier) pairs of queues with the same
+strategy family (``weighted`` per weight pair; ``round_robin``, ``random``
+and ``ring_all`` form one ordered family) and the same tiers up to that
+tier: they hold the same agents under the same keys, so an agent freed is
+pushed once per distinct container rather than once per queue it serves.
 
 *Matching rule (the invariant).*  After every call no free agent may take
 any waiting caller.  Whenever an agent becomes free it takes the best caller
