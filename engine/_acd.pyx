@@ -95,6 +95,15 @@ cdef struct HVec:
     int n
     int cap
 
+cdef struct Cont:          # a free-agent container, one cache line
+    HVec h                 # heap families
+    IVec o                 # ordered family (round_robin / random / ring_all)
+    int live               # free agents held (h also holds stale entries)
+    int kind               # strategy giving the key (S_ROUND_ROBIN: ordered)
+    double idle_weight     # weighted only
+    double skill_weight
+    int64_t pad
+
 cdef struct TEntry:
     double t
     int64_t seq
@@ -229,7 +238,6 @@ cdef struct AgentRec:
     double* memb_score
     int n_ac              # distinct free containers of the memberships
     int* ac_cont
-    int* ac_queue         # a queue using that container (gives the key)
     double* ac_score
     IVec sticky           # caller slots waiting for this agent only
 
@@ -305,9 +313,7 @@ cdef class Acd:
     cdef dict skills        # agent id -> dict skill -> level
     cdef dict groups        # agent id -> frozenset
     cdef dict members       # queue id -> {agent: tier}
-    cdef HVec* ch           # free containers: heap / ordered array / live count
-    cdef IVec* co
-    cdef int* cl
+    cdef Cont* cn           # free containers
     cdef int n_cont
     cdef int cap_cont
     cdef int64_t* cmark     # per container: stamp used to dedupe memberships
@@ -337,7 +343,6 @@ cdef class Acd:
             free(self.ag[i].memb_tier)
             free(self.ag[i].memb_score)
             free(self.ag[i].ac_cont)
-            free(self.ag[i].ac_queue)
             free(self.ag[i].ac_score)
             free(self.ag[i].sticky.d)
         free(self.ag)
@@ -353,11 +358,9 @@ cdef class Acd:
             free(self.qs[i].handle_times)
         free(self.qs)
         for i in range(self.n_cont):
-            free(self.ch[i].d)
-            free(self.co[i].d)
-        free(self.ch)
-        free(self.co)
-        free(self.cl)
+            free(self.cn[i].h.d)
+            free(self.cn[i].o.d)
+        free(self.cn)
         free(self.cmark)
         for i in range(self.n_cs):
             free(self.cs[i].excl.d)
@@ -472,6 +475,9 @@ cdef class Acd:
             if cid is None:
                 cid = self._new_container()
                 self.cont_ids[sig] = cid
+                self.cn[<int>cid].kind = S_ROUND_ROBIN if len(family) == 1 and family[0] == S_ROUND_ROBIN else s
+                self.cn[<int>cid].idle_weight = q.idle_weight
+                self.cn[<int>cid].skill_weight = q.skill_weight
             q.cont[t] = cid
         q.handle_times = <double*>calloc(q.window, sizeof(double))
         q.rr_last = -1
@@ -492,33 +498,23 @@ cdef class Acd:
             self._memb_add(aid, qid, tier, score)
             self._rebuild_ac(aid)
             if not shared and a.state == ST_READY:
-                self._push_free(q.cont[tier], qid, aid, score)
+                self._push_free(q.cont[tier], aid, score)
 
     cdef int _new_container(self) except -1:
         cdef int cap
         cdef void* p
         if self.n_cont == self.cap_cont:
             cap = self.cap_cont * 2 if self.cap_cont else 64
-            p = realloc(self.ch, cap * sizeof(HVec))
+            p = realloc(self.cn, cap * sizeof(Cont))
             if p == NULL:
                 raise MemoryError()
-            self.ch = <HVec*>p
-            p = realloc(self.co, cap * sizeof(IVec))
-            if p == NULL:
-                raise MemoryError()
-            self.co = <IVec*>p
-            p = realloc(self.cl, cap * sizeof(int))
-            if p == NULL:
-                raise MemoryError()
-            self.cl = <int*>p
+            self.cn = <Cont*>p
             p = realloc(self.cmark, cap * sizeof(int64_t))
             if p == NULL:
                 raise MemoryError()
             self.cmark = <int64_t*>p
             self.cap_cont = cap
-        memset(&self.ch[self.n_cont], 0, sizeof(HVec))
-        memset(&self.co[self.n_cont], 0, sizeof(IVec))
-        self.cl[self.n_cont] = 0
+        memset(&self.cn[self.n_cont], 0, sizeof(Cont))
         self.cmark[self.n_cont] = 0
         self.n_cont += 1
         return self.n_cont - 1
@@ -537,9 +533,8 @@ cdef class Acd:
         cdef AgentRec* a = &self.ag[aid]
         cdef int i, k, cid, n = a.n_memb
         a.ac_cont = <int*>realloc(a.ac_cont, (n + 1) * sizeof(int))
-        a.ac_queue = <int*>realloc(a.ac_queue, (n + 1) * sizeof(int))
         a.ac_score = <double*>realloc(a.ac_score, (n + 1) * sizeof(double))
-        if a.ac_cont == NULL or a.ac_queue == NULL or a.ac_score == NULL:
+        if a.ac_cont == NULL or a.ac_score == NULL:
             raise MemoryError()
         self.stamp += 1
         k = 0
@@ -549,7 +544,6 @@ cdef class Acd:
                 continue
             self.cmark[cid] = self.stamp
             a.ac_cont[k] = cid
-            a.ac_queue[k] = a.memb_queue[i]
             a.ac_score[k] = a.memb_score[i]
             k += 1
         a.n_ac = k
@@ -1020,16 +1014,16 @@ cdef class Acd:
         return 0
 
     # ---- free containers
-    cdef int _push_free(self, int cid, int qid, int aid, double score) except -1:
-        """Add free agent ``aid`` to container ``cid`` (keyed as for queue ``qid``)."""
-        cdef QueueRec* q = &self.qs[qid]
+    cdef int _push_free(self, int cid, int aid, double score) except -1:
+        """Add free agent ``aid`` (skill score ``score``) to container ``cid``."""
+        cdef Cont* q = &self.cn[cid]
         cdef AgentRec* a = &self.ag[aid]
         cdef IVec* lst
         cdef HEntry e
-        cdef int s = q.strategy
-        self.cl[cid] += 1
-        if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL:
-            lst = &self.co[cid]
+        cdef int s = q.kind
+        q.live += 1
+        if s == S_ROUND_ROBIN:
+            lst = &q.o
             ivec_insert(lst, ivec_bisect_right(lst, a.key), a.key)
             return 0
         e.agent = aid
@@ -1050,9 +1044,9 @@ cdef class Acd:
             e.k2 = a.idle_since
         else:
             e.k1 = q.idle_weight * a.idle_since - q.skill_weight * score
-        hvec_push(&self.ch[cid], e)
-        if self.ch[cid].n > 2 * self.cl[cid] + 64:
-            self._compact(&self.ch[cid])
+        hvec_push(&q.h, e)
+        if q.h.n > 2 * q.live + 64:
+            self._compact(&q.h)
         return 0
 
     cdef void _compact(self, HVec* h) noexcept:
@@ -1072,16 +1066,16 @@ cdef class Acd:
 
     cdef void _unfree(self, int aid) noexcept:
         cdef AgentRec* a = &self.ag[aid]
-        cdef int i, cid, s
+        cdef int i
+        cdef Cont* k
         cdef IVec* lst
         self.epoch_counter += 1
         self.ep[aid] = self.epoch_counter
         for i in range(a.n_ac):
-            cid = a.ac_cont[i]
-            self.cl[cid] -= 1
-            s = self.qs[a.ac_queue[i]].strategy
-            if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL:
-                lst = &self.co[cid]
+            k = &self.cn[a.ac_cont[i]]
+            k.live -= 1
+            if k.kind == S_ROUND_ROBIN:
+                lst = &k.o
                 ivec_delete(lst, ivec_bisect_left(lst, a.key))
 
     cdef inline bint _excluded(self, CallerRec* c, int aid) noexcept:
@@ -1120,7 +1114,7 @@ cdef class Acd:
                     break
         if best < 0:
             for i in range(a.n_ac):
-                self._push_free(a.ac_cont[i], a.ac_queue[i], aid, a.ac_score[i])
+                self._push_free(a.ac_cont[i], aid, a.ac_score[i])
             return 0
         if self.cs[best].state == C_STICKY:
             self._ivec_remove_value(&a.sticky, best)
@@ -1161,7 +1155,7 @@ cdef class Acd:
         cdef int live
         if s == S_RING_ALL:
             for t in range(ntiers):
-                lst = &self.co[q.cont[t]]
+                lst = &self.cn[q.cont[t]].o
                 for i in range(lst.n):
                     if not (c.excl.n and self._excluded(c, <int>(lst.d[i] & AGENT_MASK))):
                         ivec_insert(res, ivec_bisect_right(res, lst.d[i]), lst.d[i])
@@ -1172,7 +1166,7 @@ cdef class Acd:
             after = -1
             first = -1
             for t in range(ntiers):
-                lst = &self.co[q.cont[t]]
+                lst = &self.cn[q.cont[t]].o
                 i = ivec_bisect_right(lst, q.rr_last)
                 while i < lst.n and c.excl.n and self._excluded(c, <int>(lst.d[i] & AGENT_MASK)):
                     i += 1
@@ -1193,7 +1187,7 @@ cdef class Acd:
                 cand.n = cand.cap = 0
                 try:
                     for t in range(ntiers):
-                        lst = &self.co[q.cont[t]]
+                        lst = &self.cn[q.cont[t]].o
                         for i in range(lst.n):
                             if not self._excluded(c, <int>(lst.d[i] & AGENT_MASK)):
                                 ivec_insert(&cand, cand.n, lst.d[i])
@@ -1205,14 +1199,14 @@ cdef class Acd:
                 return 0
             total = 0
             for t in range(ntiers):
-                total += self.co[q.cont[t]].n
+                total += self.cn[q.cont[t]].o.n
             if total == 0:
                 return 0
             r = self._random() % <uint64_t>total
             for t in range(ntiers):
-                n = self.co[q.cont[t]].n
+                n = self.cn[q.cont[t]].o.n
                 if r < <uint64_t>n:
-                    ivec_insert(res, 0, self.co[q.cont[t]].d[r] & AGENT_MASK)
+                    ivec_insert(res, 0, self.cn[q.cont[t]].o.d[r] & AGENT_MASK)
                     return 0
                 r -= n
             return 0
@@ -1220,8 +1214,8 @@ cdef class Acd:
         held.n = held.cap = 0
         try:
             for t in range(ntiers):
-                heap = &self.ch[q.cont[t]]
-                live = self.cl[q.cont[t]]
+                heap = &self.cn[q.cont[t]].h
+                live = self.cn[q.cont[t]].live
                 if heap.n > live + (live >> 1) + 16:
                     # mostly stale: one linear filter + heapify is cheaper
                     # than a sift-down per stale head (same minimum either way)
