@@ -222,6 +222,10 @@ cdef inline bint t_lt(TEntry* a, TEntry* b) noexcept:
 
 
 # ------------------------------------------------------------------ records
+cdef struct AgentCont:
+    double score
+    int cont
+
 cdef struct AgentRec:
     int state
     int rank
@@ -237,8 +241,7 @@ cdef struct AgentRec:
     int* memb_tier
     double* memb_score
     int n_ac              # distinct free containers of the memberships
-    int* ac_cont
-    double* ac_score
+    AgentCont* ac        # (container, score) pairs: one array, fewer cache misses
     IVec sticky           # caller slots waiting for this agent only
 
 cdef struct QueueRec:
@@ -342,8 +345,7 @@ cdef class Acd:
             free(self.ag[i].memb_queue)
             free(self.ag[i].memb_tier)
             free(self.ag[i].memb_score)
-            free(self.ag[i].ac_cont)
-            free(self.ag[i].ac_score)
+            free(self.ag[i].ac)
             free(self.ag[i].sticky.d)
         free(self.ag)
         free(self.ep)
@@ -523,7 +525,7 @@ cdef class Acd:
         cdef AgentRec* a = &self.ag[aid]
         cdef int i
         for i in range(a.n_ac):
-            if a.ac_cont[i] == cid:
+            if a.ac[i].cont == cid:
                 return True
         return False
 
@@ -532,10 +534,10 @@ cdef class Acd:
         memberships (queues sharing a container share its content)."""
         cdef AgentRec* a = &self.ag[aid]
         cdef int i, k, cid, n = a.n_memb
-        a.ac_cont = <int*>realloc(a.ac_cont, (n + 1) * sizeof(int))
-        a.ac_score = <double*>realloc(a.ac_score, (n + 1) * sizeof(double))
-        if a.ac_cont == NULL or a.ac_score == NULL:
+        cdef AgentCont* p = <AgentCont*>realloc(a.ac, (n + 1) * sizeof(AgentCont))
+        if p == NULL:
             raise MemoryError()
+        a.ac = p
         self.stamp += 1
         k = 0
         for i in range(n):
@@ -543,8 +545,8 @@ cdef class Acd:
             if self.cmark[cid] == self.stamp:
                 continue
             self.cmark[cid] = self.stamp
-            a.ac_cont[k] = cid
-            a.ac_score[k] = a.memb_score[i]
+            a.ac[k].cont = cid
+            a.ac[k].score = a.memb_score[i]
             k += 1
         a.n_ac = k
         return 0
@@ -1072,7 +1074,7 @@ cdef class Acd:
         self.epoch_counter += 1
         self.ep[aid] = self.epoch_counter
         for i in range(a.n_ac):
-            k = &self.cn[a.ac_cont[i]]
+            k = &self.cn[a.ac[i].cont]
             k.live -= 1
             if k.kind == S_ROUND_ROBIN:
                 lst = &k.o
@@ -1114,7 +1116,7 @@ cdef class Acd:
                     break
         if best < 0:
             for i in range(a.n_ac):
-                self._push_free(a.ac_cont[i], aid, a.ac_score[i])
+                self._push_free(a.ac[i].cont, aid, a.ac[i].score)
             return 0
         if self.cs[best].state == C_STICKY:
             self._ivec_remove_value(&a.sticky, best)
