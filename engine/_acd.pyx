@@ -5,7 +5,8 @@ docstring for the theory of operation) on C arrays.
 
 Agents and queues live in arrays indexed by their small int ids, callers in
 a slot array with a free list (a dict maps caller id -> slot), free agents
-in per-(queue, tier) C binary heaps or sorted int64 arrays, waiting callers
+in C binary heaps or sorted int64 arrays shared by the (queue, tier) pairs
+with the same strategy family and tier prefix (``Cont``), waiting callers
 in per-(queue, priority level) sorted slot arrays, deadlines in one C heap.
 Python objects appear only at the edges: arguments, the decision tuples,
 configuration (skills, QueueConfig) and the query methods.
@@ -465,8 +466,8 @@ cdef class Acd:
         if q.cont == NULL:
             raise MemoryError()
         s = q.strategy
-        if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL:
-            family = (S_ROUND_ROBIN,)
+        if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL or s == S_TOP_DOWN:
+            family = (S_ROUND_ROBIN,)   # sorted agent keys (top_down: the smallest)
         elif s == S_WEIGHTED:
             family = (s, q.idle_weight, q.skill_weight)
         else:
@@ -1039,8 +1040,6 @@ cdef class Acd:
         elif s == S_LEAST_TALK_TIME:
             e.k1 = a.talk_s
             e.k2 = a.idle_since
-        elif s == S_TOP_DOWN:
-            e.k1 = <double>a.rank
         elif s == S_BEST_SKILL:
             e.k1 = -score
             e.k2 = a.idle_since
@@ -1155,6 +1154,18 @@ cdef class Acd:
         cdef HVec* heap
         cdef HVec held
         cdef int live
+        if s == S_TOP_DOWN:  # smallest non-excluded key over the tiers
+            first = -1
+            for t in range(ntiers):
+                lst = &self.cn[q.cont[t]].o
+                i = 0
+                while i < lst.n and c.excl.n and self._excluded(c, <int>(lst.d[i] & AGENT_MASK)):
+                    i += 1
+                if i < lst.n and (first < 0 or lst.d[i] < first):
+                    first = lst.d[i]
+            if first >= 0:
+                ivec_insert(res, 0, first & AGENT_MASK)
+            return 0
         if s == S_RING_ALL:
             for t in range(ntiers):
                 lst = &self.cn[q.cont[t]].o

@@ -37,20 +37,20 @@ levels, skipping only callers that exclude this agent.
 agents whose minimum tier in the queue is that tier, ordered by the queue's
 strategy: a binary heap with lazy deletion keyed ``(k1, k2, agent)`` for
 ``longest_idle`` (idle_since), ``fewest_calls`` (calls, idle_since),
-``least_talk_time`` (talk_s, idle_since), ``top_down`` (rank),
+``least_talk_time`` (talk_s, idle_since),
 ``best_skill`` (-score, idle_since) and ``weighted`` (``idle_weight *
 idle_since - skill_weight * score``: the agent maximising ``skill_weight *
 score + idle_weight * idle_time`` is the one minimising this key); or an
 ordered array of ``rank << 21 | agent`` for ``round_robin`` (first key after
 the last one offered, wrapping), ``random`` (uniform index drawn from a
-splitmix64 generator seeded in the constructor) and ``ring_all`` (every
-key).  Heap entries carry the agent's *epoch*, bumped whenever it stops
+splitmix64 generator seeded in the constructor), ``ring_all`` (every
+key) and ``top_down`` (the smallest key not excluded).  Heap entries carry the agent's *epoch*, bumped whenever it stops
 being free, so stale entries are dropped when they surface.  A decision for
 an arriving caller looks at the heads of the containers of tiers
 ``0..tier(c)`` only: O(tiers * log n), never a scan of all agents.
 Containers are shared between (queue, tier) pairs of queues with the same
-strategy family (``weighted`` per weight pair; ``round_robin``, ``random``
-and ``ring_all`` form one ordered family) and the same tiers up to that
+strategy family (``weighted`` per weight pair; ``round_robin``, ``random``,
+``ring_all`` and ``top_down`` form one ordered family) and the same tiers up to that
 tier: they hold the same agents under the same keys, so an agent freed is
 pushed once per distinct container rather than once per queue it serves.
 
@@ -121,7 +121,9 @@ _OVERFLOW = int(DecisionKind.OVERFLOW)
 
 _S = AgentState
 _T = AgentTrigger
-_ORDERED = (int(Strategy.ROUND_ROBIN), int(Strategy.RANDOM), int(Strategy.RING_ALL))
+# strategies served by a sorted list of agent keys (``top_down`` too: its
+# best agent is the smallest key, so it shares the containers of the others)
+_ORDERED = (int(Strategy.ROUND_ROBIN), int(Strategy.RANDOM), int(Strategy.RING_ALL), int(Strategy.TOP_DOWN))
 _ACTIVE_STATES = (_S.READY, _S.RESERVED, _S.BUSY, _S.WRAPUP)
 
 
@@ -654,8 +656,6 @@ class PyAcd:
             return (float(a.calls), a.idle_since)
         if s == Strategy.LEAST_TALK_TIME:
             return (a.talk_s, a.idle_since)
-        if s == Strategy.TOP_DOWN:
-            return (float(a.rank), 0.0)
         score = float(q.cfg.score(a.skills))
         if s == Strategy.BEST_SKILL:
             return (-score, a.idle_since)
@@ -727,6 +727,15 @@ class PyAcd:
         tiers = range(c.tier + 1)
         s = q.strategy
         if s in _ORDERED:
+            if s == Strategy.TOP_DOWN:  # smallest non-excluded key over the tiers
+                best_key = None
+                for t in tiers:
+                    for k in q.free[t].items:
+                        if (k & 0x1FFFFF) not in excl:
+                            if best_key is None or k < best_key:
+                                best_key = k
+                            break
+                return [] if best_key is None else [agents[best_key & 0x1FFFFF]]
             if s == Strategy.RING_ALL:
                 keys = sorted(k for t in tiers for k in q.free[t].items if (k & 0x1FFFFF) not in excl)
                 return [agents[k & 0x1FFFFF] for k in keys]
