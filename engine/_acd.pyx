@@ -5,7 +5,8 @@ docstring for the theory of operation) on C arrays.
 
 Agents and queues live in arrays indexed by their small int ids, callers in
 a slot array with a free list (a dict maps caller id -> slot), free agents
-in per-(queue, tier) C binary heaps or sorted int64 arrays, waiting callers
+in C binary heaps or sorted int64 arrays shared by the (queue, tier) pairs
+with the same strategy family and tier prefix (``Cont``), waiting callers
 in per-(queue, priority level) sorted slot arrays, deadlines in one C heap.
 Python objects appear only at the edges: arguments, the decision tuples,
 configuration (skills, QueueConfig) and the query methods.
@@ -94,6 +95,15 @@ cdef struct HVec:
     HEntry* d
     int n
     int cap
+
+cdef struct Cont:          # a free-agent container, one cache line
+    HVec h                 # heap families
+    IVec o                 # ordered family (round_robin / random / ring_all)
+    int live               # free agents held (h also holds stale entries)
+    int kind               # strategy giving the key (S_ROUND_ROBIN: ordered)
+    double idle_weight     # weighted only
+    double skill_weight
+    int64_t pad
 
 cdef struct TEntry:
     double t
@@ -213,6 +223,10 @@ cdef inline bint t_lt(TEntry* a, TEntry* b) noexcept:
 
 
 # ------------------------------------------------------------------ records
+cdef struct AgentCont:
+    double score
+    int cont
+
 cdef struct AgentRec:
     int state
     int rank
@@ -227,6 +241,8 @@ cdef struct AgentRec:
     int* memb_queue
     int* memb_tier
     double* memb_score
+    int n_ac              # distinct free containers of the memberships
+    AgentCont* ac        # (container, score) pairs: one array, fewer cache misses
     IVec sticky           # caller slots waiting for this agent only
 
 cdef struct QueueRec:
@@ -250,9 +266,7 @@ cdef struct QueueRec:
     int window
     IVec fifo[NLEVELS]    # caller slots sorted by seq
     int count
-    HVec* heaps
-    IVec* ordered
-    int* live
+    int* cont             # per tier: free-agent container id (shared)
     int64_t rr_last
     double* handle_times
     int n_handle
@@ -282,6 +296,7 @@ cdef class Acd:
     cdef AgentRec* ag
     cdef int64_t* ep        # agent epochs, apart: the hot validity check stays in cache
     cdef int* qwait         # waiting callers per queue, apart for the same reason
+    cdef int n_waiting      # waiting callers in all queues (0: skip the scan)
     cdef int n_ag
     cdef QueueRec* qs
     cdef int n_q
@@ -302,6 +317,12 @@ cdef class Acd:
     cdef dict skills        # agent id -> dict skill -> level
     cdef dict groups        # agent id -> frozenset
     cdef dict members       # queue id -> {agent: tier}
+    cdef Cont* cn           # free containers
+    cdef int n_cont
+    cdef int cap_cont
+    cdef int64_t* cmark     # per container: stamp used to dedupe memberships
+    cdef int64_t stamp
+    cdef dict cont_ids      # container signature -> id
     cdef object index       # QueueIndex
 
     def __cinit__(self, uint64_t seed=0):
@@ -313,6 +334,7 @@ cdef class Acd:
         self.skills = {}
         self.groups = {}
         self.members = {}
+        self.cont_ids = {}
         self.index = QueueIndex()
 
     def __init__(self, seed=0):
@@ -324,6 +346,7 @@ cdef class Acd:
             free(self.ag[i].memb_queue)
             free(self.ag[i].memb_tier)
             free(self.ag[i].memb_score)
+            free(self.ag[i].ac)
             free(self.ag[i].sticky.d)
         free(self.ag)
         free(self.ep)
@@ -334,14 +357,14 @@ cdef class Acd:
             free(self.qs[i].thresholds)
             for lv in range(NLEVELS):
                 free(self.qs[i].fifo[lv].d)
-            for t in range(self.qs[i].n_tiers):
-                free(self.qs[i].heaps[t].d)
-                free(self.qs[i].ordered[t].d)
-            free(self.qs[i].heaps)
-            free(self.qs[i].ordered)
-            free(self.qs[i].live)
+            free(self.qs[i].cont)
             free(self.qs[i].handle_times)
         free(self.qs)
+        for i in range(self.n_cont):
+            free(self.cn[i].h.d)
+            free(self.cn[i].o.d)
+        free(self.cn)
+        free(self.cmark)
         for i in range(self.n_cs):
             free(self.cs[i].excl.d)
             free(self.cs[i].offers.d)
@@ -439,9 +462,26 @@ cdef class Acd:
         q.idle_weight = config.idle_weight
         q.default_aht = config.default_handle_time_s
         q.window = config.handle_time_window
-        q.heaps = <HVec*>calloc(n, sizeof(HVec))
-        q.ordered = <IVec*>calloc(n, sizeof(IVec))
-        q.live = <int*>calloc(n, sizeof(int))
+        q.cont = <int*>calloc(n, sizeof(int))
+        if q.cont == NULL:
+            raise MemoryError()
+        s = q.strategy
+        if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL or s == S_TOP_DOWN:
+            family = (S_ROUND_ROBIN,)   # sorted agent keys (top_down: the smallest)
+        elif s == S_WEIGHTED:
+            family = (s, q.idle_weight, q.skill_weight)
+        else:
+            family = (s,)
+        for t in range(n):
+            sig = (family, tuple((tr.skills, tr.groups) for tr in config.tiers[:t + 1]))
+            cid = self.cont_ids.get(sig)
+            if cid is None:
+                cid = self._new_container()
+                self.cont_ids[sig] = cid
+                self.cn[<int>cid].kind = S_ROUND_ROBIN if len(family) == 1 and family[0] == S_ROUND_ROBIN else s
+                self.cn[<int>cid].idle_weight = q.idle_weight
+                self.cn[<int>cid].skill_weight = q.skill_weight
+            q.cont[t] = cid
         q.handle_times = <double*>calloc(q.window, sizeof(double))
         q.rr_last = -1
         self.cfgs[qid] = config
@@ -457,9 +497,60 @@ cdef class Acd:
             members[aid] = tier
             a = &self.ag[aid]
             score = float(config.score(self.skills[aid]))
+            shared = self._has_cont(aid, q.cont[tier])
             self._memb_add(aid, qid, tier, score)
-            if a.state == ST_READY:
-                self._push_free(qid, tier, aid, score)
+            self._rebuild_ac(aid)
+            if not shared and a.state == ST_READY:
+                self._push_free(q.cont[tier], aid, score)
+
+    cdef int _new_container(self) except -1:
+        cdef int cap
+        cdef void* p
+        if self.n_cont == self.cap_cont:
+            cap = self.cap_cont * 2 if self.cap_cont else 64
+            p = realloc(self.cn, cap * sizeof(Cont))
+            if p == NULL:
+                raise MemoryError()
+            self.cn = <Cont*>p
+            p = realloc(self.cmark, cap * sizeof(int64_t))
+            if p == NULL:
+                raise MemoryError()
+            self.cmark = <int64_t*>p
+            self.cap_cont = cap
+        memset(&self.cn[self.n_cont], 0, sizeof(Cont))
+        self.cmark[self.n_cont] = 0
+        self.n_cont += 1
+        return self.n_cont - 1
+
+    cdef bint _has_cont(self, int aid, int cid) noexcept:
+        cdef AgentRec* a = &self.ag[aid]
+        cdef int i
+        for i in range(a.n_ac):
+            if a.ac[i].cont == cid:
+                return True
+        return False
+
+    cdef int _rebuild_ac(self, int aid) except -1:
+        """Recompute the agent's distinct free containers from its
+        memberships (queues sharing a container share its content)."""
+        cdef AgentRec* a = &self.ag[aid]
+        cdef int i, k, cid, n = a.n_memb
+        cdef AgentCont* p = <AgentCont*>realloc(a.ac, (n + 1) * sizeof(AgentCont))
+        if p == NULL:
+            raise MemoryError()
+        a.ac = p
+        self.stamp += 1
+        k = 0
+        for i in range(n):
+            cid = self.qs[a.memb_queue[i]].cont[a.memb_tier[i]]
+            if self.cmark[cid] == self.stamp:
+                continue
+            self.cmark[cid] = self.stamp
+            a.ac[k].cont = cid
+            a.ac[k].score = a.memb_score[i]
+            k += 1
+        a.n_ac = k
+        return 0
 
     cdef int _memb_add(self, int aid, int qid, int tier, double score) except -1:
         """Insert a membership keeping memb_queue sorted by queue id."""
@@ -491,6 +582,7 @@ cdef class Acd:
             if tier >= 0:
                 self.members[qid][aid] = tier
                 self._memb_add(aid, qid, tier, float(cfg.score(sk)))
+        self._rebuild_ac(aid)
         return 0
 
     cdef void _detach(self, int aid):
@@ -499,6 +591,7 @@ cdef class Acd:
         for i in range(a.n_memb):
             del self.members[a.memb_queue[i]][aid]
         a.n_memb = 0
+        a.n_ac = 0
 
     # --------------------------------------------------------------- agent side
     def login(self, agent, double now, skills=(), groups=(), rank=-1):
@@ -527,6 +620,7 @@ cdef class Acd:
         a.call_queue = -1
         a.offer_caller = -1
         a.n_memb = 0
+        a.n_ac = 0
         a.sticky.n = 0
         self.skills[aid] = sk
         self.groups[aid] = gr
@@ -639,8 +733,13 @@ cdef class Acd:
             PyLong_AsLongLongAndOverflow(caller, &overflow)
         if overflow:
             raise AcdStateError(f"caller id must be a 64-bit int, got {caller!r}")
-        if not 0 <= priority <= MAX_PRIORITY:
-            raise AcdConfigError(f"caller {caller} priority must be in 0..{MAX_PRIORITY}, got {priority}")
+        cdef int p_ovf = 1
+        cdef long long pr = -1
+        if type(priority) is int:  # fast path: no Python comparisons
+            pr = PyLong_AsLongLongAndOverflow(priority, &p_ovf)
+        if p_ovf or not 0 <= pr <= NLEVELS - 1:
+            if not 0 <= priority <= MAX_PRIORITY:
+                raise AcdConfigError(f"caller {caller} priority must be in 0..{MAX_PRIORITY}, got {priority}")
         if not sticky_s >= 0:
             raise AcdConfigError(f"caller {caller} sticky_s must be >= 0, got {sticky_s}")
         self._advance(now)
@@ -918,15 +1017,16 @@ cdef class Acd:
         return 0
 
     # ---- free containers
-    cdef int _push_free(self, int qid, int tier, int aid, double score) except -1:
-        cdef QueueRec* q = &self.qs[qid]
+    cdef int _push_free(self, int cid, int aid, double score) except -1:
+        """Add free agent ``aid`` (skill score ``score``) to container ``cid``."""
+        cdef Cont* q = &self.cn[cid]
         cdef AgentRec* a = &self.ag[aid]
         cdef IVec* lst
         cdef HEntry e
-        cdef int s = q.strategy
-        q.live[tier] += 1
-        if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL:
-            lst = &q.ordered[tier]
+        cdef int s = q.kind
+        q.live += 1
+        if s == S_ROUND_ROBIN:
+            lst = &q.o
             ivec_insert(lst, ivec_bisect_right(lst, a.key), a.key)
             return 0
         e.agent = aid
@@ -940,16 +1040,14 @@ cdef class Acd:
         elif s == S_LEAST_TALK_TIME:
             e.k1 = a.talk_s
             e.k2 = a.idle_since
-        elif s == S_TOP_DOWN:
-            e.k1 = <double>a.rank
         elif s == S_BEST_SKILL:
             e.k1 = -score
             e.k2 = a.idle_since
         else:
             e.k1 = q.idle_weight * a.idle_since - q.skill_weight * score
-        hvec_push(&q.heaps[tier], e)
-        if q.heaps[tier].n > 2 * q.live[tier] + 64:
-            self._compact(&q.heaps[tier])
+        hvec_push(&q.h, e)
+        if q.h.n > 2 * q.live + 64:
+            self._compact(&q.h)
         return 0
 
     cdef void _compact(self, HVec* h) noexcept:
@@ -969,17 +1067,16 @@ cdef class Acd:
 
     cdef void _unfree(self, int aid) noexcept:
         cdef AgentRec* a = &self.ag[aid]
-        cdef int i, qid, tier, s
+        cdef int i
+        cdef Cont* k
         cdef IVec* lst
         self.epoch_counter += 1
         self.ep[aid] = self.epoch_counter
-        for i in range(a.n_memb):
-            qid = a.memb_queue[i]
-            tier = a.memb_tier[i]
-            self.qs[qid].live[tier] -= 1
-            s = self.qs[qid].strategy
-            if s == S_ROUND_ROBIN or s == S_RANDOM or s == S_RING_ALL:
-                lst = &self.qs[qid].ordered[tier]
+        for i in range(a.n_ac):
+            k = &self.cn[a.ac[i].cont]
+            k.live -= 1
+            if k.kind == S_ROUND_ROBIN:
+                lst = &k.o
                 ivec_delete(lst, ivec_bisect_left(lst, a.key))
 
     cdef inline bint _excluded(self, CallerRec* c, int aid) noexcept:
@@ -999,7 +1096,7 @@ cdef class Acd:
             slot = <int>a.sticky.d[i]
             if self._better(slot, best):
                 best = slot
-        for i in range(a.n_memb):
+        for i in range(a.n_memb if self.n_waiting else 0):
             if self.qwait[a.memb_queue[i]] == 0:
                 continue
             q = &self.qs[a.memb_queue[i]]
@@ -1017,8 +1114,8 @@ cdef class Acd:
                         best = slot
                     break
         if best < 0:
-            for i in range(a.n_memb):
-                self._push_free(a.memb_queue[i], a.memb_tier[i], aid, a.memb_score[i])
+            for i in range(a.n_ac):
+                self._push_free(a.ac[i].cont, aid, a.ac[i].score)
             return 0
         if self.cs[best].state == C_STICKY:
             self._ivec_remove_value(&a.sticky, best)
@@ -1056,9 +1153,22 @@ cdef class Acd:
         best.epoch = 0
         cdef HVec* heap
         cdef HVec held
+        cdef int live
+        if s == S_TOP_DOWN:  # smallest non-excluded key over the tiers
+            first = -1
+            for t in range(ntiers):
+                lst = &self.cn[q.cont[t]].o
+                i = 0
+                while i < lst.n and c.excl.n and self._excluded(c, <int>(lst.d[i] & AGENT_MASK)):
+                    i += 1
+                if i < lst.n and (first < 0 or lst.d[i] < first):
+                    first = lst.d[i]
+            if first >= 0:
+                ivec_insert(res, 0, first & AGENT_MASK)
+            return 0
         if s == S_RING_ALL:
             for t in range(ntiers):
-                lst = &q.ordered[t]
+                lst = &self.cn[q.cont[t]].o
                 for i in range(lst.n):
                     if not (c.excl.n and self._excluded(c, <int>(lst.d[i] & AGENT_MASK))):
                         ivec_insert(res, ivec_bisect_right(res, lst.d[i]), lst.d[i])
@@ -1069,7 +1179,7 @@ cdef class Acd:
             after = -1
             first = -1
             for t in range(ntiers):
-                lst = &q.ordered[t]
+                lst = &self.cn[q.cont[t]].o
                 i = ivec_bisect_right(lst, q.rr_last)
                 while i < lst.n and c.excl.n and self._excluded(c, <int>(lst.d[i] & AGENT_MASK)):
                     i += 1
@@ -1090,7 +1200,7 @@ cdef class Acd:
                 cand.n = cand.cap = 0
                 try:
                     for t in range(ntiers):
-                        lst = &q.ordered[t]
+                        lst = &self.cn[q.cont[t]].o
                         for i in range(lst.n):
                             if not self._excluded(c, <int>(lst.d[i] & AGENT_MASK)):
                                 ivec_insert(&cand, cand.n, lst.d[i])
@@ -1102,14 +1212,14 @@ cdef class Acd:
                 return 0
             total = 0
             for t in range(ntiers):
-                total += q.ordered[t].n
+                total += self.cn[q.cont[t]].o.n
             if total == 0:
                 return 0
             r = self._random() % <uint64_t>total
             for t in range(ntiers):
-                n = q.ordered[t].n
+                n = self.cn[q.cont[t]].o.n
                 if r < <uint64_t>n:
-                    ivec_insert(res, 0, q.ordered[t].d[r] & AGENT_MASK)
+                    ivec_insert(res, 0, self.cn[q.cont[t]].o.d[r] & AGENT_MASK)
                     return 0
                 r -= n
             return 0
@@ -1117,8 +1227,9 @@ cdef class Acd:
         held.n = held.cap = 0
         try:
             for t in range(ntiers):
-                heap = &q.heaps[t]
-                if heap.n > q.live[t] + (q.live[t] >> 1) + 16:
+                heap = &self.cn[q.cont[t]].h
+                live = self.cn[q.cont[t]].live
+                if heap.n > live + (live >> 1) + 16:
                     # mostly stale: one linear filter + heapify is cheaper
                     # than a sift-down per stale head (same minimum either way)
                     self._compact(heap)
@@ -1259,6 +1370,7 @@ cdef class Acd:
         cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
         ivec_insert(f, self._fifo_find(f, c.seq), slot)
         self.qwait[c.queue] += 1
+        self.n_waiting += 1
         return 0
 
     cdef int _fifo_find(self, IVec* f, int64_t seq) noexcept:
@@ -1276,6 +1388,7 @@ cdef class Acd:
         cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
         ivec_delete(f, self._fifo_find(f, c.seq))
         self.qwait[c.queue] -= 1
+        self.n_waiting -= 1
 
     cdef int _detach_caller(self, int slot, IVec* released) except -1:
         cdef CallerRec* c = &self.cs[slot]

@@ -37,17 +37,22 @@ levels, skipping only callers that exclude this agent.
 agents whose minimum tier in the queue is that tier, ordered by the queue's
 strategy: a binary heap with lazy deletion keyed ``(k1, k2, agent)`` for
 ``longest_idle`` (idle_since), ``fewest_calls`` (calls, idle_since),
-``least_talk_time`` (talk_s, idle_since), ``top_down`` (rank),
+``least_talk_time`` (talk_s, idle_since),
 ``best_skill`` (-score, idle_since) and ``weighted`` (``idle_weight *
 idle_since - skill_weight * score``: the agent maximising ``skill_weight *
 score + idle_weight * idle_time`` is the one minimising this key); or an
 ordered array of ``rank << 21 | agent`` for ``round_robin`` (first key after
 the last one offered, wrapping), ``random`` (uniform index drawn from a
-splitmix64 generator seeded in the constructor) and ``ring_all`` (every
-key).  Heap entries carry the agent's *epoch*, bumped whenever it stops
+splitmix64 generator seeded in the constructor), ``ring_all`` (every
+key) and ``top_down`` (the smallest key not excluded).  Heap entries carry the agent's *epoch*, bumped whenever it stops
 being free, so stale entries are dropped when they surface.  A decision for
 an arriving caller looks at the heads of the containers of tiers
 ``0..tier(c)`` only: O(tiers * log n), never a scan of all agents.
+Containers are shared between (queue, tier) pairs of queues with the same
+strategy family (``weighted`` per weight pair; ``round_robin``, ``random``,
+``ring_all`` and ``top_down`` form one ordered family) and the same tiers up to that
+tier: they hold the same agents under the same keys, so an agent freed is
+pushed once per distinct container rather than once per queue it serves.
 
 *Matching rule (the invariant).*  After every call no free agent may take
 any waiting caller.  Whenever an agent becomes free it takes the best caller
@@ -116,14 +121,16 @@ _OVERFLOW = int(DecisionKind.OVERFLOW)
 
 _S = AgentState
 _T = AgentTrigger
-_ORDERED = (int(Strategy.ROUND_ROBIN), int(Strategy.RANDOM), int(Strategy.RING_ALL))
+# strategies served by a sorted list of agent keys (``top_down`` too: its
+# best agent is the smallest key, so it shares the containers of the others)
+_ORDERED = (int(Strategy.ROUND_ROBIN), int(Strategy.RANDOM), int(Strategy.RING_ALL), int(Strategy.TOP_DOWN))
 _ACTIVE_STATES = (_S.READY, _S.RESERVED, _S.BUSY, _S.WRAPUP)
 
 
 class _Agent:
     __slots__ = (
         "id", "state", "rank", "key", "skills", "groups", "idle_since", "calls", "talk_s",
-        "busy_since", "epoch", "memberships", "sticky", "offer_caller", "call_queue",
+        "busy_since", "epoch", "memberships", "containers", "sticky", "offer_caller", "call_queue",
     )
 
     def __init__(self, agent: int, rank: int, skills: dict[int, int], groups: frozenset[int]) -> None:
@@ -139,6 +146,9 @@ class _Agent:
         self.busy_since = 0.0
         self.epoch = 0
         self.memberships: list[tuple[_Queue, int]] = []  # sorted by queue id
+        # the distinct free containers of the memberships, each with a queue
+        # using it (the queue gives the container's key)
+        self.containers: list[tuple[_Free, _Queue]] = []
         self.sticky: list[_Caller] = []  # callers waiting for this agent only
         self.offer_caller: _Caller | None = None
         self.call_queue = -1  # queue of the ACD call in progress / in wrap-up
@@ -167,6 +177,20 @@ class _Caller:
         self.timer_ver = -1
 
 
+class _Free:
+    """Free agents of one eligibility class: a heap of ``(k1, k2, agent,
+    epoch)`` (with stale entries) or a sorted list of agent keys.  Shared by
+    every (queue, tier) with the same strategy family and the same tiers up
+    to that tier, since those hold exactly the same agents under the same
+    keys."""
+
+    __slots__ = ("items", "live")
+
+    def __init__(self) -> None:
+        self.items: list = []
+        self.live = 0  # free agents held (a heap holds stale entries too)
+
+
 class _Queue:
     __slots__ = (
         "id", "cfg", "strategy", "thresholds", "score_skills", "fifo_seq", "fifo_callers",
@@ -184,9 +208,8 @@ class _Queue:
         self.waiting = 0  # callers in the FIFOs
         self.count = 0  # callers held: waiting, sticky or offered
         self.members: dict[int, int] = {}  # agent id -> min tier
-        # per tier: heap of (k1, k2, agent, epoch) or sorted list of agent keys
-        self.free: list[list] = [[] for _ in range(n)]
-        self.live = [0] * n  # free agents per tier (heap containers hold stale entries too)
+        # per tier: the shared free container (PyAcd.add_queue sets them)
+        self.free: list[_Free] = [_Free() for _ in range(n)]
         self.rr_last = -1
         self.handle_times: list[float] = []
         self.handle_pos = 0
@@ -229,6 +252,7 @@ class PyAcd:
         self._queues: dict[int, _Queue] = {}
         self._callers: dict[int, _Caller] = {}
         self._index = QueueIndex()
+        self._free_by_sig: dict[tuple, _Free] = {}
         self._timers: list[tuple[float, int, int, int]] = []  # (t, seq, ver, caller)
         self._seq = 0
         self._ver = 0
@@ -249,6 +273,16 @@ class PyAcd:
         if config.overflow_after_s > 0 and config.overflow_queue == queue:
             raise AcdConfigError(f"queue {queue} overflows to itself")
         q = _Queue(queue, config)
+        s = q.strategy
+        if s in _ORDERED:
+            family: tuple = (int(Strategy.ROUND_ROBIN),)
+        elif s == Strategy.WEIGHTED:
+            family = (s, config.idle_weight, config.skill_weight)
+        else:
+            family = (s,)
+        for t in range(len(config.tiers)):
+            sig = (family, tuple((tr.skills, tr.groups) for tr in config.tiers[: t + 1]))
+            q.free[t] = self._free_by_sig.setdefault(sig, q.free[t])
         self._queues[queue] = q
         self._index.add(queue, config)
         for aid in sorted(self._agents):
@@ -257,10 +291,12 @@ class PyAcd:
             if tier < 0:
                 continue
             q.members[aid] = tier
+            shared = any(f is q.free[tier] for f, _ in a.containers)
             a.memberships.append((q, tier))
             a.memberships.sort(key=lambda m: m[0].id)
-            if a.state == _S.READY:
-                self._push_free(q, tier, a)
+            self._rebuild_containers(a)
+            if not shared and a.state == _S.READY:
+                self._push_free(q.free[tier], q, a)
 
     # --------------------------------------------------------------- agent side
     def login(
@@ -575,11 +611,23 @@ class PyAcd:
             if tier >= 0:
                 q.members[a.id] = tier
                 a.memberships.append((q, tier))
+        self._rebuild_containers(a)
+
+    @staticmethod
+    def _rebuild_containers(a: _Agent) -> None:
+        seen: set[int] = set()
+        a.containers = []
+        for q, tier in a.memberships:
+            f = q.free[tier]
+            if id(f) not in seen:
+                seen.add(id(f))
+                a.containers.append((f, q))
 
     def _detach(self, a: _Agent) -> None:
         for q, _ in a.memberships:
             del q.members[a.id]
         a.memberships = []
+        a.containers = []
 
     def _end_wrapup(self, a: _Agent, old: _S, now: float) -> None:
         if old == _S.WRAPUP and a.call_queue >= 0:
@@ -608,25 +656,24 @@ class PyAcd:
             return (float(a.calls), a.idle_since)
         if s == Strategy.LEAST_TALK_TIME:
             return (a.talk_s, a.idle_since)
-        if s == Strategy.TOP_DOWN:
-            return (float(a.rank), 0.0)
         score = float(q.cfg.score(a.skills))
         if s == Strategy.BEST_SKILL:
             return (-score, a.idle_since)
         return (q.cfg.idle_weight * a.idle_since - q.cfg.skill_weight * score, 0.0)
 
-    def _push_free(self, q: _Queue, tier: int, a: _Agent) -> None:
-        q.live[tier] += 1
+    def _push_free(self, f: _Free, q: _Queue, a: _Agent) -> None:
+        """Add free agent ``a`` to container ``f`` (keyed as for queue ``q``)."""
+        f.live += 1
         if q.strategy in _ORDERED:
-            insort(q.free[tier], a.key)
+            insort(f.items, a.key)
             return
         k1, k2 = self._heap_key(q, a)
-        heap = q.free[tier]
+        heap = f.items
         heapq.heappush(heap, (k1, k2, a.id, a.epoch))
-        if len(heap) > 2 * q.live[tier] + 64:  # drop stale entries
+        if len(heap) > 2 * f.live + 64:  # drop stale entries
             agents = self._agents
-            q.free[tier] = [e for e in heap if self._valid(e, agents)]
-            heapq.heapify(q.free[tier])
+            f.items = [e for e in heap if self._valid(e, agents)]
+            heapq.heapify(f.items)
 
     @staticmethod
     def _valid(e: tuple[float, float, int, int], agents: dict[int, _Agent]) -> bool:
@@ -637,10 +684,10 @@ class PyAcd:
         """Remove a (formerly READY) agent from every free container."""
         self._epoch += 1
         a.epoch = self._epoch
-        for q, tier in a.memberships:
-            q.live[tier] -= 1
+        for f, q in a.containers:
+            f.live -= 1
             if q.strategy in _ORDERED:
-                lst = q.free[tier]
+                lst = f.items
                 del lst[bisect_left(lst, a.key)]
 
     def _available(self, a: _Agent, now: float) -> None:
@@ -663,8 +710,8 @@ class PyAcd:
                         best = c
                     break
         if best is None:
-            for q, tier in a.memberships:
-                self._push_free(q, tier, a)
+            for f, q in a.containers:
+                self._push_free(f, q, a)
             return
         if best.state == _STICKY:
             a.sticky.remove(best)
@@ -680,14 +727,23 @@ class PyAcd:
         tiers = range(c.tier + 1)
         s = q.strategy
         if s in _ORDERED:
+            if s == Strategy.TOP_DOWN:  # smallest non-excluded key over the tiers
+                best_key = None
+                for t in tiers:
+                    for k in q.free[t].items:
+                        if (k & 0x1FFFFF) not in excl:
+                            if best_key is None or k < best_key:
+                                best_key = k
+                            break
+                return [] if best_key is None else [agents[best_key & 0x1FFFFF]]
             if s == Strategy.RING_ALL:
-                keys = sorted(k for t in tiers for k in q.free[t] if (k & 0x1FFFFF) not in excl)
+                keys = sorted(k for t in tiers for k in q.free[t].items if (k & 0x1FFFFF) not in excl)
                 return [agents[k & 0x1FFFFF] for k in keys]
             if s == Strategy.ROUND_ROBIN:
                 after = None
                 first = None
                 for t in tiers:
-                    lst = q.free[t]
+                    lst = q.free[t].items
                     i = bisect_right(lst, q.rr_last)
                     while i < len(lst) and (lst[i] & 0x1FFFFF) in excl:
                         i += 1
@@ -702,23 +758,23 @@ class PyAcd:
                 return [] if key is None else [agents[key & 0x1FFFFF]]
             # RANDOM: index into the candidates listed tier by tier in key order
             if excl:
-                cand = [k for t in tiers for k in q.free[t] if (k & 0x1FFFFF) not in excl]
+                cand = [k for t in tiers for k in q.free[t].items if (k & 0x1FFFFF) not in excl]
                 if not cand:
                     return []
                 return [agents[cand[self._random() % len(cand)] & 0x1FFFFF]]
-            total = sum(len(q.free[t]) for t in tiers)
+            total = sum(len(q.free[t].items) for t in tiers)
             if total == 0:
                 return []
             r = self._random() % total
             for t in tiers:
-                n = len(q.free[t])
+                n = len(q.free[t].items)
                 if r < n:
-                    return [agents[q.free[t][r] & 0x1FFFFF]]
+                    return [agents[q.free[t].items[r] & 0x1FFFFF]]
                 r -= n
             raise AssertionError("random index out of range")
         best = None
         for t in tiers:
-            heap = q.free[t]
+            heap = q.free[t].items
             held = []
             while heap:
                 e = heap[0]

@@ -68,3 +68,17 @@ def test_compiled_module_is_used():
         assert acd.Acd is PyAcd
     else:
         assert acd.COMPILED and acd.Acd is other_impl()
+
+
+@pytest.mark.parametrize("seed,tiers", [(11, True), (12, False), (13, True), (14, False)])
+def test_identical_decisions_with_shared_free_containers(seed, tiers):
+    """Sixteen queues over one skill and five strategies: about half the
+    (queue, tier) pairs share a free-agent container with another queue
+    (same strategy family and tier prefix), including round_robin, random
+    and ring_all sharing one ordered set."""
+    strategies = (Strategy.LONGEST_IDLE, Strategy.ROUND_ROBIN, Strategy.RANDOM, Strategy.RING_ALL,
+                  Strategy.BEST_SKILL)
+    sc = Scenario(seed=seed, agents=40, queues=16, skills=1, tiers=tiers, strategies=strategies)
+    driver = Driver(sc, [PyAcd(seed), other_impl()(seed)], check=True)
+    driver.run(3000)
+    driver.compare_queries()
