@@ -57,14 +57,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # The flows a config names are part of it: validate them the same way
     # (file:line: reason, all at once) so `check` fails before `run` would.
-    from ivr.cli import check as check_flows
+    from ivr.cli import check as check_flows, print_problems
 
     flow_paths = [cfg.resolve_path(f.path) for f in cfg.flows.values()]
     errors, warnings = check_flows(flow_paths) if flow_paths else ([], [])
-    for w in warnings:
-        print(f"{w} (warning)", file=sys.stderr)
-    for e in errors:
-        print(e, file=sys.stderr)
+    print_problems(errors, warnings)
     if errors:
         print(f"{args.config}: {len(errors)} error(s) in IVR flows", file=sys.stderr)
         return EXIT_USAGE

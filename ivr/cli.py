@@ -114,11 +114,16 @@ def run(args: argparse.Namespace) -> int:
             return 1
         return 0
     errors, warnings = check(args.paths, args.prompt_root)
+    print_problems(errors, warnings)
+    return 1 if errors else 0
+
+
+def print_problems(errors: list[Problem], warnings: list[Problem]) -> None:
+    """Warnings (marked) then errors, one ``file:line: reason`` line each, on stderr."""
     for w in warnings:
         print(f"{w} (warning)", file=sys.stderr)
     for e in errors:
         print(e, file=sys.stderr)
-    return 1 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
