@@ -135,13 +135,15 @@ class ToneParty:
 
 
 TONES = {"caller": CALLER_HZ, "agent": AGENT_HZ, "agent2": AGENT2_HZ, "external": EXTERNAL_HZ,
-         "third": THIRD_HZ, "music": 392.0}
+         "third": THIRD_HZ, "music": 392.0, "music_high": 523.25}
+"""Test tones by party, and the two notes of the engine's default music on hold."""
 HEARD = 1.0e5
 """Power above which a tone counts as heard (a tone at amplitude 8000 gives 1.6e7; silence ~0)."""
 
 
 def heard_set(powers: dict[str, float]) -> set[str]:
-    return {name for name, p in powers.items() if p > HEARD}
+    """The parties heard (either note of the music counts as ``music``)."""
+    return {"music" if name == "music_high" else name for name, p in powers.items() if p > HEARD}
 
 
 def sdp_for(port: int, direction: str = "sendrecv", session: int = 1) -> bytes:
@@ -178,11 +180,13 @@ class Phone:
         self._waiters: list[tuple[Any, asyncio.Future]] = []
         self._session = 0
 
-    async def start(self, engine_port: int, password: str) -> None:
+    async def start(self, engine_port: int | None = None, password: str = "") -> None:
+        """Bind and start the media; with ``engine_port`` also REGISTER (digest) as ``extension``."""
         _, port = await self.ep.start()
         self.port = port
         self.party.start()
-        assert await register(engine_port, self.extension, password, contact_port=port) == 200
+        if engine_port is not None:
+            assert await register(engine_port, self.extension, password, contact_port=port) == 200
 
     async def stop(self) -> None:
         self.party.close()
