@@ -487,6 +487,9 @@ class CallControl:
         centre, media = self.centre, self.centre.media
         st = self.state(call)
         old_agent = call.agent
+        if party.on_done is not None:  # REFER: the final NOTIFY goes before our BYE to the transferor
+            party.on_done(True, 200, "OK")
+            party.on_done = None
         if st.consult_room and st.consult_room in media.rooms:
             if party.out.leg_id in media.rooms[st.consult_room].members:
                 media.leave(st.consult_room, party.out.leg_id)
@@ -509,8 +512,6 @@ class CallControl:
             self.publish(call, "call.transferred", agent=agent, from_agent=old_agent,
                          target=party.target.describe(), kind=kind, by=party.by)
         self._log(call).info("transferred from agent %s to %s (%s)", old_agent or "-", party.target.describe(), kind)
-        if party.on_done is not None:
-            party.on_done(True, 200, "OK")
 
     def _restore(self, call: Call, party: Party, outcome: str, status: int, reason: str) -> None:
         """A transfer/consult party failed or left: the call goes back to what it was."""
@@ -712,7 +713,7 @@ class CallControl:
             target = self.resolve(call, user, allow=("agent", "queue", "external"))
         except (ValueError, NotFound, InvalidArgs, Forbidden) as exc:
             self._log(call).info("REFER to %r refused: %s", refer_to, exc)
-            ep.respond(ev.transaction, 404 if isinstance(exc, NotFound) else 403, str(exc)[:80])
+            ep.respond(ev.transaction, 403 if isinstance(exc, Forbidden) else 404, str(exc)[:80])
             return True
         dialog = leg.dialog
 

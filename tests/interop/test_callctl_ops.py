@@ -276,3 +276,123 @@ def test_consult_conference_complete_then_blind_to_external(tmp_path):
     assert seg(marks["conference"] + 0.3, marks["complete"] - 0.1) == ({"caller"}, {"agent", "agent2"})
     assert seg(marks["complete"] + 0.3, marks["blind"] - 0.1) == ({"caller"}, {"agent2"})
     assert seg(marks["external"] + 0.3, marks["external"] + 0.7) == ({"caller"}, {"external"})
+
+
+def test_failed_targets_restore_the_call_then_blind_transfer_to_a_queue(tmp_path):
+    c = Centre(tmp_path, external_reject=486)
+
+    async def scenario():
+        await c.start()
+        alice, bob = c.clients["1001"], c.clients["1002"]
+        try:
+            call_id = await c.inbound()
+            await alice.request("call.attach_data", call_id=call_id, section="crm", data={"ticket": "T-9"})
+            # bob is not ready: an immediate failure event, nothing changes
+            res = await alice.request("call.consult", call_id=call_id, target="agent:1002")
+            assert res["result"] == "failed" and res["outcome"] == "busy"
+            ev = await next_event_named(alice, "call.consult_failed")
+            assert ev["data"]["outcome"] == "busy" and ev["data"]["status"] == 0
+            # bob ready but his phone answers 486: the caller is back with alice
+            await bob.request("agent.ready")
+            c.phones["1002"].reject = 486
+            assert (await alice.request("call.consult", call_id=call_id, target="1002"))["result"] == "ringing"
+            ev = await next_event_named(alice, "call.consult_failed")
+            assert (ev["data"]["outcome"], ev["data"]["status"]) == ("busy", 486)
+            who = await hearing(c.parties("caller", "alice"))
+            assert who == {"caller": {"agent"}, "alice": {"caller"}}, who
+            agents = {a["agent"]: a["state"] for a in (await c.admin.request("agent.list"))["agents"]}
+            assert agents == {"1001": "busy", "1002": "ready"}, agents
+            # an external number that is busy: transfer_failed, call restored (and held state kept)
+            await alice.request("call.hold", call_id=call_id)
+            assert (await alice.request("call.transfer", call_id=call_id, target=f"number:{EXTERNAL}"))[
+                "result"] == "ringing"
+            ev = await next_event_named(alice, "call.transfer_failed")
+            assert (ev["data"]["outcome"], ev["data"]["status"]) == ("busy", 486)
+            who = await hearing(c.parties("caller"))
+            assert who == {"caller": {"music"}}, who
+            await alice.request("call.retrieve", call_id=call_id)
+            who = await hearing(c.parties("caller", "alice"))
+            assert who == {"caller": {"agent"}, "alice": {"caller"}}, who
+            # blind transfer to the queue: alice leaves, bob (ready) gets the caller with its data
+            c.phones["1002"].reject = None
+            res = await alice.request("call.transfer", call_id=call_id, target="queue:sales")
+            assert res["result"] == "transferred"
+            ringing = await next_event_named(bob, "call.ringing")
+            assert ringing["data"]["attached_data"] == {"crm": {"ticket": "T-9"}}
+            await next_event_named(bob, "call.answered")
+            who = await hearing(c.parties("caller", "bob", "alice"))
+            assert who == {"caller": {"agent2"}, "bob": {"caller"}, "alice": set()}, who
+            agents = {a["agent"]: a["state"] for a in (await c.admin.request("agent.list"))["agents"]}
+            assert agents["1002"] == "busy" and agents["1001"] in ("wrapup", "ready"), agents
+            c.caller.ep.bye(c.caller.dialog)
+            await next_event_named(c.admin, "call.ended")
+            return call_id
+        finally:
+            await c.stop()
+
+    call_id = run(scenario())
+    (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
+    assert cdr["transferred"] == 1 and cdr["agent"] == "1002" and cdr["disposition"] == "answered"
+    events = [(r["event"], r["party"], json.loads(r["detail"]).get("outcome")) for r in
+              rows(tmp_path, "SELECT * FROM call_events WHERE call_id = ? ORDER BY id", call_id)]
+    assert events == [("consult_failed", "agent:1002", "busy"), ("consult", "agent:1002", None),
+                      ("consult_failed", "agent:1002", "busy"), ("hold", "", None),
+                      ("transfer_failed", f"number:{EXTERNAL}", "busy"), ("retrieve", "", None),
+                      ("transfer_blind", "queue:sales", None)], events
+    qlog = [(r["event"], r["agent"]) for r in rows(tmp_path, "SELECT * FROM queue_log ORDER BY id")]
+    assert qlog == [("enqueued", ""), ("offered", "1001"), ("answered", "1001"), ("enqueued", ""),
+                    ("offered", "1002"), ("answered", "1002")], qlog
+    x = recording_channels(tmp_path)  # one recording for the whole call, both agents on the right
+    assert {"agent", "agent2"} <= tones_in(x[:, 1][: len(x) // 2]) | tones_in(x[:, 1][len(x) // 2:])
+
+
+def sipfrags(phone: Phone) -> list[tuple[str, str]]:
+    """(Subscription-State, sipfrag status line) of every NOTIFY the phone received."""
+    return [(r.headers.get("Subscription-State"), r.body.decode().strip()) for r in phone.requests
+            if r.method == "NOTIFY"]
+
+
+def test_phone_refer_blind_transfers_with_notify(tmp_path):
+    c = Centre(tmp_path)
+
+    async def scenario():
+        await c.start()
+        alice, bob = c.clients["1001"], c.clients["1002"]
+        try:
+            call_id = await c.inbound()
+            await bob.request("agent.ready")
+            a_phone, b_phone = c.phones["1001"], c.phones["1002"]
+            # unknown target: refused, call intact
+            assert await a_phone.refer("<sip:nobody@cc.test>") == 404
+            assert await a_phone.refer("<sip:2002@cc.test?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>") == 501
+            who = await hearing(c.parties("caller", "alice"))
+            assert who == {"caller": {"agent"}, "alice": {"caller"}}, who
+            # REFER to bob's extension (RFC 3515): 202, NOTIFY 100 then 200 once bob answered
+            assert await a_phone.refer("<sip:2002@cc.test>") == 202
+            ev = await next_event_named(bob, "call.transferred")
+            assert ev["data"]["by"] == "phone" and ev["data"]["kind"] == "blind"
+            await asyncio.sleep(0.2)
+            assert sipfrags(a_phone) == [("active;expires=60", "SIP/2.0 100 Trying"),
+                                         ("terminated;reason=noresource", "SIP/2.0 200 OK")]
+            assert a_phone.dialog.terminated  # the engine hung up the transferor
+            who = await hearing(c.parties("caller", "bob"))
+            assert who == {"caller": {"agent2"}, "bob": {"caller"}}, who
+            # bob's phone refers the caller to an external number (dialled through the trunk)
+            assert await b_phone.refer(f"<sip:{EXTERNAL}@cc.test>") == 202
+            await next_event_named(bob, "call.transferred")
+            who = await hearing(c.parties("caller", "external"))
+            assert who == {"caller": {"external"}, "external": {"caller"}}, who
+            assert sipfrags(b_phone)[-1] == ("terminated;reason=noresource", "SIP/2.0 200 OK")
+            c.caller.ep.bye(c.caller.dialog)
+            await next_event_named(c.admin, "call.ended")
+            return call_id
+        finally:
+            await c.stop()
+
+    call_id = run(scenario())
+    events = [(r["event"], r["agent"], r["party"], json.loads(r["detail"]).get("by")) for r in
+              rows(tmp_path, "SELECT * FROM call_events WHERE call_id = ? ORDER BY id", call_id)]
+    assert events == [("transfer_blind", "1001", "agent:1002", "phone"),
+                      ("transfer_blind", "1002", f"number:{EXTERNAL}", "phone")], events
+    (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
+    assert cdr["transferred"] == 2
