@@ -69,11 +69,12 @@ class Centre:
     """One engine with agents 1001 (phone 2001, 700 Hz) and 1002 (phone 2002, 1400 Hz), an outbound trunk
     to an external UA (1800 Hz), a trunk caller (1000 Hz) and control clients."""
 
-    def __init__(self, tmp_path, *, external_reject: int | None = None, agent_text: str = "") -> None:
+    def __init__(self, tmp_path, *, external_reject: int | None = None, agent_text: str = "", **engine_kw) -> None:
         self.external = Phone("external", EXTERNAL_HZ, reject=external_reject)
         self.ext_port = free_port()
         self.external.ep.port = self.ext_port
-        self.eng = InProcessEngine(tmp_path, extra=trunk_section("out", self.ext_port, caller_number="+4930111"))
+        self.eng = InProcessEngine(tmp_path, extra=trunk_section("out", self.ext_port, caller_number="+4930111"),
+                                   **engine_kw)
         # the inbound trunk dials out to the external UA too (never to port 5060)
         self.eng.text = self.eng.text.replace('[trunks.carrier]\nhost = "127.0.0.1"\n',
                                               f'[trunks.carrier]\nhost = "127.0.0.1"\nport = {self.ext_port}\n')
@@ -396,3 +397,90 @@ def test_phone_refer_blind_transfers_with_notify(tmp_path):
                       ("transfer_blind", "1002", f"number:{EXTERNAL}", "phone")], events
     (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
     assert cdr["transferred"] == 2
+
+
+def test_click_to_dial_then_hold_and_dtmf_and_dial_failures(tmp_path):
+    c = Centre(tmp_path)
+
+    async def scenario():
+        await c.start(ready=())
+        alice = c.clients["1001"]
+        try:
+            await expect_error(alice, "invalid_args", "call.dial", number="sip:x@y")
+            await expect_error(alice, "forbidden", "call.dial", agent="1002", number=EXTERNAL)
+            await expect_error(alice, "not_found", "call.dial", number=EXTERNAL, trunk="nope")
+            call = await alice.request("call.dial", number=EXTERNAL, trunk="out")
+            call_id = call["call_id"]
+            assert call["direction"] == "outbound" and call["state"] == "routing"
+            await expect_error(alice, "invalid_state", "call.dial", number=EXTERNAL)  # already busy
+            answered = await next_event_named(alice, "call.answered", timeout_s=10)
+            assert answered["data"]["direction"] == "outbound" and answered["data"]["call_id"] == call_id
+            # the agent's phone was rung first, showing the number; the trunk INVITE carries the trunk's caller id
+            a_invite = next(r for r in c.phones["1001"].requests if r.method == "INVITE")
+            assert f"<sip:{EXTERNAL}@" in a_invite.headers.get("From")
+            x_invite = next(r for r in c.external.requests if r.method == "INVITE")
+            assert "<sip:+4930111@" in x_invite.headers.get("From")
+            who = await hearing(c.parties("alice", "external"))
+            assert who == {"alice": {"external"}, "external": {"agent"}}, who
+            await alice.request("call.hold", call_id=call_id)
+            who = await hearing(c.parties("alice", "external"))
+            assert who == {"alice": set(), "external": {"music"}}, who
+            await alice.request("call.retrieve", call_id=call_id)
+            await alice.request("call.send_dtmf", call_id=call_id, digits="42")
+            await asyncio.sleep(0.6)
+            assert [4, 2] == sorted({e for _, e in c.external.party.events}, reverse=True)
+            agents = {a["agent"]: a["state"] for a in (await c.admin.request("agent.list"))["agents"]}
+            assert agents["1001"] == "busy"
+            c.external.bye()  # the far end hangs up
+            ended = await next_event_named(alice, "call.ended")
+            assert ended["data"]["reason"] == "caller_hangup"
+            await asyncio.sleep(0.1)
+            assert c.phones["1001"].dialog.terminated
+            # a busy number: call.dial_failed with the SIP status, the agent released
+            c.external.reject = 486
+            await asyncio.sleep(1.2)  # wrap-up (1 s)
+            call2 = await alice.request("call.dial", number=EXTERNAL, trunk="out")
+            failed = await next_event_named(alice, "call.dial_failed", timeout_s=10)
+            assert (failed["data"]["outcome"], failed["data"]["status"]) == ("busy", 486)
+            assert failed["data"]["call_id"] == call2["call_id"]
+            return call_id, call2["call_id"]
+        finally:
+            await c.stop()
+
+    first, second = run(scenario())
+    cdrs = {r["call_id"]: r for r in rows(tmp_path, "SELECT * FROM cdr")}
+    assert cdrs[first]["direction"] == "outbound" and cdrs[first]["disposition"] == "answered"
+    assert cdrs[first]["agent"] == "1001" and cdrs[first]["dialed_number"] == EXTERNAL and cdrs[first]["hold_s"] > 0.5
+    assert cdrs[second]["disposition"] == "busy"
+    events = [(r["call_id"], r["event"]) for r in rows(tmp_path, "SELECT * FROM call_events ORDER BY id")]
+    assert events == [(first, "dial"), (first, "hold"), (first, "retrieve"), (second, "dial"),
+                      (second, "dial_failed")], events
+
+
+def test_ring_no_answer_forwards_to_the_agents_external_number(tmp_path):
+    c = Centre(tmp_path, agent_text='forward_number = "+4930777"', ring_timeout_s=1)
+    c.phones["1001"].answer_after_s = None  # alice's phone rings and rings
+
+    async def scenario():
+        await c.start()
+        try:
+            assert await c.caller.call(c.eng.sip_port, DIALED) == 200
+            fwd = await next_event_named(c.admin, "call.forwarding", timeout_s=15)
+            assert fwd["data"]["number"] == "+4930777"
+            await next_event_named(c.admin, "call.answered")
+            who = await hearing(c.parties("caller", "external"))
+            assert who == {"caller": {"external"}, "external": {"caller"}}, who
+            invite = next(r for r in c.external.requests if r.method == "INVITE")
+            assert invite.uri_text.startswith("sip:+4930777@")
+            agents = {a["agent"]: a for a in (await c.admin.request("agent.list"))["agents"]}
+            assert agents["1001"]["state"] == "not_ready" and agents["1001"]["reason_code"] == "ring_no_answer"
+            c.caller.ep.bye(c.caller.dialog)
+            await next_event_named(c.admin, "call.ended")
+        finally:
+            await c.stop()
+
+    run(scenario())
+    (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
+    assert cdr["disposition"] == "answered" and cdr["agent"] == "1001" and cdr["ring_no_answer_count"] == 1
+    qlog = [r["event"] for r in rows(tmp_path, "SELECT * FROM queue_log ORDER BY id")]
+    assert qlog == ["enqueued", "offered", "ring_no_answer", "forwarded"], qlog
