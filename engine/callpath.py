@@ -151,12 +151,16 @@ class CallCentre:
         from engine.voicemail import Voicemail
 
         self.voicemail = Voicemail(self)
+        from engine.supervision import Supervision
+
+        self.supervision = Supervision(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, engine: Any) -> None:
         self.engine = engine
         self.config = cfg = engine.config
         self.loop = asyncio.get_running_loop()
+        self.supervision.attach(engine)
         udp = next((lst for lst in cfg.sip.listen if lst.transport == "udp"), cfg.sip.listen[0])
         has_tcp = any(lst.transport == "tcp" for lst in cfg.sip.listen)
         auth = DigestAuthenticator(cfg.sip.domain, lookup_ha1=self._lookup_ha1)
@@ -376,6 +380,8 @@ class CallCentre:
     # ------------------------------------------------------------------ SIP events
     def _on_sip(self, ev: Event) -> None:
         try:
+            if self.supervision.on_sip(ev):
+                return
             if isinstance(ev, RequestReceived):
                 if ev.request.method == "INVITE" and ev.dialog is None:
                     self._incoming_invite(ev)
@@ -991,6 +997,7 @@ class CallCentre:
         in_voicemail = self.voicemail.recording(call) or reason == "voicemail"
         self.voicemail.stop(call, reason)
         self._end_ivr(call)
+        self.supervision.call_ended(call)
         call.end_ts = time.time()
         call.end_reason = reason
         ep = self.endpoint
@@ -1019,13 +1026,8 @@ class CallCentre:
                 except Exception as exc:
                     log.debug("BYE on %s leg not sent: %s", leg.role, exc)
             self._drop_leg(leg)
-        if previous is CallState.TALKING and call.agent:
-            rec = self.agents[call.agent]
-            self.acd.call_ended(rec.acd_id, self.now())
-            self._sync_agent(rec)
-            conf = self.config.agents[rec.number]  # type: ignore[union-attr]
-            wrapup_s = conf.wrapup_s if conf.wrapup_s is not None else self.config.queues[call.queue].wrapup_s  # type: ignore
-            rec.wrapup_timer = self.loop.call_later(wrapup_s, self._wrapup_expired, rec.number)  # type: ignore
+        if previous is CallState.TALKING and call.agent and not call.agent_released:
+            self.start_wrapup(call, self.agents[call.agent])
         self.calls.pop(call.call_id, None)
         self.calls_by_acd.pop(call.acd_id, None)
         self._store("cdr", call.cdr_row())
@@ -1037,6 +1039,14 @@ class CallCentre:
         self._pump()
         if call.queue:
             self._queue_stats(call.queue)
+
+    def start_wrapup(self, call: Call, rec: AgentRecord) -> None:
+        """The agent's part of ``call`` is over (hang-up, intercept): wrap-up for ``wrapup_s``, then ready."""
+        self.acd.call_ended(rec.acd_id, self.now())
+        self._sync_agent(rec)
+        conf = self.config.agents[rec.number]  # type: ignore[union-attr]
+        wrapup_s = conf.wrapup_s if conf.wrapup_s is not None else self.config.queues[call.queue].wrapup_s  # type: ignore
+        rec.wrapup_timer = self.loop.call_later(wrapup_s, self._wrapup_expired, rec.number)  # type: ignore
 
     def _wrapup_expired(self, number: str) -> None:
         rec = self.agents[number]

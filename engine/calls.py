@@ -121,6 +121,8 @@ class Call:
     """``voicemail:`` route: the mailbox the caller leaves a message in."""
     greeting_player: str = ""
     announce_player: str = ""
+    agent_released: bool = False
+    """The agent's leg was released before the call ended (supervisor intercept): its wrap-up already began."""
 
     def fire(self, trigger: CallTrigger) -> CallState:
         nxt = CALL_TRANSITIONS[self.state].get(trigger)
