@@ -200,8 +200,8 @@ class Phone:
         return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
 
 
-async def listen_window(phones: dict[str, Phone], settle_s: float = 0.35,
-                        window_s: float = 0.6) -> tuple[dict[str, set[str]], tuple[float, float]]:
+async def listen_window(phones: dict[str, Phone], settle_s: float = 0.3,
+                        window_s: float = 0.45) -> tuple[dict[str, set[str]], tuple[float, float]]:
     """Wait ``settle_s`` after a change, then what each phone hears over ``window_s``.
 
     Returns ``({phone role: parties heard}, (t0, t1))`` (wall clock, for the recording).

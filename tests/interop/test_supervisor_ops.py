@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-import time
 import wave
 
 import numpy as np
@@ -60,7 +59,6 @@ class Scene:
         self.trunk = None
         self.trunk_dialog = None
         self.call_id = ""
-        self.answered_ts = 0.0
 
     async def __aenter__(self) -> "Scene":
         e = self.engine
@@ -84,15 +82,20 @@ class Scene:
         assert await self.phones["supervisor"].register(e, "3001", "wrong") == 403
         assert await self.phones["supervisor"].register(e, "3001", SUP_PASSWORDS["sup"]) == 200
         await self.alice.request("agent.ready")
+        await self.call_agent()
+        return self
+
+    async def call_agent(self) -> None:
+        """A call from the trunk, answered by agent 1001's phone."""
         caller = self.phones["caller"]
-        self.trunk, ev = await trunk_call(e.sip_port, DIALED, offer_sdp(caller.rtp_port))
+        if self.trunk is not None:
+            await self.trunk.stop()
+        self.trunk, ev = await trunk_call(self.engine.sip_port, DIALED, offer_sdp(caller.rtp_port))
         assert ev.response.status_code == 200
         self.trunk_dialog = ev.dialog
         caller.connect(ev.response.body)
         answered = await next_event_named(self.admin, "call.answered")
         self.call_id = answered["data"]["call_id"]
-        self.answered_ts = answered["data"]["answered_ts"]
-        return self
 
     async def hear(self) -> tuple[dict[str, set[str]], tuple[float, float]]:
         return await listen_window(self.phones)
@@ -118,8 +121,9 @@ def engine(tmp_path):
     eng.stop()
 
 
-def recording_channels(tmp_path) -> tuple[np.ndarray, np.ndarray, float]:
-    (rec,) = rows(tmp_path, "SELECT * FROM recordings")
+def recording_channels(tmp_path, call_id: str = "") -> tuple[np.ndarray, np.ndarray, float]:
+    recs = rows(tmp_path, "SELECT * FROM recordings")
+    (rec,) = [r for r in recs if r["call_id"] == call_id] if call_id else recs
     with wave.open(rec["path"]) as w:
         assert w.getnchannels() == 2 and w.getframerate() == 8000
         x = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, 2)
@@ -195,7 +199,7 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
     assert {"supervisor.listen", "supervisor.whisper", "supervisor.barge", "supervisor.leave"} <= audit
 
 
-def test_errors_leave_the_call_up_then_intercept(engine, tmp_path):
+def test_errors_leave_the_call_up_then_intercept_then_force_release_and_force_state(engine, tmp_path):
     windows: dict[str, tuple[float, float]] = {}
 
     async def scenario():
@@ -246,38 +250,18 @@ def test_errors_leave_the_call_up_then_intercept(engine, tmp_path):
             assert ended["data"]["agent"] == "1001" and ended["data"]["reason"] == "caller_hangup"
             await asyncio.sleep(0.2)
             assert s.phones["supervisor"].ended == 1  # the call's BYE reached the supervisor's phone
-
-    run(scenario())
-    assert engine.stop() == 0
-    (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
-    assert cdr["agent"] == "1001" and cdr["disposition"] == "answered" and cdr["end_reason"] == "caller_hangup"
-    states = [(r["previous_state"], r["state"], r["ts"]) for r in
-              rows(tmp_path, "SELECT * FROM agent_state_log WHERE agent = '1001' ORDER BY id")]
-    busy_to_wrapup = [ts for prev, st, ts in states if (prev, st) == ("busy", "wrapup")]
-    assert len(busy_to_wrapup) == 1 and busy_to_wrapup[0] < cdr["end_ts"] - 0.3  # wrap-up began at the intercept
-    assert ("wrapup", "ready") in [(p, st) for p, st, _ in states]
-    events = [(r["event"], r["party"]) for r in rows(tmp_path, "SELECT * FROM call_events ORDER BY id")]
-    assert events == [("supervisor.listen", "sup"), ("supervisor.failed", "sup"),
-                      ("supervisor.barge", "sup"), ("supervisor.failed", "sup"),
-                      ("supervisor.intercept", "sup"), ("supervisor.joined", "sup"), ("call.intercepted", "sup"),
-                      ("supervisor.left", "sup")]
-    left, right, start_ts = recording_channels(tmp_path)
-    assert recorded(left, start_ts, windows["after_errors"]) == {"caller"}
-    assert recorded(right, start_ts, windows["after_errors"]) == {"agent"}
-    assert recorded(left, start_ts, windows["intercepted"]) == {"caller"}
-    assert recorded(right, start_ts, windows["intercepted"]) == {"supervisor"}
-
-
-def test_force_release_and_force_state(engine, tmp_path):
-    async def scenario():
-        async with Scene(engine) as s:
-            sup = s.sup
+            ids["intercepted"] = s.call_id
+            # A second call: force release, then forced agent states.
+            while (await s.admin.request("agent.list"))["agents"][0]["state"] != "ready":  # wrapup_s = 1
+                await asyncio.sleep(0.1)
+            await s.call_agent()
+            ids["released"] = s.call_id
             res = await sup.request("supervisor.force_release", agent="1001")
             assert res == {"call_id": s.call_id, "agent": "1001", "state": "ended", "end_reason": "force_released"}
             ended = await next_event_named(s.admin, "call.ended")
             assert ended["data"]["reason"] == "force_released"
             await asyncio.sleep(0.2)
-            assert s.phones["agent"].ended == 1
+            assert s.phones["agent"].ended == 2
             await expect_error(sup, "invalid_state", "supervisor.force_release", agent="1001")
             await expect_error(sup, "not_found", "supervisor.force_release", call_id=s.call_id)
             res = await sup.request("agent.force_state", agent="1001", state="not_ready", reason_code="coaching")
@@ -291,14 +275,40 @@ def test_force_release_and_force_state(engine, tmp_path):
             assert await s.phones["supervisor"].register(engine, "3001", SUP_PASSWORDS["sup"]) == 403
             await expect_error(sup, "invalid_state", "supervisor.phone_logout")
 
-    started = time.time()
+    ids: dict[str, str] = {}
     run(scenario())
     assert engine.stop() == 0
-    (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
-    assert cdr["end_reason"] == "force_released" and cdr["disposition"] == "answered" and cdr["agent"] == "1001"
-    states = [(r["state"], r["reason_code"]) for r in
-              rows(tmp_path, f"SELECT * FROM agent_state_log WHERE agent = '1001' AND ts >= {started} ORDER BY id")]
-    assert states[-3:] == [("wrapup", ""), ("not_ready", "coaching"), ("logged_out", "")]
-    events = [(r["event"], r["call_id"], r["party"]) for r in rows(tmp_path, "SELECT * FROM call_events ORDER BY id")]
-    assert [e[0] for e in events] == ["supervisor.force_release", "agent.force_state", "agent.force_state"]
-    assert events[0][1] == cdr["call_id"] and {e[2] for e in events} == {"sup"}
+    cdrs = {r["call_id"]: r for r in rows(tmp_path, "SELECT * FROM cdr")}
+    assert set(cdrs) == set(ids.values())
+    cdr = cdrs[ids["intercepted"]]
+    assert cdr["agent"] == "1001" and cdr["disposition"] == "answered" and cdr["end_reason"] == "caller_hangup"
+    states = [(r["previous_state"], r["state"], r["ts"], r["reason_code"]) for r in
+              rows(tmp_path, "SELECT * FROM agent_state_log WHERE agent = '1001' ORDER BY id")]
+    busy_to_wrapup = [ts for prev, st, ts, _ in states if (prev, st) == ("busy", "wrapup")]
+    assert len(busy_to_wrapup) == 2
+    assert busy_to_wrapup[0] < cdr["end_ts"] - 0.3  # the intercepted call: wrap-up began at the intercept
+    assert [(p, st, r) for p, st, _, r in states][-3:] == [
+        ("busy", "wrapup", ""), ("wrapup", "not_ready", "coaching"), ("not_ready", "logged_out", "")]
+    released = cdrs[ids["released"]]
+    assert released["end_reason"] == "force_released" and released["disposition"] == "answered"
+    assert released["agent"] == "1001"
+    forced = [(r["event"], r["call_id"], r["party"], r["detail"]) for r in
+              rows(tmp_path, "SELECT * FROM call_events WHERE event IN ('supervisor.force_release', 'agent.force_state') "
+                             "ORDER BY id")]
+    assert [(e, c, p) for e, c, p, _ in forced] == [("supervisor.force_release", ids["released"], "sup"),
+                                                    ("agent.force_state", "", "sup"),
+                                                    ("agent.force_state", "", "sup")]
+    assert '"reason_code": "coaching"' in forced[1][3]
+    events = [(r["event"], r["party"]) for r in
+              rows(tmp_path, f"SELECT * FROM call_events WHERE call_id = '{ids['intercepted']}' ORDER BY id")]
+    assert events == [("supervisor.listen", "sup"), ("supervisor.failed", "sup"),
+                      ("supervisor.barge", "sup"), ("supervisor.failed", "sup"),
+                      ("supervisor.intercept", "sup"), ("supervisor.joined", "sup"), ("call.intercepted", "sup"),
+                      ("supervisor.left", "sup")]
+    left, right, start_ts = recording_channels(tmp_path, ids["intercepted"])
+    assert recorded(left, start_ts, windows["after_errors"]) == {"caller"}
+    assert recorded(right, start_ts, windows["after_errors"]) == {"agent"}
+    assert recorded(left, start_ts, windows["intercepted"]) == {"caller"}
+    assert recorded(right, start_ts, windows["intercepted"]) == {"supervisor"}
+
+
