@@ -137,6 +137,12 @@ class Phone:
         assert conn is not None
         self.remote = (conn.address, m.port)
 
+    def hang_up(self) -> None:
+        """BYE the current call (the phone's user hangs up)."""
+        assert self.dialog is not None, f"{self.role} phone is not in a call"
+        self.endpoint.bye(self.dialog)
+        self.remote = None
+
     def _on_sip(self, ev: Any) -> None:
         if isinstance(ev, RequestReceived):
             req = ev.request

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import wave
 
@@ -166,14 +167,25 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
             (mon,) = (await s.sup.request("supervisor.list"))["monitors"]
             assert mon["supervisor"] == "sup" and mon["mode"] == "listen" and mon["state"] == "joined"
             assert (await s.sup2.request("supervisor.list"))["monitors"] == []  # another group's supervisor
-            left = (await s.sup.request("supervisor.leave"))
-            assert left["state"] == "ended"
+            # The supervisor hangs up its phone: caller <-> agent again.
+            s.phones["supervisor"].hang_up()
             ev = await next_event_named(s.sup, "supervisor.left")
-            assert ev["data"]["reason"] == "leave"
-            heard, windows["after_leave"] = await s.hear()
+            assert ev["data"]["reason"] == "supervisor_hangup"
+            heard, windows["after_hangup"] = await s.hear()
             assert heard == TWO_PARTY
-            assert s.phones["supervisor"].ended == 1  # our BYE reached the supervisor's phone
-            await s.hang_up_caller()
+            assert (await s.sup.request("supervisor.list"))["monitors"] == []
+            # Barge straight in (the phone is rung again), then the call ends under the supervisor.
+            await s.sup.request("supervisor.barge", agent="1001")
+            await next_event_named(s.sup, "supervisor.joined")
+            assert s.phones["supervisor"].invites == 2
+            heard, windows["barge_again"] = await s.hear()
+            assert heard == BARGE
+            ended = await s.hang_up_caller()
+            assert ended["data"]["reason"] == "caller_hangup"
+            ev = await next_event_named(s.sup, "supervisor.left")
+            assert ev["data"]["reason"] == "call_ended"
+            await asyncio.sleep(0.2)
+            assert s.phones["supervisor"].ended == 2  # the call's BYE reached the supervisor's phone
             # The monitored agent never saw a supervisor event (silent monitoring).
             seen = []
             with contextlib.suppress(asyncio.TimeoutError):
@@ -185,7 +197,8 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
     assert engine.stop() == 0
     left, right, start_ts = recording_channels(tmp_path)
     expect_right = {"two_party": {"agent"}, "listen": {"agent"}, "whisper": {"agent"},
-                    "barge": {"agent", "supervisor"}, "listen_again": {"agent"}, "after_leave": {"agent"}}
+                    "barge": {"agent", "supervisor"}, "listen_again": {"agent"}, "after_hangup": {"agent"},
+                    "barge_again": {"agent", "supervisor"}}
     for phase, window in windows.items():
         assert recorded(left, start_ts, window) == {"caller"}, phase
         assert recorded(right, start_ts, window) == expect_right[phase], phase
@@ -194,9 +207,14 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
               rows(tmp_path, "SELECT * FROM call_events ORDER BY id")]
     assert events == [("supervisor.listen", "1001", "sup"), ("supervisor.joined", "1001", "sup"),
                       ("supervisor.whisper", "1001", "sup"), ("supervisor.barge", "1001", "sup"),
-                      ("supervisor.listen", "1001", "sup"), ("supervisor.left", "1001", "sup")]
+                      ("supervisor.listen", "1001", "sup"), ("supervisor.left", "1001", "sup"),
+                      ("supervisor.barge", "1001", "sup"), ("supervisor.joined", "1001", "sup"),
+                      ("supervisor.left", "1001", "sup")]
+    details = [json.loads(r["detail"]) for r in rows(tmp_path, "SELECT detail FROM call_events ORDER BY id")]
+    assert details[2] == {"previous_mode": "listen", "state": "joined"}
+    assert [d["reason"] for d in details if "reason" in d] == ["supervisor_hangup", "call_ended"]
     audit = {r["op"] for r in rows(tmp_path, "SELECT op FROM audit_log WHERE user = 'sup'")}
-    assert {"supervisor.listen", "supervisor.whisper", "supervisor.barge", "supervisor.leave"} <= audit
+    assert {"supervisor.listen", "supervisor.whisper", "supervisor.barge", "supervisor.phone_login"} <= audit
 
 
 def test_errors_leave_the_call_up_then_intercept_then_force_release_and_force_state(engine, tmp_path):
@@ -230,8 +248,17 @@ def test_errors_leave_the_call_up_then_intercept_then_force_release_and_force_st
             heard, windows["after_errors"] = await s.hear()
             assert heard == TWO_PARTY
             assert s.phones["agent"].ended == 0
-            # Intercept: the supervisor takes the caller, the agent's leg is released to wrap-up.
+            # Listen, then leave: the call is back to caller <-> agent.
             s.phones["supervisor"].behaviour = "answer"
+            await sup.request("supervisor.listen", agent="1001")
+            await next_event_named(sup, "supervisor.joined")
+            assert (await sup.request("supervisor.leave"))["state"] == "ended"
+            ev = await next_event_named(sup, "supervisor.left")
+            assert ev["data"]["reason"] == "leave"
+            heard, windows["after_leave"] = await s.hear()
+            assert heard == TWO_PARTY
+            assert s.phones["supervisor"].ended == 1  # our BYE reached the supervisor's phone
+            # Intercept: the supervisor takes the caller, the agent's leg is released to wrap-up.
             res = await sup.request("supervisor.intercept", agent="1001")
             assert res["mode"] == "intercept" and res["state"] == "ringing"
             got = await next_event_named(s.alice, "call.intercepted")
@@ -246,10 +273,10 @@ def test_errors_leave_the_call_up_then_intercept_then_force_release_and_force_st
             await expect_error(sup, "invalid_state", "supervisor.listen", agent="1001")  # not on a call any more
             calls = (await s.admin.request("call.list"))["calls"]
             assert [(c["call_id"], c["state"]) for c in calls] == [(call_id, "talking")]
-            ended = await s.hang_up_caller()
-            assert ended["data"]["agent"] == "1001" and ended["data"]["reason"] == "caller_hangup"
-            await asyncio.sleep(0.2)
-            assert s.phones["supervisor"].ended == 1  # the call's BYE reached the supervisor's phone
+            # The supervisor (now the call's party) hangs up: the call ends, the caller gets a BYE.
+            s.phones["supervisor"].hang_up()
+            ended = await next_event_named(s.admin, "call.ended")
+            assert ended["data"]["agent"] == "1001" and ended["data"]["reason"] == "supervisor_hangup"
             ids["intercepted"] = s.call_id
             # A second call: force release, then forced agent states.
             while (await s.admin.request("agent.list"))["agents"][0]["state"] != "ready":  # wrapup_s = 1
@@ -281,7 +308,7 @@ def test_errors_leave_the_call_up_then_intercept_then_force_release_and_force_st
     cdrs = {r["call_id"]: r for r in rows(tmp_path, "SELECT * FROM cdr")}
     assert set(cdrs) == set(ids.values())
     cdr = cdrs[ids["intercepted"]]
-    assert cdr["agent"] == "1001" and cdr["disposition"] == "answered" and cdr["end_reason"] == "caller_hangup"
+    assert cdr["agent"] == "1001" and cdr["disposition"] == "answered" and cdr["end_reason"] == "supervisor_hangup"
     states = [(r["previous_state"], r["state"], r["ts"], r["reason_code"]) for r in
               rows(tmp_path, "SELECT * FROM agent_state_log WHERE agent = '1001' ORDER BY id")]
     busy_to_wrapup = [ts for prev, st, ts, _ in states if (prev, st) == ("busy", "wrapup")]
@@ -303,6 +330,7 @@ def test_errors_leave_the_call_up_then_intercept_then_force_release_and_force_st
               rows(tmp_path, f"SELECT * FROM call_events WHERE call_id = '{ids['intercepted']}' ORDER BY id")]
     assert events == [("supervisor.listen", "sup"), ("supervisor.failed", "sup"),
                       ("supervisor.barge", "sup"), ("supervisor.failed", "sup"),
+                      ("supervisor.listen", "sup"), ("supervisor.joined", "sup"), ("supervisor.left", "sup"),
                       ("supervisor.intercept", "sup"), ("supervisor.joined", "sup"), ("call.intercepted", "sup"),
                       ("supervisor.left", "sup")]
     left, right, start_ts = recording_channels(tmp_path, ids["intercepted"])
