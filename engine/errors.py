@@ -71,8 +71,9 @@ class Conflict(EngineError):
     code = "conflict"
 
 
-class InvalidState(EngineError):
-    """The op needs its object in another state (e.g. a supervisor op on an agent not on a call)."""
+class InvalidState(Conflict):
+    """The op needs its object in another state (retrieve a call not on hold, a supervisor op on an
+    agent not on a call): a kind of ``conflict`` with its own code."""
 
     code = "invalid_state"
 

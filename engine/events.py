@@ -138,7 +138,10 @@ class SupervisorFailed(Event):
     monitored_agent: str
     mode: str
     outcome: str
-    """``ring_no_answer``, ``rejected_<status>``, ``timeout``, ``bad_sdp`` or ``call_ended``."""
+    """A leg outcome (``no_answer``, ``busy``, ``rejected``, ``timeout``, ``unreachable`` ...,
+    see ``engine.legs.LegOutcome``), or ``call_ended`` / ``leave``."""
+    status: int
+    """The SIP status of the phone's final answer (0 when none)."""
     tenant: str = DEFAULT_TENANT
     groups: tuple[str, ...] = ()
 

@@ -58,8 +58,15 @@ supervisor's phone credentials come into being at ``supervisor.phone_login``
 extension) and are dropped at ``supervisor.phone_logout``.
 
 The :class:`Monitor` state machine is sans-IO; :class:`Supervision` does
-the SIP and media work on the loop thread through narrow hooks in
-:class:`engine.callpath.CallCentre` (``_on_sip``, ``hangup``).
+the media work on the loop thread and rings the phone through
+:mod:`engine.legs` (``dial_extension``: progress and the phone's hang-up
+come back as leg events).  Narrow hooks: ``CallCentre.hangup`` calls
+:meth:`Supervision.call_ended`; ``CallControl.layout`` (which re-renders a
+call's hear rules after hold, consult ...) calls :meth:`Supervision.relayout`,
+so the supervisor keeps its mode when the call is plain talking again and
+hears nobody (and is not heard) while the call is held or in a consult.
+Monitoring ops refuse a call that is held or has a transfer, consult or
+conference in progress (``invalid_state``).
 """
 from __future__ import annotations
 
@@ -79,8 +86,7 @@ from engine.events import (
     CallIntercepted, SupervisorFailed, SupervisorJoined, SupervisorLeft, SupervisorModeChanged, SupervisorRinging,
 )
 from media.room import HearSet
-from sip.events import DialogTerminated, Event, RequestReceived, ResponseReceived, TransactionTimedOut
-from sip.sdp import SdpSession, SessionDescription
+from engine.legs import LegAnswered, LegEnded, LegEvent, LegFailed
 
 if TYPE_CHECKING:
     from engine.callpath import CallCentre
@@ -170,7 +176,6 @@ class Monitor:
     """Intercept requested: done as soon as the phone answers."""
     state: MonitorState = MonitorState.RINGING
     leg: CallLeg | None = None
-    ring_timer: Any = None
     started_ts: float = field(default_factory=time.time)
     joined_ts: float | None = None
 
@@ -208,7 +213,6 @@ class Supervision:
         self.by_call: dict[str, Monitor] = {}
         self.phones: dict[str, str] = {}
         """Supervisor user → extension its phone is logged in on (credentials live)."""
-        self._invites: dict[int, Monitor] = {}
         self._seq = 0
 
     def attach(self, engine: Any) -> None:
@@ -322,6 +326,8 @@ class Supervision:
             InvalidArgs: the supervisor has no phone extension.
         """
         call = self.talking_call(rec, call)
+        if not self._plain(call):
+            raise InvalidState(f"call {call.call_id} is on hold or has a transfer/consult/conference in progress")
         mon = self.monitors.get(session.user)
         log = CallLogger(logger, {"call_id": call.call_id})
         if mon is not None and mon.call_id != call.call_id:
@@ -410,153 +416,98 @@ class Supervision:
                         {"state": rec.state, "previous_state": previous, "reason_code": rec.reason_code})
         return rec
 
-    # ------------------------------------------------------------------ ringing the phone
+    # ------------------------------------------------------------------ ringing the phone (engine/legs.py)
     def _ring(self, mon: Monitor, call: "Call", ring_timeout_s: float) -> None:
-        from engine.callpath import contact_destination
-
         c = self.centre
-        cfg, ep, media = c.config, c.endpoint, c.media
-        assert cfg is not None and ep is not None and media is not None and c.loop is not None
-        binding = c._contact_of(mon.extension)
-        if binding is None:
+        if c._contact_of(mon.extension) is None:
             raise InvalidState(f"supervisor phone {mon.extension} is not registered")
         self._seq += 1
-        c._session_seq += 1
-        leg_id = f"{call.call_id}/supervisor-{mon.supervisor}-{self._seq}"
-        sdp = SdpSession(cfg.media.host, int(time.time()) * 1000 + c._session_seq)
-        leg = media.create_leg(leg_id, call_id=call.call_id, tenant=call.tenant)
-        host, port = ep.address
-        txn = ep.invite(binding.contact, dest=contact_destination(binding), transport=binding.transport,
-                        from_=f"<sip:{mon.agent}@{host}:{port}>", to=f"<sip:{mon.extension}@{cfg.sip.domain}>",
-                        headers=[("X-Call-Id", call.call_id), ("X-Monitor-Mode", mon.mode_label)],
-                        body=bytes(sdp.offer(leg.local_port)), content_type="application/sdp")
-        mon.leg = CallLeg(leg_id, "supervisor", invite_txn=txn, sdp=sdp, media_open=True)
-        self._invites[id(txn)] = mon
-        mon.ring_timer = c.loop.call_later(ring_timeout_s, self._ring_timeout, mon)
+        out = c.legs.dial_extension(
+            mon.extension, call_id=call.call_id, tenant=call.tenant, caller_number=mon.agent,
+            ring_timeout_s=ring_timeout_s, leg_id=f"{call.call_id}/supervisor-{mon.supervisor}-{self._seq}",
+            agent=mon.agent, purpose="supervisor", headers=[("X-Monitor-Mode", mon.mode_label)],
+            on_event=lambda ev: self._leg_event(mon, ev))
+        mon.leg = CallLeg(out.leg_id, "supervisor", invite_txn=out.invite_txn, sdp=out.sdp,
+                          media_open=out.media_open, out=out)
         CallLogger(logger, {"call_id": call.call_id}).info(
-            "ringing supervisor %s at %s to %s agent %s", mon.supervisor, binding.contact, mon.mode_label, mon.agent)
+            "ringing supervisor %s at extension %s to %s agent %s", mon.supervisor, mon.extension, mon.mode_label,
+            mon.agent)
 
-    def _ring_timeout(self, mon: Monitor) -> None:
-        mon.ring_timer = None
-        if mon.state is MonitorState.RINGING:
-            self._fail(mon, "ring_no_answer")
-
-    def _fail(self, mon: Monitor, outcome: str) -> None:
-        """The phone did not join: drop its leg, tell the supervisor; the call is untouched."""
-        CallLogger(logger, {"call_id": mon.call_id}).info("supervisor %s did not join: %s", mon.supervisor, outcome)
-        self._end(mon, MonitorTrigger.FAILED if outcome != "call_ended" else MonitorTrigger.CALL_ENDED, outcome)
-
-    # ------------------------------------------------------------------ SIP hook
-    def on_sip(self, ev: Event) -> bool:
-        """Handle SIP events of supervisor legs; True when consumed (``CallCentre._on_sip`` hook)."""
-        if isinstance(ev, ResponseReceived):
-            mon = self._invites.get(id(ev.transaction))
-            if mon is None:
-                return False
-            status = ev.response.status_code
-            if status < 200:
-                return True
-            self._invites.pop(id(ev.transaction), None)
-            if mon.leg is not None:
-                mon.leg.invite_txn = None
-            if status >= 300:
-                self._fail(mon, f"rejected_{status}")
-            else:
-                self._answered(mon, ev)
-            return True
-        if isinstance(ev, TransactionTimedOut):
-            mon = self._invites.pop(id(ev.transaction), None)
-            if mon is None:
-                return False
-            if mon.leg is not None:
-                mon.leg.invite_txn = None
-            self._fail(mon, "timeout")
-            return True
-        tag = getattr(getattr(ev, "dialog", None), "data", None)
-        if not (isinstance(tag, tuple) and len(tag) == 3 and tag[1] == "supervisor"):
-            return False
-        mon = self.monitors.get(tag[2])
-        if mon is not None and mon.call_id != tag[0]:
-            mon = None
-        if isinstance(ev, DialogTerminated):
-            if mon is not None and mon.leg is not None:
-                mon.leg.ended = True
-                if mon.state is MonitorState.INTERCEPTED:
-                    call = self.centre.calls.get(mon.call_id)
-                    if call is not None:
-                        self.centre.hangup(call, "supervisor_hangup")
-                elif mon.state is MonitorState.JOINED:
-                    self._end(mon, MonitorTrigger.LEAVE, "supervisor_hangup")
-            return True
-        if isinstance(ev, RequestReceived) and ev.request.method == "INVITE":
-            self._reinvite(ev, mon)
-            return True
-        return False
-
-    def _reinvite(self, ev: RequestReceived, mon: Monitor | None) -> None:
-        """A re-INVITE from the supervisor's phone (session refresh, new address): RFC 3264 §8."""
-        c = self.centre
-        ep, media = c.endpoint, c.media
-        assert ep is not None and media is not None
-        leg = mon.leg if mon is not None else None
-        if leg is None or leg.sdp is None or leg.leg_id not in media.legs or not ev.request.body:
-            ep.respond(ev.transaction, 481 if leg is None else 488)
-            return
-        from engine.callpath import sdp_payload_types
-
-        try:
-            offer = SessionDescription.parse(ev.request.body)
-            answer, neg = leg.sdp.answer(offer, media.legs[leg.leg_id].local_port)
-            media.update_leg(leg.leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
-                             codec=neg.codec, payload_types=sdp_payload_types(offer))
-        except Exception as exc:
-            logger.info("[%s] re-INVITE on supervisor leg refused: %s", mon.call_id, exc)  # type: ignore[union-attr]
-            ep.respond(ev.transaction, 488)
-            return
-        ep.respond(ev.transaction, 200, body=bytes(answer), content_type="application/sdp")
-
-    def _answered(self, mon: Monitor, ev: ResponseReceived) -> None:
-        from engine.callpath import sdp_payload_types
-
-        c = self.centre
-        ep, media = c.endpoint, c.media
-        assert ep is not None and media is not None and mon.leg is not None
-        log = CallLogger(logger, {"call_id": mon.call_id})
+    def _leg_event(self, mon: Monitor, ev: LegEvent) -> None:
+        """Progress of the supervisor's leg (ringing, answered, failed, hung up by the phone)."""
         leg = mon.leg
-        leg.dialog = ev.dialog
-        if ev.dialog is not None:
-            ev.dialog.data = (mon.call_id, "supervisor", mon.supervisor)
+        if leg is None or leg.out is not ev.leg:
+            return
+        if isinstance(ev, LegAnswered):
+            leg.invite_txn = None
+            leg.dialog = ev.leg.dialog
+            self._answered(mon)
+        elif isinstance(ev, LegFailed):
+            leg.invite_txn = None
+            if mon.state is MonitorState.RINGING:
+                self._fail(mon, ev.outcome.value, ev.status)
+        elif isinstance(ev, LegEnded):
+            leg.ended = True
+            if mon.state is MonitorState.INTERCEPTED:
+                call = self.centre.calls.get(mon.call_id)
+                if call is not None:
+                    self.centre.hangup(call, "supervisor_hangup")
+            elif mon.state is MonitorState.JOINED:
+                self._end(mon, MonitorTrigger.LEAVE, "supervisor_hangup")
+
+    def _fail(self, mon: Monitor, outcome: str, status: int = 0) -> None:
+        """The phone did not join: drop its leg, tell the supervisor; the call is untouched."""
+        CallLogger(logger, {"call_id": mon.call_id}).info("supervisor %s did not join: %s (%d)", mon.supervisor,
+                                                         outcome, status)
+        self._end(mon, MonitorTrigger.CALL_ENDED if outcome == "call_ended" else
+                  MonitorTrigger.LEAVE if outcome == "leave" else MonitorTrigger.FAILED, outcome, status)
+
+    def _answered(self, mon: Monitor) -> None:
+        c = self.centre
+        media = c.media
+        assert media is not None and mon.leg is not None
+        log = CallLogger(logger, {"call_id": mon.call_id})
         call = c.calls.get(mon.call_id)
         if mon.state is not MonitorState.RINGING or call is None or call.state is not CallState.TALKING:
-            if ev.dialog is not None:  # answered after we gave up
-                ep.bye(ev.dialog)
+            mon.leg.out.hangup("monitor_over")  # answered after we gave up
             return
-        try:
-            answer = SessionDescription.parse(ev.response.body)
-            neg = leg.sdp.process_answer(answer)
-            media.update_leg(leg.leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
-                             codec=neg.codec, payload_types=sdp_payload_types(answer))
-        except Exception as exc:
-            log.warning("supervisor %s answered with unusable SDP (%s)", mon.supervisor, exc)
-            self._fail(mon, "bad_sdp")
-            return
-        if mon.ring_timer is not None:
-            mon.ring_timer.cancel()
-            mon.ring_timer = None
         mon.fire(MonitorTrigger.ANSWERED)
         mon.joined_ts = time.time()
-        media.join(call.room, leg.leg_id)
+        media.join(call.room, mon.leg.leg_id)
         log.info("supervisor %s joined (%s) agent %s", mon.supervisor, mon.mode_label, mon.agent)
         self._row(mon, "supervisor.joined", mode=mon.mode_label)
         c.engine.bus.publish_event(SupervisorJoined(mon.supervisor, mon.call_id, mon.agent, mon.mode_label,
                                                     mon.tenant, mon.groups))
-        if mon.intercept:
+        if mon.intercept and self._plain(call):
             mon.fire(MonitorTrigger.INTERCEPT)
             self._take_over(mon, call)
         else:
+            mon.intercept = False  # the call went on hold / into a consult meanwhile: join it, do not take it
             self._apply(mon, call)
 
     # ------------------------------------------------------------------ media
+    def _plain(self, call: "Call") -> bool:
+        """True when call control has the call in plain talking (not held, no transfer/consult/conference)."""
+        st = self.centre.callcontrol.states.get(call.call_id)
+        return st is None or not (st.held or st.op)
+
+    def relayout(self, call: "Call") -> None:
+        """``CallControl.layout`` hook: call control just reset the room's rules; put the supervisor back.
+
+        In plain talking the monitor's mode applies again; while the call is
+        held or in a consult/transfer/conference the supervisor hears nobody
+        and nobody hears it (until the call is plain again).
+        """
+        mon = self.by_call.get(call.call_id)
+        media = self.centre.media
+        if mon is None or mon.state is not MonitorState.JOINED or mon.leg is None or media is None \
+                or call.room not in media.rooms or mon.leg.leg_id not in media.rooms[call.room].members:
+            return
+        if self._plain(call) and call.caller is not None and call.agent_leg is not None:
+            self._apply(mon, call)
+        else:
+            media.set_hearing(call.room, mon.leg.leg_id, hears=set(), heard_by=set())
+
     def _apply(self, mon: Monitor, call: "Call") -> None:
         """The room's hear set and the recorder's channels for the monitor's mode."""
         media = self.centre.media
@@ -576,8 +527,7 @@ class Supervision:
         if media is None or call.state is not CallState.TALKING or call.room not in media.rooms \
                 or call.caller is None or call.agent_leg is None:
             return
-        media.apply_hear_set(call.room, HearSet.TWO_PARTY, caller=call.caller.leg_id, agent=call.agent_leg.leg_id)
-        self._set_recording(call, [[call.caller.leg_id], [call.agent_leg.leg_id]])
+        self.centre.callcontrol.layout(call)  # the call's own rules (two-party, or hold/consult as call control has it)
 
     def _take_over(self, mon: Monitor, call: "Call") -> None:
         """Intercept: the supervisor's leg replaces the agent's; the agent goes to wrap-up."""
@@ -587,17 +537,16 @@ class Supervision:
         agent_leg = call.agent_leg
         rec = c.agents[call.agent]
         if agent_leg is not None:
-            if agent_leg.dialog is not None:
-                agent_leg.dialog.data = None  # our BYE must not end the call
-                if not agent_leg.dialog.terminated:
-                    ep.bye(agent_leg.dialog)
+            if agent_leg.out is not None:
+                agent_leg.out.hangup("intercepted")  # BYE; our own hang-up reports nothing back
+            elif agent_leg.dialog is not None and not agent_leg.dialog.terminated:
+                ep.bye(agent_leg.dialog)
             c._drop_leg(agent_leg)
         call.agent_leg = mon.leg
-        call.agent_released = True
         media.apply_hear_set(call.room, HearSet.TWO_PARTY, caller=call.caller.leg_id, agent=mon.leg.leg_id)
         self._set_recording(call, recorder_channels(mon.state, mon.mode, caller=call.caller.leg_id, agent="",
                                                     supervisor=mon.leg.leg_id))
-        c.start_wrapup(call, rec)
+        c.release_agent(rec, call)
         CallLogger(logger, {"call_id": call.call_id}).info("supervisor %s intercepted the call from agent %s",
                                                           mon.supervisor, rec.number)
         self._row(mon, "call.intercepted")
@@ -613,38 +562,25 @@ class Supervision:
             else:
                 self._end(mon, MonitorTrigger.CALL_ENDED, "call_ended")
 
-    def _end(self, mon: Monitor, trigger: MonitorTrigger, reason: str) -> None:
+    def _end(self, mon: Monitor, trigger: MonitorTrigger, reason: str, status: int = 0) -> None:
         c = self.centre
         was = mon.state
         mon.fire(trigger)
-        if mon.ring_timer is not None:
-            mon.ring_timer.cancel()
-            mon.ring_timer = None
         self.monitors.pop(mon.supervisor, None)
         if self.by_call.get(mon.call_id) is mon:
             del self.by_call[mon.call_id]
         call = c.calls.get(mon.call_id)
         leg = mon.leg
         if leg is not None and was is not MonitorState.INTERCEPTED:  # an intercepted leg is the call's: hangup ends it
-            if leg.invite_txn is not None:
-                self._invites.pop(id(leg.invite_txn), None)
-                try:
-                    c.endpoint.cancel(leg.invite_txn)  # type: ignore[union-attr]
-                except Exception as exc:
-                    logger.debug("[%s] CANCEL to supervisor not sent: %s", mon.call_id, exc)
-                leg.invite_txn = None
-            if leg.dialog is not None and not leg.ended and not leg.dialog.terminated:
-                try:
-                    c.endpoint.bye(leg.dialog)  # type: ignore[union-attr]
-                except Exception as exc:
-                    logger.debug("[%s] BYE to supervisor not sent: %s", mon.call_id, exc)
+            if leg.out is not None:
+                leg.out.hangup(reason)  # CANCEL while ringing, BYE once answered (no-op when over)
             c._drop_leg(leg)
             if call is not None and was is MonitorState.JOINED:
                 self._restore(call)
         if was is MonitorState.RINGING:
-            self._row(mon, "supervisor.failed", outcome=reason)
+            self._row(mon, "supervisor.failed", outcome=reason, status=status)
             c.engine.bus.publish_event(SupervisorFailed(mon.supervisor, mon.call_id, mon.agent, mon.mode_label,
-                                                        reason, mon.tenant, mon.groups))
+                                                        reason, status, mon.tenant, mon.groups))
         else:
             self._row(mon, "supervisor.left", reason=reason)
             c.engine.bus.publish_event(SupervisorLeft(mon.supervisor, mon.call_id, mon.agent, reason,

@@ -238,11 +238,11 @@ def test_errors_leave_the_call_up_then_intercept_then_force_release_and_force_st
             s.phones["supervisor"].behaviour = "reject"
             await sup.request("supervisor.listen", agent="1001")
             failed = await next_event_named(sup, "supervisor.failed")
-            assert failed["data"]["outcome"] == "rejected_486"
+            assert failed["data"]["outcome"] == "busy" and failed["data"]["status"] == 486
             s.phones["supervisor"].behaviour = "ring"
             await sup.request("supervisor.barge", agent="1001", ring_timeout_s=1)
             failed = await next_event_named(sup, "supervisor.failed")
-            assert failed["data"]["outcome"] == "ring_no_answer"
+            assert failed["data"]["outcome"] == "no_answer"
             calls = (await s.admin.request("call.list"))["calls"]
             assert [(c["call_id"], c["state"], c["agent"]) for c in calls] == [(call_id, "talking", "1001")]
             heard, windows["after_errors"] = await s.hear()
