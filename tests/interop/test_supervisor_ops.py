@@ -25,6 +25,7 @@ LISTEN = {"caller": {"agent"}, "agent": {"caller"}, "supervisor": {"caller", "ag
 WHISPER = {"caller": {"agent"}, "agent": {"caller", "supervisor"}, "supervisor": {"caller", "agent"}}
 BARGE = {"caller": {"agent", "supervisor"}, "agent": {"caller", "supervisor"}, "supervisor": {"caller", "agent"}}
 INTERCEPTED = {"caller": {"supervisor"}, "agent": set(), "supervisor": {"caller"}}
+NOBODY = {"caller": set(), "agent": set(), "supervisor": set()}
 
 
 def run(coro, timeout: float = 45.0):
@@ -156,6 +157,14 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
             assert res["state"] == "joined" and res["mode"] == "whisper"
             heard, windows["whisper"] = await s.hear()
             assert heard == WHISPER
+            # The agent puts the caller on hold: the supervisor is paused, then whispers again on retrieve.
+            await s.alice.request("call.hold", call_id=s.call_id)
+            heard, windows["held"] = await s.hear()
+            assert heard == NOBODY
+            await expect_error(s.sup, "invalid_state", "supervisor.barge", agent="1001")  # not while held
+            await s.alice.request("call.retrieve", call_id=s.call_id)
+            heard, _ = await s.hear()
+            assert heard == WHISPER
             res = await s.sup.request("supervisor.barge", call_id=s.call_id)
             assert res["state"] == "joined" and res["mode"] == "barge"
             heard, windows["barge"] = await s.hear()
@@ -197,7 +206,8 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
     assert engine.stop() == 0
     left, right, start_ts = recording_channels(tmp_path)
     expect_right = {"two_party": {"agent"}, "listen": {"agent"}, "whisper": {"agent"},
-                    "barge": {"agent", "supervisor"}, "listen_again": {"agent"}, "after_hangup": {"agent"},
+                    "held": set(), "barge": {"agent", "supervisor"}, "listen_again": {"agent"},
+                    "after_hangup": {"agent"},
                     "barge_again": {"agent", "supervisor"}}
     for phase, window in windows.items():
         assert recorded(left, start_ts, window) == {"caller"}, phase
@@ -206,11 +216,13 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
     events = [(r["event"], r["agent"], r["party"]) for r in
               rows(tmp_path, "SELECT * FROM call_events ORDER BY id")]
     assert events == [("supervisor.listen", "1001", "sup"), ("supervisor.joined", "1001", "sup"),
-                      ("supervisor.whisper", "1001", "sup"), ("supervisor.barge", "1001", "sup"),
+                      ("supervisor.whisper", "1001", "sup"), ("hold", "1001", ""), ("retrieve", "1001", ""),
+                      ("supervisor.barge", "1001", "sup"),
                       ("supervisor.listen", "1001", "sup"), ("supervisor.left", "1001", "sup"),
                       ("supervisor.barge", "1001", "sup"), ("supervisor.joined", "1001", "sup"),
                       ("supervisor.left", "1001", "sup")]
-    details = [json.loads(r["detail"]) for r in rows(tmp_path, "SELECT detail FROM call_events ORDER BY id")]
+    details = [json.loads(r["detail"]) for r in
+               rows(tmp_path, "SELECT detail FROM call_events WHERE event LIKE 'supervisor.%' ORDER BY id")]
     assert details[2] == {"previous_mode": "listen", "state": "joined"}
     assert [d["reason"] for d in details if "reason" in d] == ["supervisor_hangup", "call_ended"]
     audit = {r["op"] for r in rows(tmp_path, "SELECT op FROM audit_log WHERE user = 'sup'")}
