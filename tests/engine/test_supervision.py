@@ -220,3 +220,52 @@ extension = "ext-9"
     assert "users.rep.extension: only users of role 'supervisor' or 'admin' have a phone extension" in lines
     assert "users.sup.extension: extension 2001 is also user boss's extension" in lines
     assert any(line.startswith("users.bad.extension: not a phone number 'ext-9'") for line in lines)
+
+
+def _centre(**agents) -> SimpleNamespace:
+    """A stand-in CallCentre with just what Supervision.target reads (agents, calls, config)."""
+    from engine.calls import AgentRecord, Call, CallLeg, CallState
+
+    recs = {n: AgentRecord(n, tenant, i) for i, (n, (tenant, _)) in enumerate(agents.items())}
+    conf = SimpleNamespace(agents={n: SimpleNamespace(groups=groups) for n, (_, groups) in agents.items()})
+    call = Call("c-1", "default", "+491", "+4930", "carrier", "+4930", queue="sales", state=CallState.TALKING,
+                agent="1001", room="room-c-1", caller=CallLeg("c-1/caller", "caller"),
+                agent_leg=CallLeg("c-1/agent", "agent"))
+    recs["1001"].state, recs["1001"].call_id = "busy", "c-1"
+    return SimpleNamespace(agents=recs, calls={"c-1": call}, config=conf)
+
+
+def _session(role: str, tenant: str = "default", groups: tuple[str, ...] = ()) -> "Session":
+    from engine.ops import Session
+
+    return Session(peer="test", user="u", role=role, tenant=tenant, groups=frozenset(groups))
+
+
+def test_target_scope_rules():
+    from engine.errors import Forbidden, InvalidArgs, InvalidState, NotFound
+    from engine.supervision import Supervision
+
+    sup = Supervision(_centre(**{"1001": ("default", ("sales",)), "1002": ("default", ()),
+                                 "2001": ("other", ("sales",))}))
+    sales = _session("supervisor", groups=("sales",))
+    rec, call = sup.target(sales, "", "c-1")
+    assert rec.number == "1001" and call.call_id == "c-1"
+    assert sup.target(sales, "1001", "")[0].number == "1001"
+    assert sup.talking_call(rec).call_id == "c-1"
+    with pytest.raises(NotFound, match="no agent '2001'"):  # another tenant's agent does not exist for this user
+        sup.target(sales, "2001", "")
+    with pytest.raises(NotFound, match="no call 'nope'"):
+        sup.target(sales, "", "nope")
+    with pytest.raises(Forbidden, match="does not supervise agent 1002"):  # in no group: not supervisable
+        sup.target(sales, "1002", "")
+    with pytest.raises(Forbidden, match="does not supervise agent 1001"):
+        sup.target(_session("supervisor", groups=("support",)), "1001", "")
+    with pytest.raises(NotFound, match="is not agent 1002's"):
+        sup.target(_session("admin"), "1002", "c-1")
+    with pytest.raises(InvalidArgs):
+        sup.target(sales, "", "")
+    admin = _session("admin")
+    assert sup.target(admin, "1002", "")[0].number == "1002"  # admins: the whole tenant
+    with pytest.raises(InvalidState, match="agent 1002 is not on a call"):
+        sup.talking_call(sup.target(admin, "1002", "")[0])
+    assert sup.target(_session("admin", tenant="*"), "2001", "")[0].tenant == "other"
