@@ -124,3 +124,6 @@ async def op_call_get_data(ctx: OpContext, args: dict[str, Any]) -> dict[str, An
     """Attached data and IVR variables of a call."""
     _, call = _call_for(ctx, args["call_id"])
     return {"call_id": call.call_id, "data": call.data, "variables": call.variables}
+
+
+import engine.supervisor_ops  # noqa: E402,F401  (supervisor ops register with the call path's ops)

@@ -86,7 +86,7 @@ from typing import Any
 
 from engine.app import CallLogger
 from engine.calls import Call, CallLeg, CallState, CallTrigger
-from engine.errors import Conflict, Forbidden, InvalidArgs, NotFound
+from engine.errors import Conflict, Forbidden, InvalidArgs, InvalidState, NotFound
 from engine.legs import (
     LegAnswered, LegEnded, LegEvent, LegFailed, LegHoldChanged, LegOutcome, LegRinging, OutgoingLeg,
 )
@@ -103,10 +103,6 @@ DIAL_RING_TIMEOUT_S = 60.0
 """Click-to-dial: how long the dialled number rings."""
 
 
-class InvalidState(Conflict):
-    """The call is not in a state that allows the operation (retrieve a call not on hold ...)."""
-
-    code = "invalid_state"
 
 
 @dataclass(slots=True)
@@ -247,6 +243,7 @@ class CallControl:
         if (call.room, "recorder") in media.recorders:
             room.set_hearing("recorder", channels=[[caller], right])
             media.set_hearing(call.room, "recorder")  # (marks the engine's mix for recompiling)
+        self.centre.supervision.relayout(call)  # a joined supervisor keeps (or pauses) its mode
 
     def rejoin(self, call: Call) -> None:
         """A call with a room (back from a queue transfer) was answered: the new agent leg joins it."""

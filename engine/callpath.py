@@ -160,12 +160,16 @@ class CallCentre:
         from engine.voicemail import Voicemail
 
         self.voicemail = Voicemail(self)
+        from engine.supervision import Supervision
+
+        self.supervision = Supervision(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, engine: Any) -> None:
         self.engine = engine
         self.config = cfg = engine.config
         self.loop = asyncio.get_running_loop()
+        self.supervision.attach(engine)
         udp = next((lst for lst in cfg.sip.listen if lst.transport == "udp"), cfg.sip.listen[0])
         has_tcp = any(lst.transport == "tcp" for lst in cfg.sip.listen)
         auth = DigestAuthenticator(cfg.sip.domain, lookup_ha1=self._lookup_ha1)
@@ -982,6 +986,7 @@ class CallCentre:
         in_voicemail = self.voicemail.recording(call) or reason == "voicemail"
         self.voicemail.stop(call, reason)
         self._end_ivr(call)
+        self.supervision.call_ended(call)
         call.end_ts = time.time()
         call.end_reason = reason
         ep = self.endpoint

@@ -156,6 +156,18 @@ def _each(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
     return run
 
 
+def _check_supervisor_extension(cfg: Any, errors: Any, p: Path, u: Any) -> None:
+    """``[users.NAME] extension``: supervisors' and admins' phones only, never shared."""
+    if u.role not in ("supervisor", "admin"):
+        errors.add(p + ("extension",), "only users of role 'supervisor' or 'admin' have a phone extension")
+    for number, a in cfg.agents.items():
+        if a.extension == u.extension:
+            errors.add(p + ("extension",), f"extension {u.extension} is agent {number}'s extension")
+    for other, o in cfg.users.items():
+        if other < u.name and o.extension == u.extension:
+            errors.add(p + ("extension",), f"extension {u.extension} is also user {other}'s extension")
+
+
 @dataclass(frozen=True, slots=True)
 class Destination:
     """Where a call goes: ``queue:sales``, ``flow:main``, ``agent:1001``,
@@ -292,6 +304,8 @@ class User:
     groups: tuple[str, ...] = opt((), doc="groups a supervisor supervises")
     agent: str = opt("", doc="the agent number a user of role 'agent' acts as")
     allow_networks: tuple[str, ...] = opt((), check=_each(_check_network))
+    extension: str = opt("", check=_check_number,
+                         doc="supervisor/admin: own phone extension, rung by supervisor.listen/whisper/barge/intercept")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -711,6 +725,8 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
                 known(p + ("agent",), "agent", u.agent, cfg.agents, "agents", u.tenant)
         elif u.agent:
             errors.add(p + ("agent",), "only users of role 'agent' name an agent")
+        if u.extension:
+            _check_supervisor_extension(cfg, errors, p, u)
     for name, t in cfg.trunks.items():
         tenant_ok(("trunks", name), t.tenant)
     for name, h in cfg.hours.items():

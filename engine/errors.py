@@ -16,6 +16,7 @@ Codes (documented in ``docs/control.md``):
 ``forbidden``       the role or data scope of the user does not allow it
 ``not_found``       the named agent, call, queue ... does not exist
 ``conflict``        the object is in a state that does not allow the op
+``invalid_state``   the op needs the object in another state (agent not on a call)
 ``busy``            a resource limit (queue length, store backlog) was hit
 ``unavailable``     a service the op needs is not running
 ``frame_too_large`` a frame exceeded the maximum size (connection closed)
@@ -68,6 +69,13 @@ class NotFound(EngineError, LookupError):
 
 class Conflict(EngineError):
     code = "conflict"
+
+
+class InvalidState(Conflict):
+    """The op needs its object in another state (retrieve a call not on hold, a supervisor op on an
+    agent not on a call): a kind of ``conflict`` with its own code."""
+
+    code = "invalid_state"
 
 
 class Busy(EngineError):

@@ -74,3 +74,100 @@ class EngineStopping(Event):
     NAME: ClassVar[str] = "engine.stopping"
     reason: str
     """Why: ``shutdown``."""
+
+
+# ---------------------------------------------------------------- supervision (engine/supervision.py)
+# ``supervisor.*`` events are hidden from users of role ``agent`` (a silent
+# monitor must stay silent); ``call.intercepted`` is seen by the agent too.
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorRinging(Event):
+    """The supervisor's phone is being rung to join an agent's call."""
+
+    NAME: ClassVar[str] = "supervisor.ringing"
+    supervisor: str
+    """The supervisor's control user name."""
+    extension: str
+    """The supervisor's phone extension."""
+    call_id: str
+    """The monitored call."""
+    monitored_agent: str
+    """The agent on the monitored call."""
+    mode: str
+    """Mode requested: ``listen``, ``whisper``, ``barge`` or ``intercept``."""
+    tenant: str = DEFAULT_TENANT
+    groups: tuple[str, ...] = ()
+    """The monitored agent's groups (scope: their supervisors)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorJoined(Event):
+    """The supervisor's phone answered and joined the call's room in ``mode``."""
+
+    NAME: ClassVar[str] = "supervisor.joined"
+    supervisor: str
+    call_id: str
+    monitored_agent: str
+    mode: str
+    tenant: str = DEFAULT_TENANT
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorModeChanged(Event):
+    """A joined supervisor switched mode (no re-ringing)."""
+
+    NAME: ClassVar[str] = "supervisor.mode_changed"
+    supervisor: str
+    call_id: str
+    monitored_agent: str
+    mode: str
+    previous_mode: str
+    tenant: str = DEFAULT_TENANT
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorFailed(Event):
+    """The supervisor's phone did not join; the monitored call is untouched."""
+
+    NAME: ClassVar[str] = "supervisor.failed"
+    supervisor: str
+    call_id: str
+    monitored_agent: str
+    mode: str
+    outcome: str
+    """A leg outcome (``no_answer``, ``busy``, ``rejected``, ``timeout``, ``unreachable`` ...,
+    see ``engine.legs.LegOutcome``), or ``call_ended`` / ``leave``."""
+    status: int
+    """The SIP status of the phone's final answer (0 when none)."""
+    tenant: str = DEFAULT_TENANT
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorLeft(Event):
+    """The supervisor left the call (``supervisor.leave``, hung up, or the call ended)."""
+
+    NAME: ClassVar[str] = "supervisor.left"
+    supervisor: str
+    call_id: str
+    monitored_agent: str
+    reason: str
+    """``leave``, ``supervisor_hangup`` or ``call_ended``."""
+    tenant: str = DEFAULT_TENANT
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CallIntercepted(Event):
+    """A supervisor took the call over: the agent's leg was released (agent to wrap-up)."""
+
+    NAME: ClassVar[str] = "call.intercepted"
+    call_id: str
+    agent: str
+    """The agent whose leg was released (sees this event)."""
+    supervisor: str
+    tenant: str = DEFAULT_TENANT
+    groups: tuple[str, ...] = ()

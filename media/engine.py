@@ -655,6 +655,26 @@ class MediaEngine:
         rec.sink.close()
         return None
 
+    def set_channels(self, room_id: str, member_id: str, channels: Iterable[Iterable[str]]) -> None:
+        """Change what a recorder member mixes into each channel; the recording goes on.
+
+        The number of channels stays fixed (a file's layout cannot change
+        mid-recording): a barging supervisor joins the agent's channel, a
+        supervisor who intercepted the call replaces the agent.
+
+        Raises:
+            LocalMediaError: no such recorder, or a different channel count.
+        """
+        if (room_id, member_id) not in self.recorders:
+            raise LocalMediaError(f"no recorder {member_id} in room {room_id}")
+        room = self._room(room_id)
+        chans = [list(c) for c in channels]
+        if len(chans) != len(room.members[member_id].channels):
+            raise LocalMediaError(f"recorder {member_id} in room {room_id} has "
+                                  f"{len(room.members[member_id].channels)} channels, not {len(chans)}")
+        room.set_hearing(member_id, channels=chans)
+        self._dirty = True
+
     # -- DTMF ------------------------------------------------------------------
 
     def send_dtmf(self, leg_id: str, digits: str, duration_ms: float = 100.0, gap_ms: float = 60.0) -> None:

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 ALLOWED = frozenset({
     "create_leg", "update_leg", "destroy_leg", "leg_statistics",
     "create_room", "destroy_room", "join", "leave", "set_hearing", "apply_hear_set",
-    "play", "stop_playback", "send_dtmf", "start_recording", "stop_recording",
+    "play", "stop_playback", "send_dtmf", "start_recording", "stop_recording", "set_channels",
     "tick_figures",
 })
 
