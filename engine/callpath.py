@@ -63,7 +63,7 @@ from engine.config import Config
 from engine.routing import choose_destination, find_route, should_record
 from engine.errors import Conflict, Forbidden, InvalidArgs, NotFound
 from media.engine import MediaConfig, MediaEngine
-from media.events import DtmfReceived, MediaEvent, PlaybackFinished
+from media.events import DtmfReceived, MediaEvent, PlaybackFinished, RtpTimedOut
 from media.player import MusicSource
 from media.rtp import PayloadTypeMap
 from sip.errors import NoCommonCodecError, SdpError
@@ -79,10 +79,10 @@ logger = logging.getLogger("engine.callpath")
 _STATE_LABEL = {int(s): s.label for s in AgentState}
 
 REJECTS_BEFORE_NOT_READY = 2
-"""Consecutive rejected offers (busy, decline, INVITE timeout) after which the agent is set not ready."""
+"""Default of ``[callpath] rejects_before_not_ready``: consecutive rejected offers before not ready."""
 
 STICKY_WAIT_S = 15.0
-"""A returning caller waits this long for the agent of their last call (when logged in) before anyone else."""
+"""Default of ``[callpath] sticky_wait_s``: how long a returning caller waits for their last agent."""
 
 
 def music_on_hold_frames(seconds: float = 4.0) -> np.ndarray:
@@ -104,6 +104,19 @@ def aor_user(aor: str) -> str:
     """``"sip:2001@host"`` → ``"2001"``."""
     rest = aor.split(":", 1)[-1]
     return rest.split("@", 1)[0] if "@" in rest else ""
+
+
+def auto_answer_headers(domain: str) -> list[tuple[str, str]]:
+    """Headers asking a phone to answer an INVITE without ringing.
+
+    ``Answer-Mode: Auto`` (RFC 5373 §4), ``Call-Info: <sip:domain>;answer-after=0``
+    (Snom, Yealink, Grandstream, baresip, Linphone) and ``Alert-Info:
+    <http://localhost>;info=alert-autoanswer;delay=0`` (Polycom, Yealink,
+    Cisco SPA).  Phones honour them only when their intercom/auto-answer
+    setting allows it.
+    """
+    return [("Answer-Mode", "Auto"), ("Call-Info", f"<sip:{domain}>;answer-after=0"),
+            ("Alert-Info", "<http://localhost>;info=alert-autoanswer;delay=0")]
 
 
 def contact_destination(binding: Any) -> tuple[str, int]:
@@ -151,6 +164,9 @@ class CallCentre:
         from engine.voicemail import Voicemail
 
         self.voicemail = Voicemail(self)
+        from engine.screening import ScreenedCalls
+
+        self.screened = ScreenedCalls(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, engine: Any) -> None:
@@ -167,11 +183,13 @@ class CallCentre:
         await self.endpoint.start()
         logger.info("SIP listening on %s:%d (udp%s)", *self.endpoint.address, "+tcp" if has_tcp else "")
         m = cfg.media
-        self.media = MediaEngine(MediaConfig(host=m.host, port_range=(m.rtp_port_min, m.rtp_port_max)),
+        self.media = MediaEngine(MediaConfig(host=m.host, port_range=(m.rtp_port_min, m.rtp_port_max),
+                                             rtp_timeout_s=float(m.rtp_timeout_s)),
                                  on_event=self._on_media)
         try:
             await self.media.start()
             self._build_acd()
+            await self.screened.start(cfg, engine.store)
             if cfg.recording.mode != "none":
                 from media.recorder import Recorder
 
@@ -456,6 +474,10 @@ class CallCentre:
             return
         dialed = getattr(req.uri, "user", None) or ""
         caller_number = getattr(req.from_.uri, "user", None) or ""
+        verdict = self.screened.check(trunk.tenant, caller_number, dialed)
+        if verdict is not None:  # black/white lists (engine/screening.py)
+            self.screened.screen_out(ev, trunk, caller_number, dialed, verdict)
+            return
         route = find_route(cfg, trunk.tenant, dialed)
         if route is None:
             log.info("no route for dialed number %r from trunk %s: 404", dialed, trunk.name)
@@ -472,11 +494,29 @@ class CallCentre:
                 log.warning("route %s → %s is not supported by the call path yet: 503", dialed, route.destination)
                 ep.respond(ev.transaction, 503, "Service Unavailable (destination not supported)")
             return
+        call = self.answer_caller(ev, trunk, caller_number, dialed, route=route.dialed_number,
+                                  queue=dest.target if dest.kind == "queue" else "",
+                                  mailbox=dest.target if dest.kind == "voicemail" else "")
+        if call is None:
+            return
+        log.info("trunk %s: %s → %s answered, %s%s", trunk.name, caller_number, dialed, dest,
+                 " (after hours)" if after_hours else "")
+        self._spawn(self._route(call, flow))
+
+    def answer_caller(self, ev: RequestReceived, trunk: Any, caller_number: str, dialed: str, *, route: str,
+                      **call_fields: Any) -> Call | None:
+        """Answer a trunk INVITE (RFC 3264 answer on a new media leg, 200 OK) and register its :class:`Call`.
+
+        None when the offer is unusable (400 bad SDP, 488 no common codec: already answered).
+        """
+        req, ep, cfg = ev.request, self.endpoint, self.config
+        assert ep is not None and cfg is not None and self.media is not None
+        log = CallLogger(logger, {"call_id": req.call_id})
         try:
             offer = SessionDescription.parse(req.body)
         except (SdpError, ValueError) as exc:
             ep.respond(ev.transaction, 400, f"Bad Request (SDP: {exc})"[:100])
-            return
+            return None
         leg_id = f"{req.call_id}/caller"
         self._session_seq += 1
         sdp = SdpSession(cfg.media.host, int(time.time()) * 1000 + self._session_seq)
@@ -486,7 +526,7 @@ class CallCentre:
         except Exception as exc:  # no audio stream / no supported codec in the map
             log.info("no acceptable media in offer (%s): 488", exc)
             ep.respond(ev.transaction, 488, "Not Acceptable Here")
-            return
+            return None
         try:
             answer, neg = sdp.answer(offer, leg.local_port)
             self.media.update_leg(leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
@@ -495,20 +535,18 @@ class CallCentre:
             self.media.destroy_leg(leg_id)
             log.info("no common codec (%s): 488", exc)
             ep.respond(ev.transaction, 488, "Not Acceptable Here")
-            return
+            return None
         dialog = ep.respond(ev.transaction, 200, body=bytes(answer), content_type="application/sdp")
-        call = Call(req.call_id, trunk.tenant, caller_number, dialed, trunk.name, route.dialed_number,
-                    queue=dest.target if dest.kind == "queue" else "", acd_id=self._next_caller,
-                    mailbox=dest.target if dest.kind == "voicemail" else "")
+        call = Call(req.call_id, trunk.tenant, caller_number, dialed, trunk.name, route, acd_id=self._next_caller,
+                    **call_fields)
         self._next_caller += 1
         call.caller = CallLeg(leg_id, "caller", dialog=dialog, sdp=sdp, media_open=True)
         if dialog is not None:
             dialog.data = (call.call_id, "caller")
         self.calls[call.call_id] = call
         self.calls_by_acd[call.acd_id] = call
-        log.info("trunk %s: %s → %s answered (%s), %s%s", trunk.name, caller_number, dialed, neg.codec, dest,
-                 " (after hours)" if after_hours else "")
-        self._spawn(self._route(call, flow))
+        log.debug("caller leg answered (%s)", neg.codec)
+        return call
 
     def _flow(self, name: str) -> Any:
         """The loaded flow ``name`` (loaded once; None when unknown or invalid)."""
@@ -608,9 +646,9 @@ class CallCentre:
         call.queued_ts = time.time()
         qid = self.queue_ids[call.queue]
         last = self.agents.get(call.variables.get("history", {}).get("last_agent", ""))
-        sticky = last is not None and last.state != "logged_out"
+        sticky = last is not None and last.state != "logged_out" and self.config.callpath.sticky_wait_s > 0  # type: ignore
         self.acd.enqueue(call.acd_id, qid, self.now(), sticky_agent=last.acd_id if sticky else -1,  # type: ignore
-                         sticky_s=STICKY_WAIT_S if sticky else 0.0)
+                         sticky_s=float(self.config.callpath.sticky_wait_s) if sticky else 0.0)  # type: ignore
         self._queue_log(call, "enqueued", position=self.acd.queue_length(qid))
         self._schedule_announcement(call)
         self._pump()
@@ -621,8 +659,30 @@ class CallCentre:
         ann = self.config.queues[call.queue].announcements  # type: ignore[union-attr]
         if call.ivr is None and (ann.position or ann.expected_wait):
             self.loop.call_later(ann.interval_s, self._announce, call.call_id, call.queue)  # type: ignore
+        if call.ivr is None and ann.periodic_prompt:
+            self.loop.call_later(ann.periodic_interval_s or ann.interval_s, self._periodic_prompt,  # type: ignore
+                                 call.call_id, call.queue)
+
+    def _periodic_prompt(self, call_id: str, queue: str) -> None:
+        """``announcements.periodic_prompt``: a file, or ``tts:TEXT``, every ``periodic_interval_s``."""
+        from ivr.actions import PromptItem
+
+        call = self.calls.get(call_id)
+        if call is None or call.queue != queue or call.ivr is not None \
+                or call.state not in (CallState.QUEUED, CallState.OFFERING):
+            return
+        ann = self.config.queues[queue].announcements  # type: ignore[union-attr]
+        if not call.announce_player and call.state is CallState.QUEUED:
+            prompt = ann.periodic_prompt
+            item = (PromptItem("tts", prompt[4:], "en") if prompt.startswith("tts:")
+                    else PromptItem("file", self.config.resolve_path(prompt)))  # type: ignore[union-attr]
+            self._spawn(self._play_announcement(call, item))
+        self.loop.call_later(ann.periodic_interval_s or ann.interval_s, self._periodic_prompt,  # type: ignore
+                             call_id, queue)
 
     def _announce(self, call_id: str, queue: str) -> None:
+        from ivr.actions import PromptItem
+
         call = self.calls.get(call_id)
         if call is None or call.queue != queue or call.state is not CallState.QUEUED or call.announce_player:
             return
@@ -633,15 +693,14 @@ class CallCentre:
         if ann.expected_wait:
             minutes = max(1, round(self.acd.expected_wait_s(call.acd_id) / 60))
             parts.append(f"The expected wait is about {minutes} minute{'s' if minutes > 1 else ''}.")
-        self._spawn(self._play_announcement(call, " ".join(parts)))
+        self._spawn(self._play_announcement(call, PromptItem("tts", " ".join(parts), "en")))
         self.loop.call_later(ann.interval_s, self._announce, call_id, queue)  # type: ignore[union-attr]
 
-    async def _play_announcement(self, call: Call, text: str) -> None:
+    async def _play_announcement(self, call: Call, item: Any) -> None:
         from engine.ivrbridge import prompt_audio
-        from ivr.actions import PromptItem
         from media.player import ArraySource
 
-        audio = await asyncio.get_running_loop().run_in_executor(None, prompt_audio, (PromptItem("tts", text, "en"),))
+        audio = await asyncio.get_running_loop().run_in_executor(None, prompt_audio, (item,))
         media = self.media
         if audio.size == 0 or media is None or call.state is not CallState.QUEUED or call.caller is None \
                 or call.caller.leg_id not in media.legs:
@@ -715,12 +774,21 @@ class CallCentre:
             self._acd_timer = self.loop.call_at(deadline, self._acd_due)  # type: ignore[union-attr]
 
     def _queue_exit(self, call: Call, reason: str) -> None:
-        """ACD timeout / queue full: the queue's ``timeout_destination`` (voicemail or another queue), else hang up."""
+        """ACD timeout / queue full: the queue's ``timeout_destination`` (queue full: ``full_destination``,
+        else ``timeout_destination``): voicemail, another queue or a flow; else hang up."""
         from engine.config import parse_destination_or_none
 
         q = self.config.queues[call.queue]  # type: ignore[union-attr]
-        dest = parse_destination_or_none(q.timeout_destination) if reason == "queue_timeout" else None
-        if dest is not None and dest.kind == "voicemail":
+        text = q.timeout_destination if reason == "queue_timeout" else (q.full_destination or q.timeout_destination)
+        dest = parse_destination_or_none(text)
+        flow = self._flow(dest.target) if dest is not None and dest.kind == "flow" else None
+        if flow is not None:
+            call.fire(CallTrigger.DEQUEUE)
+            self.stop_music(call)
+            CallLogger(logger, {"call_id": call.call_id}).info("%s: queue %s → flow %s", reason, call.queue,
+                                                               dest.target)  # type: ignore[union-attr]
+            self._spawn(self._route(call, flow))
+        elif dest is not None and dest.kind == "voicemail":
             call.fire(CallTrigger.DEQUEUE)
             self.stop_music(call)
             call.mailbox = dest.target
@@ -748,7 +816,7 @@ class CallCentre:
                     return bindings[0]
         return None
 
-    def _offer(self, call: Call, rec: AgentRecord) -> None:
+    def _offer(self, call: Call, rec: AgentRecord, *, auto_answer: bool = False) -> None:
         cfg, ep, media = self.config, self.endpoint, self.media
         assert cfg is not None and ep is not None and media is not None
         log = CallLogger(logger, {"call_id": call.call_id})
@@ -775,7 +843,10 @@ class CallCentre:
         txn = ep.invite(binding.contact, dest=contact_destination(binding), transport=binding.transport,
                         from_=f"<sip:{call.caller_number or 'anonymous'}@{host}:{port}>",
                         to=f"<sip:{rec.extension}@{cfg.sip.domain}>",
-                        headers=[("X-Call-Id", call.call_id)], body=bytes(offer), content_type="application/sdp")
+                        headers=[("X-Call-Id", call.call_id)]
+                        + (auto_answer_headers(cfg.sip.domain) if auto_answer or cfg.agents[rec.number].auto_answer
+                           else []),
+                        body=bytes(offer), content_type="application/sdp")
         call.agent_leg = CallLeg(leg_id, "agent", invite_txn=txn, sdp=sdp, media_open=True)
         self._invites[id(txn)] = call.call_id
         q = cfg.queues[call.queue]
@@ -784,6 +855,20 @@ class CallCentre:
         log.info("offering to agent %s at %s (%s)", rec.number, binding.contact, binding.source)
         self.engine.bus.publish("call.ringing", self._screen_pop(call, rec), tenant=call.tenant, agent=rec.number,
                                 queue=call.queue, groups=q.groups)
+
+    def request_answer(self, call: Call) -> None:
+        """``call.answer``: re-send the ringing offer asking the phone to answer at once.
+
+        The INVITE without auto-answer headers is CANCELled and the same agent
+        (still reserved by the ACD) gets a new INVITE carrying them
+        (:func:`auto_answer_headers`); a phone that ignores them simply rings again.
+        """
+        if call.state is not CallState.OFFERING or call.agent_leg is None or call.agent_leg.invite_txn is None:
+            raise Conflict(f"call {call.call_id} is not ringing at an agent (state {call.state.value})")
+        rec = self.agents[call.offered_agent]
+        CallLogger(logger, {"call_id": call.call_id}).info("agent %s: re-offer with auto-answer", rec.number)
+        self._stop_ringing(call)
+        self._offer(call, rec, auto_answer=True)
 
     def _screen_pop(self, call: Call, rec: AgentRecord) -> dict[str, Any]:
         history = call.variables.get("history", {"calls": 0, "last_agent": "", "last_notes": ""})
@@ -840,7 +925,7 @@ class CallCentre:
         else:
             self.acd.decline(call.acd_id, rec.acd_id, self.now())
             rec.rejects += 1
-            if rec.rejects >= REJECTS_BEFORE_NOT_READY and self.acd.agent_state(rec.acd_id) == AgentState.READY:
+            if rec.rejects >= self.config.callpath.rejects_before_not_ready and self.acd.agent_state(rec.acd_id) == AgentState.READY:
                 self.acd.not_ready(rec.acd_id, self.now())
                 rec.reason_code = "phone_rejects"
                 rec.rejects = 0
@@ -1006,7 +1091,7 @@ class CallCentre:
         elif previous is CallState.TALKING:
             call.disposition = "answered"
         else:
-            call.disposition = "voicemail" if in_voicemail else reason
+            call.disposition = "voicemail" if in_voicemail else (call.disposition or reason)  # preset: "blocked"
         self._stop_recording(call)
         if self.media is not None and call.room and call.room in self.media.rooms:
             self.media.destroy_room(call.room)
@@ -1048,6 +1133,15 @@ class CallCentre:
 
     # ------------------------------------------------------------------ media events
     def _on_media(self, ev: MediaEvent) -> None:
+        if isinstance(ev, PlaybackFinished) and self.screened.playback_finished(ev.player_id):
+            return
+        if isinstance(ev, RtpTimedOut):
+            call = self._call_of_leg(ev.leg_id)
+            if call is not None:
+                CallLogger(logger, {"call_id": call.call_id}).warning(
+                    "no RTP on leg %s for %.1f s: hanging up", ev.leg_id, ev.silent_s)
+                self.hangup(call, "rtp_timeout")
+            return
         if isinstance(ev, PlaybackFinished):
             call = self._call_of_leg(ev.leg_id)
             if call is not None and call.announce_player == ev.player_id:

@@ -193,6 +193,19 @@ CREATE TABLE surveys (
 CREATE INDEX surveys_ts ON surveys (tenant, ts);
 CREATE INDEX surveys_agent ON surveys (tenant, agent, ts);
 """),
+    (4, "screening list changes (engine/screening.py replays them)", """
+CREATE TABLE screening_log (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    list TEXT NOT NULL,
+    number TEXT NOT NULL,
+    action TEXT NOT NULL,
+    user TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX screening_log_list ON screening_log (tenant, list, id);
+"""),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,249 @@
+"""Queue exits and call-path timers with real SIP/RTP (engine in a subprocess, our UAs as trunk
+and phone): queue full → the queue's full_destination (a flow), queue timeout → a flow, the
+periodic prompt heard by the caller (Goertzel on the RTP it receives), hang-up on RTP timeout,
+and call.answer re-offering with auto-answer headers."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest_inbound import (
+    AGENT_PASSWORDS, DIALED, EngineProcess, next_event_named, offer_sdp, register, trunk_call,
+)
+from media.g711 import ulaw_decode
+from sip.events import DialogTerminated, RequestReceived
+from sip.useragent import SipEndpoint
+
+pytestmark = pytest.mark.interop
+
+SMALL, TO_FLOW, PERIODIC = "+4930555701", "+4930555702", "+4930555703"
+EXTRA = f"""
+[queues.small]
+groups = ["sales"]
+max_length = 1
+full_destination = "flow:inbound_menu"
+
+[queues.toflow]
+groups = ["sales"]
+timeout_s = 1
+timeout_destination = "flow:inbound_menu"
+
+[queues.periodic]
+groups = ["sales"]
+announcements = {{ periodic_prompt = "beep.wav", periodic_interval_s = 1 }}
+
+[[routes]]
+dialed_number = "{SMALL}"
+destination = "queue:small"
+
+[[routes]]
+dialed_number = "{TO_FLOW}"
+destination = "queue:toflow"
+
+[[routes]]
+dialed_number = "{PERIODIC}"
+destination = "queue:periodic"
+"""
+RTP_TIMEOUT_S = 4
+
+
+def run(coro, timeout: float = 40.0):
+    async def bounded():
+        return await asyncio.wait_for(coro, timeout)
+    return asyncio.run(bounded())
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("queue_extras")
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(tmp / "beep.wav"), "synth", "0.6",
+                    "sine", "1000", "vol", "0.5"], check=True, timeout=20)
+    eng = EngineProcess(tmp)
+    text = eng.config.read_text().replace("[media]\n", f"[media]\nrtp_timeout_s = {RTP_TIMEOUT_S}\n", 1)
+    eng.config.write_text(text + EXTRA)
+    eng.start()
+    yield eng
+    rc = eng.stop()
+    assert rc in (0, None), eng.log_text()
+
+
+def db_rows(eng, sql, *params):
+    db = sqlite3.connect(eng.tmp / "cc.db")
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+async def wait_rows(eng, sql, *params, n=1):
+    for _ in range(100):
+        rows = db_rows(eng, sql, *params)
+        if len(rows) >= n:
+            return rows
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no rows for {sql}:\n{eng.log_text()}")
+
+
+async def still_up(ep: SipEndpoint, seconds: float) -> bool:
+    """No BYE from the engine for ``seconds``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        try:
+            ev = await ep.next_event(max(0.01, end - loop.time()))
+        except TimeoutError:
+            continue
+        if isinstance(ev, DialogTerminated):
+            return False
+    return True
+
+
+def test_queue_full_goes_to_full_destination_flow(engine):
+    async def scenario():
+        first, ev1 = await trunk_call(engine.sip_port, SMALL, offer_sdp(4200), caller="+4917100001")
+        second, ev2 = await trunk_call(engine.sip_port, SMALL, offer_sdp(4202), caller="+4917100002")
+        try:
+            assert ev1.response.status_code == ev2.response.status_code == 200
+            assert await still_up(second, 1.0), "the overflowing caller was hung up instead of routed"
+            first.bye(ev1.dialog)
+            second.bye(ev2.dialog)
+            await asyncio.sleep(0.2)
+        finally:
+            await first.stop()
+            await second.stop()
+        (cdr,) = await wait_rows(engine, "SELECT * FROM cdr WHERE caller_number = ?", "+4917100002")
+        assert cdr["flow"] == "inbound_menu" and cdr["end_reason"] == "caller_hangup"
+        events = [r["event"] for r in db_rows(engine, "SELECT event FROM queue_log WHERE call_id = ? ORDER BY id",
+                                              cdr["call_id"])]
+        assert events[:1] == ["queue_full"] or events[:2] == ["enqueued", "queue_full"], events
+    run(scenario())
+
+
+def test_queue_timeout_goes_to_a_flow(engine):
+    async def scenario():
+        ep, ev = await trunk_call(engine.sip_port, TO_FLOW, offer_sdp(4204), caller="+4917100003")
+        try:
+            assert ev.response.status_code == 200
+            assert await still_up(ep, 2.0), "the caller was hung up at the queue timeout"
+            ep.bye(ev.dialog)
+            await asyncio.sleep(0.2)
+        finally:
+            await ep.stop()
+        (cdr,) = await wait_rows(engine, "SELECT * FROM cdr WHERE caller_number = ?", "+4917100003")
+        assert cdr["flow"] == "inbound_menu" and cdr["queue"] == "toflow"
+        events = [r["event"] for r in db_rows(engine, "SELECT event FROM queue_log WHERE call_id = ? ORDER BY id",
+                                              cdr["call_id"])]
+        assert events == ["enqueued", "queue_timeout"]
+    run(scenario())
+
+
+def goertzel_ratio(frame: np.ndarray, hz: float) -> float:
+    """Share of the frame's energy at ``hz`` (Goertzel over one 20 ms frame)."""
+    coeff = 2 * np.cos(2 * np.pi * hz / 8000)
+    s1 = s2 = 0.0
+    for x in frame:
+        s1, s2 = x + coeff * s1 - s2, s1
+    power = s1 * s1 + s2 * s2 - coeff * s1 * s2
+    total = float(np.sum(frame * frame)) * len(frame) / 2
+    return power / total if total > 0 else 0.0
+
+
+def test_periodic_prompt_is_heard(engine):
+    async def scenario():
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind(("127.0.0.1", 0))
+        rtp.setblocking(False)
+        ep, ev = await trunk_call(engine.sip_port, PERIODIC, offer_sdp(rtp.getsockname()[1]), caller="+4917100004")
+        frames: list[np.ndarray] = []
+        try:
+            assert ev.response.status_code == 200
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 2.6
+            while loop.time() < end:
+                try:
+                    while True:
+                        pkt = rtp.recv(2048)
+                        if len(pkt) == 172 and pkt[1] & 0x7F == 0:
+                            frames.append(ulaw_decode(np.frombuffer(pkt[12:], np.uint8)).astype(np.float64))
+                except BlockingIOError:
+                    pass
+                await asyncio.sleep(0.02)
+            ep.bye(ev.dialog)
+            await asyncio.sleep(0.1)
+        finally:
+            rtp.close()
+            await ep.stop()
+        tone = [goertzel_ratio(f, 1000.0) > 0.8 for f in frames]
+        music = [goertzel_ratio(f, 392.0) > 0.5 or goertzel_ratio(f, 523.25) > 0.5 for f in frames]
+        assert len(frames) > 80, len(frames)
+        assert sum(music) > 20, "no music on hold before the prompt"
+        assert sum(tone) >= 20, f"periodic prompt (1 kHz) not heard: {sum(tone)} of {len(frames)} frames"
+    run(scenario())
+
+
+def test_rtp_timeout_hangs_up(engine):
+    async def scenario():
+        ep, ev = await trunk_call(engine.sip_port, DIALED, offer_sdp(4206), caller="+4917100005")
+        try:
+            assert ev.response.status_code == 200
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            assert not await still_up(ep, RTP_TIMEOUT_S + 4), "no BYE after the RTP timeout"
+            assert loop.time() - t0 >= RTP_TIMEOUT_S - 1.0
+        finally:
+            await ep.stop()
+        (cdr,) = await wait_rows(engine, "SELECT * FROM cdr WHERE caller_number = ?", "+4917100005")
+        assert cdr["end_reason"] == "rtp_timeout" and cdr["disposition"] == "rtp_timeout"
+    run(scenario())
+
+
+def test_call_answer_reoffers_with_auto_answer_headers(engine):
+    async def scenario():
+        admin = await engine.client()
+        alice = await engine.client("alice", AGENT_PASSWORDS["1001"])
+        phone = SipEndpoint("127.0.0.1", 0, tcp=False, user="2001")
+        trunk = None
+        try:
+            await admin.subscribe(events=["call.*"])
+            _, phone_port = await phone.start()
+            await alice.request("agent.login", password=AGENT_PASSWORDS["1001"], extension="2001")
+            assert await register(engine.sip_port, "2001", AGENT_PASSWORDS["1001"], contact_port=phone_port) == 200
+            await alice.request("agent.ready")
+            trunk, ev = await trunk_call(engine.sip_port, DIALED, offer_sdp(4208), caller="+4917100006")
+            first = await phone.next_event(5)
+            assert isinstance(first, RequestReceived) and first.request.method == "INVITE"
+            assert "Answer-Mode" not in first.request.headers
+            phone.respond(first.transaction, 180)
+            ringing = await next_event_named(admin, "call.ringing")
+            res = await alice.request("call.answer", call_id=ringing["data"]["call_id"])
+            assert res["agent"] == "1001"
+            invite = None
+            while invite is None:
+                nxt = await phone.next_event(5)
+                if isinstance(nxt, RequestReceived) and nxt.request.method == "INVITE" and nxt.dialog is None:
+                    invite = nxt
+            h = invite.request.headers
+            assert h.get("Answer-Mode") == "Auto"
+            assert "answer-after=0" in h.get("Call-Info") and "alert-autoanswer" in h.get("Alert-Info")
+            phone.respond(invite.transaction, 200, body=offer_sdp(4210), content_type="application/sdp")
+            answered = await next_event_named(admin, "call.answered")
+            assert answered["data"]["agent"] == "1001"
+            with pytest.raises(Exception, match="conflict"):
+                await alice.request("call.answer", call_id=ringing["data"]["call_id"])
+            trunk.bye(ev.dialog)
+            await next_event_named(admin, "call.ended")
+            await alice.request("agent.wrapup_done")
+            await alice.request("agent.logout")
+        finally:
+            if trunk is not None:
+                await trunk.stop()
+            await phone.stop()
+            await alice.close()
+            await admin.close()
+    run(scenario())
