@@ -675,7 +675,7 @@ class CallCentre:
         if not call.announce_player and call.state is CallState.QUEUED:
             prompt = ann.periodic_prompt
             item = (PromptItem("tts", prompt[4:], "en") if prompt.startswith("tts:")
-                    else PromptItem("file", self.config.resolve_path(prompt)))  # type: ignore[union-attr]
+                    else PromptItem("file", self.config.resolve_path(prompt), ""))  # type: ignore[union-attr]
             self._spawn(self._play_announcement(call, item))
         self.loop.call_later(ann.periodic_interval_s or ann.interval_s, self._periodic_prompt,  # type: ignore
                              call_id, queue)

@@ -270,7 +270,7 @@ class ScreenedCalls:
         centre = self.centre
         cfg = centre.config
         assert cfg is not None
-        item = (PromptItem("file", cfg.resolve_path(verdict.message_file)) if verdict.message_file
+        item = (PromptItem("file", cfg.resolve_path(verdict.message_file), "") if verdict.message_file
                 else PromptItem("tts", verdict.message, "en"))
         audio = await asyncio.get_running_loop().run_in_executor(None, prompt_audio, (item,))
         centre.engine.bus.publish("call.blocked", {**call.describe(), "list": verdict.list, "action": "message"},

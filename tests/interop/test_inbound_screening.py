@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
+import subprocess
 
 import numpy as np
 import pytest
@@ -33,6 +34,11 @@ numbers = ["+4917000009"]
 action = "message"
 message = "Your number is blocked. Goodbye."
 
+[screening.recorded]
+numbers = ["+4917000010"]
+action = "message"
+message_file = "blocked.wav"
+
 [screening.night]
 kind = "allow"
 numbers = ["+4917055*"]
@@ -50,6 +56,8 @@ def run(coro, timeout: float = 40.0):
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("screening")
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(tmp / "blocked.wav"), "synth", "1.5",
+                    "sine", "700", "vol", "0.5"], check=True, timeout=20)
     eng = EngineProcess(tmp)
     eng.config.write_text(eng.config.read_text() + SCREENING)
     eng.start()
@@ -97,13 +105,15 @@ def test_blocked_number_and_prefix_rejected_with_the_lists_response(engine):
     run(scenario())
 
 
-def test_blocked_number_hears_the_message_then_is_hung_up(engine):
+@pytest.mark.parametrize("caller,list_name", [("+4917000009", "nuisance"), ("+4917000010", "recorded")],
+                         ids=["tts", "file"])
+def test_blocked_number_hears_the_message_then_is_hung_up(engine, caller, list_name):
     async def scenario():
         rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         rtp.bind(("127.0.0.1", 0))
         rtp.setblocking(False)
         loop = asyncio.get_running_loop()
-        ep, ev = await trunk_call(engine.sip_port, DIALED, offer_sdp(rtp.getsockname()[1]), caller="+4917000009")
+        ep, ev = await trunk_call(engine.sip_port, DIALED, offer_sdp(rtp.getsockname()[1]), caller=caller)
         try:
             assert ev.response.status_code == 200
             samples: list[np.ndarray] = []
@@ -130,8 +140,8 @@ def test_blocked_number_hears_the_message_then_is_hung_up(engine):
         finally:
             rtp.close()
             await ep.stop()
-        (row,) = await wait_cdr(engine, "+4917000009")
-        assert row["disposition"] == "blocked" and row["end_reason"] == "screened:nuisance"
+        (row,) = await wait_cdr(engine, caller)
+        assert row["disposition"] == "blocked" and row["end_reason"] == f"screened:{list_name}"
     run(scenario())
 
 
