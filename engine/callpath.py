@@ -582,7 +582,7 @@ class CallCentre:
             media.stop_playback(call.moh_player)
         call.moh_player = ""
 
-    async def _route(self, call: Call, flow: Any) -> None:
+    async def _route(self, call: Call, flow: Any, variables: dict[str, Any] | None = None) -> None:
         await self._history(call)
         if call.state is not CallState.ROUTING:
             return
@@ -599,7 +599,8 @@ class CallCentre:
         from ivr.runner import start_call
 
         bridge = IvrBridge(self, call)
-        interpreter = Interpreter(flow, call.call_id, variables=dict(call.data.get("ivr", {})))
+        interpreter = Interpreter(flow, call.call_id,
+                                  variables=dict(call.data.get("ivr", {}) if variables is None else variables))
         ivr, task = start_call(interpreter, bridge, CallStarted(call.caller_number, call.dialed_number, time.time()))
         bridge.ivr = ivr
         call.ivr = (ivr, task, bridge)

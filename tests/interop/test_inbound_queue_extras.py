@@ -50,6 +50,71 @@ dialed_number = "{PERIODIC}"
 destination = "queue:periodic"
 """
 RTP_TIMEOUT_S = 4
+XFER_FLOW, XFER_BAD = "+4930555801", "+4930555802"
+FLOWS = {
+    "to_queue": """
+[flow]
+name = "to_queue"
+start = "t"
+
+[nodes.t]
+type = "transfer"
+queue = "sales"
+on_failure = "bye"
+
+[nodes.bye]
+type = "hangup"
+""",
+    "to_flow": """
+[flow]
+name = "to_flow"
+start = "greet"
+
+[nodes.greet]
+type = "set"
+variables = { department = "sales" }
+next = "t"
+
+[nodes.t]
+type = "transfer"
+flow = "to_queue"
+on_failure = "bye"
+
+[nodes.bye]
+type = "hangup"
+""",
+    "to_nowhere": """
+[flow]
+name = "to_nowhere"
+start = "t"
+
+[nodes.t]
+type = "transfer"
+queue = "closed_queue"
+on_failure = "bye"
+
+[nodes.bye]
+type = "hangup"
+""",
+}
+XFER_CONFIG = f"""
+[flows.to_queue]
+path = "to_queue.toml"
+
+[flows.to_flow]
+path = "to_flow.toml"
+
+[flows.to_nowhere]
+path = "to_nowhere.toml"
+
+[[routes]]
+dialed_number = "{XFER_FLOW}"
+destination = "flow:to_flow"
+
+[[routes]]
+dialed_number = "{XFER_BAD}"
+destination = "flow:to_nowhere"
+"""
 
 
 def run(coro, timeout: float = 40.0):
@@ -63,9 +128,11 @@ def engine(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("queue_extras")
     subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(tmp / "beep.wav"), "synth", "0.6",
                     "sine", "1000", "vol", "0.5"], check=True, timeout=20)
+    for name, flow in FLOWS.items():
+        (tmp / f"{name}.toml").write_text(flow)
     eng = EngineProcess(tmp)
     text = eng.config.read_text().replace("[media]\n", f"[media]\nrtp_timeout_s = {RTP_TIMEOUT_S}\n", 1)
-    eng.config.write_text(text + EXTRA)
+    eng.config.write_text(text + EXTRA + XFER_CONFIG)
     eng.start()
     yield eng
     rc = eng.stop()
@@ -246,4 +313,44 @@ def test_call_answer_reoffers_with_auto_answer_headers(engine):
             await phone.stop()
             await alice.close()
             await admin.close()
+    run(scenario())
+
+
+def test_ivr_transfer_to_flow_then_to_queue(engine):
+    async def scenario():
+        admin = await engine.client()
+        ep, ev = await trunk_call(engine.sip_port, XFER_FLOW, offer_sdp(4212), caller="+4917100007")
+        try:
+            assert ev.response.status_code == 200
+            call = None
+            for _ in range(60):
+                calls = [c for c in (await admin.request("call.list"))["calls"] if c["caller_number"] == "+4917100007"]
+                if calls and calls[0]["state"] == "queued":
+                    call = calls[0]
+                    break
+                await asyncio.sleep(0.05)
+            assert call is not None and call["queue"] == "sales", calls
+            data = await admin.request("call.get_data", call_id=call["call_id"])
+            assert data["variables"]["department"] == "sales"
+            assert data["variables"]["transfer_target"] == "queue:sales"
+            ep.bye(ev.dialog)
+            await asyncio.sleep(0.2)
+        finally:
+            await ep.stop()
+            await admin.close()
+        (cdr,) = await wait_rows(engine, "SELECT * FROM cdr WHERE caller_number = ?", "+4917100007")
+        assert cdr["flow"] == "to_queue" and cdr["queue"] == "sales" and cdr["disposition"] == "abandoned"
+    run(scenario())
+
+
+def test_ivr_transfer_to_unknown_queue_takes_on_failure(engine):
+    async def scenario():
+        ep, ev = await trunk_call(engine.sip_port, XFER_BAD, offer_sdp(4214), caller="+4917100008")
+        try:
+            assert ev.response.status_code == 200
+            assert not await still_up(ep, 5.0), "the flow's on_failure (hangup) did not run"
+        finally:
+            await ep.stop()
+        (cdr,) = await wait_rows(engine, "SELECT * FROM cdr WHERE caller_number = ?", "+4917100008")
+        assert cdr["flow"] == "to_nowhere" and cdr["queue"] == ""
     run(scenario())
