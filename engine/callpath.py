@@ -1138,7 +1138,9 @@ class CallCentre:
             return
         if isinstance(ev, RtpTimedOut):
             call = self._call_of_leg(ev.leg_id)
-            if call is not None:
+            watched = call is not None and (call.state is CallState.TALKING or (
+                call.caller is not None and ev.leg_id == call.caller.leg_id))  # not a phone still ringing
+            if call is not None and watched:
                 CallLogger(logger, {"call_id": call.call_id}).warning(
                     "no RTP on leg %s for %.1f s: hanging up", ev.leg_id, ev.silent_s)
                 self.hangup(call, "rtp_timeout")
