@@ -15,7 +15,9 @@ credentials come into being at ``agent.login``: the password is verified
 against the agent's hash and HA1 = MD5(extension:realm:password) (and the
 same for the agent number as user) is kept in memory until logout.  A
 phone registers as ``sip:<extension>@<anything>`` with digest user
-``<extension>`` and the agent's password.
+``<extension>`` and the agent's password.  An extension with a device
+credential (``[extensions.N] sip_ha1``) registers with its own password at
+any time; agent logins on it leave that credential alone.
 
 A trunk INVITE (RFC 3261 §13.3) is routed like this:
 
@@ -189,6 +191,7 @@ class CallCentre:
         try:
             await self.media.start()
             self._build_acd()
+            self.credentials.update({n: e.sip_ha1 for n, e in cfg.extensions.items()})  # device credentials
             await self.screened.start(cfg, engine.store)
             if cfg.recording.mode != "none":
                 from media.recorder import Recorder
@@ -265,7 +268,7 @@ class CallCentre:
 
     def _set_credentials(self, rec: AgentRecord, password: str) -> None:
         realm = self.config.sip.domain  # type: ignore[union-attr]
-        for user in {rec.number, rec.extension} - {""}:
+        for user in {rec.number, rec.extension} - {""} - set(self.config.extensions):  # type: ignore[union-attr]
             self.credentials[user] = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
 
     # ------------------------------------------------------------------ agent operations
@@ -288,6 +291,9 @@ class CallCentre:
         extension = extension or conf.extension
         if not extension:
             raise InvalidArgs(f"agent {number} has no default extension: give one")
+        device = cfg.extensions.get(extension)
+        if device is not None and device.tenant != rec.tenant:
+            raise Forbidden(f"extension {extension} belongs to tenant {device.tenant!r}")
         for other in self.agents.values():
             if other is not rec and other.state != "logged_out" and other.extension == extension:
                 raise Conflict(f"extension {extension} is in use by agent {other.number}")
@@ -309,7 +315,7 @@ class CallCentre:
             raise Conflict(f"agent {rec.number} is on a call")
         self._cancel_wrapup(rec)
         self.acd.logout(rec.acd_id, self.now())
-        for user in (rec.number, rec.extension):
+        for user in {rec.number, rec.extension} - set(self.config.extensions):  # type: ignore[union-attr]
             self.credentials.pop(user, None)
         self._pump()
         self._sync_agent(rec)

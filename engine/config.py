@@ -404,6 +404,17 @@ class Flow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Extension:
+    number: str = opt(key=True)
+    tenant: str = opt(DEFAULT_TENANT)
+    sip_ha1: str = opt(check=lambda v: None if re.fullmatch(r"[0-9a-f]{32}", v) else
+                       "not an MD5 HA1 (32 lowercase hex digits: md5 of 'EXTENSION:REALM:PASSWORD')",
+                       doc="device credential: MD5(extension:[sip] domain:password); the phone may "
+                           "register before agent.login")
+    description: str = opt("")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CallpathSection:
     sticky_wait_s: int = opt(15, min=0, max=3600,
                              doc="a returning caller waits this long for their last agent (0: off)")
@@ -453,6 +464,7 @@ class Config:
     flows: dict[str, Flow] = opt({})
     callpath: CallpathSection = _factory(CallpathSection)
     screening: dict[str, ScreeningList] = opt({})
+    extensions: dict[str, Extension] = opt({})
     source: str = field(default="", metadata={"internal": True})
 
     @property
@@ -792,6 +804,10 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
             destination_ok(("queues", name, "full_destination"), q.full_destination, q.tenant)
             if parse_destination_or_none(q.full_destination) == Destination("queue", name):
                 errors.add(("queues", name, "full_destination"), "a full queue cannot overflow into itself")
+    for number, ext in cfg.extensions.items():
+        tenant_ok(("extensions", number), ext.tenant)
+        if _check_number(number) or not number:
+            errors.add(("extensions", number), f"extension {number!r} must be digits")
     for name, sl in cfg.screening.items():
         p = ("screening", name)
         tenant_ok(p, sl.tenant)

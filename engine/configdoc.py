@@ -19,6 +19,7 @@ SECTIONS: list[tuple[str, type]] = [
     ("trunks.NAME", c.Trunk), ("queues.NAME", c.Queue), ("queues.NAME.announcements", c.Announcements),
     ("queues.NAME.tiers[]", c.Tier), ("hours.NAME", c.Hours), ("routes[]", c.Route), ("flows.NAME", c.Flow),
     ("callpath", c.CallpathSection), ("screening.NAME", c.ScreeningList),
+    ("extensions.NUMBER", c.Extension),
 ]
 
 

@@ -216,6 +216,15 @@ message_file = "missing.wav"
       "FILE:13: screening.c.message: 'message'/'message_file' are only played with action = 'message'",
       "FILE:14: screening.c.tenant: unknown tenant 'ghost' (define it under [tenants.ghost])",
       "FILE:18: screening.d.message_file: message file not found: DIR/missing.wav"]),
+    ("device_extensions", """
+[extensions.2001]
+sip_ha1 = "5F4DCC3B5AA765D61D8327DEB882CF99"
+
+[extensions.abc]
+sip_ha1 = "5f4dcc3b5aa765d61d8327deb882cf99"
+""", ["FILE:3: extensions.2001.sip_ha1: not an MD5 HA1 (32 lowercase hex digits: md5 of "
+      "'EXTENSION:REALM:PASSWORD')",
+      "FILE:5: extensions.abc: extension 'abc' must be digits"]),
 ]
 
 

@@ -5,6 +5,7 @@ and call.answer re-offering with auto-answer headers."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import sqlite3
 import subprocess
@@ -13,10 +14,11 @@ import numpy as np
 import pytest
 
 from conftest_inbound import (
-    AGENT_PASSWORDS, DIALED, EngineProcess, next_event_named, offer_sdp, register, trunk_call,
+    AGENT_PASSWORDS, DIALED, DOMAIN, EngineProcess, next_event_named, offer_sdp, register, trunk_call,
 )
 from media.g711 import ulaw_decode
 from sip.events import DialogTerminated, RequestReceived
+from sip.uas import AnsweringUas
 from sip.useragent import SipEndpoint
 
 pytestmark = pytest.mark.interop
@@ -97,7 +99,10 @@ on_failure = "bye"
 type = "hangup"
 """,
 }
+DEVICE_PASSWORD = "dev-pw-2009"
 XFER_CONFIG = f"""
+[extensions.2009]
+sip_ha1 = "{hashlib.md5(f"2009:{DOMAIN}:{DEVICE_PASSWORD}".encode()).hexdigest()}"
 [flows.to_queue]
 path = "to_queue.toml"
 
@@ -353,4 +358,35 @@ def test_ivr_transfer_to_unknown_queue_takes_on_failure(engine):
             await ep.stop()
         (cdr,) = await wait_rows(engine, "SELECT * FROM cdr WHERE caller_number = ?", "+4917100008")
         assert cdr["flow"] == "to_nowhere" and cdr["queue"] == ""
+    run(scenario())
+
+
+def test_device_credential_registers_before_login(engine):
+    async def scenario():
+        admin = await engine.client()
+        bob = await engine.client("bob", AGENT_PASSWORDS["1002"])
+        phone = AnsweringUas("127.0.0.1", 0, tcp=False)
+        trunk = None
+        try:
+            await admin.subscribe(events=["call.*"])
+            _, phone_port = await phone.start()
+            assert await register(engine.sip_port, "2009", DEVICE_PASSWORD, contact_port=phone_port) == 200
+            assert await register(engine.sip_port, "2002", DEVICE_PASSWORD) != 200  # no device credential
+            await bob.request("agent.login", password=AGENT_PASSWORDS["1002"], extension="2009")
+            assert await register(engine.sip_port, "2009", AGENT_PASSWORDS["1002"]) != 200  # the device's stays
+            await bob.request("agent.ready")
+            trunk, ev = await trunk_call(engine.sip_port, DIALED, offer_sdp(4216), caller="+4917100009")
+            answered = await next_event_named(admin, "call.answered")
+            assert answered["data"]["agent"] == "1002"
+            trunk.bye(ev.dialog)
+            await next_event_named(admin, "call.ended")
+            await bob.request("agent.wrapup_done")
+            await bob.request("agent.logout")
+            assert await register(engine.sip_port, "2009", DEVICE_PASSWORD, contact_port=phone_port) == 200
+        finally:
+            if trunk is not None:
+                await trunk.stop()
+            await phone.stop()
+            await bob.close()
+            await admin.close()
     run(scenario())
