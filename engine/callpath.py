@@ -513,6 +513,11 @@ class CallCentre:
             return
         log.info("trunk %s: %s → %s answered, %s%s", trunk.name, caller_number, dialed, dest,
                  " (after hours)" if after_hours else "")
+        if dest.kind == "number":  # duty numbers (engine/external.py)
+            from engine.external import route_to_numbers
+
+            route_to_numbers(self, call, route, dest, after_hours)
+            return
         self._spawn(self._route(call, flow))
 
     def answer_caller(self, ev: RequestReceived, trunk: Any, caller_number: str, dialed: str, *, route: str,
@@ -802,6 +807,11 @@ class CallCentre:
             CallLogger(logger, {"call_id": call.call_id}).info("%s: queue %s → flow %s", reason, call.queue,
                                                                dest.target)  # type: ignore[union-attr]
             self._spawn(self._route(call, flow))
+        elif dest is not None and dest.kind == "number":
+            from engine.external import connect_numbers, split_numbers
+
+            call.fire(CallTrigger.DEQUEUE)
+            connect_numbers(self, call, split_numbers(dest.target))
         elif dest is not None and dest.kind == "voicemail":
             call.fire(CallTrigger.DEQUEUE)
             self.stop_music(call)

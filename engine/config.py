@@ -180,10 +180,11 @@ def parse_destination(text: str) -> Destination:
         return Destination("hangup", "")
     if not sep or not target:
         raise ValueError(f"destination {text!r} has no target after '{kind}:'")
-    if kind == "number":
-        reason = _check_number(target)
-        if reason:
-            raise ValueError(reason)
+    if kind == "number":  # "n1$n2": tried in order
+        for number in target.split("$"):
+            reason = _check_number(number) or (None if number else f"empty number in {text!r}")
+            if reason:
+                raise ValueError(reason)
     return Destination(kind, target)
 
 

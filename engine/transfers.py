@@ -1,4 +1,4 @@
-"""Transfers out of an IVR flow (``transfer`` nodes): to a queue or to another flow.
+"""Transfers out of an IVR flow (``transfer`` nodes): to a queue, another flow or external numbers.
 
 Theory of operation
 -------------------
@@ -15,11 +15,17 @@ is, only what drives it changes.
 * ``flow``: the flow is stopped and the named flow starts on the same call
   with the old flow's variables (``Interpreter(variables=call_data)``).
 
+* ``number`` (one attempt per number of the node's ``numbers``; the
+  interpreter walks the list): an outgoing trunk leg
+  (engine/external.py) while the caller hears music; answered → the flow
+  is stopped and the caller bridged to the far end; failed →
+  ``TransferCompleted(False, outcome)`` and the flow goes on.
+
 An unknown target, a target of another tenant, or a call that is no longer
 routing answers ``TransferCompleted(answered=False, reason)`` so the flow
-tries the next target or goes to ``on_failure``.  ``agent`` and ``number``
-targets are answered ``not_supported`` until the outgoing-leg primitive
-(``engine/legs.py``) is wired in.  Stopping the flow cancels the runner
+tries the next target or goes to ``on_failure``.  ``agent`` targets are
+answered ``not_supported`` (a direct offer to one agent needs an ACD
+reservation outside a queue).  Stopping the flow cancels the runner
 task this runs in; everything here is synchronous, so the cancellation
 lands at the runner's next ``await``, after the transfer is done.
 """
@@ -49,7 +55,19 @@ def attempt_transfer(centre: "CallCentre", call: "Call", ivr: Any, action: A.Att
         return
     log.info("IVR transfer to %s %s", action.kind, action.target)
     call.variables["transfer_target"] = f"{action.kind}:{action.target}"
-    if action.kind == "queue":
+    if action.kind == "number":
+        from engine.external import connect_numbers
+
+        def connected(number: str) -> None:  # the flow was stopped by the connect
+            call.variables.update(transfer_result="answered", transfer_target=f"number:{number}")
+
+        def failed(outcome: str, status: int) -> None:
+            centre.stop_music(call)
+            ivr.feed(E.TransferCompleted(action.request_id, False, outcome))
+
+        connect_numbers(centre, call, [action.target], ring_timeout_s=action.timeout_s,
+                        on_connected=connected, on_failed=failed)
+    elif action.kind == "queue":
         centre._end_ivr(call)
         call.queue = action.target
         centre.start_music(call)
@@ -75,4 +93,8 @@ def _refusal(centre: "CallCentre", call: "Call", action: A.AttemptTransfer) -> s
         if f is None or centre._flow(action.target) is None:
             return "unknown_flow"
         return "" if f.tenant == call.tenant else "other_tenant"
+    if action.kind == "number":
+        from engine.external import trunk_for
+
+        return "" if trunk_for(centre, call) is not None else "no_trunk"
     return "not_supported"

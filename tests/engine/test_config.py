@@ -216,6 +216,11 @@ message_file = "missing.wav"
       "FILE:13: screening.c.message: 'message'/'message_file' are only played with action = 'message'",
       "FILE:14: screening.c.tenant: unknown tenant 'ghost' (define it under [tenants.ghost])",
       "FILE:18: screening.d.message_file: message file not found: DIR/missing.wav"]),
+    ("duty_numbers", """
+[[routes]]
+dialed_number = "100"
+destination = "number:+4930111$abc"
+""", ["FILE:4: routes[0].destination: not a phone number 'abc' (digits, optional leading '+')"]),
     ("device_extensions", """
 [extensions.2001]
 sip_ha1 = "5F4DCC3B5AA765D61D8327DEB882CF99"

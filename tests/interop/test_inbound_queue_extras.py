@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import socket
 import sqlite3
 import subprocess
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest_inbound import (
-    AGENT_PASSWORDS, DIALED, DOMAIN, EngineProcess, next_event_named, offer_sdp, register, trunk_call,
+    AGENT_PASSWORDS, DIALED, DOMAIN, EngineProcess, free_port, next_event_named, offer_sdp, register, trunk_call,
 )
 from media.g711 import ulaw_decode
 from sip.events import DialogTerminated, RequestReceived
@@ -52,8 +53,24 @@ dialed_number = "{PERIODIC}"
 destination = "queue:periodic"
 """
 RTP_TIMEOUT_S = 4
-XFER_FLOW, XFER_BAD = "+4930555801", "+4930555802"
+XFER_FLOW, XFER_BAD, XFER_NUMBER = "+4930555801", "+4930555802", "+4930555803"
+DUTY, DUTY_ALL_BUSY = "+4930555901", "+4930555902"
+BUSY_NUMBERS = {"+4930700001", "+4930700003"}
 FLOWS = {
+    "to_number": """
+[flow]
+name = "to_number"
+start = "t"
+
+[nodes.t]
+type = "transfer"
+numbers = "+4930700001$+4930700002"
+timeout_s = 5
+on_failure = "bye"
+
+[nodes.bye]
+type = "hangup"
+""",
     "to_queue": """
 [flow]
 name = "to_queue"
@@ -112,6 +129,28 @@ path = "to_flow.toml"
 [flows.to_nowhere]
 path = "to_nowhere.toml"
 
+[flows.to_number]
+path = "to_number.toml"
+
+[hours.never]
+rules = []
+
+[[routes]]
+dialed_number = "{XFER_NUMBER}"
+destination = "flow:to_number"
+
+[[routes]]
+dialed_number = "{DUTY}"
+destination = "queue:sales"
+hours = "never"
+after_hours = ["number:+4930700001$+4930700002", "voicemail:sales"]
+
+[[routes]]
+dialed_number = "{DUTY_ALL_BUSY}"
+destination = "queue:sales"
+hours = "never"
+after_hours = ["number:+4930700001$+4930700003", "voicemail:sales"]
+
 [[routes]]
 dialed_number = "{XFER_FLOW}"
 destination = "flow:to_flow"
@@ -136,7 +175,9 @@ def engine(tmp_path_factory):
     for name, flow in FLOWS.items():
         (tmp / f"{name}.toml").write_text(flow)
     eng = EngineProcess(tmp)
+    eng.carrier_port = free_port()
     text = eng.config.read_text().replace("[media]\n", f"[media]\nrtp_timeout_s = {RTP_TIMEOUT_S}\n", 1)
+    text = text.replace("[trunks.carrier]\n", f"[trunks.carrier]\nport = {eng.carrier_port}\n", 1)
     eng.config.write_text(text + EXTRA + XFER_CONFIG)
     eng.start()
     yield eng
@@ -389,4 +430,84 @@ def test_device_credential_registers_before_login(engine):
             await phone.stop()
             await bob.close()
             await admin.close()
+    run(scenario())
+
+
+class Carrier:
+    """The far side of the trunk for outgoing legs: 486 for BUSY_NUMBERS, else 200 with SDP."""
+
+    def __init__(self, port: int) -> None:
+        self.ep = SipEndpoint("127.0.0.1", port, tcp=False, user="carrier", on_event=self.on_event)
+        self.invited: list[str] = []
+
+    def on_event(self, ev) -> None:
+        if isinstance(ev, RequestReceived) and ev.request.method == "INVITE" and ev.dialog is None:
+            user = getattr(ev.request.uri, "user", "")
+            self.invited.append(user)
+            if user in BUSY_NUMBERS:
+                self.ep.respond(ev.transaction, 486)
+            else:
+                self.ep.respond(ev.transaction, 180)
+                self.ep.respond(ev.transaction, 200, body=offer_sdp(4230), content_type="application/sdp")
+
+
+async def external_call(engine, dialed: str, caller: str, expect_bridge: bool) -> dict:
+    carrier = Carrier(engine.carrier_port)
+    await carrier.ep.start()
+    admin = await engine.client()
+    trunk = None
+    try:
+        await admin.subscribe(events=["call.*"])
+        trunk, ev = await trunk_call(engine.sip_port, dialed, offer_sdp(4232), caller=caller)
+        assert ev.response.status_code == 200
+        if expect_bridge:
+            answered = await next_event_named(admin, "call.answered", 15)
+            assert answered["data"]["external_number"] == "+4930700002"
+        else:  # wait until the voicemail recording runs (greeting and beep first)
+            for _ in range(150):
+                if f"[{ev.response.call_id}] recording voicemail" in engine.log.read_text(errors="replace"):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+        trunk.bye(ev.dialog)
+        await next_event_named(admin, "call.ended", 10)
+        return {"invited": carrier.invited}
+    finally:
+        if trunk is not None:
+            await trunk.stop()
+        await carrier.ep.stop()
+        await admin.close()
+
+
+def test_duty_numbers_in_order_first_busy_second_answers(engine):
+    async def scenario():
+        res = await external_call(engine, DUTY, "+4917100010", True)
+        assert res["invited"] == ["+4930700001", "+4930700002"]
+        (cdr,) = await wait_rows(engine, "SELECT * FROM cdr WHERE caller_number = ?", "+4917100010")
+        assert cdr["disposition"] == "answered" and cdr["end_reason"] == "caller_hangup"
+        variables = json.loads(cdr["data"])["variables"]
+        assert variables["external_number"] == "+4930700002"
+        assert [(a["number"], a["outcome"], a["status"]) for a in variables["external_attempts"]] == [
+            ("+4930700001", "busy", 486), ("+4930700002", "answered", 200)]
+    run(scenario())
+
+
+def test_duty_numbers_all_busy_fall_through_to_voicemail(engine):
+    async def scenario():
+        res = await external_call(engine, DUTY_ALL_BUSY, "+4917100011", False)
+        assert res["invited"] == ["+4930700001", "+4930700003"]
+        (cdr,) = await wait_rows(engine, "SELECT * FROM cdr WHERE caller_number = ?", "+4917100011")
+        assert cdr["disposition"] == "voicemail"
+        assert json.loads(cdr["data"])["variables"]["after_hours_fallback"] == "voicemail:sales"
+    run(scenario())
+
+
+def test_ivr_transfer_to_an_external_number(engine):
+    async def scenario():
+        res = await external_call(engine, XFER_NUMBER, "+4917100012", True)
+        assert res["invited"] == ["+4930700001", "+4930700002"]
+        (cdr,) = await wait_rows(engine, "SELECT * FROM cdr WHERE caller_number = ?", "+4917100012")
+        variables = json.loads(cdr["data"])["variables"]
+        assert cdr["flow"] == "to_number" and cdr["disposition"] == "answered"
+        assert variables["transfer_target"] == "number:+4930700002"
     run(scenario())
