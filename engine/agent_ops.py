@@ -110,6 +110,14 @@ async def op_call_hangup(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]
     return {"call_id": call.call_id, "state": call.state.value}
 
 
+@registry.op("call.answer", roles=AGENT_ROLES, changes_state=True, args=[_CALL])
+async def op_call_answer(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Ask the ringing agent's phone to answer (auto-answer headers on a new INVITE)."""
+    centre, call = _call_for(ctx, args["call_id"])
+    centre.request_answer(call)
+    return {"call_id": call.call_id, "state": call.state.value, "agent": call.offered_agent}
+
+
 @registry.op("call.attach_data", roles=AGENT_ROLES, changes_state=True,
              args=[_CALL, Arg("section", str, default="default"), Arg("data", dict, doc="keys to set")])
 async def op_call_attach_data(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -127,3 +135,4 @@ async def op_call_get_data(ctx: OpContext, args: dict[str, Any]) -> dict[str, An
 
 
 import engine.supervisor_ops  # noqa: E402,F401  (supervisor ops register with the call path's ops)
+import engine.screening_ops  # noqa: E402,F401  (screening.* ops register with the call path's)

@@ -15,7 +15,9 @@ credentials come into being at ``agent.login``: the password is verified
 against the agent's hash and HA1 = MD5(extension:realm:password) (and the
 same for the agent number as user) is kept in memory until logout.  A
 phone registers as ``sip:<extension>@<anything>`` with digest user
-``<extension>`` and the agent's password.
+``<extension>`` and the agent's password.  An extension with a device
+credential (``[extensions.N] sip_ha1``) registers with its own password at
+any time; agent logins on it leave that credential alone.
 
 A trunk INVITE (RFC 3261 §13.3) is routed like this:
 
@@ -64,7 +66,7 @@ from engine.routing import choose_destination, find_route, should_record
 from engine.errors import Conflict, Forbidden, InvalidArgs, NotFound
 from engine.legs import DialPolicy, LegAnswered, LegEnded, LegEvent, LegFailed, LegOutcome, Legs, OutgoingLeg
 from media.engine import MediaConfig, MediaEngine
-from media.events import DtmfReceived, MediaEvent, PlaybackFinished
+from media.events import DtmfReceived, MediaEvent, PlaybackFinished, RtpTimedOut
 from media.player import MusicSource
 from media.rtp import PayloadTypeMap
 from sip.errors import NoCommonCodecError, SdpError
@@ -78,10 +80,10 @@ logger = logging.getLogger("engine.callpath")
 _STATE_LABEL = {int(s): s.label for s in AgentState}
 
 REJECTS_BEFORE_NOT_READY = 2
-"""Consecutive rejected offers (busy, decline, INVITE timeout) after which the agent is set not ready."""
+"""Default of ``[callpath] rejects_before_not_ready``: consecutive rejected offers before not ready."""
 
 STICKY_WAIT_S = 15.0
-"""A returning caller waits this long for the agent of their last call (when logged in) before anyone else."""
+"""Default of ``[callpath] sticky_wait_s``: how long a returning caller waits for their last agent."""
 
 
 def music_on_hold_frames(seconds: float = 4.0) -> np.ndarray:
@@ -103,6 +105,19 @@ def aor_user(aor: str) -> str:
     """``"sip:2001@host"`` → ``"2001"``."""
     rest = aor.split(":", 1)[-1]
     return rest.split("@", 1)[0] if "@" in rest else ""
+
+
+def auto_answer_headers(domain: str) -> list[tuple[str, str]]:
+    """Headers asking a phone to answer an INVITE without ringing.
+
+    ``Answer-Mode: Auto`` (RFC 5373 §4), ``Call-Info: <sip:domain>;answer-after=0``
+    (Snom, Yealink, Grandstream, baresip, Linphone) and ``Alert-Info:
+    <http://localhost>;info=alert-autoanswer;delay=0`` (Polycom, Yealink,
+    Cisco SPA).  Phones honour them only when their intercom/auto-answer
+    setting allows it.
+    """
+    return [("Answer-Mode", "Auto"), ("Call-Info", f"<sip:{domain}>;answer-after=0"),
+            ("Alert-Info", "<http://localhost>;info=alert-autoanswer;delay=0")]
 
 
 def contact_destination(binding: Any) -> tuple[str, int]:
@@ -163,6 +178,9 @@ class CallCentre:
         from engine.supervision import Supervision
 
         self.supervision = Supervision(self)
+        from engine.screening import ScreenedCalls
+
+        self.screened = ScreenedCalls(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, engine: Any) -> None:
@@ -180,11 +198,14 @@ class CallCentre:
         await self.endpoint.start()
         logger.info("SIP listening on %s:%d (udp%s)", *self.endpoint.address, "+tcp" if has_tcp else "")
         m = cfg.media
-        self.media = MediaEngine(MediaConfig(host=m.host, port_range=(m.rtp_port_min, m.rtp_port_max)),
+        self.media = MediaEngine(MediaConfig(host=m.host, port_range=(m.rtp_port_min, m.rtp_port_max),
+                                             rtp_timeout_s=float(m.rtp_timeout_s)),
                                  on_event=self._on_media)
         try:
             await self.media.start()
             self._build_acd()
+            self.credentials.update({n: e.sip_ha1 for n, e in cfg.extensions.items()})  # device credentials
+            await self.screened.start(cfg, engine.store)
             if cfg.recording.mode != "none":
                 from media.recorder import Recorder
 
@@ -261,7 +282,7 @@ class CallCentre:
 
     def _set_credentials(self, rec: AgentRecord, password: str) -> None:
         realm = self.config.sip.domain  # type: ignore[union-attr]
-        for user in {rec.number, rec.extension} - {""}:
+        for user in {rec.number, rec.extension} - {""} - set(self.config.extensions):  # type: ignore[union-attr]
             self.credentials[user] = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
 
     # ------------------------------------------------------------------ agent operations
@@ -284,6 +305,9 @@ class CallCentre:
         extension = extension or conf.extension
         if not extension:
             raise InvalidArgs(f"agent {number} has no default extension: give one")
+        device = cfg.extensions.get(extension)
+        if device is not None and device.tenant != rec.tenant:
+            raise Forbidden(f"extension {extension} belongs to tenant {device.tenant!r}")
         for other in self.agents.values():
             if other is not rec and other.state != "logged_out" and other.extension == extension:
                 raise Conflict(f"extension {extension} is in use by agent {other.number}")
@@ -305,7 +329,7 @@ class CallCentre:
             raise Conflict(f"agent {rec.number} is on a call")
         self._cancel_wrapup(rec)
         self.acd.logout(rec.acd_id, self.now())
-        for user in (rec.number, rec.extension):
+        for user in {rec.number, rec.extension} - set(self.config.extensions):  # type: ignore[union-attr]
             self.credentials.pop(user, None)
         self._pump()
         self._sync_agent(rec)
@@ -466,6 +490,10 @@ class CallCentre:
             return
         dialed = getattr(req.uri, "user", None) or ""
         caller_number = getattr(req.from_.uri, "user", None) or ""
+        verdict = self.screened.check(trunk.tenant, caller_number, dialed)
+        if verdict is not None:  # black/white lists (engine/screening.py)
+            self.screened.screen_out(ev, trunk, caller_number, dialed, verdict)
+            return
         route = find_route(cfg, trunk.tenant, dialed)
         if route is None:
             log.info("no route for dialed number %r from trunk %s: 404", dialed, trunk.name)
@@ -482,11 +510,34 @@ class CallCentre:
                 log.warning("route %s → %s is not supported by the call path yet: 503", dialed, route.destination)
                 ep.respond(ev.transaction, 503, "Service Unavailable (destination not supported)")
             return
+        call = self.answer_caller(ev, trunk, caller_number, dialed, route=route.dialed_number,
+                                  queue=dest.target if dest.kind == "queue" else "",
+                                  mailbox=dest.target if dest.kind == "voicemail" else "")
+        if call is None:
+            return
+        log.info("trunk %s: %s → %s answered, %s%s", trunk.name, caller_number, dialed, dest,
+                 " (after hours)" if after_hours else "")
+        if dest.kind == "number":  # duty numbers (engine/external.py)
+            from engine.external import route_to_numbers
+
+            route_to_numbers(self, call, route, dest, after_hours)
+            return
+        self._spawn(self._route(call, flow))
+
+    def answer_caller(self, ev: RequestReceived, trunk: Any, caller_number: str, dialed: str, *, route: str,
+                      **call_fields: Any) -> Call | None:
+        """Answer a trunk INVITE (RFC 3264 answer on a new media leg, 200 OK) and register its :class:`Call`.
+
+        None when the offer is unusable (400 bad SDP, 488 no common codec: already answered).
+        """
+        req, ep, cfg = ev.request, self.endpoint, self.config
+        assert ep is not None and cfg is not None and self.media is not None
+        log = CallLogger(logger, {"call_id": req.call_id})
         try:
             offer = SessionDescription.parse(req.body)
         except (SdpError, ValueError) as exc:
             ep.respond(ev.transaction, 400, f"Bad Request (SDP: {exc})"[:100])
-            return
+            return None
         leg_id = f"{req.call_id}/caller"
         self._session_seq += 1
         sdp = SdpSession(cfg.media.host, int(time.time()) * 1000 + self._session_seq)
@@ -496,7 +547,7 @@ class CallCentre:
         except Exception as exc:  # no audio stream / no supported codec in the map
             log.info("no acceptable media in offer (%s): 488", exc)
             ep.respond(ev.transaction, 488, "Not Acceptable Here")
-            return
+            return None
         try:
             answer, neg = sdp.answer(offer, leg.local_port)
             self.media.update_leg(leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
@@ -505,20 +556,18 @@ class CallCentre:
             self.media.destroy_leg(leg_id)
             log.info("no common codec (%s): 488", exc)
             ep.respond(ev.transaction, 488, "Not Acceptable Here")
-            return
+            return None
         dialog = ep.respond(ev.transaction, 200, body=bytes(answer), content_type="application/sdp")
-        call = Call(req.call_id, trunk.tenant, caller_number, dialed, trunk.name, route.dialed_number,
-                    queue=dest.target if dest.kind == "queue" else "", acd_id=self._next_caller,
-                    mailbox=dest.target if dest.kind == "voicemail" else "")
+        call = Call(req.call_id, trunk.tenant, caller_number, dialed, trunk.name, route, acd_id=self._next_caller,
+                    **call_fields)
         self._next_caller += 1
         call.caller = CallLeg(leg_id, "caller", dialog=dialog, sdp=sdp, media_open=True)
         if dialog is not None:
             dialog.data = (call.call_id, "caller")
         self.calls[call.call_id] = call
         self.calls_by_acd[call.acd_id] = call
-        log.info("trunk %s: %s → %s answered (%s), %s%s", trunk.name, caller_number, dialed, neg.codec, dest,
-                 " (after hours)" if after_hours else "")
-        self._spawn(self._route(call, flow))
+        log.debug("caller leg answered (%s)", neg.codec)
+        return call
 
     def _flow(self, name: str) -> Any:
         """The loaded flow ``name`` (loaded once; None when unknown or invalid)."""
@@ -554,7 +603,7 @@ class CallCentre:
             media.stop_playback(call.moh_player)
         call.moh_player = ""
 
-    async def _route(self, call: Call, flow: Any) -> None:
+    async def _route(self, call: Call, flow: Any, variables: dict[str, Any] | None = None) -> None:
         await self._history(call)
         if call.state is not CallState.ROUTING:
             return
@@ -571,7 +620,8 @@ class CallCentre:
         from ivr.runner import start_call
 
         bridge = IvrBridge(self, call)
-        interpreter = Interpreter(flow, call.call_id, variables=dict(call.data.get("ivr", {})))
+        interpreter = Interpreter(flow, call.call_id,
+                                  variables=dict(call.data.get("ivr", {}) if variables is None else variables))
         ivr, task = start_call(interpreter, bridge, CallStarted(call.caller_number, call.dialed_number, time.time()))
         bridge.ivr = ivr
         call.ivr = (ivr, task, bridge)
@@ -618,9 +668,10 @@ class CallCentre:
         call.queued_ts = time.time()
         qid = self.queue_ids[call.queue]
         last = self.agents.get(call.variables.get("history", {}).get("last_agent", ""))
-        sticky = last is not None and last.state != "logged_out"
+        sticky_s = float(self.config.callpath.sticky_wait_s)  # type: ignore[union-attr]
+        sticky = last is not None and last.state != "logged_out" and sticky_s > 0
         self.acd.enqueue(call.acd_id, qid, self.now(), sticky_agent=last.acd_id if sticky else -1,  # type: ignore
-                         sticky_s=STICKY_WAIT_S if sticky else 0.0)
+                         sticky_s=sticky_s if sticky else 0.0)
         self._queue_log(call, "enqueued", position=self.acd.queue_length(qid))
         self._schedule_announcement(call)
         self._pump()
@@ -631,8 +682,30 @@ class CallCentre:
         ann = self.config.queues[call.queue].announcements  # type: ignore[union-attr]
         if call.ivr is None and (ann.position or ann.expected_wait):
             self.loop.call_later(ann.interval_s, self._announce, call.call_id, call.queue)  # type: ignore
+        if call.ivr is None and ann.periodic_prompt:
+            self.loop.call_later(ann.periodic_interval_s or ann.interval_s, self._periodic_prompt,  # type: ignore
+                                 call.call_id, call.queue)
+
+    def _periodic_prompt(self, call_id: str, queue: str) -> None:
+        """``announcements.periodic_prompt``: a file, or ``tts:TEXT``, every ``periodic_interval_s``."""
+        from ivr.actions import PromptItem
+
+        call = self.calls.get(call_id)
+        if call is None or call.queue != queue or call.ivr is not None \
+                or call.state not in (CallState.QUEUED, CallState.OFFERING):
+            return
+        ann = self.config.queues[queue].announcements  # type: ignore[union-attr]
+        if not call.announce_player and call.state is CallState.QUEUED:
+            prompt = ann.periodic_prompt
+            item = (PromptItem("tts", prompt[4:], "en") if prompt.startswith("tts:")
+                    else PromptItem("file", self.config.resolve_path(prompt), ""))  # type: ignore[union-attr]
+            self._spawn(self._play_announcement(call, item))
+        self.loop.call_later(ann.periodic_interval_s or ann.interval_s, self._periodic_prompt,  # type: ignore
+                             call_id, queue)
 
     def _announce(self, call_id: str, queue: str) -> None:
+        from ivr.actions import PromptItem
+
         call = self.calls.get(call_id)
         if call is None or call.queue != queue or call.state is not CallState.QUEUED or call.announce_player:
             return
@@ -643,15 +716,14 @@ class CallCentre:
         if ann.expected_wait:
             minutes = max(1, round(self.acd.expected_wait_s(call.acd_id) / 60))
             parts.append(f"The expected wait is about {minutes} minute{'s' if minutes > 1 else ''}.")
-        self._spawn(self._play_announcement(call, " ".join(parts)))
+        self._spawn(self._play_announcement(call, PromptItem("tts", " ".join(parts), "en")))
         self.loop.call_later(ann.interval_s, self._announce, call_id, queue)  # type: ignore[union-attr]
 
-    async def _play_announcement(self, call: Call, text: str) -> None:
+    async def _play_announcement(self, call: Call, item: Any) -> None:
         from engine.ivrbridge import prompt_audio
-        from ivr.actions import PromptItem
         from media.player import ArraySource
 
-        audio = await asyncio.get_running_loop().run_in_executor(None, prompt_audio, (PromptItem("tts", text, "en"),))
+        audio = await asyncio.get_running_loop().run_in_executor(None, prompt_audio, (item,))
         media = self.media
         if audio.size == 0 or media is None or call.state is not CallState.QUEUED or call.caller is None \
                 or call.caller.leg_id not in media.legs:
@@ -725,12 +797,26 @@ class CallCentre:
             self._acd_timer = self.loop.call_at(deadline, self._acd_due)  # type: ignore[union-attr]
 
     def _queue_exit(self, call: Call, reason: str) -> None:
-        """ACD timeout / queue full: the queue's ``timeout_destination`` (voicemail or another queue), else hang up."""
+        """ACD timeout / queue full: the queue's ``timeout_destination`` (queue full: ``full_destination``,
+        else ``timeout_destination``): voicemail, another queue or a flow; else hang up."""
         from engine.config import parse_destination_or_none
 
         q = self.config.queues[call.queue]  # type: ignore[union-attr]
-        dest = parse_destination_or_none(q.timeout_destination) if reason == "queue_timeout" else None
-        if dest is not None and dest.kind == "voicemail":
+        text = q.timeout_destination if reason == "queue_timeout" else (q.full_destination or q.timeout_destination)
+        dest = parse_destination_or_none(text)
+        flow = self._flow(dest.target) if dest is not None and dest.kind == "flow" else None
+        if flow is not None:
+            call.fire(CallTrigger.DEQUEUE)
+            self.stop_music(call)
+            CallLogger(logger, {"call_id": call.call_id}).info("%s: queue %s → flow %s", reason, call.queue,
+                                                               dest.target)  # type: ignore[union-attr]
+            self._spawn(self._route(call, flow))
+        elif dest is not None and dest.kind == "number":
+            from engine.external import connect_numbers, split_numbers
+
+            call.fire(CallTrigger.DEQUEUE)
+            connect_numbers(self, call, split_numbers(dest.target))
+        elif dest is not None and dest.kind == "voicemail":
             call.fire(CallTrigger.DEQUEUE)
             self.stop_music(call)
             call.mailbox = dest.target
@@ -758,7 +844,7 @@ class CallCentre:
                     return bindings[0]
         return None
 
-    def _offer(self, call: Call, rec: AgentRecord) -> None:
+    def _offer(self, call: Call, rec: AgentRecord, *, auto_answer: bool = False) -> None:
         cfg, ep, media = self.config, self.endpoint, self.media
         assert cfg is not None and ep is not None and media is not None
         log = CallLogger(logger, {"call_id": call.call_id})
@@ -780,13 +866,28 @@ class CallCentre:
         out = self.legs.dial_extension(
             rec.extension, call_id=call.call_id, tenant=call.tenant, caller_number=call.caller_number,
             ring_timeout_s=q.ring_timeout_s, leg_id=f"{call.call_id}/agent-{rec.number}-{call.ring_no_answer_count}",
-            agent=rec.number, purpose="offer", on_event=lambda ev: self._agent_leg_event(call, ev))
+            agent=rec.number, purpose="offer", on_event=lambda ev: self._agent_leg_event(call, ev),
+            headers=auto_answer_headers(cfg.sip.domain) if auto_answer or cfg.agents[rec.number].auto_answer else ())
         call.agent_leg = CallLeg(out.leg_id, "agent", invite_txn=out.invite_txn, sdp=out.sdp,
                                  media_open=out.media_open, out=out)
         self._queue_log(call, "offered", agent=rec.number)
         log.info("offering to agent %s at %s (%s)", rec.number, binding.contact, binding.source)
         self.engine.bus.publish("call.ringing", self._screen_pop(call, rec), tenant=call.tenant, agent=rec.number,
                                 queue=call.queue, groups=q.groups)
+
+    def request_answer(self, call: Call) -> None:
+        """``call.answer``: re-send the ringing offer asking the phone to answer at once.
+
+        The INVITE without auto-answer headers is CANCELled and the same agent
+        (still reserved by the ACD) gets a new INVITE carrying them
+        (:func:`auto_answer_headers`); a phone that ignores them simply rings again.
+        """
+        if call.state is not CallState.OFFERING or call.agent_leg is None or call.agent_leg.invite_txn is None:
+            raise Conflict(f"call {call.call_id} is not ringing at an agent (state {call.state.value})")
+        rec = self.agents[call.offered_agent]
+        CallLogger(logger, {"call_id": call.call_id}).info("agent %s: re-offer with auto-answer", rec.number)
+        self._stop_ringing(call)
+        self._offer(call, rec, auto_answer=True)
 
     def _screen_pop(self, call: Call, rec: AgentRecord) -> dict[str, Any]:
         history = call.variables.get("history", {"calls": 0, "last_agent": "", "last_notes": ""})
@@ -861,7 +962,8 @@ class CallCentre:
         else:
             self.acd.decline(call.acd_id, rec.acd_id, self.now())
             rec.rejects += 1
-            if rec.rejects >= REJECTS_BEFORE_NOT_READY and self.acd.agent_state(rec.acd_id) == AgentState.READY:
+            limit = self.config.callpath.rejects_before_not_ready  # type: ignore[union-attr]
+            if rec.rejects >= limit and self.acd.agent_state(rec.acd_id) == AgentState.READY:
                 self.acd.not_ready(rec.acd_id, self.now())
                 rec.reason_code = "phone_rejects"
                 rec.rejects = 0
@@ -1002,7 +1104,7 @@ class CallCentre:
         elif previous is CallState.TALKING:
             call.disposition = "answered"
         else:
-            call.disposition = "voicemail" if in_voicemail else reason
+            call.disposition = "voicemail" if in_voicemail else (call.disposition or reason)  # preset: "blocked"
         self._stop_recording(call)
         if self.media is not None and call.room and call.room in self.media.rooms:
             self.media.destroy_room(call.room)
@@ -1056,6 +1158,19 @@ class CallCentre:
 
     # ------------------------------------------------------------------ media events
     def _on_media(self, ev: MediaEvent) -> None:
+        if isinstance(ev, PlaybackFinished) and self.screened.playback_finished(ev.player_id):
+            return
+        if isinstance(ev, RtpTimedOut):
+            call = self._call_of_leg(ev.leg_id)
+            watched = call is not None and (
+                (call.caller is not None and ev.leg_id == call.caller.leg_id)
+                or (call.state is CallState.TALKING and call.agent_leg is not None
+                    and ev.leg_id == call.agent_leg.leg_id))  # not a phone still ringing, not a consult leg
+            if call is not None and watched:
+                CallLogger(logger, {"call_id": call.call_id}).warning(
+                    "no RTP on leg %s for %.1f s: hanging up", ev.leg_id, ev.silent_s)
+                self.hangup(call, "rtp_timeout")
+            return
         if isinstance(ev, PlaybackFinished):
             call = self._call_of_leg(ev.leg_id)
             if call is not None and call.announce_player == ev.player_id:

@@ -192,10 +192,11 @@ def parse_destination(text: str) -> Destination:
         return Destination("hangup", "")
     if not sep or not target:
         raise ValueError(f"destination {text!r} has no target after '{kind}:'")
-    if kind == "number":
-        reason = _check_number(target)
-        if reason:
-            raise ValueError(reason)
+    if kind == "number":  # "n1$n2": tried in order
+        for number in target.split("$"):
+            reason = _check_number(number) or (None if number else f"empty number in {text!r}")
+            if reason:
+                raise ValueError(reason)
     return Destination(kind, target)
 
 
@@ -230,6 +231,8 @@ class MediaSection:
     host: str = opt("127.0.0.1", doc="address RTP binds to and announces in SDP")
     rtp_port_min: int = opt(20000, min=1024, max=65534)
     rtp_port_max: int = opt(30000, min=1025, max=65535)
+    rtp_timeout_s: int = opt(30, min=0, max=3600,
+                             doc="hang up a call when a leg sends no RTP for this long (0: off)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -332,6 +335,7 @@ class Agent:
     groups: tuple[str, ...] = opt(())
     tenant: str = opt(DEFAULT_TENANT)
     forward_number: str = opt("", check=_check_number, doc="external number on ring_no_answer")
+    auto_answer: bool = opt(False, doc="offers ask the phone to answer at once (Call-Info answer-after=0)")
     wrapup_s: int | None = opt(None, min=0, max=3600, doc="overrides the queue's wrapup_s")
 
 
@@ -380,6 +384,8 @@ class Queue:
     wrapup_s: int = opt(10, min=0, max=3600)
     timeout_s: int = opt(0, min=0, max=86400, doc="0: wait forever")
     timeout_destination: str = opt("", check=lambda v: v and _check_destination(v) or None)
+    full_destination: str = opt("", check=lambda v: v and _check_destination(v) or None,
+                                doc="destination when max_length callers wait (default: timeout_destination)")
     service_level_s: int = opt(20, min=1, max=3600)
     music_on_hold: str = opt("")
     announcements: Announcements = _factory(Announcements)
@@ -413,6 +419,47 @@ class Flow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Extension:
+    number: str = opt(key=True)
+    tenant: str = opt(DEFAULT_TENANT)
+    sip_ha1: str = opt(check=lambda v: None if re.fullmatch(r"[0-9a-f]{32}", v) else
+                       "not an MD5 HA1 (32 lowercase hex digits: md5 of 'EXTENSION:REALM:PASSWORD')",
+                       doc="device credential: MD5(extension:[sip] domain:password); the phone may "
+                           "register before agent.login")
+    description: str = opt("")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallpathSection:
+    sticky_wait_s: int = opt(15, min=0, max=3600,
+                             doc="a returning caller waits this long for their last agent (0: off)")
+    rejects_before_not_ready: int = opt(2, min=1, max=100,
+                                        doc="consecutive rejected offers before the agent is set not ready")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScreeningList:
+    name: str = opt(key=True)
+    tenant: str = opt(DEFAULT_TENANT)
+    kind: str = opt("block", choices=("block", "allow", "exempt"),
+                    doc="block: listed callers are screened out; allow: only listed callers get through "
+                        "(whitelist); exempt: listed callers skip block lists")
+    numbers: tuple[str, ...] = opt((), check=_each(_check_number_pattern),
+                                   doc="caller numbers (patterns); more can be added at run time")
+    dialed_numbers: tuple[str, ...] = opt((), check=_each(_check_number_pattern),
+                                          doc="applies to calls to these numbers (empty: every number)")
+    windows: tuple[TimeRule, ...] = opt((), doc="active inside these windows only (empty: always)")
+    time_zone: str = opt("", check=_check_zone, doc="zone of windows (default: engine.time_zone)")
+    action: str = opt("reject", choices=("reject", "message"),
+                      doc="reject: SIP final response; message: answer, play, hang up")
+    reject_status: int = opt(603, min=400, max=699, doc="SIP status of action = 'reject'")
+    reject_reason: str = opt("", doc="reason phrase (default: the status's standard phrase)")
+    message: str = opt("", doc="text spoken (espeak-ng) for action = 'message'")
+    message_file: str = opt("", doc="audio file played for action = 'message' (relative to the config)")
+    description: str = opt("")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     engine: EngineSection = _factory(EngineSection)
     sip: SipSection = _factory(SipSection)
@@ -430,6 +477,9 @@ class Config:
     hours: dict[str, Hours] = opt({})
     routes: tuple[Route, ...] = opt(())
     flows: dict[str, Flow] = opt({})
+    callpath: CallpathSection = _factory(CallpathSection)
+    screening: dict[str, ScreeningList] = opt({})
+    extensions: dict[str, Extension] = opt({})
     source: str = field(default="", metadata={"internal": True})
 
     @property
@@ -762,6 +812,32 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
             for j, g in enumerate(t.groups):
                 known(tp + ("groups", j), "group", g, cfg.groups, "groups", q.tenant)
             skills_ok(tp + ("skills",), t.skills, q.tenant)
+    for name, q in cfg.queues.items():
+        prompt = q.announcements.periodic_prompt
+        if prompt and not prompt.startswith("tts:") and not os.path.isfile(cfg.resolve_path(prompt)):
+            errors.add(("queues", name, "announcements", "periodic_prompt"),
+                       f"prompt file not found: {cfg.resolve_path(prompt)} (or use 'tts:TEXT')")
+        if q.full_destination:
+            destination_ok(("queues", name, "full_destination"), q.full_destination, q.tenant)
+            if parse_destination_or_none(q.full_destination) == Destination("queue", name):
+                errors.add(("queues", name, "full_destination"), "a full queue cannot overflow into itself")
+    for number, ext in cfg.extensions.items():
+        tenant_ok(("extensions", number), ext.tenant)
+        if _check_number(number) or not number:
+            errors.add(("extensions", number), f"extension {number!r} must be digits")
+    for name, sl in cfg.screening.items():
+        p = ("screening", name)
+        tenant_ok(p, sl.tenant)
+        for i, r in enumerate(sl.windows):
+            if _check_hhmm(r.start) is None and _check_hhmm(r.end) is None and r.start >= r.end:
+                errors.add(p + ("windows", i, "start"), f"start {r.start} is not before end {r.end}")
+        if sl.action == "message" and not (sl.message or sl.message_file):
+            errors.add(p + ("action",), "action 'message' needs 'message' (text) or 'message_file'")
+        if sl.message_file and not os.path.isfile(cfg.resolve_path(sl.message_file)):
+            errors.add(p + ("message_file",), f"message file not found: {cfg.resolve_path(sl.message_file)}")
+        if sl.action == "reject" and (sl.message or sl.message_file):
+            errors.add(p + ("message" if sl.message else "message_file",),
+                       "'message'/'message_file' are only played with action = 'message'")
     seen_routes: dict[tuple[str, str], int] = {}
     for i, r in enumerate(cfg.routes):
         p = ("routes", i)

@@ -14,10 +14,12 @@ SECTIONS: list[tuple[str, type]] = [
     ("engine", c.EngineSection), ("sip", c.SipSection), ("sip.listen[]", c.SipListener),
     ("media", c.MediaSection), ("store", c.StoreSection), ("control", c.ControlSection),
     ("control.listen[]", c.ControlListener), ("recording", c.RecordingSection),
-    ("recording.windows[] / hours.NAME.rules[]", c.TimeRule), ("tenants.NAME", c.Tenant),
+    ("recording.windows[] / hours.NAME.rules[] / screening.NAME.windows[]", c.TimeRule), ("tenants.NAME", c.Tenant),
     ("users.NAME", c.User), ("skills.NAME", c.Skill), ("groups.NAME", c.Group), ("agents.NUMBER", c.Agent),
     ("trunks.NAME", c.Trunk), ("queues.NAME", c.Queue), ("queues.NAME.announcements", c.Announcements),
     ("queues.NAME.tiers[]", c.Tier), ("hours.NAME", c.Hours), ("routes[]", c.Route), ("flows.NAME", c.Flow),
+    ("callpath", c.CallpathSection), ("screening.NAME", c.ScreeningList),
+    ("extensions.NUMBER", c.Extension),
 ]
 
 
@@ -56,7 +58,8 @@ FALLBACK_DOCS = {
     "Queue.tiers": "overflow steps, see below",
     "Announcements.position": "announce the caller's position",
     "Announcements.expected_wait": "announce the expected wait",
-    "Announcements.periodic_prompt": "prompt played every `periodic_interval_s`",
+    "Announcements.periodic_prompt": "audio file (relative to the config) or `tts:TEXT` played every "
+                                     "`periodic_interval_s` (0: `interval_s`) while the caller waits",
     "Tier.groups": "groups added from this tier on",
     "Hours.rules": "opening times: `{ days, start, end }`",
     "Hours.holidays": "closed all day (`YYYY-MM-DD`)",

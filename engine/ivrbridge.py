@@ -153,7 +153,9 @@ class IvrBridge:
             centre._store("callbacks", {"tenant": call.tenant, "call_id": call.call_id, "caller_number": action.number,
                                         "queue": action.queue or "", "requested_ts": time.time()})
         elif isinstance(action, A.AttemptTransfer):
-            ivr.feed(E.TransferCompleted(action.request_id, False, "not_supported"))
+            from engine.transfers import attempt_transfer
+
+            attempt_transfer(centre, call, ivr, action)
         elif isinstance(action, A.RecordVoicemail):
             request_id = action.request_id
             centre.voicemail.start(call, action.mailbox, action.max_length_s,

@@ -9,8 +9,10 @@ table.  The table is open at a moment when its local time (the table's
 day) and the date is not one of its ``holidays``.  Outside it, the route's
 ``after_hours`` destinations are tried in order and the first one the call
 path can serve wins (``queue:`` with a known queue, ``flow:`` with a
-configured flow, ``voicemail:`` any mailbox); ``hangup`` or nothing usable closes the call (the caller
-hears 480 Temporarily Unavailable).
+configured flow, ``voicemail:`` any mailbox, ``number:`` duty numbers when
+the tenant has a trunk to dial them on; when every duty number fails the
+entries after it are tried, engine/external.py); ``hangup`` or nothing
+usable closes the call (the caller hears 480 Temporarily Unavailable).
 
 *Recording policy* (``[recording]``): ``none`` records nothing, ``all``
 every answered call, ``policy`` a call when it is not excluded
@@ -65,12 +67,14 @@ def find_route(cfg: Config, tenant: str, dialed: str) -> Route | None:
     return next((r for r in cfg.routes if r.tenant == tenant and number_matches(r.dialed_number, dialed)), None)
 
 
-def servable(cfg: Config, dest: Destination) -> bool:
-    """Whether the call path can take a call to ``dest`` today."""
+def servable(cfg: Config, dest: Destination, tenant: str | None = None) -> bool:
+    """Whether the call path can take a call to ``dest`` today (``number:`` needs a trunk of ``tenant``)."""
     if dest.kind == "queue":
         return dest.target in cfg.queues
     if dest.kind == "flow":
         return dest.target in cfg.flows
+    if dest.kind == "number":
+        return any(t.tenant == tenant for t in cfg.trunks.values()) if tenant is not None else bool(cfg.trunks)
     return dest.kind == "voicemail"
 
 
@@ -78,10 +82,10 @@ def choose_destination(cfg: Config, route: Route, wall_time: float) -> tuple[Des
     """``(destination or None, after_hours)`` for a call on ``route`` at ``wall_time``."""
     if not route.hours or hours_open(cfg, route.hours, wall_time):
         dest = parse_destination(route.destination)
-        return (dest if servable(cfg, dest) else None), False
+        return (dest if servable(cfg, dest, route.tenant) else None), False
     for text in route.after_hours:
         dest = parse_destination(text)
-        if servable(cfg, dest):
+        if servable(cfg, dest, route.tenant):
             return dest, True
     return None, True
 

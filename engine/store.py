@@ -208,6 +208,19 @@ CREATE INDEX call_events_call ON call_events (call_id, ts);
 CREATE INDEX call_events_ts ON call_events (tenant, ts);
 CREATE INDEX call_events_agent ON call_events (tenant, agent, ts);
 """),
+    (5, "screening list changes (engine/screening.py replays them)", """
+CREATE TABLE screening_log (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    list TEXT NOT NULL,
+    number TEXT NOT NULL,
+    action TEXT NOT NULL,
+    user TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX screening_log_list ON screening_log (tenant, list, id);
+"""),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -157,6 +157,79 @@ dialed_number = "200*"
 destination = "hangup"
 after_hours = ["voicemail:x"]
 """, ["FILE:5: routes[0].after_hours: 'after_hours' needs 'hours' (when business hours are)"]),
+    ("inbound2_callpath_keys", """
+[media]
+rtp_timeout_s = -1
+
+[callpath]
+sticky_wait_s = 4000
+rejects_before_not_ready = 0
+
+[groups.g]
+[queues.q]
+groups = ["g"]
+full_destination = "queue:q"
+
+[queues.r]
+groups = ["g"]
+full_destination = "pager:1"
+announcements = { periodic_prompt = "nope.wav" }
+
+[agents.1001]
+name = "A"
+password = "%s"
+auto_answer = "yes"
+""" % H, ["FILE:3: media.rtp_timeout_s: -1 is below the minimum 0",
+          "FILE:6: callpath.sticky_wait_s: 4000 is above the maximum 3600",
+          "FILE:7: callpath.rejects_before_not_ready: 0 is below the minimum 1",
+          "FILE:12: queues.q.full_destination: a full queue cannot overflow into itself",
+          "FILE:16: queues.r.full_destination: unknown destination 'pager:1' (expected one of queue:NAME, "
+          "flow:NAME, agent:NAME, voicemail:NAME, number:NAME, hangup)",
+          "FILE:17: queues.r.announcements.periodic_prompt: prompt file not found: DIR/nope.wav (or use 'tts:TEXT')",
+          "FILE:22: agents.1001.auto_answer: expected boolean, got string 'yes'"]),
+    ("screening_lists", """
+[screening.a]
+kind = "deny"
+numbers = ["+49x"]
+reject_status = 302
+
+[screening.b]
+action = "message"
+windows = [{ start = "18:00", end = "08:00" }]
+time_zone = "Moon/Base"
+
+[screening.c]
+message = "hello"
+tenant = "ghost"
+
+[screening.d]
+action = "message"
+message_file = "missing.wav"
+""", ["FILE:3: screening.a.kind: 'deny' is not one of: block, allow, exempt",
+      "FILE:4: screening.a.numbers: not a dialed-number pattern '+49x' (digits with optional leading '+', "
+      "a trailing '*' matches a prefix)",
+      "FILE:5: screening.a.reject_status: 302 is below the minimum 400",
+      "FILE:8: screening.b.action: action 'message' needs 'message' (text) or 'message_file'",
+      "FILE:9: screening.b.windows[0].start: start 18:00 is not before end 08:00",
+      "FILE:10: screening.b.time_zone: unknown time zone 'Moon/Base' (expected an IANA name such as "
+      "'Europe/Berlin')",
+      "FILE:13: screening.c.message: 'message'/'message_file' are only played with action = 'message'",
+      "FILE:14: screening.c.tenant: unknown tenant 'ghost' (define it under [tenants.ghost])",
+      "FILE:18: screening.d.message_file: message file not found: DIR/missing.wav"]),
+    ("duty_numbers", """
+[[routes]]
+dialed_number = "100"
+destination = "number:+4930111$abc"
+""", ["FILE:4: routes[0].destination: not a phone number 'abc' (digits, optional leading '+')"]),
+    ("device_extensions", """
+[extensions.2001]
+sip_ha1 = "5F4DCC3B5AA765D61D8327DEB882CF99"
+
+[extensions.abc]
+sip_ha1 = "5f4dcc3b5aa765d61d8327deb882cf99"
+""", ["FILE:3: extensions.2001.sip_ha1: not an MD5 HA1 (32 lowercase hex digits: md5 of "
+      "'EXTENSION:REALM:PASSWORD')",
+      "FILE:5: extensions.abc: extension 'abc' must be digits"]),
 ]
 
 
@@ -166,7 +239,7 @@ def test_bad_config_reports_exact_lines(tmp_path: pathlib.Path, name: str, text:
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
         load_config(str(path))
-    want = [line.replace("FILE", str(path)) for line in expected]
+    want = [line.replace("FILE", str(path)).replace("DIR", str(tmp_path)) for line in expected]
     assert info.value.errors == want
 
 

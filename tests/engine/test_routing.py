@@ -97,3 +97,14 @@ def test_recording_modes_and_policy():
     windows = pol + 'windows = [ { days = ["mon"], start = "09:00", end = "12:00" } ]\n'
     assert should_record(parse_config(windows), **kw)
     assert not should_record(parse_config(windows), **{**kw, "wall_time": at(2026, 11, 23, 13)})
+
+
+def test_duty_numbers_need_a_trunk_of_the_tenant():
+    with_trunk = parse_config(BASE + '\n[trunks.carrier]\nhost = "192.0.2.1"\n')
+    route = find_route(with_trunk, "default", "+4930555100")
+    dest, after = choose_destination(with_trunk, route, at(2026, 11, 23, 22))
+    assert (str(dest), after) == ("number:+4915100000001", True)
+    duty = parse_config(BASE.replace("number:+4915100000001", "number:+4915100000001$+4915100000002")
+                        + '\n[trunks.carrier]\nhost = "192.0.2.1"\n')
+    dest, _ = choose_destination(duty, find_route(duty, "default", "+4930555100"), at(2026, 11, 23, 22))
+    assert dest.target == "+4915100000001$+4915100000002"
