@@ -27,6 +27,19 @@ call path:
   ends it; ``RecordingFinished`` with the path and duration).
 * Not yet supported, answered so the flow goes on: ``AttemptTransfer``
   (``TransferCompleted(answered=False, reason="not_supported")``).
+
+Post-call flows
+---------------
+A flow may name another configured flow in the variable
+``post_call_flow`` (a ``set`` node before the queue).  When the agent's
+phone hangs up first (BYE from the agent leg) :func:`start_post_call_flow`
+keeps the caller: the call moves TALKING → POST_CALL, the recording stops,
+the agent leg and room go, the agent is released into wrap-up exactly as
+after a normal hang-up, and the named flow (typically a satisfaction
+``survey``) runs on the caller leg with the call's variables plus
+``agent_number``, so ``StoreSurveyResult`` rows carry the agent who
+answered.  The flow's ``hangup`` (or the caller's BYE) then ends the call;
+its CDR is ``answered`` with talk time up to the agent's hang-up.
 """
 from __future__ import annotations
 
@@ -40,6 +53,9 @@ import numpy as np
 from ivr import actions as A
 from ivr import events as E
 from media.player import ArraySource, load_prompt
+
+POST_CALL_VARIABLE = "post_call_flow"
+"""IVR variable naming the ``[flows.NAME]`` the caller goes to when the agent hangs up first."""
 
 if TYPE_CHECKING:
     from engine.callpath import CallCentre
@@ -140,13 +156,13 @@ class IvrBridge:
         elif isinstance(action, A.HangUp):
             centre.hangup(call, f"ivr_{action.reason}" if action.reason else "ivr_hangup")
         elif isinstance(action, A.FlowFinished):
-            if action.reason not in ("agent",) and call.state.value == "routing":
+            if action.reason not in ("agent",) and call.state.value in ("routing", "post_call"):
                 centre.hangup(call, "ivr_finished")
         elif isinstance(action, A.RequestLookup):
             await self._lookup(ivr, action)
         elif isinstance(action, A.StoreSurveyResult):
             centre._store("surveys", {"call_id": call.call_id, "tenant": call.tenant, "ts": time.time(),
-                                      "agent": action.agent_number or "", "queue": call.queue,
+                                      "agent": action.agent_number or call.agent, "queue": call.queue,
                                       "question": f"{action.survey}/{action.question}",
                                       "score": int(action.answer) if action.answer.isdigit() else 0})
         elif isinstance(action, A.RequestCallback):
@@ -178,3 +194,53 @@ class IvrBridge:
             ivr.feed(E.LookupCompleted(action.request_id, row))
         except Exception as exc:
             ivr.feed(E.LookupCompleted(action.request_id, None, str(exc)[:200]))
+
+
+def start_post_call_flow(centre: "CallCentre", call: "Call") -> bool:
+    """The agent hung up: run the call's ``post_call_flow`` for the caller (see the module docstring).
+
+    Returns False (the caller is hung up as usual) when the call is not
+    talking, names no flow, the flow is unknown or invalid, or the caller
+    leg is gone.
+    """
+    from engine.calls import CallState, CallTrigger
+    from ivr.events import CallStarted
+    from ivr.interpreter import Interpreter
+    from ivr.runner import start_call
+
+    name = str(call.variables.get(POST_CALL_VARIABLE) or "")
+    media = centre.media
+    if not name or call.state is not CallState.TALKING or media is None or call.caller is None \
+            or call.caller.ended or call.caller.leg_id not in media.legs:
+        return False
+    flow = centre._flow(name)
+    if flow is None:
+        logger.warning("[%s] post-call flow %r is not configured or invalid: hanging up", call.call_id, name)
+        return False
+    call.fire(CallTrigger.AGENT_LEFT)
+    call.agent_left_ts = time.time()
+    centre._stop_recording(call)
+    if call.room and call.room in media.rooms:
+        media.destroy_room(call.room)
+    if call.agent_leg is not None:
+        call.agent_leg.ended = True
+        centre._drop_leg(call.agent_leg)
+    rec = centre.agents.get(call.agent)
+    if rec is not None:  # released exactly as by CallCentre.hangup: wrap-up, then ready
+        centre.acd.call_ended(rec.acd_id, centre.now())
+        centre._sync_agent(rec)
+        conf = centre.config.agents[rec.number]  # type: ignore[union-attr]
+        wrapup_s = conf.wrapup_s if conf.wrapup_s is not None else centre.config.queues[call.queue].wrapup_s  # type: ignore
+        rec.wrapup_timer = centre.loop.call_later(wrapup_s, centre._wrapup_expired, rec.number)  # type: ignore
+    variables = {k: v for k, v in call.variables.items() if k != "history" and k != POST_CALL_VARIABLE}
+    variables["agent_number"] = call.agent
+    bridge = IvrBridge(centre, call)
+    interpreter = Interpreter(flow, call.call_id, variables=variables)
+    ivr, task = start_call(interpreter, bridge, CallStarted(call.caller_number, call.dialed_number, time.time()))
+    bridge.ivr = ivr
+    call.ivr = (ivr, task, bridge)
+    centre._tasks.add(task)
+    task.add_done_callback(centre._tasks.discard)
+    logger.info("[%s] agent %s hung up: caller goes to post-call flow %s", call.call_id, call.agent, name)
+    centre._pump()
+    return True
