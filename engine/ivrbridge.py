@@ -8,7 +8,8 @@ call path:
 
 * ``PlayPrompts`` → audio is prepared off the loop (files decoded, ``tts``
   and spelled ``digits``/``number``/``date`` items spoken by espeak-ng through
-  :mod:`media.tts`, which caches by text), then one
+  :mod:`media.tts`, which caches by text) and kept decoded in
+  :data:`prompt_cache` (a repeated prompt is served on the loop), then one
   :class:`media.player.ArraySource` of the concatenation is played to the
   caller leg; ``PlaybackFinished`` of that player feeds ``PromptFinished``.
   ``StopPlayback`` stops it (barge-in is decided by the interpreter).
@@ -44,7 +45,9 @@ its CDR is ``answered`` with talk time up to the agent's hang-up.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -80,6 +83,62 @@ def prompt_audio(items: tuple[A.PromptItem, ...]) -> np.ndarray:
         except Exception as exc:  # a missing file or TTS failure must not stop the flow
             logger.warning("prompt %s %r not playable: %s", item.kind, item.value[:60], exc)
     return np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, np.int16)
+
+
+class PromptCache:
+    """Decoded prompt audio by prompt items, bounded by total samples (LRU).
+
+    Every caller in a menu hears the same few prompts over and over; decoding
+    the file (or the cached TTS WAV) again for each play costs a worker
+    thread hop and GIL time that the 20 ms media tick then waits for
+    (measured in docs/performance/ivr.md).  A hit is served on the loop.
+    File items are re-read when their modification time changed.
+    """
+
+    def __init__(self, max_samples: int = 8_000_000) -> None:
+        self.max_samples = max_samples
+        self.samples = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: "collections.OrderedDict[tuple, tuple[np.ndarray, tuple[float, ...]]]" = \
+            collections.OrderedDict()
+
+    @staticmethod
+    def _mtimes(items: tuple[A.PromptItem, ...]) -> tuple[float, ...]:
+        out = []
+        for item in items:
+            if item.kind == "file":
+                try:
+                    out.append(os.stat(item.value).st_mtime)
+                except OSError:
+                    out.append(-1.0)
+        return tuple(out)
+
+    def get(self, items: tuple[A.PromptItem, ...]) -> np.ndarray | None:
+        entry = self._entries.get(items)
+        if entry is None or entry[1] != self._mtimes(items):
+            self.misses += 1
+            return None
+        self._entries.move_to_end(items)
+        self.hits += 1
+        return entry[0]
+
+    def put(self, items: tuple[A.PromptItem, ...], audio: np.ndarray) -> None:
+        if audio.size == 0 or audio.size > self.max_samples // 4:
+            return
+        audio.flags.writeable = False  # shared by every player of this prompt
+        old = self._entries.pop(items, None)
+        if old is not None:
+            self.samples -= old[0].size
+        self._entries[items] = (audio, self._mtimes(items))
+        self.samples += audio.size
+        while self.samples > self.max_samples:
+            _, (dropped, _m) = self._entries.popitem(last=False)
+            self.samples -= dropped.size
+
+
+prompt_cache = PromptCache()
+"""Process-wide: every call of every flow shares it."""
 
 
 class IvrBridge:
@@ -123,8 +182,10 @@ class IvrBridge:
         media = centre.media
         assert media is not None
         if isinstance(action, A.PlayPrompts):
-            loop = asyncio.get_running_loop()
-            audio = await loop.run_in_executor(None, prompt_audio, action.items)
+            audio = prompt_cache.get(action.items)
+            if audio is None:
+                audio = await asyncio.get_running_loop().run_in_executor(None, prompt_audio, action.items)
+                prompt_cache.put(action.items, audio)
             if call.caller is None or call.caller.leg_id not in media.legs:
                 return
             if audio.size == 0:

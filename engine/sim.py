@@ -157,6 +157,9 @@ def envelope_match(heard: np.ndarray, expected: np.ndarray, floor_db: float = -6
     """
     h = np.maximum(np.asarray(heard, np.float64), floor_db)
     e = np.maximum(np.asarray(expected, np.float64), floor_db)
+    # Leading and trailing silence of the expected audio would match any silence-to-sound edge: drop it.
+    sound = np.flatnonzero(e > floor_db + 10.0)
+    e = e[sound[0]:sound[-1] + 1] if sound.size else e[:0]
     m = len(e)
     if m == 0 or len(h) < m:
         return 0.0, -1
