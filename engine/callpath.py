@@ -1062,6 +1062,10 @@ class CallCentre:
             reason = "caller_hangup" if ev.reason == "bye_received" else ev.reason
         else:
             reason = "agent_hangup" if ev.reason == "bye_received" else ev.reason
+            from engine.ivrbridge import start_post_call_flow
+
+            if reason == "agent_hangup" and start_post_call_flow(self, call):
+                return  # the caller stays for the flow named by the post_call_flow variable
         self.hangup(call, reason)
 
     def _end_ivr(self, call: Call) -> None:
@@ -1101,7 +1105,7 @@ class CallCentre:
             call.disposition = "abandoned" if reason == "caller_hangup" else reason
             self._queue_log(call, "abandoned" if reason == "caller_hangup" else reason,
                             wait_s=round(call.end_ts - (call.queued_ts or call.end_ts), 3))
-        elif previous is CallState.TALKING:
+        elif previous in (CallState.TALKING, CallState.POST_CALL):
             call.disposition = "answered"
         else:
             call.disposition = "voicemail" if in_voicemail else (call.disposition or reason)  # preset: "blocked"

@@ -13,9 +13,12 @@ A call moves through :class:`CallState` by the transitions of
 :data:`CALL_TRANSITIONS` (STYLE.md: enum + transition table)::
 
     ROUTING -> QUEUED -> OFFERING -> TALKING -> ENDED
-       ^        ^  |         |
-       |        '--+---------'  (ring no answer / reject: back to the queue)
-       '-----------'  (the IVR takes the caller out of the queue)
+       ^        ^  |         |          |          ^
+       |        '--+---------'          '-> POST_CALL   (the agent hung up first and the
+       '-----------'  (the IVR takes       the caller stays for a post-call flow, e.g. a
+                       the caller out      survey: engine/ivrbridge.py)
+                       of the queue;
+                       ring no answer / reject: back to the queue)
 
 An agent's live state (:class:`AgentRecord`) mirrors the ACD's agent state
 (``engine.acd_types.AgentState``) with what the ACD does not know: the
@@ -35,6 +38,7 @@ class CallState(enum.Enum):
     QUEUED = "queued"
     OFFERING = "offering"
     TALKING = "talking"
+    POST_CALL = "post_call"
     ENDED = "ended"
 
 
@@ -44,6 +48,7 @@ class CallTrigger(enum.Enum):
     ANSWER = "answer"
     REQUEUE = "requeue"
     DEQUEUE = "dequeue"
+    AGENT_LEFT = "agent_left"
     END = "end"
     TRANSFER = "transfer"
     """Call control: an agent sends the caller to a queue or a flow (engine/callcontrol.py)."""
@@ -59,7 +64,8 @@ CALL_TRANSITIONS: dict[CallState, dict[CallTrigger, CallState]] = {
     _S.QUEUED: {_T.OFFER: _S.OFFERING, _T.DEQUEUE: _S.ROUTING, _T.END: _S.ENDED},
     _S.OFFERING: {_T.ANSWER: _S.TALKING, _T.REQUEUE: _S.QUEUED, _T.OFFER: _S.OFFERING, _T.END: _S.ENDED,
                   _T.FORWARD: _S.ROUTING},
-    _S.TALKING: {_T.END: _S.ENDED, _T.TRANSFER: _S.ROUTING},
+    _S.TALKING: {_T.END: _S.ENDED, _T.TRANSFER: _S.ROUTING, _T.AGENT_LEFT: _S.POST_CALL},
+    _S.POST_CALL: {_T.END: _S.ENDED},
     _S.ENDED: {_T.END: _S.ENDED},
 }
 
@@ -136,6 +142,8 @@ class Call:
     """Seconds the caller spent on hold (call control: hold and consult)."""
     transferred: int = 0
     """Completed transfers (blind or consultative) of this call."""
+    agent_left_ts: float | None = None
+    """When the agent hung up first and the caller stayed for a post-call flow (ends talk time)."""
 
     def fire(self, trigger: CallTrigger) -> CallState:
         nxt = CALL_TRANSITIONS[self.state].get(trigger)
@@ -159,7 +167,7 @@ class Call:
         wait_s = 0.0
         if self.queued_ts is not None:
             wait_s = (self.answered_ts or end) - self.queued_ts
-        talk_s = end - self.answered_ts if self.answered_ts is not None else 0.0
+        talk_s = (self.agent_left_ts or end) - self.answered_ts if self.answered_ts is not None else 0.0
         return {"call_id": self.call_id, "tenant": self.tenant, "direction": self.direction,
                 "caller_number": self.caller_number, "dialed_number": self.dialed_number,
                 "trunk": self.trunk, "route": self.route, "flow": self.flow, "queue": self.queue, "agent": self.agent,

@@ -207,8 +207,15 @@ def _configure_store_tools(sub: argparse._SubParsersAction) -> None:
     configure(sub)
 
 
+def _configure_demo(sub: argparse._SubParsersAction) -> None:
+    from engine.demo import configure
+
+    configure(sub)
+
+
 # Later issues register more subcommands here: name -> configure(subparsers).
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_configure, _configure_store_tools]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_configure, _configure_store_tools,
+                                                                   _configure_demo]
 
 
 def main(argv: list[str] | None = None) -> int:

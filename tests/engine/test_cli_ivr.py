@@ -18,6 +18,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def _config_with_flow(tmp_path: pathlib.Path, flow_text: str) -> pathlib.Path:
     cfg = tmp_path / "centre.toml"
     demo = (ROOT / "examples" / "demo.toml").read_text()
+    demo = demo.replace('path = "flows/', f'path = "{ROOT}/examples/flows/')  # the demo's own flows, by absolute path
     cfg.write_text(demo + '\n[flows.survey]\npath = "survey.toml"\n')
     (tmp_path / "survey.toml").write_text(flow_text)
     return cfg
