@@ -185,6 +185,7 @@ class Tally:
             "offered": self.offered,
             "answered": self.answered,
             "answered_within_threshold": self.answered_within_threshold,
+            "service_level_base": sl_base,
             "service_level": sl,
             "service_level_met": None if sl is None else sl >= settings.service_level_target,
             "average_speed_of_answer_s": _ratio(self.answer_wait_s, self.answered),

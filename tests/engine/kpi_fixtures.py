@@ -275,7 +275,7 @@ def plain_report(period: str, dimension: str, cdr: list[dict[str, Any]], states:
             sl = div(len(within), base)
             out[(b0, key)] = {
                 "received": len(mine), "offered": len(queued), "answered": len(answered),
-                "answered_within_threshold": len(within), "service_level": sl,
+                "answered_within_threshold": len(within), "service_level_base": base, "service_level": sl,
                 "service_level_met": None if sl is None else sl >= target,
                 "average_speed_of_answer_s": div(sum(c["wait_s"] for c in answered), len(answered)),
                 "abandoned": len(abandoned), "short_abandoned": len(short),
