@@ -18,9 +18,9 @@ path builds; the tests require both to agree figure by figure.
   offer-time range.  The repeat-caller flag is a window function
   (``LAG(start_ts) OVER (PARTITION BY tenant, caller_number ORDER BY
   start_ts, call_id)``) over the range plus the look-back window.
-* **agent time**: spans inside one base bucket are summed by SQL; spans
-  that cross a base-bucket boundary or the report range (a few percent) are
-  fetched and split in Python (:func:`engine.kpi.split_span`).
+* **agent time**: spans (clipped to the range) are cut at base-bucket
+  boundaries inside SQLite (first and last bucket of each span); only spans
+  longer than a base bucket return to Python for the whole buckets between.
 * **ring no answer** (agent dimension) from ``queue_log``, **callbacks**
   from ``callbacks`` (a small table) through the reference code.
 
@@ -32,7 +32,7 @@ import sqlite3
 from typing import Any, Sequence
 
 from engine.kpi import (BASE_BUCKET_S, BLOCKED_DISPOSITIONS, STAFFED_STATES, Calendar, Dimension, KpiSettings,
-                        Membership, Period, Report, Tally, agent_keys, split_span, tally_rows)
+                        Membership, Period, Report, Tally, agent_keys, tally_rows)
 
 IVR_LOOKBACK_S = 86400.0
 """Longest time from a call's start to its queue entry the fast path looks back."""
@@ -118,13 +118,26 @@ def tally_sqlite(conn: sqlite3.Connection, *, period: Period, dimension: Dimensi
     params = [*tparams, since - IVR_LOOKBACK_S - window_s, until,
               settings.service_level_s, settings.short_abandon_s, window_s, since, until]
     per_agent = dimension is Dimension.AGENT
+    # Accumulate plain lists per (period, key) first: a month has ~3,000 base
+    # buckets per key, and Tally objects per base row would cost more than SQLite.
+    longest = _CALL_FIELDS.index("longest_wait_s")
+    rna = _CALL_FIELDS.index("ring_no_answer")
+    acc: dict[tuple[float, str], list[float]] = {}
+    base_start = cal.base_start
     for row in conn.execute(calls_sql(dimension, tenants), params):
-        b, key = row[0], row[1]
-        t = rep.tally(cal.base_start(b, period), key)
-        base = Tally(**{f: (v or 0) for f, v in zip(_CALL_FIELDS, row[2:])})
+        k = (base_start(row[0], period), row[1])
+        vals = [v or 0 for v in row[2:]]
+        cur = acc.get(k)
+        if cur is None:
+            acc[k] = vals
+        else:
+            lw = max(cur[longest], vals[longest])
+            acc[k] = cur = [a + b for a, b in zip(cur, vals)]
+            cur[longest] = lw
+    for k, vals in acc.items():
         if per_agent:
-            base.ring_no_answer = 0
-        t.add(base)
+            vals[rna] = 0
+        rep.tally(*k).add(Tally(**dict(zip(_CALL_FIELDS, vals))))
     _agent_time(conn, rep, tenants, members)
     if per_agent:
         tclause, tp = _tenant_clause(tenants)
@@ -148,36 +161,46 @@ def tally_sqlite(conn: sqlite3.Connection, *, period: Period, dimension: Dimensi
 
 def _agent_time(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | None,
                 members: dict[str, Membership]) -> None:
+    """Agent seconds by state, split at base-bucket boundaries inside SQLite.
+
+    A span ``[s, e)`` (clipped to the range) gives its first base bucket
+    ``min(e, end of that bucket) - s`` and its last ``e - start of that
+    bucket``; only spans longer than a whole base bucket (breaks, long idle
+    times) come back to Python for the full buckets between.
+    """
     since, until, cal, period, dim = rep.since, rep.until, rep.cal, rep.period, rep.dimension
     if dim is Dimension.DIALED_NUMBER:
         return
     tclause, tp = _tenant_clause(tenants)
     states = ", ".join(f"'{s}'" for s in STAFFED_STATES)
     w = BASE_BUCKET_S
-    inside = f"CAST(ts / {w} AS INTEGER) = CAST((ts - duration_s) / {w} AS INTEGER) AND ts - duration_s >= ?"
-    # Spans inside one base bucket and inside the range: summed by SQLite.
-    sql = (f"SELECT CAST(ts / {w} AS INTEGER), agent, tenant, previous_state, TOTAL(duration_s) "
-           f"FROM agent_state_log WHERE {tclause} AND ts >= ? AND ts < ? AND previous_state IN ({states}) "
-           f"AND {inside} GROUP BY 1, 2, 3, 4")
-    for b, agent, tenant, state, secs in conn.execute(sql, [*tp, since, until, since]):
+    spans = (f"WITH sp AS (SELECT agent, tenant, previous_state AS st, MAX(ts - duration_s, ?) AS s, MIN(ts, ?) AS e "
+             f"FROM agent_state_log WHERE {tclause} AND ts >= ? AND ts < ? AND ts - duration_s < ? "
+             f"AND previous_state IN ({states})), "
+             f"b AS (SELECT agent, tenant, st, s, e, CAST(s / {w} AS INTEGER) AS b0, CAST(e / {w} AS INTEGER) AS b1 "
+             f"FROM sp WHERE e > s) ")
+    params = [since, until, *tp, since, until + SPAN_LOOKAHEAD_S, until]
+    sql = (spans + f"SELECT b0, agent, tenant, st, TOTAL(MIN(e, (b0 + 1) * {w}) - s) FROM b GROUP BY 1, 2, 3, 4 "
+           f"UNION ALL SELECT b1, agent, tenant, st, TOTAL(e - b1 * {w}) FROM b "
+           f"WHERE b1 > b0 AND e > b1 * {w} GROUP BY 1, 2, 3, 4")
+    acc: dict[tuple[int, str, str, str], float] = {}
+    for b, agent, tenant, state, secs in conn.execute(sql, params):
+        k = (b, agent, tenant, state)
+        acc[k] = acc.get(k, 0.0) + secs
+    for b, agent, tenant, state, n in conn.execute(
+            spans + "SELECT b0, agent, tenant, st, b1 - b0 - 1 FROM b WHERE b1 - b0 >= 2", params):
+        for i in range(1, n + 1):
+            k = (b + i, agent, tenant, state)
+            acc[k] = acc.get(k, 0.0) + w
+    keys_of: dict[tuple[str, str], list[str]] = {}
+    for (b, agent, tenant, state), secs in acc.items():
+        keys = keys_of.get((agent, tenant))
+        if keys is None:
+            keys = keys_of[(agent, tenant)] = agent_keys(agent, tenant, dim, members)
         start = cal.base_start(b, period)
-        for key in agent_keys(agent, tenant, dim, members):
+        for key in keys:
             st = rep.tally(start, key).state_s
             st[state] = st.get(state, 0.0) + secs
-    # The rest (crossing a base boundary or the range's ends): split here.
-    sql = (f"SELECT agent, tenant, previous_state, ts, duration_s FROM agent_state_log "
-           f"WHERE {tclause} AND ts >= ? AND ts < ? AND ts - duration_s < ? AND previous_state IN ({states}) "
-           f"AND NOT (ts < ? AND {inside})")
-    for agent, tenant, state, ts, dur in conn.execute(sql, [*tp, since, until + SPAN_LOOKAHEAD_S, until,
-                                                              until, since]):
-        start, end = max(ts - dur, since), min(ts, until)
-        if end <= start:
-            continue
-        keys = agent_keys(agent, tenant, dim, members)
-        for b, secs in split_span(start, end, cal, period):
-            for key in keys:
-                st = rep.tally(b, key).state_s
-                st[state] = st.get(state, 0.0) + secs
 
 
 __all__ = ["IVR_LOOKBACK_S", "SPAN_LOOKAHEAD_S", "calls_sql", "tally_sqlite"]
