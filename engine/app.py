@@ -76,6 +76,8 @@ class Engine:
                  services: list[Service] | None = None) -> None:
         import engine.builtin_ops  # noqa: F401  (registers the foundation's ops)
         import engine.audit_export  # noqa: F401  (registers audit.export)
+        import engine.reporting_ops  # noqa: F401  (kpi.report, cdr.*, stats.realtime, recording.*)
+        import engine.callbacks  # noqa: F401  (callback.*)
 
         self.config = config
         self.ops = ops or default_registry
@@ -312,6 +314,8 @@ def run_engine(config: Config, log_level: str | None = None) -> int:
     # The call path (SIP listeners, media, ACD) runs when there is a trunk to take calls
     # from; a control-only configuration binds no SIP port (docs/callpath.md).
     engine = Engine(config, services=[CallCentre()] if config.trunks else [])
+    from engine.realtime import StatsService
+    engine.add_service(StatsService())  # stats event, today's KPIs, abandoned -> callback
     try:
         asyncio.run(serve(engine))
     except StoreError as exc:

@@ -165,6 +165,10 @@ class EventBus:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    def subscribers(self) -> list[Subscriber]:
+        """The current subscribers (a copy), e.g. for per-connection events."""
+        return list(self._subscribers.values())
+
     def visible(self, session: Any, event: BusEvent) -> bool:
         """All scope rules allow ``session`` to see ``event``."""
         return all(rule(session, event) for rule in self.scope_rules)

@@ -213,9 +213,15 @@ def _configure_demo(sub: argparse._SubParsersAction) -> None:
     configure(sub)
 
 
+def _configure_report(sub: argparse._SubParsersAction) -> None:
+    from engine.report_cli import configure
+
+    configure(sub)
+
+
 # Later issues register more subcommands here: name -> configure(subparsers).
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_configure, _configure_store_tools,
-                                                                   _configure_demo]
+                                                                   _configure_demo, _configure_report]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -293,6 +293,18 @@ class RecordingSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReportingSection:
+    service_level_s: float = opt(20.0, min=1, max=3600, doc="T: answered within T s counts in service level")
+    service_level_target: float = opt(0.8, min=0, max=1, doc="service-level goal (80/20)")
+    short_abandon_s: float = opt(20.0, min=0, max=3600, doc="abandons within this wait are short abandons")
+    short_abandons_in_service_level: bool = opt(False, doc="false: short abandons leave the service-level "
+                                                "and abandon-rate bases (docs/kpis.md)")
+    repeat_window_days: float = opt(7.0, min=0, max=365, doc="repeat caller: called again within N days")
+    abandoned_to_callback: bool = opt(False, doc="every call abandoned in a queue becomes an open callback")
+    stats_interval_s: float = opt(1.0, min=0.2, max=60, doc="period of the `stats` event")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Tenant:
     name: str = opt(key=True)
     description: str = opt("")
@@ -467,6 +479,7 @@ class Config:
     store: StoreSection = _factory(StoreSection)
     control: ControlSection = _factory(ControlSection)
     recording: RecordingSection = _factory(RecordingSection)
+    reporting: ReportingSection = _factory(ReportingSection)
     tenants: dict[str, Tenant] = opt({})
     users: dict[str, User] = opt({})
     skills: dict[str, Skill] = opt({})

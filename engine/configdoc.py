@@ -14,6 +14,7 @@ SECTIONS: list[tuple[str, type]] = [
     ("engine", c.EngineSection), ("sip", c.SipSection), ("sip.listen[]", c.SipListener),
     ("media", c.MediaSection), ("store", c.StoreSection), ("control", c.ControlSection),
     ("control.listen[]", c.ControlListener), ("recording", c.RecordingSection),
+    ("reporting", c.ReportingSection),
     ("recording.windows[] / hours.NAME.rules[] / screening.NAME.windows[]", c.TimeRule), ("tenants.NAME", c.Tenant),
     ("users.NAME", c.User), ("skills.NAME", c.Skill), ("groups.NAME", c.Group), ("agents.NUMBER", c.Agent),
     ("trunks.NAME", c.Trunk), ("queues.NAME", c.Queue), ("queues.NAME.announcements", c.Announcements),

@@ -221,6 +221,15 @@ CREATE TABLE screening_log (
 );
 CREATE INDEX screening_log_list ON screening_log (tenant, list, id);
 """),
+    (6, "reporting indexes", """
+CREATE INDEX cdr_grp ON cdr (tenant, grp, start_ts);
+CREATE INDEX cdr_trunk ON cdr (tenant, trunk, start_ts);
+CREATE INDEX cdr_callback_of ON cdr (callback_of) WHERE callback_of != '';
+CREATE INDEX agent_state_log_tenant_ts ON agent_state_log (tenant, ts);
+CREATE INDEX queue_log_event ON queue_log (tenant, event, ts);
+CREATE INDEX callbacks_agent ON callbacks (tenant, assigned_agent, state);
+CREATE INDEX recordings_grp ON recordings (tenant, grp, start_ts);
+"""),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
