@@ -18,6 +18,7 @@ SECTIONS: list[tuple[str, type]] = [
     ("users.NAME", c.User), ("skills.NAME", c.Skill), ("groups.NAME", c.Group), ("agents.NUMBER", c.Agent),
     ("trunks.NAME", c.Trunk), ("queues.NAME", c.Queue), ("queues.NAME.announcements", c.Announcements),
     ("queues.NAME.tiers[]", c.Tier), ("hours.NAME", c.Hours), ("routes[]", c.Route), ("flows.NAME", c.Flow),
+    ("campaigns.NAME", c.Campaign), ("campaigns.NAME.retries[]", c.CampaignRetry),
 ]
 
 
