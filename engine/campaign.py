@@ -288,7 +288,8 @@ class CampaignBook:
     def tenant(self) -> str:
         return self.campaign.tenant
 
-    def _row(self, now: float, event: str, rec: CallRecord | None = None, **kw: Any) -> dict[str, Any]:
+    def log_row(self, now: float, event: str, rec: CallRecord | None = None, **kw: Any) -> dict[str, Any]:
+        """A ``campaign_log`` row of this campaign (about ``rec`` when given)."""
         row: dict[str, Any] = {"tenant": self.tenant, "campaign": self.name, "ts": now, "event": event}
         if rec is not None:
             row.update(record_id=rec.record_id, number=rec.number, attempt=rec.attempts)
@@ -391,7 +392,7 @@ class CampaignBook:
             if reason:
                 rec.state = RecordState.BLOCKED
                 rec.last_outcome = "blocked"
-                rows.append(self._row(now, "blocked", rec, outcome="blocked", data={"reason": reason}))
+                rows.append(self.log_row(now, "blocked", rec, outcome="blocked", data={"reason": reason}))
                 logger.info("campaign %s: %s blocked (%s)", self.name, rec.number, reason)
                 continue
             out.append(rec)
@@ -408,7 +409,7 @@ class CampaignBook:
         rec.attempts += 1
         rec.call_id = call_id
         self._by_call[call_id] = record_id
-        return self._row(now, "attempt", rec, call_id=call_id, agent=agent)
+        return self.log_row(now, "attempt", rec, call_id=call_id, agent=agent)
 
     def record_for_call(self, call_id: str) -> CallRecord | None:
         rid = self._by_call.get(call_id)
@@ -433,7 +434,7 @@ class CampaignBook:
         rec.last_outcome = outcome
         rec.call_id = ""
         next_ts = self._schedule(rec, outcome, now)
-        return self._row(now, "result", rec, call_id=call_id, outcome=outcome, amd=amd, agent=agent,
+        return self.log_row(now, "result", rec, call_id=call_id, outcome=outcome, amd=amd, agent=agent,
                          next_ts=next_ts, wait_s=wait_s, talk_s=talk_s, data=data or {})
 
     def _schedule(self, rec: CallRecord, outcome: str, now: float) -> float | None:
@@ -455,7 +456,7 @@ class CampaignBook:
         if rec.state is not RecordState.WAITING:
             raise Conflict(f"record {record_id!r} is {rec.state.value}, not waiting")
         rec.state = RecordState.SKIPPED
-        return self._row(now, "skipped", rec, agent=agent)
+        return self.log_row(now, "skipped", rec, agent=agent)
 
     def disposition(self, record_id: str, disposition: str, now: float, *, agent: str = "",
                     callback_ts: float | None = None, notes: str = "", call_id: str = "") -> dict[str, Any]:
@@ -475,7 +476,7 @@ class CampaignBook:
             rec.state = RecordState.WAITING
             rec.next_ts = callback_ts
             rec.callback_agent = agent
-        return self._row(now, "disposition", rec, call_id=call_id, agent=agent, next_ts=callback_ts, data=data)
+        return self.log_row(now, "disposition", rec, call_id=call_id, agent=agent, next_ts=callback_ts, data=data)
 
     def next_wakeup(self, now: float) -> float | None:
         """Earliest time a waiting record may come due (retry time or calling-hours start)."""
