@@ -866,6 +866,28 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
     return cfg
 
 
+def build_campaign(cfg: Config, name: str, data: dict[str, Any]) -> Campaign:
+    """A campaign defined at run time (``campaign.create``), checked like a ``[campaigns.NAME]`` table.
+
+    Raises :class:`ConfigError` listing every problem (``campaign.create:1: campaigns.NAME.KEY: reason``).
+    """
+    errors = _Errors("campaign.create", LineIndex(""))
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name or ""):
+        errors.add(("campaigns", name), "campaign name must be 1 to 64 letters, digits, '_', '.' or '-'")
+        raise ConfigError(errors.lines())
+    built = _build(Campaign, data, ("campaigns", name), errors)
+    if built is not _BAD:
+        built = dataclasses.replace(built, name=name)
+        raw = {"tenants": dict.fromkeys(cfg.tenants, {}), "groups": dict.fromkeys(cfg.groups, {}),
+               "agents": dict.fromkeys(cfg.agents, {}), "trunks": dict.fromkeys(cfg.trunks, {}),
+               "flows": dict.fromkeys(cfg.flows, {})}
+        _check_references(dataclasses.replace(cfg, campaigns={name: built}), raw, errors)
+    lines = errors.lines()
+    if lines:
+        raise ConfigError(lines)
+    return built
+
+
 def load_config(path: str) -> Config:
     """Load and validate the file at ``path``.
 
