@@ -311,6 +311,10 @@ def run_engine(config: Config, log_level: str | None = None) -> int:
     # The call path (SIP listeners, media, ACD) runs when there is a trunk to take calls
     # from; a control-only configuration binds no SIP port (docs/callpath.md).
     engine = Engine(config, services=[CallCentre()] if config.trunks else [])
+    from engine.campaign_service import CampaignService
+    import engine.campaign_ops  # noqa: F401  (registers the campaign ops)
+
+    engine.add_service(CampaignService())  # outbound campaigns (docs/outbound.md), after the call path
     try:
         asyncio.run(serve(engine))
     except StoreError as exc:

@@ -56,6 +56,7 @@ PAGE = 5000
 class CallPort(Protocol):
     """What the dialer needs from SIP, media and the ACD (see the module docstring)."""
 
+    def bind(self, progress: Callable[..., None]) -> None: ...
     def dial(self, action: PlaceCall, campaign: Campaign) -> None: ...
     def agent_counts(self, campaign: Campaign) -> AgentCounts: ...
     def connect_agent(self, action: ConnectAgent, campaign: Campaign) -> None: ...
@@ -98,6 +99,8 @@ class CampaignService:
         self.engine = engine
         if self.port is None:
             self.port = _default_port(engine)
+        if self.port is not None and hasattr(self.port, "bind"):
+            self.port.bind(self.on_progress)
         store = engine.store
         loop = asyncio.get_running_loop()
         if store is not None:
@@ -118,6 +121,8 @@ class CampaignService:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        if self.port is not None and hasattr(self.port, "close"):
+            self.port.close()
 
     def _load_all(self) -> None:
         store = self.engine.store

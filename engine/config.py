@@ -419,6 +419,8 @@ class Campaign:
     caller_number: str = opt("", check=_check_number, doc="caller id (default: the trunk's)")
     groups: tuple[str, ...] = opt((), doc="agent groups working the campaign")
     agents: tuple[str, ...] = opt((), doc="agents working the campaign (besides groups)")
+    queue: str = opt("", doc="ACD queue answered calls wait in for an agent (default: the first queue "
+                             "of the tenant serving one of the groups)")
     time_zone: str = opt("", check=_check_zone, doc="callee zone when no record/prefix gives one "
                                                     "(default: engine.time_zone)")
     prefix_time_zones: dict[str, str] = opt({}, doc="number prefix → IANA zone of the callee")
@@ -817,6 +819,8 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
             known(p + ("agents", i), "agent", a, cfg.agents, "agents", cp.tenant)
         if cp.trunk:
             known(p + ("trunk",), "trunk", cp.trunk, cfg.trunks, "trunks", cp.tenant)
+        if cp.queue:
+            known(p + ("queue",), "queue", cp.queue, cfg.queues, "queues", cp.tenant)
         for prefix, zone in cp.prefix_time_zones.items():
             reason = _check_number_pattern(prefix.rstrip("*")) or _check_zone(zone)
             if reason:
@@ -879,6 +883,7 @@ def build_campaign(cfg: Config, name: str, data: dict[str, Any]) -> Campaign:
     if built is not _BAD:
         built = dataclasses.replace(built, name=name)
         raw = {"tenants": dict.fromkeys(cfg.tenants, {}), "groups": dict.fromkeys(cfg.groups, {}),
+               "queues": dict.fromkeys(cfg.queues, {}),
                "agents": dict.fromkeys(cfg.agents, {}), "trunks": dict.fromkeys(cfg.trunks, {}),
                "flows": dict.fromkeys(cfg.flows, {})}
         _check_references(dataclasses.replace(cfg, campaigns={name: built}), raw, errors)

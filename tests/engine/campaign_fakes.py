@@ -20,6 +20,7 @@ from engine.dialer import AgentCounts, ConnectAgent, PlaceCall, PlayMessage, Run
 class SimCarrier:
     def __init__(self, agents: int = 2, answer_s: float = 0.05, talk_s: float = 0.05) -> None:
         self.service: CampaignService | None = None
+        self.progress: Any = None
         self.agents = [f"10{i:02d}" for i in range(1, agents + 1)]
         self.busy: dict[str, str] = {}   # agent -> call
         self.answer_s, self.talk_s = answer_s, talk_s
@@ -32,7 +33,10 @@ class SimCarrier:
     def _later(self, delay: float, call_id: str, kind: str, **info: Any) -> None:
         loop = asyncio.get_running_loop()
         self.live.setdefault(call_id, []).append(
-            loop.call_later(delay, lambda: self.service.on_progress(call_id, kind, **info)))  # type: ignore
+            loop.call_later(delay, lambda: self.progress(call_id, kind, **info)))
+
+    def bind(self, progress: Any) -> None:
+        self.progress = progress
 
     def dial(self, action: PlaceCall, campaign: Any) -> None:
         self.dialled.append(action.number)
@@ -82,7 +86,7 @@ class SimCarrier:
         for agent, c in list(self.busy.items()):
             if c == call_id:
                 del self.busy[agent]
-        self.service.on_progress(call_id, "ended", reason=reason)  # type: ignore
+        self.progress(call_id, "ended", reason=reason)
 
 
 def sim_service(**kw: Any) -> tuple[CampaignService, SimCarrier]:
