@@ -430,6 +430,53 @@ class Flow:
     tenant: str = opt(DEFAULT_TENANT)
 
 
+CAMPAIGN_MODES = ("preview", "progressive", "predictive", "notification", "survey")
+CAMPAIGN_OUTCOMES = ("busy", "no_answer", "failed", "machine", "congestion", "invalid_number",
+                     "rejected", "timeout", "dropped")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignRetry:
+    outcome: str = opt(choices=CAMPAIGN_OUTCOMES, doc="call outcome this rule retries")
+    delay_s: int = opt(min=0, max=30 * 86400, doc="wait before the next attempt")
+    max_attempts: int = opt(0, min=0, max=100, doc="attempts allowed when the last ended so (0: the campaign's)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Campaign:
+    name: str = opt(key=True)
+    tenant: str = opt(DEFAULT_TENANT)
+    mode: str = opt("progressive", choices=CAMPAIGN_MODES)
+    trunk: str = opt("", doc="trunk the calls leave on (default: the tenant's first)")
+    caller_number: str = opt("", check=_check_number, doc="caller id (default: the trunk's)")
+    groups: tuple[str, ...] = opt((), doc="agent groups working the campaign")
+    agents: tuple[str, ...] = opt((), doc="agents working the campaign (besides groups)")
+    queue: str = opt("", doc="ACD queue answered calls wait in for an agent (default: the first queue "
+                             "of the tenant serving one of the groups)")
+    time_zone: str = opt("", check=_check_zone, doc="callee zone when no record/prefix gives one "
+                                                    "(default: engine.time_zone)")
+    prefix_time_zones: dict[str, str] = opt({}, doc="number prefix → IANA zone of the callee")
+    calling_hours: tuple[TimeRule, ...] = opt((), doc="windows in the callee's local time (empty: always)")
+    holidays: tuple[str, ...] = opt((), check=_each(_check_date), doc="callee-local dates never dialled")
+    max_attempts: int = opt(3, min=1, max=100)
+    retries: tuple[CampaignRetry, ...] = opt((), doc="per-outcome retry rules (an outcome not listed: no retry)")
+    ring_timeout_s: int = opt(30, min=5, max=300, doc="no_answer after this long ringing")
+    max_drop_rate: float = opt(0.03, min=0.0, max=0.5, doc="predictive: cap on dropped / answered")
+    drop_window_calls: int = opt(500, min=20, max=100000, doc="predictive: answered calls in the rolling window")
+    connect_timeout_s: float = opt(2.0, min=0.5, max=30.0,
+                                   doc="an answered call without a free agent this long is dropped")
+    max_channels: int = opt(0, min=0, max=10000, doc="calls in progress at most (0: unlimited)")
+    amd: bool = opt(False, doc="answering-machine detection on answered calls")
+    machine_action: str = opt("hangup", choices=("hangup", "message", "connect"))
+    drop_message: str = opt("", doc="prompt (file or 'tts:TEXT') an answered call hears when dropped")
+    message: str = opt("", doc="notification: prompt or 'tts:TEXT' with {field} substitution")
+    confirm_digit: str = opt("", doc="notification: DTMF digit that confirms the message")
+    flow: str = opt("", doc="survey: the [flows] entry run on answer")
+    preview_timeout_s: int = opt(60, min=5, max=3600, doc="preview: record skipped when not accepted in time")
+    wrapup_s: int | None = opt(None, min=0, max=3600, doc="wrap-up after a campaign call (default: agent's)")
+    autostart: bool = opt(False, doc="start when the engine starts")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Extension:
     number: str = opt(key=True)
@@ -493,6 +540,7 @@ class Config:
     callpath: CallpathSection = _factory(CallpathSection)
     screening: dict[str, ScreeningList] = opt({})
     extensions: dict[str, Extension] = opt({})
+    campaigns: dict[str, Campaign] = opt({})
     source: str = field(default="", metadata={"internal": True})
 
     @property
@@ -867,6 +915,32 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
             errors.add(p + ("after_hours",), "'after_hours' needs 'hours' (when business hours are)")
         for j, d in enumerate(r.after_hours):
             destination_ok(p + ("after_hours", j), d, r.tenant)
+    for name, cp in cfg.campaigns.items():  # outbound campaigns (engine/campaign.py)
+        p = ("campaigns", name)
+        tenant_ok(p, cp.tenant)
+        for i, g in enumerate(cp.groups):
+            known(p + ("groups", i), "group", g, cfg.groups, "groups", cp.tenant)
+        for i, a in enumerate(cp.agents):
+            known(p + ("agents", i), "agent", a, cfg.agents, "agents", cp.tenant)
+        if cp.trunk:
+            known(p + ("trunk",), "trunk", cp.trunk, cfg.trunks, "trunks", cp.tenant)
+        if cp.queue:
+            known(p + ("queue",), "queue", cp.queue, cfg.queues, "queues", cp.tenant)
+        for prefix, zone in cp.prefix_time_zones.items():
+            reason = _check_number_pattern(prefix.rstrip("*")) or _check_zone(zone)
+            if reason:
+                errors.add(p + ("prefix_time_zones", prefix), reason)
+        if cp.mode in ("preview", "progressive", "predictive") and not (cp.groups or cp.agents):
+            errors.add(p, f"mode {cp.mode!r} needs 'groups' or 'agents' (who takes the calls)")
+        if cp.mode == "survey":
+            if not cp.flow:
+                errors.add(p, "mode 'survey' needs 'flow'")
+            else:
+                known(p + ("flow",), "flow", cp.flow, cfg.flows, "flows", cp.tenant)
+        if cp.mode == "notification" and not cp.message:
+            errors.add(p, "mode 'notification' needs 'message'")
+        if cp.confirm_digit and cp.confirm_digit not in "0123456789*#":
+            errors.add(p + ("confirm_digit",), f"not a DTMF digit {cp.confirm_digit!r}")
 
 
 def parse_destination_or_none(text: str) -> Destination | None:
@@ -899,6 +973,29 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
     if lines:
         raise ConfigError(lines)
     return cfg
+
+
+def build_campaign(cfg: Config, name: str, data: dict[str, Any]) -> Campaign:
+    """A campaign defined at run time (``campaign.create``), checked like a ``[campaigns.NAME]`` table.
+
+    Raises :class:`ConfigError` listing every problem (``campaign.create:1: campaigns.NAME.KEY: reason``).
+    """
+    errors = _Errors("campaign.create", LineIndex(""))
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name or ""):
+        errors.add(("campaigns", name), "campaign name must be 1 to 64 letters, digits, '_', '.' or '-'")
+        raise ConfigError(errors.lines())
+    built = _build(Campaign, data, ("campaigns", name), errors)
+    if built is not _BAD:
+        built = dataclasses.replace(built, name=name)
+        raw = {"tenants": dict.fromkeys(cfg.tenants, {}), "groups": dict.fromkeys(cfg.groups, {}),
+               "queues": dict.fromkeys(cfg.queues, {}),
+               "agents": dict.fromkeys(cfg.agents, {}), "trunks": dict.fromkeys(cfg.trunks, {}),
+               "flows": dict.fromkeys(cfg.flows, {})}
+        _check_references(dataclasses.replace(cfg, campaigns={name: built}), raw, errors)
+    lines = errors.lines()
+    if lines:
+        raise ConfigError(lines)
+    return built
 
 
 def load_config(path: str) -> Config:

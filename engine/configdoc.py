@@ -21,6 +21,7 @@ SECTIONS: list[tuple[str, type]] = [
     ("queues.NAME.tiers[]", c.Tier), ("hours.NAME", c.Hours), ("routes[]", c.Route), ("flows.NAME", c.Flow),
     ("callpath", c.CallpathSection), ("screening.NAME", c.ScreeningList),
     ("extensions.NUMBER", c.Extension),
+    ("campaigns.NAME", c.Campaign), ("campaigns.NAME.retries[]", c.CampaignRetry),
 ]
 
 

@@ -229,6 +229,62 @@ CREATE INDEX agent_state_log_tenant_ts ON agent_state_log (tenant, ts);
 CREATE INDEX queue_log_event ON queue_log (tenant, event, ts);
 CREATE INDEX callbacks_agent ON callbacks (tenant, assigned_agent, state);
 CREATE INDEX recordings_grp ON recordings (tenant, grp, start_ts);
+    (7, "outbound campaigns: definitions, records, attempt log, do-not-call list", """
+CREATE TABLE campaigns (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    name TEXT NOT NULL,
+    ts REAL NOT NULL,
+    state TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT 'runtime',
+    user TEXT NOT NULL DEFAULT '',
+    definition TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX campaigns_name ON campaigns (tenant, name, id);
+CREATE TABLE campaign_records (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    campaign TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    number TEXT NOT NULL,
+    time_zone TEXT NOT NULL DEFAULT '',
+    fields TEXT NOT NULL DEFAULT '{}',
+    import_ts REAL NOT NULL,
+    batch TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX campaign_records_campaign ON campaign_records (tenant, campaign, id);
+CREATE TABLE campaign_log (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    campaign TEXT NOT NULL,
+    record_id TEXT NOT NULL DEFAULT '',
+    ts REAL NOT NULL,
+    event TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    call_id TEXT NOT NULL DEFAULT '',
+    number TEXT NOT NULL DEFAULT '',
+    outcome TEXT NOT NULL DEFAULT '',
+    amd TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL DEFAULT '',
+    next_ts REAL,
+    wait_s REAL,
+    talk_s REAL,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX campaign_log_campaign ON campaign_log (tenant, campaign, id);
+CREATE INDEX campaign_log_ts ON campaign_log (tenant, campaign, ts);
+CREATE INDEX campaign_log_call ON campaign_log (call_id);
+CREATE TABLE dnc (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    number TEXT NOT NULL,
+    ts REAL NOT NULL,
+    action TEXT NOT NULL DEFAULT 'add',
+    campaign TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX dnc_number ON dnc (tenant, number, id);
 """),
 ]
 
