@@ -70,6 +70,7 @@ from sip.errors import NoCommonCodecError, SdpError
 from sip.events import (
     DialogTerminated, Event, RegistrationChanged, RequestReceived, ResponseReceived, TransactionTimedOut,
 )
+from sip.events import SourceBanned
 from sip.registrar import DigestAuthenticator, Registrar
 from sip.sdp import SdpSession, SessionDescription
 from sip.useragent import SipEndpoint
@@ -130,6 +131,7 @@ class CallCentre:
         self.config: Config | None = None
         self.endpoint: SipEndpoint | None = None
         self.registrar: Registrar | None = None
+        self.defence: Any = None  # engine.security.SipDefence
         self.media: MediaEngine | None = None
         self.acd: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -162,8 +164,13 @@ class CallCentre:
         auth = DigestAuthenticator(cfg.sip.domain, lookup_ha1=self._lookup_ha1)
         self.registrar = Registrar(auth, min_expires_s=cfg.sip.registration_min_expires_s,
                                    max_expires_s=cfg.sip.registration_max_expires_s)
+        from engine.security import SipDefence  # issue 12: abuse defences
+
+        self.defence = SipDefence(engine, cfg, self.loop.time)
+        self.registrar.auth_observer = self.defence.auth_observed
         self.endpoint = SipEndpoint(udp.host, udp.port, on_event=self._on_sip, tcp=has_tcp,
-                                    registrar=self.registrar, user="ctiengine", user_agent=cfg.sip.user_agent)
+                                    registrar=self.registrar, user="ctiengine", user_agent=cfg.sip.user_agent,
+                                    guard=self.defence.guard)
         await self.endpoint.start()
         logger.info("SIP listening on %s:%d (udp%s)", *self.endpoint.address, "+tcp" if has_tcp else "")
         m = cfg.media
@@ -397,6 +404,8 @@ class CallCentre:
                 logger.info("registration %s: %s (%d contacts)", ev.aor, ev.reason, len(ev.contacts))
                 if not ev.contacts:
                     self._phone_gone(aor_user(ev.aor))
+            elif isinstance(ev, SourceBanned):
+                self.defence.banned(ev)
         except Exception:
             logger.exception("call path failed handling %r", type(ev).__name__)
 
@@ -453,6 +462,7 @@ class CallCentre:
         if trunk is None:
             log.warning("INVITE from %s:%d: not a configured trunk", *ev.source)
             ep.respond(ev.transaction, 403, "Forbidden (not a trunk)")
+            self.defence.not_a_trunk(ev.source)
             return
         dialed = getattr(req.uri, "user", None) or ""
         caller_number = getattr(req.from_.uri, "user", None) or ""

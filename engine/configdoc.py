@@ -12,12 +12,14 @@ from engine import config as c
 
 SECTIONS: list[tuple[str, type]] = [
     ("engine", c.EngineSection), ("sip", c.SipSection), ("sip.listen[]", c.SipListener),
+    ("sip.abuse", c.SipAbuse),
     ("media", c.MediaSection), ("store", c.StoreSection), ("control", c.ControlSection),
     ("control.listen[]", c.ControlListener), ("recording", c.RecordingSection),
     ("recording.windows[] / hours.NAME.rules[]", c.TimeRule), ("tenants.NAME", c.Tenant),
     ("users.NAME", c.User), ("skills.NAME", c.Skill), ("groups.NAME", c.Group), ("agents.NUMBER", c.Agent),
     ("trunks.NAME", c.Trunk), ("queues.NAME", c.Queue), ("queues.NAME.announcements", c.Announcements),
     ("queues.NAME.tiers[]", c.Tier), ("hours.NAME", c.Hours), ("routes[]", c.Route), ("flows.NAME", c.Flow),
+    ("toll_fraud.TENANT", c.TollFraud),
 ]
 
 
@@ -63,6 +65,10 @@ FALLBACK_DOCS = {
     "Route.dialed_number": "number or prefix pattern the call was dialed to",
     "Route.destination": "where calls go (inside business hours)",
     "Route.after_hours": "destinations tried in order outside `hours`",
+    "SipSection.abuse": "abuse defences, see `[sip.abuse]` and docs/security.md",
+    "SipAbuse.auth_failure_window_s": "window of `auth_failures_before_ban`",
+    "SipAbuse.sweep_window_s": "window of `sweep_max_users`",
+    "TollFraud.tenant": "the tenant (table key) this policy applies to",
 }
 
 

@@ -32,6 +32,7 @@ from typing import Any, Callable, Protocol
 
 from .errors import RemoteProtocolError
 from .framing import PONG, KeepAlive, StreamFramer
+from .guard import Verdict
 from .message import error_response
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ class SipTransport:
         self._connecting: set[asyncio.Task] = set()
         self._closed = False
         self._transmitting = False
+        self.guard: Any = None  # sip.guard.SourceGuard consulted before the core (issue 12)
 
     # ------------------------------------------------------------ listeners
     async def listen_udp(self, host: str = "127.0.0.1", port: int = 0) -> Address:
@@ -198,6 +200,8 @@ class SipTransport:
 
     # ------------------------------------------------------------ pumping
     def _input(self, data: bytes, addr: Address, transport: str, transmit: bool = True) -> None:
+        if self.guard is not None and not self._admit(data, addr, transport):
+            return
         try:
             self.core.receive_datagram(data, addr, self.loop.time(), transport)
         except Exception:  # never let peer input kill the loop (issue 4)
@@ -205,6 +209,26 @@ class SipTransport:
                              len(data), addr[0], addr[1], transport)
         if transmit:
             self.transmit()
+
+    def _admit(self, data: bytes, addr: Address, transport: str) -> bool:
+        # Abuse guard (sip/guard.py): decided on raw bytes before any parse or
+        # transaction; a refusal is a stateless 403 (or nothing).
+        guard = self.guard
+        verdict = guard.inspect(data, addr, self.loop.time())
+        event = guard.next_event()
+        while event is not None:  # SourceBanned: to the application like core events
+            try:
+                self.on_event(event)
+            except Exception:
+                logger.exception("application event handler failed on %r", type(event).__name__)
+            event = guard.next_event()
+        if verdict is Verdict.ACCEPT:
+            return True
+        if verdict is Verdict.REJECT:
+            resp = error_response(data, RemoteProtocolError("source not allowed", 403))
+            if resp is not None:
+                self._send([(bytes(resp), addr, transport)])
+        return False
 
     def transmit(self) -> None:
         """Deliver core events, send what the core produced, re-arm the timer.
