@@ -265,6 +265,9 @@ class ControlListener:
     path: str = opt("", doc="Unix socket path (transport = 'unix'), relative to the config directory")
     allow_networks: tuple[str, ...] = opt((), check=_each(_check_network),
                                           doc="TCP peers allowed (empty: any)")
+    tls_cert: str = opt("", doc="PEM certificate (chain): serve TLS on this tcp listener")
+    tls_key: str = opt("", doc="PEM private key of tls_cert")
+    tls_client_ca: str = opt("", doc="PEM CA bundle: require client certificates signed by it")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -698,6 +701,7 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
             errors.add(p, "a unix listener needs 'path'")
         if lst.transport == "tcp" and lst.path:
             errors.add(p + ("path",), "'path' is only for transport = 'unix'")
+        _check_listener_tls(cfg, p, lst, errors)
     seen_listeners: set[tuple[str, str, int]] = set()
     for i, sl in enumerate(cfg.sip.listen):
         k = (sl.transport, sl.host, sl.port)
@@ -805,6 +809,21 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
             destination_ok(p + ("after_hours", j), d, r.tenant)
     for name, tf in cfg.toll_fraud.items():
         _check_toll_fraud(("toll_fraud", name), tf, tenants, errors)
+
+
+def _check_listener_tls(cfg: Config, p: Path, lst: "ControlListener", errors: _Errors) -> None:
+    if not (lst.tls_cert or lst.tls_key or lst.tls_client_ca):
+        return
+    if lst.transport != "tcp":
+        errors.add(p + ("tls_cert",), "TLS is only for transport = 'tcp'")
+    if bool(lst.tls_cert) != bool(lst.tls_key):
+        errors.add(p + ("tls_key" if lst.tls_cert else "tls_cert",), "'tls_cert' and 'tls_key' go together")
+    if lst.tls_client_ca and not lst.tls_cert:
+        errors.add(p + ("tls_client_ca",), "'tls_client_ca' needs 'tls_cert' and 'tls_key'")
+    for key in ("tls_cert", "tls_key", "tls_client_ca"):
+        value = getattr(lst, key)
+        if value and not os.path.isfile(cfg.resolve_path(value)):
+            errors.add(p + (key,), f"no such file: {cfg.resolve_path(value)}")
 
 
 def _check_toll_fraud(path: Path, tf: "TollFraud", tenants: set[str], errors: _Errors) -> None:
