@@ -60,6 +60,7 @@ from engine.acd_types import AgentState, DecisionKind, QueueConfig, Strategy, Ti
 from engine.app import CallLogger
 from engine.calls import AgentRecord, Call, CallLeg, CallState, CallTrigger
 from engine.config import Config
+from engine.recovery import journal_row
 from engine.routing import choose_destination, find_route, should_record
 from engine.errors import Conflict, Forbidden, InvalidArgs, NotFound
 from media.engine import MediaConfig, MediaEngine
@@ -159,6 +160,11 @@ class CallCentre:
         self.engine = engine
         self.config = cfg = engine.config
         self.loop = asyncio.get_running_loop()
+        store_path = getattr(engine.store, "path", ":memory:")
+        if engine.store is not None and store_path != ":memory:":
+            from engine.recovery import recover  # issue 12: close what a crash left open
+
+            await self.loop.run_in_executor(None, recover, store_path)
         udp = next((lst for lst in cfg.sip.listen if lst.transport == "udp"), cfg.sip.listen[0])
         has_tcp = any(lst.transport == "tcp" for lst in cfg.sip.listen)
         auth = DigestAuthenticator(cfg.sip.domain, lookup_ha1=self._lookup_ha1)
@@ -516,6 +522,7 @@ class CallCentre:
             dialog.data = (call.call_id, "caller")
         self.calls[call.call_id] = call
         self.calls_by_acd[call.acd_id] = call
+        self._store("call_journal", journal_row(call))  # crash recovery (engine/recovery.py)
         log.info("trunk %s: %s → %s answered (%s), %s%s", trunk.name, caller_number, dialed, neg.codec, dest,
                  " (after hours)" if after_hours else "")
         self._spawn(self._route(call, flow))
