@@ -62,6 +62,7 @@ from engine.acd_types import AgentState, DecisionKind, QueueConfig, Strategy, Ti
 from engine.app import CallLogger
 from engine.calls import AgentRecord, Call, CallLeg, CallState, CallTrigger
 from engine.config import Config
+from engine.recovery import journal_row
 from engine.routing import choose_destination, find_route, should_record
 from engine.errors import Conflict, Forbidden, InvalidArgs, NotFound
 from engine.legs import DialPolicy, LegAnswered, LegEnded, LegEvent, LegFailed, LegOutcome, Legs, OutgoingLeg
@@ -71,6 +72,7 @@ from media.player import MusicSource
 from media.rtp import PayloadTypeMap
 from sip.errors import NoCommonCodecError, SdpError
 from sip.events import DialogTerminated, Event, RegistrationChanged, RequestReceived
+from sip.events import SourceBanned
 from sip.registrar import DigestAuthenticator, Registrar
 from sip.sdp import SdpSession, SessionDescription
 from sip.useragent import SipEndpoint
@@ -144,6 +146,7 @@ class CallCentre:
         self.config: Config | None = None
         self.endpoint: SipEndpoint | None = None
         self.registrar: Registrar | None = None
+        self.defence: Any = None  # engine.security.SipDefence
         self.media: MediaEngine | None = None
         self.acd: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -188,13 +191,23 @@ class CallCentre:
         self.config = cfg = engine.config
         self.loop = asyncio.get_running_loop()
         self.supervision.attach(engine)
+        store_path = getattr(engine.store, "path", ":memory:")
+        if engine.store is not None and store_path != ":memory:":
+            from engine.recovery import recover  # issue 12: close what a crash left open
+
+            await self.loop.run_in_executor(None, recover, store_path)
         udp = next((lst for lst in cfg.sip.listen if lst.transport == "udp"), cfg.sip.listen[0])
         has_tcp = any(lst.transport == "tcp" for lst in cfg.sip.listen)
         auth = DigestAuthenticator(cfg.sip.domain, lookup_ha1=self._lookup_ha1)
         self.registrar = Registrar(auth, min_expires_s=cfg.sip.registration_min_expires_s,
                                    max_expires_s=cfg.sip.registration_max_expires_s)
+        from engine.security import SipDefence  # issue 12: abuse defences
+
+        self.defence = SipDefence(engine, cfg, self.loop.time)
+        self.registrar.auth_observer = self.defence.auth_observed
         self.endpoint = SipEndpoint(udp.host, udp.port, on_event=self._on_sip, tcp=has_tcp,
-                                    registrar=self.registrar, user="ctiengine", user_agent=cfg.sip.user_agent)
+                                    registrar=self.registrar, user="ctiengine", user_agent=cfg.sip.user_agent,
+                                    guard=self.defence.guard)
         await self.endpoint.start()
         logger.info("SIP listening on %s:%d (udp%s)", *self.endpoint.address, "+tcp" if has_tcp else "")
         m = cfg.media
@@ -431,6 +444,8 @@ class CallCentre:
                 logger.info("registration %s: %s (%d contacts)", ev.aor, ev.reason, len(ev.contacts))
                 if not ev.contacts:
                     self._phone_gone(aor_user(ev.aor))
+            elif isinstance(ev, SourceBanned):
+                self.defence.banned(ev)
         except Exception:
             logger.exception("call path failed handling %r", type(ev).__name__)
 
@@ -487,6 +502,7 @@ class CallCentre:
         if trunk is None:
             log.warning("INVITE from %s:%d: not a configured trunk", *ev.source)
             ep.respond(ev.transaction, 403, "Forbidden (not a trunk)")
+            self.defence.not_a_trunk(ev.source)
             return
         dialed = getattr(req.uri, "user", None) or ""
         caller_number = getattr(req.from_.uri, "user", None) or ""
@@ -566,6 +582,7 @@ class CallCentre:
             dialog.data = (call.call_id, "caller")
         self.calls[call.call_id] = call
         self.calls_by_acd[call.acd_id] = call
+        self._store("call_journal", journal_row(call))  # crash recovery (engine/recovery.py)
         log.debug("caller leg answered (%s)", neg.codec)
         return call
 

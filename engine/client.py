@@ -53,8 +53,12 @@ class ControlClient:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 7070, unix_path: str | None = None,
                  user: str | None = None, password: str | None = None, reconnect: bool = True,
-                 max_frame_bytes: int = 16 << 20, event_queue_max: int = 100_000) -> None:
+                 max_frame_bytes: int = 16 << 20, event_queue_max: int = 100_000,
+                 ssl: Any = None, server_hostname: str | None = None) -> None:
         self.host, self.port, self.unix_path = host, port, unix_path
+        # TLS (issue 12): an ssl.SSLContext (sip.tls.client_context) and the
+        # name to check in the engine's certificate (default: host).
+        self.ssl, self.server_hostname = ssl, server_hostname
         self.user, self.password = user, password
         self.reconnect = reconnect
         self.max_frame_bytes = max_frame_bytes
@@ -84,7 +88,8 @@ class ControlClient:
         if self.unix_path:
             self._reader, self._writer = await asyncio.open_unix_connection(self.unix_path)
         else:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            tls = {"ssl": self.ssl, "server_hostname": self.server_hostname or self.host} if self.ssl else {}
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port, **tls)
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop(self._reader))
 
     async def close(self) -> None:

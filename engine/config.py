@@ -218,12 +218,40 @@ class SipListener:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SipAbuse:
+    rate_per_s: float = opt(50.0, min=0.1, max=1e6, doc="messages per second allowed per source IP")
+    burst: int = opt(100, min=1, max=1_000_000, doc="token bucket depth per source IP")
+    rate_violations_before_ban: int = opt(200, min=0, max=1_000_000,
+                                          doc="rate-limited drops that ban the source (0: never)")
+    auth_failures_before_ban: int = opt(5, min=0, max=1000, doc="failed digest logins that ban (0: never)")
+    auth_failure_window_s: int = opt(60, min=1, max=86400)
+    ban_s: int = opt(600, min=1, max=30 * 86400, doc="how long a ban lasts")
+    scanner_user_agents: tuple[str, ...] = opt(
+        ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sipscan", "sundayddr", "iwar",
+         "vaxsipuseragent", "pplsip", "smap", "sipsak-scan", "voip-scan", "gulp"),
+        doc="User-Agent substrings that ban at once (case-insensitive)")
+    sweep_max_users: int = opt(10, min=0, max=100000,
+                               doc="distinct users probed per source and window that ban (0: off)")
+    sweep_window_s: int = opt(60, min=1, max=86400)
+    unknown_sources: str = opt("allow", choices=("allow", "drop", "reject"),
+                               doc="requests from sources neither known nor authenticated")
+    known_networks: tuple[str, ...] = opt((), check=_each(_check_network),
+                                          doc="sources that are not unknown (trunks are added)")
+    registration_networks: tuple[str, ...] = opt((), check=_each(_check_network),
+                                                 doc="REGISTER only from these (empty: any)")
+    trusted_networks: tuple[str, ...] = opt((), check=_each(_check_network),
+                                            doc="exempt from every check (trunks are added)")
+    max_sources: int = opt(10000, min=16, max=10_000_000, doc="bound of the per-source and ban tables")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SipSection:
     domain: str = opt("localhost", doc="SIP domain of agents' phones (registrar realm)")
     user_agent: str = opt("ctiengine")
     listen: tuple[SipListener, ...] = opt((SipListener(transport="udp"), SipListener(transport="tcp")))
     registration_min_expires_s: int = opt(60, min=1, max=86400)
     registration_max_expires_s: int = opt(3600, min=1, max=86400)
+    abuse: SipAbuse = _factory(SipAbuse)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,6 +280,9 @@ class ControlListener:
     path: str = opt("", doc="Unix socket path (transport = 'unix'), relative to the config directory")
     allow_networks: tuple[str, ...] = opt((), check=_each(_check_network),
                                           doc="TCP peers allowed (empty: any)")
+    tls_cert: str = opt("", doc="PEM certificate (chain): serve TLS on this tcp listener")
+    tls_key: str = opt("", doc="PEM private key of tls_cert")
+    tls_client_ca: str = opt("", doc="PEM CA bundle: require client certificates signed by it")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -519,6 +550,18 @@ class ScreeningList:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TollFraud:
+    tenant: str = opt(key=True)
+    allow: tuple[str, ...] = opt(("*",), check=_each(_check_number_pattern),
+                                 doc="outbound / external-transfer targets allowed (patterns)")
+    deny: tuple[str, ...] = opt((), check=_each(_check_number_pattern), doc="never allowed, checked first")
+    roles: dict[str, tuple[str, ...]] = opt({}, doc="narrower allow lists per role (admin, supervisor, "
+                                                    "agent, reporting, ivr, system)")
+    max_concurrent_outbound: int = opt(0, min=0, max=100000, doc="0: unlimited")
+    max_calls_per_day: int = opt(0, min=0, max=10_000_000, doc="0: unlimited (day in engine.time_zone)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     engine: EngineSection = _factory(EngineSection)
     sip: SipSection = _factory(SipSection)
@@ -541,6 +584,7 @@ class Config:
     screening: dict[str, ScreeningList] = opt({})
     extensions: dict[str, Extension] = opt({})
     campaigns: dict[str, Campaign] = opt({})
+    toll_fraud: dict[str, TollFraud] = opt({})
     source: str = field(default="", metadata={"internal": True})
 
     @property
@@ -782,6 +826,7 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
             errors.add(p, "a unix listener needs 'path'")
         if lst.transport == "tcp" and lst.path:
             errors.add(p + ("path",), "'path' is only for transport = 'unix'")
+        _check_listener_tls(cfg, p, lst, errors)
     seen_listeners: set[tuple[str, str, int]] = set()
     for i, sl in enumerate(cfg.sip.listen):
         k = (sl.transport, sl.host, sl.port)
@@ -941,6 +986,36 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
             errors.add(p, "mode 'notification' needs 'message'")
         if cp.confirm_digit and cp.confirm_digit not in "0123456789*#":
             errors.add(p + ("confirm_digit",), f"not a DTMF digit {cp.confirm_digit!r}")
+    for name, tf in cfg.toll_fraud.items():
+        _check_toll_fraud(("toll_fraud", name), tf, tenants, errors)
+
+
+def _check_listener_tls(cfg: Config, p: Path, lst: "ControlListener", errors: _Errors) -> None:
+    if not (lst.tls_cert or lst.tls_key or lst.tls_client_ca):
+        return
+    if lst.transport != "tcp":
+        errors.add(p + ("tls_cert",), "TLS is only for transport = 'tcp'")
+    if bool(lst.tls_cert) != bool(lst.tls_key):
+        errors.add(p + ("tls_key" if lst.tls_cert else "tls_cert",), "'tls_cert' and 'tls_key' go together")
+    if lst.tls_client_ca and not lst.tls_cert:
+        errors.add(p + ("tls_client_ca",), "'tls_client_ca' needs 'tls_cert' and 'tls_key'")
+    for key in ("tls_cert", "tls_key", "tls_client_ca"):
+        value = getattr(lst, key)
+        if value and not os.path.isfile(cfg.resolve_path(value)):
+            errors.add(p + (key,), f"no such file: {cfg.resolve_path(value)}")
+
+
+def _check_toll_fraud(path: Path, tf: "TollFraud", tenants: set[str], errors: _Errors) -> None:
+    if tf.tenant not in tenants:
+        errors.add(path, f"unknown tenant {tf.tenant!r} (define it under [tenants.{tf.tenant}])")
+    for role, patterns in tf.roles.items():
+        if role not in ROLES + ("ivr", "system"):
+            errors.add(path + ("roles", role), f"unknown role {role!r} (expected one of: "
+                                               f"{', '.join(ROLES + ('ivr', 'system'))})")
+        for i, pattern in enumerate(patterns):
+            reason = _check_number_pattern(pattern)
+            if reason:
+                errors.add(path + ("roles", role, i), reason)
 
 
 def parse_destination_or_none(text: str) -> Destination | None:

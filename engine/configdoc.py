@@ -12,6 +12,7 @@ from engine import config as c
 
 SECTIONS: list[tuple[str, type]] = [
     ("engine", c.EngineSection), ("sip", c.SipSection), ("sip.listen[]", c.SipListener),
+    ("sip.abuse", c.SipAbuse),
     ("media", c.MediaSection), ("store", c.StoreSection), ("control", c.ControlSection),
     ("control.listen[]", c.ControlListener), ("recording", c.RecordingSection),
     ("reporting", c.ReportingSection),
@@ -22,6 +23,7 @@ SECTIONS: list[tuple[str, type]] = [
     ("callpath", c.CallpathSection), ("screening.NAME", c.ScreeningList),
     ("extensions.NUMBER", c.Extension),
     ("campaigns.NAME", c.Campaign), ("campaigns.NAME.retries[]", c.CampaignRetry),
+    ("toll_fraud.TENANT", c.TollFraud),
 ]
 
 
@@ -68,6 +70,10 @@ FALLBACK_DOCS = {
     "Route.dialed_number": "number or prefix pattern the call was dialed to",
     "Route.destination": "where calls go (inside business hours)",
     "Route.after_hours": "destinations tried in order outside `hours`",
+    "SipSection.abuse": "abuse defences, see `[sip.abuse]` and docs/security.md",
+    "SipAbuse.auth_failure_window_s": "window of `auth_failures_before_ban`",
+    "SipAbuse.sweep_window_s": "window of `sweep_max_users`",
+    "TollFraud.tenant": "the tenant (table key) this policy applies to",
 }
 
 

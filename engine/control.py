@@ -348,9 +348,11 @@ class ControlServer:
         """Bind and listen; raises ``OSError`` when the address is taken."""
         loop = asyncio.get_running_loop()
         if self.listener.transport == "tcp":
+            tls = self._tls_context()  # issue 12: TLS on the control socket
             self._server = await loop.create_server(lambda: Connection(self), self.listener.host,
-                                                    self.listener.port, reuse_address=True, backlog=1024)
-            logger.info("control socket listening on tcp %s:%d", *self.address)
+                                                    self.listener.port, reuse_address=True, backlog=1024,
+                                                    ssl=tls, ssl_handshake_timeout=10.0 if tls else None)
+            logger.info("control socket listening on %s %s:%d", "tls" if tls else "tcp", *self.address)
         else:
             path = self.unix_path
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -363,6 +365,16 @@ class ControlServer:
             self._server = await loop.create_unix_server(lambda: Connection(self), path, backlog=1024)
             os.chmod(path, 0o660)
             logger.info("control socket listening on unix %s", path)
+
+    def _tls_context(self) -> Any:
+        lst = self.listener
+        if not lst.tls_cert:
+            return None
+        from sip.tls import server_context
+
+        resolve = self.engine.config.resolve_path
+        return server_context(resolve(lst.tls_cert), resolve(lst.tls_key),
+                              resolve(lst.tls_client_ca) if lst.tls_client_ca else None)
 
     def stop_accepting(self) -> None:
         if self._server is not None:

@@ -285,6 +285,20 @@ CREATE TABLE dnc (
     reason TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX dnc_number ON dnc (tenant, number, id);
+    (8, "call journal: calls in progress, for crash recovery (engine/recovery.py)", """
+CREATE TABLE call_journal (
+    id INTEGER PRIMARY KEY,
+    call_id TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    direction TEXT NOT NULL DEFAULT 'inbound',
+    caller_number TEXT NOT NULL DEFAULT '',
+    dialed_number TEXT NOT NULL DEFAULT '',
+    trunk TEXT NOT NULL DEFAULT '',
+    route TEXT NOT NULL DEFAULT '',
+    queue TEXT NOT NULL DEFAULT '',
+    start_ts REAL NOT NULL
+);
+CREATE INDEX call_journal_call ON call_journal (call_id);
 """),
 ]
 

@@ -216,6 +216,8 @@ class MediaEngine:
         self._slot_leg: dict[int, Leg] = {}
         self._mixer = Mixer()
         self._mix_out = np.zeros((1, FRAME), np.int16)
+        self._srtp: dict[int, Any] = {}  # slot -> media.srtp.SrtpLeg (issue 12)
+        self._srtp_fds: dict[int, tuple[Any, Any]] = {}  # fd -> (SrtpLeg, socket)
         self._grow(64, 16)
 
     # -- storage ---------------------------------------------------------------
@@ -453,6 +455,8 @@ class MediaEngine:
         for p in [p for p in self.players.values() if p.leg_id == leg_id]:
             self._finish_player(p, "stopped")
         del self.legs[leg_id]
+        if self._srtp.pop(leg.slot, None) is not None:
+            self._srtp_fds.pop(leg.sock.fileno(), None)
         self._dtmf_tx.discard(leg_id)
         self._dtmf_timers.discard(leg_id)
         s = leg.slot
@@ -833,6 +837,8 @@ class MediaEngine:
         fast = (d[:, 0] == 0x80) & (buf.lengths[:n] == PACKET) & ((b1 & 0x7F) == self._pt[slots]) & (ssrc == self._rx_ssrc[slots])
         if self._some_not_receiving:
             fast &= self._receives_mask[slots]
+        if self._srtp:  # SRTP legs: every packet is authenticated on the slow path
+            fast &= ~np.isin(slots, np.fromiter(self._srtp, np.int64, len(self._srtp)))
         if fast.all():
             self._insert(slots, seq, ts, d[:, 12:PACKET], now)
             return
@@ -895,6 +901,9 @@ class MediaEngine:
         if leg is None:
             return
         try:
+            srtp = self._srtp.get(s)
+            if srtp is not None:
+                data = srtp.unprotect(data)  # RemoteMediaError when it does not authenticate
             if is_rtcp(data):
                 self._rtcp_received(leg, data, now)
                 return
@@ -1060,7 +1069,32 @@ class MediaEngine:
     def _transmit(self, fds: np.ndarray, pkt: np.ndarray, lengths: np.ndarray, ips: np.ndarray,
                   ports: np.ndarray) -> int:
         """Hand one tick's packets to the kernel (a subclass may send differently)."""
+        if self._srtp_fds:
+            from media.srtp import transmit_batch
+
+            return transmit_batch(rtpio.send_batch, self._srtp_fds, fds, pkt, lengths, ips, ports)
         return rtpio.send_batch(fds, pkt, lengths, ips, ports)
+
+    def set_srtp(self, leg_id: str, suite: str, local_key: bytes, remote_key: bytes) -> None:
+        """Protect this leg's RTP/RTCP with SRTP (keys from :mod:`sip.sdes`, RFC 4568).
+
+        From the next tick on, packets sent are protected and packets received
+        must authenticate (others are counted as malformed and dropped).
+
+        Raises:
+            LocalMediaError: unknown leg, unsupported suite or bad key length.
+        """
+        from media.srtp import SrtpLeg
+
+        leg = self._leg(leg_id)
+        ctx = SrtpLeg(suite, local_key, remote_key)
+        self._srtp[leg.slot] = ctx
+        self._srtp_fds[leg.sock.fileno()] = (ctx, leg.sock)
+        leg.log.info("leg %s: SRTP %s", leg_id, suite)
+
+    def srtp_leg(self, leg_id: str) -> Any:
+        """The leg's :class:`media.srtp.SrtpLeg` (counters), or None when plain RTP."""
+        return self._srtp.get(self._leg(leg_id).slot)
 
     def _dtmf_rows(self, tick: int, pkt: np.ndarray, lengths: np.ndarray) -> None:
         pos_of = {int(slot): i for i, slot in enumerate(self._tx_slots)}
@@ -1146,7 +1180,9 @@ class MediaEngine:
         # RFC 3550 §6.1: every compound RTCP packet carries an SDES CNAME
         cname = RtcpSourceDescription.cname(leg.ssrc, f"ctiengine-{leg.leg_id}@{self.config.host}")
         try:
-            leg.sock.sendto(bytes(report) + bytes(cname), (leg.remote[0], port))
+            data = bytes(report) + bytes(cname)
+            srtp = self._srtp.get(s)
+            leg.sock.sendto(data if srtp is None else srtp.protect_rtcp(data), (leg.remote[0], port))
             leg.rtcp_sent += 1
         except OSError as exc:
             leg.log.debug("leg %s: RTCP not sent: %s", leg.leg_id, exc)

@@ -102,6 +102,8 @@ def uri_address(uri_text: str, default_port: int = 5060) -> tuple[Address, str] 
     host = uri.param("maddr") or uri.host_unbracketed
     port = uri.port or (5061 if uri.scheme == "sips" else default_port)
     transport = (uri.transport or "udp").upper()
+    if uri.scheme == "sips":  # RFC 3261 §26.2.2: a SIPS URI is reached over TLS only
+        transport = "TLS"
     return (host, port), transport
 
 

@@ -128,3 +128,15 @@ class RegistrationChanged(Event):
     """``"registered"``, ``"refreshed"``, ``"unregistered"`` or ``"expired"``."""
     tenant: str = "default"
     """Tenant of the registrar domain."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceBanned(Event):
+    """The abuse guard (``sip.guard.SourceGuard``) banned a source address."""
+
+    ip: str
+    """The banned source IP address."""
+    reason: str
+    """Why: ``"scanner User-Agent 'friendly-scanner'"``, ``"5 failed authentications"`` ..."""
+    until: float
+    """When the ban ends (the guard's clock, ``loop.time()``)."""

@@ -140,6 +140,9 @@ class Registrar:
         self.tenant = tenant
         self.location: LocationService | None = None
         self._emit: Callable[[RegistrationChanged], None] = lambda ev: None
+        # (source, user, accepted) after each digest decision with credentials
+        # (issue 12: sip.guard bans repeated failures); None: nobody listens.
+        self.auth_observer: Callable[[Address, str | None, bool], None] | None = None
 
     def attach(self, stack: Any) -> None:
         """Called by SipStack: share its timer heap and event queue."""
@@ -169,11 +172,18 @@ class Registrar:
             return 404, f"Not Found (domain {to_uri.host} is not served here)", []
         if self.authenticator is not None:
             result = self.authenticator.authenticate(req, now)
+            observer = self.auth_observer
             if result.status:
+                if observer is not None and result.status == 403:
+                    observer(source, to_uri.user, False)
                 return result.status, result.reason, list(result.headers)
             user = result.user
             if user is not None and to_uri.user is not None and user != to_uri.user:
+                if observer is not None:
+                    observer(source, user, False)
                 return 403, f"Forbidden ({user} may not register {aor})", []
+            if observer is not None:
+                observer(source, user, True)
         call_id = req.call_id
         cseq = req.cseq[0]
         header_expires = req.expires

@@ -753,8 +753,8 @@ class SipStack:
             remote_target = contact[0].uri_text if contact else req.uri_text
             found = uri_address(remote_target)
             peer, transport = found if found is not None else (txn.addr, txn.transport)
-            if txn.transport == "TCP":
-                peer, transport = txn.addr, "TCP"
+            if txn.transport != "UDP":  # TCP or TLS: keep the connection (RFC 3261 §18, §26)
+                peer, transport = txn.addr, txn.transport
             dialog = Dialog(resp.call_id, req.from_tag or "", to_tag, "uac",
                             local_party=req.headers.get("From") or "",
                             remote_party=resp.headers.get("To") or "", local_seq=cseq, remote_seq=0,

@@ -32,6 +32,7 @@ from typing import Any, Callable, Protocol
 
 from .errors import RemoteProtocolError
 from .framing import PONG, KeepAlive, StreamFramer
+from .guard import Verdict
 from .message import error_response
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class _TcpProtocol(asyncio.Protocol):
+    name = "TCP"  # the transport the core is told ("TLS" for sip.tls connections)
+
     def __init__(self, owner: "SipTransport") -> None:
         self.owner = owner
         self.transport: asyncio.Transport | None = None
@@ -115,7 +118,7 @@ class _TcpProtocol(asyncio.Protocol):
             if item is KeepAlive.PING:  # RFC 5626 §3.5.1: answer a CRLFCRLF ping
                 self.write(PONG)
             elif not isinstance(item, KeepAlive):
-                self.owner._input(item, self.addr, "TCP", transmit=False)
+                self.owner._input(item, self.addr, self.name, transmit=False)
         self.owner.transmit()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -161,6 +164,8 @@ class SipTransport:
         self._connecting: set[asyncio.Task] = set()
         self._closed = False
         self._transmitting = False
+        self.guard: Any = None  # sip.guard.SourceGuard consulted before the core (issue 12)
+        self.tls: Any = None  # sip.tls.TlsSettings: outgoing "TLS" connections (issue 12)
 
     # ------------------------------------------------------------ listeners
     async def listen_udp(self, host: str = "127.0.0.1", port: int = 0) -> Address:
@@ -198,6 +203,8 @@ class SipTransport:
 
     # ------------------------------------------------------------ pumping
     def _input(self, data: bytes, addr: Address, transport: str, transmit: bool = True) -> None:
+        if self.guard is not None and not self._admit(data, addr, transport):
+            return
         try:
             self.core.receive_datagram(data, addr, self.loop.time(), transport)
         except Exception:  # never let peer input kill the loop (issue 4)
@@ -205,6 +212,26 @@ class SipTransport:
                              len(data), addr[0], addr[1], transport)
         if transmit:
             self.transmit()
+
+    def _admit(self, data: bytes, addr: Address, transport: str) -> bool:
+        # Abuse guard (sip/guard.py): decided on raw bytes before any parse or
+        # transaction; a refusal is a stateless 403 (or nothing).
+        guard = self.guard
+        verdict = guard.inspect(data, addr, self.loop.time())
+        event = guard.next_event()
+        while event is not None:  # SourceBanned: to the application like core events
+            try:
+                self.on_event(event)
+            except Exception:
+                logger.exception("application event handler failed on %r", type(event).__name__)
+            event = guard.next_event()
+        if verdict is Verdict.ACCEPT:
+            return True
+        if verdict is Verdict.REJECT:
+            resp = error_response(data, RemoteProtocolError("source not allowed", 403))
+            if resp is not None:
+                self._send([(bytes(resp), addr, transport)])
+        return False
 
     def transmit(self) -> None:
         """Deliver core events, send what the core produced, re-arm the timer.
@@ -270,23 +297,30 @@ class SipTransport:
             else:
                 conn = self._tcp_conns.get(addr)
                 if conn is None or conn.closed:
-                    conn = self._connect(addr)
+                    conn = self._connect(addr, transport)
                 conn.write(data)
 
-    def _connect(self, addr: Address) -> _TcpProtocol:
+    def _connect(self, addr: Address, transport: str = "TCP") -> _TcpProtocol:
         proto = _TcpProtocol(self)
         proto.addr = addr
         self._tcp_conns[addr] = proto
+        tls: dict[str, Any] = {}
+        if transport == "TLS":  # RFC 3261 §26.3.1: server certificate checked (sip/tls.py)
+            proto.name = "TLS"
+            if self.tls is None:
+                logger.error("no TLS client settings to connect to %s:%d", *addr)
+            else:
+                tls = self.tls.connect_args(addr)
 
         async def connect() -> None:
             try:
-                await self.loop.create_connection(lambda: proto, addr[0], addr[1])
-            except OSError as exc:
-                logger.warning("TCP connect to %s:%d failed: %s", addr[0], addr[1], exc)
+                await self.loop.create_connection(lambda: proto, addr[0], addr[1], **tls)
+            except OSError as exc:  # ssl.SSLError (a failed certificate check) is an OSError
+                logger.warning("%s connect to %s:%d failed: %s", proto.name, addr[0], addr[1], exc)
                 proto.closed = True
                 if self._tcp_conns.get(addr) is proto:
                     del self._tcp_conns[addr]
-                self.core.transport_error(addr, "TCP", self.loop.time())
+                self.core.transport_error(addr, proto.name, self.loop.time())
                 self.transmit()
 
         task = self.loop.create_task(connect())

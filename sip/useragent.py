@@ -42,12 +42,13 @@ class SipEndpoint:
         on_event: callback for core events; None queues them for :meth:`next_event`.
         tcp: also listen on TCP (and allow §18.1.1 TCP for large requests).
         registrar: a :class:`sip.registrar.Registrar` answering REGISTER.
+        guard: a :class:`sip.guard.SourceGuard` screening inbound messages.
         **stack_options: passed to :class:`SipStack` (user, user_agent, tenant ...).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  on_event: Callable[[Event], None] | None = None, tcp: bool = True,
-                 registrar: Any = None, **stack_options: Any) -> None:
+                 registrar: Any = None, guard: Any = None, **stack_options: Any) -> None:
         self.host = host
         self.port = port
         self.tcp = tcp
@@ -56,6 +57,7 @@ class SipEndpoint:
         self.stack = SipStack((host, port), registrar=registrar, tcp=tcp, **stack_options)
         self.transport: SipTransport | None = None
         self.address: Address = (host, port)
+        self.guard = guard
 
     async def start(self) -> Address:
         """Bind the listeners; returns the bound (host, port)."""
@@ -68,6 +70,7 @@ class SipEndpoint:
         # number; another TCP socket may hold it, so retry with a new pick.
         for attempt in range(20 if self.port == 0 else 1):
             self.transport = SipTransport(self.stack, callback)
+            self.transport.guard = self.guard
             self.address = await self.transport.listen_udp(self.host, self.port)
             if not self.tcp:
                 break

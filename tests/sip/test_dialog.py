@@ -70,6 +70,6 @@ def test_terminated_dialog_refuses_new_requests():
 def test_uri_address():
     assert uri_address("sip:alice@192.0.2.4") == (("192.0.2.4", 5060), "UDP")
     assert uri_address("sip:alice@192.0.2.4:5080;transport=tcp") == (("192.0.2.4", 5080), "TCP")
-    assert uri_address("sips:alice@[2001:db8::1]") == (("2001:db8::1", 5061), "UDP")
+    assert uri_address("sips:alice@[2001:db8::1]") == (("2001:db8::1", 5061), "TLS")  # RFC 3261 §26.2.2
     assert uri_address("tel:+15551234") is None
     assert uri_address("not a uri") is None

@@ -1,0 +1,165 @@
+"""Toll-fraud guards: which numbers a tenant may call out to, and how much.
+
+Theory of operation
+-------------------
+Toll fraud is the expensive end of SIP abuse: an attacker who reaches an
+outbound path (a hijacked agent login, a transfer op, an IVR ``number:``
+destination, a forward on ring-no-answer) calls premium-rate or
+international numbers for hours.  :class:`TollFraudPolicy` is the one place
+every *outgoing* leg is checked before its INVITE leaves: outbound calls,
+external (blind or attended) transfers and forwards.  It is pure: the wall
+time is passed in, nothing is read or written but its own counters.
+
+Per tenant (``[toll_fraud.TENANT]``, :class:`engine.config.TollFraud`):
+
+1. ``deny`` patterns are checked first: a match is refused whatever else
+   allows it (premium rate ``+49900*``, satellite ``+881*``);
+2. the allow list is ``roles[ROLE]`` when the role has one, else ``allow``
+   (default ``["*"]``); a number matching none is refused.  Roles are the
+   control roles (``admin``, ``supervisor``, ``agent``, ``reporting``) plus
+   ``ivr`` (flow destinations) and ``system`` (forwards the engine decides);
+3. ``max_concurrent_outbound`` (0: unlimited): outgoing legs up at once;
+4. ``max_calls_per_day`` (0: unlimited): legs started in the current local
+   day (``[engine] time_zone``); the count restarts at local midnight.
+
+A tenant without a ``[toll_fraud.TENANT]`` table is unrestricted (numbers and
+caps); :meth:`TollFraudPolicy.unguarded_tenants` names them so the engine
+can warn at start-up.  Patterns are the config's number patterns (exact,
+prefix ``+49*``, ``*``) matched against the number as it will be sent
+(:func:`engine.routing.number_matches`); characters other than digits, ``+``,
+``*`` and ``#`` are refused outright (no ``sip:`` URIs smuggled as numbers).
+
+Use::
+
+    decision = policy.start(call_id, tenant, role, number, wall_time)  # before the INVITE
+    if not decision.allowed: refuse with decision.code / decision.reason
+    ...
+    policy.finish(call_id)  # when the leg ends, whatever the outcome
+
+:meth:`check` answers the same question without reserving (for UIs and
+validation of transfer targets); :meth:`require` raises
+:class:`engine.errors.Forbidden` / :class:`engine.errors.Busy` for op handlers.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo
+
+from engine.errors import Busy, Forbidden
+from engine.routing import number_matches
+
+logger = logging.getLogger("engine.tollfraud")
+
+_NUMBER_RE = re.compile(r"\+?[0-9*#]{1,32}")
+ROLES = ("admin", "supervisor", "agent", "reporting", "ivr", "system")
+
+
+@dataclass(frozen=True, slots=True)
+class TollDecision:
+    """The answer for one outgoing number."""
+
+    allowed: bool
+    code: str = ""
+    """``""`` when allowed, else ``"forbidden"`` (number) or ``"busy"`` (a cap)."""
+    reason: str = ""
+    """Why it was refused, naming the tenant, number and rule."""
+
+
+ALLOWED = TollDecision(True)
+
+
+class TollFraudPolicy:
+    """Per-tenant outbound patterns and caps (see the module docstring).
+
+    Args:
+        policies: ``tenant -> engine.config.TollFraud`` (``Config.toll_fraud``).
+        time_zone: IANA zone whose local day bounds ``max_calls_per_day``.
+    """
+
+    def __init__(self, policies: Mapping[str, Any], time_zone: str = "UTC") -> None:
+        self.policies = dict(policies)
+        self.zone = ZoneInfo(time_zone)
+        self._active: dict[str, str] = {}  # call_id -> tenant
+        self._concurrent: dict[str, int] = {}
+        self._daily: dict[str, tuple[str, int]] = {}  # tenant -> (local date, count)
+
+    def unguarded_tenants(self, tenants: set[str]) -> list[str]:
+        """The tenants of ``tenants`` without a policy (unrestricted), sorted."""
+        return sorted(t for t in tenants if t not in self.policies)
+
+    # ------------------------------------------------------------ decisions
+    def check(self, tenant: str, role: str, number: str, wall_time: float) -> TollDecision:
+        """May ``role`` of ``tenant`` call ``number`` now?  Reserves nothing."""
+        if not _NUMBER_RE.fullmatch(number):
+            return TollDecision(False, "forbidden", f"{number!r} is not a phone number")
+        pol = self.policies.get(tenant)
+        if pol is None:
+            return ALLOWED
+        for pattern in pol.deny:
+            if number_matches(pattern, number):
+                return TollDecision(False, "forbidden",
+                                    f"tenant {tenant!r}: {number} matches denied pattern {pattern!r}")
+        allow = pol.roles.get(role, pol.allow)
+        if not any(number_matches(p, number) for p in allow):
+            which = f"roles.{role}" if role in pol.roles else "allow"
+            return TollDecision(False, "forbidden",
+                                f"tenant {tenant!r}: {number} is outside the {which} patterns of role {role!r}")
+        if pol.max_concurrent_outbound and self._concurrent.get(tenant, 0) >= pol.max_concurrent_outbound:
+            return TollDecision(False, "busy", f"tenant {tenant!r}: {pol.max_concurrent_outbound} outbound "
+                                               "calls are already up (max_concurrent_outbound)")
+        if pol.max_calls_per_day and self.calls_today(tenant, wall_time) >= pol.max_calls_per_day:
+            return TollDecision(False, "busy", f"tenant {tenant!r}: {pol.max_calls_per_day} outbound calls "
+                                               "today (max_calls_per_day)")
+        return ALLOWED
+
+    def start(self, call_id: str, tenant: str, role: str, number: str, wall_time: float) -> TollDecision:
+        """:meth:`check`, and when allowed count the leg (concurrent and today).
+
+        Call :meth:`finish` with the same ``call_id`` when the leg ends.
+        A ``call_id`` already started is refused (``conflict`` is the caller's bug).
+        """
+        if call_id in self._active:
+            raise ValueError(f"outgoing leg {call_id!r} already counted")
+        decision = self.check(tenant, role, number, wall_time)
+        if not decision.allowed:
+            logger.warning("[%s] outgoing call to %s refused: %s", call_id, number, decision.reason)
+            return decision
+        self._active[call_id] = tenant
+        self._concurrent[tenant] = self._concurrent.get(tenant, 0) + 1
+        day = self._day(wall_time)
+        seen_day, count = self._daily.get(tenant, (day, 0))
+        self._daily[tenant] = (day, (count if seen_day == day else 0) + 1)
+        return decision
+
+    def finish(self, call_id: str) -> None:
+        """The leg ``call_id`` ended (unknown ids are ignored: refused legs never started)."""
+        tenant = self._active.pop(call_id, None)
+        if tenant is not None:
+            self._concurrent[tenant] -= 1
+
+    def require(self, tenant: str, role: str, number: str, wall_time: float) -> None:
+        """:meth:`check` for op handlers: raises Forbidden or Busy with the reason."""
+        decision = self.check(tenant, role, number, wall_time)
+        if not decision.allowed:
+            raise (Busy if decision.code == "busy" else Forbidden)(decision.reason)
+
+    # ------------------------------------------------------------ counters
+    def concurrent(self, tenant: str) -> int:
+        """Outgoing legs of ``tenant`` up now."""
+        return self._concurrent.get(tenant, 0)
+
+    def calls_today(self, tenant: str, wall_time: float) -> int:
+        """Outgoing legs of ``tenant`` started in the local day of ``wall_time``."""
+        day, count = self._daily.get(tenant, ("", 0))
+        return count if day == self._day(wall_time) else 0
+
+    def seed_today(self, tenant: str, count: int, wall_time: float) -> None:
+        """Set today's count (at start-up, from the store's outbound CDRs of today)."""
+        self._daily[tenant] = (self._day(wall_time), count)
+
+    def _day(self, wall_time: float) -> str:
+        return dt.datetime.fromtimestamp(wall_time, self.zone).date().isoformat()
