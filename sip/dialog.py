@@ -45,6 +45,8 @@ Address = tuple[str, int]
 class DialogState(enum.Enum):
     """RFC 3261 §12: early and confirmed dialogs."""
 
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
+
     EARLY = "early"
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
@@ -52,6 +54,8 @@ class DialogState(enum.Enum):
 
 class DialogTrigger(enum.Enum):
     """What moves a dialog."""
+
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
 
     PROVISIONAL = "1xx with To tag"
     SUCCESS = "2xx to INVITE"
@@ -182,7 +186,7 @@ class Dialog:
             raise LocalProtocolError(
                 f"dialog {self.call_id} in state {self.state.name} cannot take {trigger.name}")
         changed = new is not self.state
-        if changed:
+        if changed and logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s] dialog %s -> %s on %s", self.call_id, self.state.name, new.name, trigger.name)
         self.state = new
         return changed

@@ -45,6 +45,8 @@ Address = tuple[str, int]
 class Trigger(enum.Enum):
     """What can happen to a transaction (RFC names kept)."""
 
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
+
     PROVISIONAL = "1xx received"
     FINAL_2XX = "2xx received"
     FINAL_300_699 = "300-699 received"
@@ -76,6 +78,8 @@ TIMEOUT_TRIGGERS = frozenset({Trigger.TIMER_B, Trigger.TIMER_F, Trigger.TIMER_H}
 class InviteClientState(enum.Enum):
     """RFC 3261 §17.1.1.2, Figure 5 as amended by RFC 6026 §7.2."""
 
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
+
     CALLING = "calling"
     PROCEEDING = "proceeding"
     ACCEPTED = "accepted"
@@ -86,6 +90,8 @@ class InviteClientState(enum.Enum):
 class NonInviteClientState(enum.Enum):
     """RFC 3261 §17.1.2.2, Figure 6."""
 
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
+
     TRYING = "trying"
     PROCEEDING = "proceeding"
     COMPLETED = "completed"
@@ -94,6 +100,8 @@ class NonInviteClientState(enum.Enum):
 
 class InviteServerState(enum.Enum):
     """RFC 3261 §17.2.1, Figure 7 as amended by RFC 6026 §7.1."""
+
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
 
     PROCEEDING = "proceeding"
     ACCEPTED = "accepted"
@@ -105,6 +113,8 @@ class InviteServerState(enum.Enum):
 class NonInviteServerState(enum.Enum):
     """RFC 3261 §17.2.2, Figure 8."""
 
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
+
     TRYING = "trying"
     PROCEEDING = "proceeding"
     COMPLETED = "completed"
@@ -115,6 +125,7 @@ _IC = InviteClientState
 _NC = NonInviteClientState
 _IS = InviteServerState
 _NS = NonInviteServerState
+_TERMINATED = frozenset((_IC.TERMINATED, _NC.TERMINATED, _IS.TERMINATED, _NS.TERMINATED))
 _T = Trigger
 
 INVITE_CLIENT: dict[InviteClientState, dict[Trigger, InviteClientState]] = {
@@ -277,7 +288,7 @@ class Transaction:
 
     @property
     def terminated(self) -> bool:
-        return self.state.value == "terminated"
+        return self.state in _TERMINATED
 
     def _next_state(self, trigger: Trigger) -> enum.Enum | None:
         new = self.table[self.state].get(trigger)
@@ -489,7 +500,8 @@ class ServerTransaction(Transaction):
         if trigger is T.REQUEST_RETRANSMIT:
             # §17.2.1 / §17.2.2: resend the most recent response, if any, except
             # in ACCEPTED (RFC 6026: the TU retransmits its 2xx itself) and CONFIRMED.
-            if (self.last_data is not None and old.value in ("proceeding", "completed")):
+            if (self.last_data is not None and (old is _IS.PROCEEDING or old is _IS.COMPLETED or old is _NS.PROCEEDING
+                                               or old is _NS.COMPLETED)):
                 self.owner.transmit(self.last_data, self.response_addr, self.transport)
             return False
         if trigger in TU_TRIGGERS:
