@@ -20,7 +20,6 @@ only; CSeq increments).  ``sip/stack.py`` owns the glue: matching messages
 to dialogs, ACK for 2xx (§13.2.2.4), the UAS 2xx retransmission
 (§13.3.1.4), re-INVITE glare (§14.1: 491 and the retry timer) and BYE.
 """
-from __future__ import annotations
 
 import enum
 import logging
@@ -230,3 +229,10 @@ class Dialog:
 
     def __repr__(self) -> str:
         return f"<Dialog {self.role} {self.call_id} {self.state.name}>"
+
+
+# Compiled twin (sip/_dialog.pyx includes this very file): see sip/compiled.py.
+if __name__ == "sip.dialog":
+    from sip.compiled import swap_in
+
+    swap_in(globals(), "sip._dialog")

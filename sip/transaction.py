@@ -28,7 +28,6 @@ server to ACCEPTED (Timer L), where further 2xx responses are passed through:
 the UAS core retransmits its 2xx until the ACK arrives (§13.3.1.4, done in
 ``sip/stack.py``), and the UAC core ACKs every retransmitted 2xx.
 """
-from __future__ import annotations
 
 import enum
 import logging
@@ -541,3 +540,10 @@ class ServerTransaction(Transaction):
         # TIMER_H, TIMER_I, TIMER_J, TIMER_L end the transaction.
         self._terminate(trigger)
         return False
+
+
+# Compiled twin (sip/_transaction.pyx includes this very file): see sip/compiled.py.
+if __name__ == "sip.transaction":
+    from sip.compiled import swap_in
+
+    swap_in(globals(), "sip._transaction")
