@@ -20,7 +20,6 @@ only; CSeq increments).  ``sip/stack.py`` owns the glue: matching messages
 to dialogs, ACK for 2xx (§13.2.2.4), the UAS 2xx retransmission
 (§13.3.1.4), re-INVITE glare (§14.1: 491 and the retry timer) and BYE.
 """
-from __future__ import annotations
 
 import enum
 import logging
@@ -45,6 +44,8 @@ Address = tuple[str, int]
 class DialogState(enum.Enum):
     """RFC 3261 §12: early and confirmed dialogs."""
 
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
+
     EARLY = "early"
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
@@ -52,6 +53,8 @@ class DialogState(enum.Enum):
 
 class DialogTrigger(enum.Enum):
     """What moves a dialog."""
+
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
 
     PROVISIONAL = "1xx with To tag"
     SUCCESS = "2xx to INVITE"
@@ -184,7 +187,7 @@ class Dialog:
             raise LocalProtocolError(
                 f"dialog {self.call_id} in state {self.state.name} cannot take {trigger.name}")
         changed = new is not self.state
-        if changed:
+        if changed and logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s] dialog %s -> %s on %s", self.call_id, self.state.name, new.name, trigger.name)
         self.state = new
         return changed
@@ -228,3 +231,10 @@ class Dialog:
 
     def __repr__(self) -> str:
         return f"<Dialog {self.role} {self.call_id} {self.state.name}>"
+
+
+# Compiled twin (sip/_dialog.pyx includes this very file): see sip/compiled.py.
+if __name__ == "sip.dialog":
+    from sip.compiled import swap_in
+
+    swap_in(globals(), "sip._dialog")

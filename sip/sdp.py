@@ -35,10 +35,10 @@ This module knows nothing about RTP sockets or calls: addresses and ports go
 in, descriptions and :class:`NegotiatedMedia` come out.
 """
 
-from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, replace
+import re
+from dataclasses import dataclass, field
 
 from sip.errors import NoCommonCodecError, SdpError
 
@@ -82,6 +82,7 @@ TELEPHONE_EVENT = Codec("telephone-event", 8000, None)  # RFC 4733 §7.1.1
 _STATIC = {0: ("PCMU", 8000), 3: ("GSM", 8000), 4: ("G723", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000),
            13: ("CN", 8000), 18: ("G729", 8000)}
 _TELEPHONE_EVENT_PT = 101  # our choice when we offer (dynamic range 96-127)
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(slots=True)
@@ -97,6 +98,11 @@ class Origin:
 
     def __str__(self) -> str:
         return f"{self.username} {self.session_id} {self.session_version} {self.nettype} {self.addrtype} {self.address}"
+
+    def copy(self) -> "Origin":
+        """An independent copy (cheaper than ``dataclasses.replace``)."""
+        return Origin(self.username, self.session_id, self.session_version, self.address, self.nettype,
+                      self.addrtype)
 
 
 @dataclass(slots=True)
@@ -351,11 +357,10 @@ def _parse_connection(value: str, number: int) -> Connection:
         # Strip an optional multicast /ttl/count suffix before checking the address.
         host = address.split("/", 1)[0]
         if addrtype == "IP4":
-            try:
-                ipaddress.IPv4Address(host)
-            except ValueError:
-                if not host or any(ch.isspace() for ch in host):
-                    raise SdpError(f"SDP line {number}: bad IP4 address {host[:40]!r}") from None
+            # A dotted quad or a host name (RFC 4566 §5.7 allows FQDNs) is
+            # accepted; only an empty value or one with whitespace is refused.
+            if not host or _WHITESPACE.search(host) is not None:
+                raise SdpError(f"SDP line {number}: bad IP4 address {host[:40]!r}")
         elif addrtype == "IP6":
             try:
                 ipaddress.IPv6Address(host)
@@ -476,18 +481,24 @@ class SdpSession:
         self.origin = Origin(username, session_id, session_id, address, "IN", self.addrtype)
         self._last_body: str | None = None
         self._last_offer: SessionDescription | None = None
+        self._last_negotiated: NegotiatedMedia | None = None
 
     # -- versioning (RFC 3264 §8) --------------------------------------------
     def _stamp(self, sd: SessionDescription) -> SessionDescription:
         """Give *sd* our o= line, bumping the version if the content changed."""
-        sd.origin = replace(self.origin)
+        sd.origin = self.origin.copy()
         body = str(sd)
         if self._last_body is not None and body != self._last_body:
             self.origin.session_version += 1
-            sd.origin = replace(self.origin)
+            sd.origin = self.origin.copy()
             body = str(sd)
         self._last_body = body
         return sd
+
+    @property
+    def last_body(self) -> bytes | None:
+        """The text of the description we sent last (what ``bytes(sd)`` gives), or None."""
+        return None if self._last_body is None else self._last_body.encode("utf-8")
 
     # -- offers -------------------------------------------------------------
     def offer(self, rtp_port: int, *, direction: str = "sendrecv", hold_style: str = "rfc3264") -> SessionDescription:
@@ -584,12 +595,31 @@ class SdpSession:
             detail = "; ".join(reasons) or "no audio stream offered"
             raise NoCommonCodecError(f"no acceptable audio stream in the offer ({detail})")
         sd = SessionDescription(self.origin, "-", Connection(self.address, self.addrtype), [(0, 0)], [], answer_media)
+        self._last_negotiated = negotiated
         return self._stamp(sd), negotiated
+
+    def answer_body(
+        self, offer: bytes | str, rtp_port: int, *, direction: str = "sendrecv"
+    ) -> tuple[bytes, NegotiatedMedia]:
+        """Parse an offer body and answer it: ``(answer body bytes, negotiated media)``.
+
+        Same as ``answer(SessionDescription.parse(offer), ...)`` followed by
+        ``bytes(answer)``, but the answer is rendered once (the version check
+        of RFC 3264 §8 already renders it).
+
+        Raises:
+            SdpError: malformed offer (answer 400).
+            NoCommonCodecError: no audio stream can be accepted (answer 488).
+        """
+        self.answer(SessionDescription.parse(offer), rtp_port, direction=direction)
+        body = self._last_body
+        assert body is not None
+        return body.encode("utf-8"), self._last_negotiated  # type: ignore[return-value]
 
     def _answer_media(self, m: MediaDescription, rtp_port: int, neg: NegotiatedMedia) -> MediaDescription:
         formats: list[str] = []
         attributes: list[tuple[str, str | None]] = []
-        for pt, spec in _mapped_formats(m):
+        for pt, spec in _mapped_formats(m, m.rtpmap):
             if any(c.matches(spec[0], spec[1]) for c in self.codecs):
                 formats.append(str(pt))
                 attributes.append(("rtpmap", f"{pt} {spec[0]}/{spec[1]}"))
@@ -607,7 +637,7 @@ class SdpSession:
         rtpmap = m.rtpmap
         codec_pt: tuple[Codec, int] | None = None
         te_pt: int | None = None
-        for pt, spec in _mapped_formats(m):
+        for pt, spec in _mapped_formats(m, rtpmap):
             if self.telephone_event and TELEPHONE_EVENT.matches(spec[0], spec[1]) and te_pt is None:
                 te_pt = pt
                 continue
@@ -652,9 +682,9 @@ class SdpSession:
         )
 
 
-def _mapped_formats(m: MediaDescription) -> list[tuple[int, tuple[str, int, int | None]]]:
-    """The m= line's payload types that have a known encoding, in offer order."""
-    rtpmap = m.rtpmap
+def _mapped_formats(m: MediaDescription, rtpmap: dict[int, tuple[str, int, int | None]]
+                    ) -> list[tuple[int, tuple[str, int, int | None]]]:
+    """The m= line's payload types that have a known encoding (``rtpmap`` = ``m.rtpmap``), in offer order."""
     return [(int(fmt), rtpmap[int(fmt)]) for fmt in m.formats if fmt.isdigit() and int(fmt) in rtpmap]
 
 
@@ -663,3 +693,10 @@ def _session_direction(sd: SessionDescription) -> str | None:
         if key in DIRECTIONS:
             return key
     return None
+
+
+# Compiled twin (sip/_sdp.pyx includes this very file): see sip/compiled.py.
+if __name__ == "sip.sdp":
+    from sip.compiled import swap_in
+
+    swap_in(globals(), "sip._sdp")

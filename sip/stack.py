@@ -44,7 +44,6 @@ it gives up, sends BYE and reports ``DialogTerminated(reason="ack_timeout")``.
 
 Every deadline lives in one :class:`~sip.timers.TimerHeap`.
 """
-from __future__ import annotations
 
 import logging
 import random
@@ -850,3 +849,10 @@ class SipStack:
 
 
 _DUPLICATE = object()
+
+
+# Compiled twin (sip/_stack.pyx includes this very file): see sip/compiled.py.
+if __name__ == "sip.stack":
+    from sip.compiled import swap_in
+
+    swap_in(globals(), "sip._stack")

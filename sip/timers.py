@@ -14,7 +14,6 @@ Cancellation is lazy: :meth:`TimerHeap.cancel` marks the entry dead and the
 heap drops it when it reaches the top, which keeps cancel O(1) (a 2xx ACKed
 before its first retransmission is the common case under load).
 """
-from __future__ import annotations
 
 import heapq
 from typing import Callable
@@ -113,3 +112,10 @@ class TimerHeap:
         return len(due)
 
 
+
+
+# Compiled twin (sip/_timers.pyx includes this very file): see sip/compiled.py.
+if __name__ == "sip.timers":
+    from sip.compiled import swap_in
+
+    swap_in(globals(), "sip._timers")

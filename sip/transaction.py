@@ -28,7 +28,6 @@ server to ACCEPTED (Timer L), where further 2xx responses are passed through:
 the UAS core retransmits its 2xx until the ACK arrives (§13.3.1.4, done in
 ``sip/stack.py``), and the UAC core ACKs every retransmitted 2xx.
 """
-from __future__ import annotations
 
 import enum
 import logging
@@ -44,6 +43,8 @@ Address = tuple[str, int]
 
 class Trigger(enum.Enum):
     """What can happen to a transaction (RFC names kept)."""
+
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
 
     PROVISIONAL = "1xx received"
     FINAL_2XX = "2xx received"
@@ -76,6 +77,8 @@ TIMEOUT_TRIGGERS = frozenset({Trigger.TIMER_B, Trigger.TIMER_F, Trigger.TIMER_H}
 class InviteClientState(enum.Enum):
     """RFC 3261 §17.1.1.2, Figure 5 as amended by RFC 6026 §7.2."""
 
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
+
     CALLING = "calling"
     PROCEEDING = "proceeding"
     ACCEPTED = "accepted"
@@ -86,6 +89,8 @@ class InviteClientState(enum.Enum):
 class NonInviteClientState(enum.Enum):
     """RFC 3261 §17.1.2.2, Figure 6."""
 
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
+
     TRYING = "trying"
     PROCEEDING = "proceeding"
     COMPLETED = "completed"
@@ -94,6 +99,8 @@ class NonInviteClientState(enum.Enum):
 
 class InviteServerState(enum.Enum):
     """RFC 3261 §17.2.1, Figure 7 as amended by RFC 6026 §7.1."""
+
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
 
     PROCEEDING = "proceeding"
     ACCEPTED = "accepted"
@@ -105,6 +112,8 @@ class InviteServerState(enum.Enum):
 class NonInviteServerState(enum.Enum):
     """RFC 3261 §17.2.2, Figure 8."""
 
+    __hash__ = object.__hash__  # singletons: C identity hash, not Enum.__hash__ (Python)
+
     TRYING = "trying"
     PROCEEDING = "proceeding"
     COMPLETED = "completed"
@@ -115,6 +124,7 @@ _IC = InviteClientState
 _NC = NonInviteClientState
 _IS = InviteServerState
 _NS = NonInviteServerState
+_TERMINATED = frozenset((_IC.TERMINATED, _NC.TERMINATED, _IS.TERMINATED, _NS.TERMINATED))
 _T = Trigger
 
 INVITE_CLIENT: dict[InviteClientState, dict[Trigger, InviteClientState]] = {
@@ -277,7 +287,7 @@ class Transaction:
 
     @property
     def terminated(self) -> bool:
-        return self.state.value == "terminated"
+        return self.state in _TERMINATED
 
     def _next_state(self, trigger: Trigger) -> enum.Enum | None:
         new = self.table[self.state].get(trigger)
@@ -489,7 +499,8 @@ class ServerTransaction(Transaction):
         if trigger is T.REQUEST_RETRANSMIT:
             # §17.2.1 / §17.2.2: resend the most recent response, if any, except
             # in ACCEPTED (RFC 6026: the TU retransmits its 2xx itself) and CONFIRMED.
-            if (self.last_data is not None and old.value in ("proceeding", "completed")):
+            if (self.last_data is not None and (old is _IS.PROCEEDING or old is _IS.COMPLETED or old is _NS.PROCEEDING
+                                               or old is _NS.COMPLETED)):
                 self.owner.transmit(self.last_data, self.response_addr, self.transport)
             return False
         if trigger in TU_TRIGGERS:
@@ -529,3 +540,10 @@ class ServerTransaction(Transaction):
         # TIMER_H, TIMER_I, TIMER_J, TIMER_L end the transaction.
         self._terminate(trigger)
         return False
+
+
+# Compiled twin (sip/_transaction.pyx includes this very file): see sip/compiled.py.
+if __name__ == "sip.transaction":
+    from sip.compiled import swap_in
+
+    swap_in(globals(), "sip._transaction")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .events import AckReceived, CancelReceived, DialogTerminated, Event, RequestReceived
 from .errors import NoCommonCodecError, SdpError
-from .sdp import SdpSession, SessionDescription
+from .sdp import SdpSession
 from .useragent import SipEndpoint
 
 logger = logging.getLogger(__name__)
@@ -28,10 +28,9 @@ logger = logging.getLogger(__name__)
 def sdp_answer(offer: bytes, host: str, port: int, session_id: int) -> bytes | None:
     """The RFC 3264 answer to ``offer`` (sip.sdp), or None when nothing is acceptable (488)."""
     try:
-        answer, _ = SdpSession(host, session_id).answer(SessionDescription.parse(offer), port)
+        return SdpSession(host, session_id).answer_body(offer, port)[0]
     except (SdpError, NoCommonCodecError):
         return None
-    return bytes(answer)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 
 from .dialog import Dialog
 from .events import Event
+from .qualify import Qualifier
 from .stack import SipStack
 from .transaction import ClientTransaction, ServerTransaction
 from .transport import SipTransport
@@ -58,6 +59,7 @@ class SipEndpoint:
         self.transport: SipTransport | None = None
         self.address: Address = (host, port)
         self.guard = guard
+        self.qualifier: Qualifier | None = None
 
     async def start(self) -> Address:
         """Bind the listeners; returns the bound (host, port)."""
@@ -87,6 +89,8 @@ class SipEndpoint:
 
     async def stop(self) -> None:
         """Close every socket (pending transactions are abandoned)."""
+        if self.qualifier is not None:
+            self.qualifier.stop()
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -96,6 +100,36 @@ class SipEndpoint:
         """The next event (only without ``on_event``); raises TimeoutError."""
         assert self._queue is not None, "next_event() needs SipEndpoint(on_event=None)"
         return await asyncio.wait_for(self._queue.get(), timeout)
+
+    def qualify(self, *, interval_s: float = 30.0, timeout_s: float = 32.0, max_failures: int = 1,
+                on_change: Callable[[str, str, bool, float], None] | None = None) -> Qualifier:
+        """Start OPTIONS pings to every contact registered with our registrar (:mod:`sip.qualify`).
+
+        Ping answers and timeouts are consumed before the application sees
+        events; ``on_change(aor, contact, reachable, now)`` reports changes.
+        Returns the :class:`~sip.qualify.Qualifier` (``qualifier.reachable(aor)``).
+        """
+        assert self.transport is not None, "SipEndpoint not started"
+        if self.stack.registrar is None:
+            raise ValueError("qualify needs a registrar (its location service holds the contacts)")
+        if self.qualifier is not None:
+            self.qualifier.stop()
+        qualifier = Qualifier(self.stack, self.stack.registrar.location, interval_s=interval_s,
+                              timeout_s=timeout_s, max_failures=max_failures, on_change=on_change)
+        transport = self.transport
+        inner = transport.on_event
+        now = self._now
+
+        def on_event(ev: Event) -> None:
+            current = self.qualifier
+            if current is None or not current.handle_event(ev, now()):
+                inner(ev)
+        if self.qualifier is None:
+            transport.on_event = on_event
+        self.qualifier = qualifier
+        qualifier.start(now())
+        self._flush()
+        return qualifier
 
     # ------------------------------------------------------------ TU calls
     def _now(self) -> float:
