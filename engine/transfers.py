@@ -23,15 +23,20 @@ is, only what drives it changes.
 
 An unknown target, a target of another tenant, or a call that is no longer
 routing answers ``TransferCompleted(answered=False, reason)`` so the flow
-tries the next target or goes to ``on_failure``.  ``agent`` targets are
-answered ``not_supported`` (a direct offer to one agent needs an ACD
-reservation outside a queue).  Stopping the flow cancels the runner
+tries the next target or goes to ``on_failure``.
+
+* ``agent``: only a ``ready`` agent (else ``agent_<state>``); it is made
+  busy in the ACD (no queue offer can reach it meanwhile) and its phone
+  rung for the node's ``timeout_s``; answered → bridged like a queue call
+  (the agent goes to wrap-up after it); failed → the agent is ready again
+  and the flow goes on.  Stopping the flow cancels the runner
 task this runs in; everything here is synchronous, so the cancellation
 lands at the runner's next ``await``, after the transfer is done.
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from engine.app import CallLogger
@@ -67,6 +72,8 @@ def attempt_transfer(centre: "CallCentre", call: "Call", ivr: Any, action: A.Att
 
         connect_numbers(centre, call, [action.target], ring_timeout_s=action.timeout_s,
                         on_connected=connected, on_failed=failed)
+    elif action.kind == "agent":
+        _ring_agent(centre, call, ivr, action)
     elif action.kind == "queue":
         centre._end_ivr(call)
         call.queue = action.target
@@ -97,4 +104,92 @@ def _refusal(centre: "CallCentre", call: "Call", action: A.AttemptTransfer) -> s
         from engine.external import trunk_for
 
         return "" if trunk_for(centre, call) is not None else "no_trunk"
+    if action.kind == "agent":
+        rec = centre.agents.get(action.target)
+        if rec is None:
+            return "unknown_agent"
+        if rec.tenant != call.tenant:
+            return "other_tenant"
+        return "" if rec.state == "ready" else f"agent_{rec.state}"
     return "not_supported"
+
+
+def _ring_agent(centre: "CallCentre", call: "Call", ivr: Any, action: A.AttemptTransfer) -> None:
+    """Ring one ready agent's phone for the flow: the agent is made busy in the ACD meanwhile."""
+    from engine.calls import CallLeg, CallState, CallTrigger
+    from engine.legs import LegAnswered, LegEnded, LegEvent, LegFailed
+
+    rec = centre.agents[action.target]
+    log = CallLogger(logger, {"call_id": call.call_id})
+    centre._cancel_wrapup(rec)
+    centre.acd.busy(rec.acd_id, centre.now())
+    rec.call_id = call.call_id
+    centre._sync_agent(rec)
+    centre._pump()
+    centre.start_music(call)
+    answered = finished = False
+
+    def free(outcome: str, status: int) -> None:
+        nonlocal finished
+        if finished:
+            return
+        finished = True
+        call.offered_agent = ""
+        if rec.call_id == call.call_id and rec.state == "busy":
+            centre.acd.call_ended(rec.acd_id, centre.now())
+            centre.acd.wrapup_done(rec.acd_id, centre.now())
+            centre._sync_agent(rec)
+            centre._pump()
+        if call.state is CallState.ROUTING:
+            call.agent_leg = None
+            centre.stop_music(call)
+            ivr.feed(E.TransferCompleted(action.request_id, False, outcome))
+        log.info("IVR transfer to agent %s failed: %s (%d)", rec.number, outcome, status)
+
+    def on_event(ev: LegEvent) -> None:
+        nonlocal answered, finished
+        leg = call.agent_leg
+        if leg is None or leg.out is not ev.leg:
+            return
+        if call.state is CallState.TALKING:
+            centre._agent_leg_event(call, ev)
+        elif isinstance(ev, LegAnswered) and call.state is CallState.ROUTING and not finished:
+            answered = finished = True
+            media = centre.media
+            assert media is not None and call.caller is not None
+            leg.dialog = ev.leg.dialog
+            call.fire(CallTrigger.CONNECT)
+            call.agent = rec.number
+            call.answered_ts = time.time()
+            call.variables.update(transfer_result="answered", transfer_target=f"agent:{rec.number}")
+            centre.stop_music(call)
+            centre._end_ivr(call)
+            call.room = call.room or f"room-{call.call_id}"
+            if call.room not in media.rooms:
+                media.create_room(call.room, call.tenant)
+                media.join(call.room, call.caller.leg_id)
+            media.join(call.room, leg.leg_id)
+            centre._start_recording(call)
+            log.info("IVR transfer: agent %s answered", rec.number)
+            centre.engine.bus.publish("call.answered", {**call.describe(), "agent": rec.number, "wait_s": 0.0},
+                                      tenant=call.tenant, agent=rec.number,
+                                      groups=centre.config.agents[rec.number].groups)  # type: ignore[union-attr]
+        elif isinstance(ev, LegFailed):
+            free(ev.outcome.value, ev.status)
+        elif isinstance(ev, LegEnded):
+            free("ended", 0)
+
+    out = centre.legs.dial_extension(rec.extension, call_id=call.call_id, tenant=call.tenant,
+                                     caller_number=call.caller_number, ring_timeout_s=action.timeout_s,
+                                     leg_id=f"{call.call_id}/ivr-agent-{rec.number}-{action.attempt}",
+                                     agent=rec.number, purpose="ivr_transfer", on_event=on_event)
+    call.agent_leg = CallLeg(out.leg_id, "agent", invite_txn=out.invite_txn, sdp=out.sdp,
+                             media_open=out.media_open, out=out)
+    call.offered_agent = rec.number
+
+    async def caller_gone() -> None:  # the caller hung up while the phone rang: our CANCEL sends no event
+        await out.wait_ended()
+        if not answered:
+            free("caller_hangup" if call.state is CallState.ENDED else "ended", 0)
+
+    centre._spawn(caller_gone())

@@ -216,6 +216,17 @@ message_file = "missing.wav"
       "FILE:13: screening.c.message: 'message'/'message_file' are only played with action = 'message'",
       "FILE:14: screening.c.tenant: unknown tenant 'ghost' (define it under [tenants.ghost])",
       "FILE:18: screening.d.message_file: message file not found: DIR/missing.wav"]),
+    ("screening_more_keys", """
+[screening.e]
+dialed_numbers = ["030-555"]
+reject_reason = 603
+windows = [{ days = ["funday"] }]
+description = 1
+""", ["FILE:3: screening.e.dialed_numbers: not a dialed-number pattern '030-555' (digits with optional "
+      "leading '+', a trailing '*' matches a prefix)",
+      "FILE:4: screening.e.reject_reason: expected string, got integer 603",
+      "FILE:5: screening.e.windows[0].days: unknown day 'funday' (expected mon, tue, wed, thu, fri, sat, sun)",
+      "FILE:6: screening.e.description: expected string, got integer 1"]),
     ("duty_numbers", """
 [[routes]]
 dialed_number = "100"

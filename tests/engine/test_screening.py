@@ -117,3 +117,18 @@ def test_runtime_entries_validate_and_persist(tmp_path: pathlib.Path) -> None:
             ("add", "+4915*", "robocalls"), ("add", "+4916000", ""), ("remove", "+4916000", "paid")]
     finally:
         store.close()
+
+
+def test_callpath_md_screening_example() -> None:
+    """The [screening.*] example of docs/callpath.md loads and behaves as the page says."""
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "callpath.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[screening." in b]
+    s = Screening(parse_config(block))
+    assert s.check("default", "+4990012", "+4930555100", at(23, 12)).status == 603
+    friday_night, monday_noon = at(27, 21), at(23, 12)
+    v = s.check("default", "+4917000002", "+4930555100", friday_night)
+    assert v is not None and (v.list, v.action) == ("night_line", "message")
+    assert s.check("default", "+4917055001", "+4930555100", friday_night) is None
+    assert s.check("default", "+4917000002", "+4930555100", monday_noon) is None

@@ -55,8 +55,28 @@ destination = "queue:periodic"
 RTP_TIMEOUT_S = 4
 XFER_FLOW, XFER_BAD, XFER_NUMBER = "+4930555801", "+4930555802", "+4930555803"
 DUTY, DUTY_ALL_BUSY = "+4930555901", "+4930555902"
+XFER_AGENT = "+4930555804"
 BUSY_NUMBERS = {"+4930700001", "+4930700003"}
 FLOWS = {
+    "to_agent": """
+[flow]
+name = "to_agent"
+start = "t"
+
+[nodes.t]
+type = "transfer"
+agent = "1002"
+timeout_s = 5
+on_failure = "sorry"
+
+[nodes.sorry]
+type = "set"
+variables = { fallback = "yes" }
+next = "bye"
+
+[nodes.bye]
+type = "hangup"
+""",
     "to_number": """
 [flow]
 name = "to_number"
@@ -131,6 +151,13 @@ path = "to_nowhere.toml"
 
 [flows.to_number]
 path = "to_number.toml"
+
+[flows.to_agent]
+path = "to_agent.toml"
+
+[[routes]]
+dialed_number = "{XFER_AGENT}"
+destination = "flow:to_agent"
 
 [hours.never]
 rules = []
@@ -510,4 +537,49 @@ def test_ivr_transfer_to_an_external_number(engine):
         variables = json.loads(cdr["data"])["variables"]
         assert cdr["flow"] == "to_number" and cdr["disposition"] == "answered"
         assert variables["transfer_target"] == "number:+4930700002"
+    run(scenario())
+
+
+def test_ivr_transfer_to_an_agent(engine):
+    async def scenario():
+        admin = await engine.client()
+        bob = await engine.client("bob", AGENT_PASSWORDS["1002"])
+        phone = AnsweringUas("127.0.0.1", 0, tcp=False)
+        trunk = None
+        try:
+            await admin.subscribe(events=["call.*", "agent.*"])
+            # not logged in: the attempt fails at once and the flow takes on_failure (hang-up)
+            ep, ev = await trunk_call(engine.sip_port, XFER_AGENT, offer_sdp(4240), caller="+4917100013")
+            try:
+                assert ev.response.status_code == 200
+                assert not await still_up(ep, 5.0), "on_failure (hangup) did not run"
+            finally:
+                await ep.stop()
+            _, phone_port = await phone.start()
+            await bob.request("agent.login", password=AGENT_PASSWORDS["1002"], extension="2002")
+            assert await register(engine.sip_port, "2002", AGENT_PASSWORDS["1002"], contact_port=phone_port) == 200
+            await bob.request("agent.ready")
+            trunk, ev = await trunk_call(engine.sip_port, XFER_AGENT, offer_sdp(4242), caller="+4917100014")
+            answered = await next_event_named(admin, "call.answered", 15)
+            assert answered["data"]["agent"] == "1002"
+            agents = {a["agent"]: a for a in (await admin.request("agent.list"))["agents"]}
+            assert agents["1002"]["state"] == "busy"
+            trunk.bye(ev.dialog)
+            await next_event_named(admin, "call.ended")
+            await asyncio.sleep(0.2)
+            agents = {a["agent"]: a for a in (await admin.request("agent.list"))["agents"]}
+            assert agents["1002"]["state"] in ("wrapup", "ready")
+            if agents["1002"]["state"] == "wrapup":
+                await bob.request("agent.wrapup_done")
+            await bob.request("agent.logout")
+        finally:
+            if trunk is not None:
+                await trunk.stop()
+            await phone.stop()
+            await bob.close()
+            await admin.close()
+        failed = await wait_rows(engine, "SELECT * FROM cdr WHERE caller_number = ?", "+4917100013")
+        ok = await wait_rows(engine, "SELECT * FROM cdr WHERE caller_number = ?", "+4917100014")
+        assert json.loads(failed[0]["data"])["variables"]["fallback"] == "yes"
+        assert ok[0]["agent"] == "1002" and ok[0]["disposition"] == "answered" and ok[0]["flow"] == "to_agent"
     run(scenario())
