@@ -365,7 +365,7 @@ def test_phone_refer_blind_transfers_with_notify(tmp_path):
             a_phone, b_phone = c.phones["1001"], c.phones["1002"]
             # unknown target: refused, call intact
             assert await a_phone.refer("<sip:nobody@cc.test>") == 404
-            assert await a_phone.refer("<sip:2002@cc.test?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>") == 501
+            assert await a_phone.refer("<sip:2002@cc.test?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>") == 404
             who = await hearing(c.parties("caller", "alice"))
             assert who == {"caller": {"agent"}, "alice": {"caller"}}, who
             # REFER to bob's extension (RFC 3515): 202, NOTIFY 100 then 200 once bob answered
@@ -484,3 +484,48 @@ def test_ring_no_answer_forwards_to_the_agents_external_number(tmp_path):
     assert cdr["disposition"] == "answered" and cdr["agent"] == "1001" and cdr["ring_no_answer_count"] == 1
     qlog = [r["event"] for r in rows(tmp_path, "SELECT * FROM queue_log ORDER BY id")]
     assert qlog == ["enqueued", "offered", "ring_no_answer", "forwarded"], qlog
+
+
+def test_phone_attended_transfer_hold_dial_refer_with_replaces(tmp_path):
+    c = Centre(tmp_path)
+
+    async def scenario():
+        await c.start()
+        alice, bob = c.clients["1001"], c.clients["1002"]
+        try:
+            call_id = await c.inbound()
+            await bob.request("agent.ready")
+            a_phone, b_phone = c.phones["1001"], c.phones["1002"]
+            assert await a_phone.reinvite("sendonly") == 200           # the phone holds the caller ...
+            assert (await next_event_named(alice, "call.held"))["data"]["by"] == "phone"
+            unknown = await a_phone.invite(c.eng.sip_port, "nobody", AGENT_PASSWORDS["1001"])
+            assert unknown.status_code == 404                          # ... a wrong number: refused
+            resp = await a_phone.invite(c.eng.sip_port, "2002", AGENT_PASSWORDS["1001"])  # ... dials bob
+            assert resp.status_code == 200
+            assert (await next_event_named(alice, "call.consult_answered"))["data"]["target"] == "agent:1002"
+            who = await hearing(c.parties("caller", "alice", "bob"))
+            assert who == {"caller": {"music"}, "alice": {"agent2"}, "bob": {"agent"}}, who
+            # a Replaces naming some other dialog: refused (404), nothing changes
+            assert await a_phone.refer("<sip:2002@cc.test?Replaces=nope%3Bto-tag%3D1%3Bfrom-tag%3D2>") == 404
+            # REFER on the first dialog, Replaces = the consult line (RFC 3891)
+            assert await a_phone.refer(f"<sip:2002@cc.test?Replaces={a_phone.replaces(a_phone.line)}>") == 202
+            ev = await next_event_named(bob, "call.transferred")
+            assert ev["data"]["kind"] == "consult" and ev["data"]["by"] == "phone"
+            await asyncio.sleep(0.3)
+            assert a_phone.dialog.terminated and a_phone.line.terminated
+            assert sipfrags(a_phone)[-1] == ("terminated;reason=noresource", "SIP/2.0 200 OK")
+            who = await hearing(c.parties("caller", "bob"))
+            assert who == {"caller": {"agent2"}, "bob": {"caller"}}, who
+            c.caller.ep.bye(c.caller.dialog)
+            await next_event_named(c.admin, "call.ended")
+            return call_id
+        finally:
+            await c.stop()
+
+    call_id = run(scenario())
+    events = [(r["event"], r["agent"], r["party"], json.loads(r["detail"]).get("by")) for r in
+              rows(tmp_path, "SELECT * FROM call_events WHERE call_id = ? ORDER BY id", call_id)]
+    assert events == [("hold", "1001", "", "phone"), ("consult", "1001", "agent:1002", "phone"),
+                      ("transfer_complete", "1001", "agent:1002", "phone")], events
+    (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
+    assert cdr["transferred"] == 1 and cdr["agent"] == "1002" and cdr["hold_s"] > 0.5
