@@ -529,3 +529,55 @@ def test_phone_attended_transfer_hold_dial_refer_with_replaces(tmp_path):
                       ("transfer_complete", "1001", "agent:1002", "phone")], events
     (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
     assert cdr["transferred"] == 1 and cdr["agent"] == "1002" and cdr["hold_s"] > 0.5
+
+
+def test_queue_consult_cancel_conference_hangup_and_transfer_to_a_flow(tmp_path):
+    c = Centre(tmp_path)
+
+    async def scenario():
+        await c.start()
+        alice, bob = c.clients["1001"], c.clients["1002"]
+        try:
+            call_id = await c.inbound()
+            await bob.request("agent.ready")
+            # consult the queue: its first free agent (bob) rings and answers; then cancelled
+            res = await alice.request("call.consult", call_id=call_id, target="queue:sales")
+            assert res["target"] == "agent:1002"
+            await next_event_named(alice, "call.consult_answered")
+            assert (await alice.request("call.consult_cancel", call_id=call_id))["result"] == "cancelled"
+            who = await hearing(c.parties("caller", "alice", "bob"))
+            assert who == {"caller": {"agent"}, "alice": {"caller"}, "bob": set()}, who
+            await asyncio.sleep(1.2)  # bob's wrap-up after the consultation
+            # conference, then alice hangs up her phone: the caller stays with bob
+            await alice.request("call.consult", call_id=call_id, target="agent:1002")
+            await next_event_named(alice, "call.consult_answered")
+            await alice.request("call.conference", call_id=call_id)
+            c.phones["1001"].bye()
+            ev = await next_event_named(bob, "call.transferred")
+            assert ev["data"]["from_agent"] == "1001"
+            who = await hearing(c.parties("caller", "bob"))
+            assert who == {"caller": {"agent2"}, "bob": {"caller"}}, who
+            # bob sends the caller to the IVR flow: prompts (speech) instead of a tone
+            res = await bob.request("call.transfer", call_id=call_id, target="flow:inbound_menu")
+            assert res["result"] == "transferred"
+            start = time.monotonic()
+            await asyncio.sleep(2.5)
+            x = c.caller.party.audio(start + 0.5)
+            assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 100  # the spoken menu
+            assert heard_set(c.caller.party.hears(start + 0.5)) <= {"music"}
+            calls = (await c.admin.request("call.list"))["calls"]
+            assert calls[0]["state"] == "routing" and calls[0]["agent"] == ""
+            c.caller.ep.bye(c.caller.dialog)
+            await next_event_named(c.admin, "call.ended")
+            return call_id
+        finally:
+            await c.stop()
+
+    call_id = run(scenario())
+    events = [(r["event"], r["party"]) for r in
+              rows(tmp_path, "SELECT * FROM call_events WHERE call_id = ? ORDER BY id", call_id)]
+    assert events == [("consult", "agent:1002"), ("consult_cancel", "agent:1002"), ("consult", "agent:1002"),
+                      ("conference", "agent:1002"), ("transfer_complete", "agent:1002"),
+                      ("transfer_blind", "flow:inbound_menu")], events
+    (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
+    assert cdr["transferred"] == 2 and cdr["flow"] == "inbound_menu"
