@@ -752,7 +752,8 @@ class CallControl:
         centre = self.centre
         ep, req = centre.endpoint, ev.request
         auth = centre.registrar.authenticator if centre.registrar is not None else None
-        if auth is None or not self._from_phone(tuple(ev.source)):
+        from_user = getattr(req.from_.uri, "user", None) or ""
+        if auth is None or not self._from_phone(tuple(ev.source), from_user):
             return False
         res = auth.authenticate(req, centre.now())
         if res.status:
@@ -807,12 +808,15 @@ class CallControl:
         ep.respond(ev.transaction, 180)
         return True
 
-    def _from_phone(self, source: tuple[str, int]) -> bool:
-        """True when ``source`` is where a registered phone lives (its Contact or its REGISTER's source)."""
+    def _from_phone(self, source: tuple[str, int], from_user: str) -> bool:
+        """True when ``source`` is where the phone registered as ``from_user`` lives (Contact or REGISTER source)."""
+        from engine.callpath import aor_user
         from sip.dialog import uri_address
 
         loc = self.centre.registrar.location
         for aor in loc.aors():
+            if not from_user or aor_user(aor) != from_user:
+                continue
             for b in loc.lookup(aor):
                 found = uri_address(b.contact)
                 if tuple(b.source) == source or (found is not None and tuple(found[0]) == source):
