@@ -506,7 +506,10 @@ class CallControl:
             centre.release_agent(rec, call)
 
     def _complete(self, call: Call, party: Party, kind: str) -> None:
-        """The party replaces the agent on the call (blind transfer answered, consult completed, agent left a conference)."""
+        """The party replaces the agent on the call.
+
+        Blind transfer answered, consult completed, or the agent left a conference.
+        """
         centre, media = self.centre, self.centre.media
         st = self.state(call)
         old_agent = call.agent
@@ -940,7 +943,8 @@ class CallControl:
             return True
         dialog = leg.dialog
         ep.respond(ev.transaction, 202, "Accepted")
-        for status, reason, state in ((100, "Trying", "active;expires=60"), (200, "OK", "terminated;reason=noresource")):
+        for status, reason, state in ((100, "Trying", "active;expires=60"),
+                                      (200, "OK", "terminated;reason=noresource")):
             ep.request_in_dialog(dialog, "NOTIFY", headers=[("Event", "refer"), ("Subscription-State", state)],
                                  body=f"SIP/2.0 {status} {reason}\r\n".encode(),
                                  content_type="message/sipfrag;version=2.0")

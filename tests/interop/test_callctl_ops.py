@@ -249,7 +249,8 @@ def test_consult_conference_complete_then_blind_to_external(tmp_path):
             who = await hearing(c.parties("caller", "external"))
             assert who == {"caller": {"external"}, "external": {"caller"}}, who
             invite = next(r for r in c.external.requests if r.method == "INVITE")
-            assert invite.uri_text.startswith(f"sip:{EXTERNAL}@127.0.0.1:") and "+4930111@" in invite.headers.get("From")
+            assert invite.uri_text.startswith(f"sip:{EXTERNAL}@127.0.0.1:")
+            assert "+4930111@" in invite.headers.get("From")
             c.caller.ep.bye(c.caller.dialog)
             await next_event_named(c.admin, "call.ended")
             await asyncio.sleep(0.2)
