@@ -18,15 +18,10 @@ from engine.client import ControlClient
 from engine.config import parse_config
 from media import g711
 from media.rtp import RtpPacket
-from sip.events import (
-    AckReceived, CancelReceived, DialogTerminated, Event, RequestReceived, ResponseReceived,
-)
-from sip.sdp import SdpSession, SessionDescription
+from sip.events import Event, RequestReceived, ResponseReceived
+from sip.sdp import SessionDescription
 from sip.useragent import SipEndpoint
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-SIPP_DIR = pathlib.Path(__file__).resolve().parent / "sipp"
-ADMIN = ("admin", "admin-pw")
 
 # Distinct tones, away from the music on hold (392 / 523 Hz).
 CALLER_HZ = 1000.0
@@ -174,6 +169,7 @@ class Phone:
         self.reject = reject
         self.ep = SipEndpoint("127.0.0.1", 0, on_event=self._on_event, tcp=False, user=extension)
         self.dialog: Any = None
+        self.line: Any = None
         self.events: list[Event] = []
         self.requests: list[Any] = []
         self.invites = 0
@@ -235,6 +231,20 @@ class Phone:
         self._waiters.append((pred, fut))
         return await asyncio.wait_for(fut, timeout)
 
+    async def invite(self, engine_port: int, user: str, password: str) -> Any:
+        """Dial ``sip:<user>@cc.test`` through the engine (digest as the phone's extension); the final response."""
+        from sip.auth import DigestClient
+
+        self.ep.invite(f"sip:{user}@{DOMAIN}", dest=("127.0.0.1", engine_port),
+                       from_=f"<sip:{self.extension}@{DOMAIN}>", body=sdp_for(self.party.port, session=99),
+                       content_type="application/sdp", auth=DigestClient(self.extension, password))
+        ev = await self.wait_new(lambda e: isinstance(e, ResponseReceived) and e.response.cseq[1] == "INVITE"
+                                 and e.response.status_code >= 200, timeout=10)
+        if ev.response.status_code < 300:
+            self.line = ev.dialog
+            self.party.remote = remote_of(ev.response.body)
+        return ev.response
+
     async def reinvite(self, direction: str) -> int:
         """Hold (``sendonly``/``inactive``) or retrieve (``sendrecv``) by re-INVITE; returns the status."""
         self._session += 1
@@ -243,6 +253,10 @@ class Phone:
         ev = await self.wait_new(lambda e: isinstance(e, ResponseReceived) and e.response.status_code >= 200
                                  and e.response.cseq[1] == "INVITE")
         return ev.response.status_code
+
+    def replaces(self, dialog: Any) -> str:
+        """The escaped ``Replaces`` header value naming ``dialog`` (RFC 3891 §3) for a Refer-To URI."""
+        return f"{dialog.call_id}%3Bto-tag%3D{dialog.remote_tag}%3Bfrom-tag%3D{dialog.local_tag}"
 
     async def refer(self, refer_to: str, extra: list[tuple[str, str]] = ()) -> int:
         self.ep.request_in_dialog(self.dialog, "REFER", headers=[("Refer-To", refer_to), *extra])
@@ -325,6 +339,5 @@ def trunk_section(name: str, port: int, *, username: str = "", password: str = "
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ADMIN", "AGENT_PASSWORDS", "DOMAIN", "InProcessEngine", "Phone", "ToneParty", "TrunkCaller",
-           "heard_set", "trunk_section", "free_port", "AckReceived", "CancelReceived", "DialogTerminated",
-           "SdpSession"]
+__all__ = ["AGENT_PASSWORDS", "DOMAIN", "InProcessEngine", "Phone", "ToneParty", "TrunkCaller",
+           "heard_set", "trunk_section", "free_port"]

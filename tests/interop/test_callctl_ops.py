@@ -175,6 +175,14 @@ def test_hold_retrieve_by_op_and_by_phone_with_errors(tmp_path):
             assert 7 in [e for _, e in c.caller.party.events] and 11 in [e for _, e in c.caller.party.events]
             calls = (await alice.request("call.list"))["calls"]
             assert [x["state"] for x in calls] == ["talking"]
+            # blind transfer by op to agent 1002 (ready): music while bob rings, then caller <-> bob
+            await bob.request("agent.ready")
+            res = await alice.request("call.transfer", call_id=call_id, target="agent:1002")
+            assert res == {"call_id": call_id, "result": "ringing", "target": "agent:1002"}
+            ev = await next_event_named(bob, "call.transferred")
+            assert ev["data"]["kind"] == "blind" and ev["data"]["by"] == "op"
+            who = await hearing(c.parties("caller", "bob", "alice"))
+            assert who == {"caller": {"agent2"}, "bob": {"caller"}, "alice": set()}, who
             c.caller.ep.bye(c.caller.dialog)
             await next_event_named(c.admin, "call.ended")
             return call_id
@@ -183,11 +191,12 @@ def test_hold_retrieve_by_op_and_by_phone_with_errors(tmp_path):
 
     call_id = run(scenario())
     (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
-    assert cdr["call_id"] == call_id and cdr["transferred"] == 0
+    assert cdr["call_id"] == call_id and cdr["transferred"] == 1 and cdr["agent"] == "1002"
     assert 1.3 <= cdr["hold_s"] <= cdr["talk_s"], (cdr["hold_s"], cdr["talk_s"])
     events = [(r["event"], json.loads(r["detail"]).get("by")) for r in
               rows(tmp_path, "SELECT * FROM call_events WHERE call_id = ? ORDER BY id", call_id)]
-    assert events == [("hold", "op"), ("retrieve", "op"), ("hold", "phone"), ("retrieve", "phone")]
+    assert events == [("hold", "op"), ("retrieve", "op"), ("hold", "phone"), ("retrieve", "phone"),
+                      ("transfer_blind", "op")]
     x = recording_channels(tmp_path)
     t0 = marks["answered"]
 
@@ -249,7 +258,8 @@ def test_consult_conference_complete_then_blind_to_external(tmp_path):
             who = await hearing(c.parties("caller", "external"))
             assert who == {"caller": {"external"}, "external": {"caller"}}, who
             invite = next(r for r in c.external.requests if r.method == "INVITE")
-            assert invite.uri_text.startswith(f"sip:{EXTERNAL}@127.0.0.1:") and "+4930111@" in invite.headers.get("From")
+            assert invite.uri_text.startswith(f"sip:{EXTERNAL}@127.0.0.1:")
+            assert "+4930111@" in invite.headers.get("From")
             c.caller.ep.bye(c.caller.dialog)
             await next_event_named(c.admin, "call.ended")
             await asyncio.sleep(0.2)
@@ -280,7 +290,7 @@ def test_consult_conference_complete_then_blind_to_external(tmp_path):
 
 
 def test_failed_targets_restore_the_call_then_blind_transfer_to_a_queue(tmp_path):
-    c = Centre(tmp_path, external_reject=486)
+    c = Centre(tmp_path, external_reject=486, ring_timeout_s=1)
 
     async def scenario():
         await c.start()
@@ -303,6 +313,15 @@ def test_failed_targets_restore_the_call_then_blind_transfer_to_a_queue(tmp_path
             assert who == {"caller": {"agent"}, "alice": {"caller"}}, who
             agents = {a["agent"]: a["state"] for a in (await c.admin.request("agent.list"))["agents"]}
             assert agents == {"1001": "busy", "1002": "ready"}, agents
+            # bob's phone rings and rings: no_answer after the queue's ring_timeout_s (1 s), CANCEL
+            c.phones["1002"].reject, c.phones["1002"].answer_after_s = None, None
+            assert (await alice.request("call.consult", call_id=call_id, target="1002"))["result"] == "ringing"
+            ev = await next_event_named(alice, "call.consult_failed")
+            assert (ev["data"]["outcome"], ev["data"]["status"]) == ("no_answer", 487)
+            assert any(type(e).__name__ == "CancelReceived" for e in c.phones["1002"].events)
+            who = await hearing(c.parties("caller", "alice"))
+            assert who == {"caller": {"agent"}, "alice": {"caller"}}, who
+            c.phones["1002"].answer_after_s = 0.1
             # an external number that is busy: transfer_failed, call restored (and held state kept)
             await alice.request("call.hold", call_id=call_id)
             assert (await alice.request("call.transfer", call_id=call_id, target=f"number:{EXTERNAL}"))[
@@ -337,7 +356,8 @@ def test_failed_targets_restore_the_call_then_blind_transfer_to_a_queue(tmp_path
     events = [(r["event"], r["party"], json.loads(r["detail"]).get("outcome")) for r in
               rows(tmp_path, "SELECT * FROM call_events WHERE call_id = ? ORDER BY id", call_id)]
     assert events == [("consult_failed", "agent:1002", "busy"), ("consult", "agent:1002", None),
-                      ("consult_failed", "agent:1002", "busy"), ("hold", "", None),
+                      ("consult_failed", "agent:1002", "busy"), ("consult", "agent:1002", None),
+                      ("consult_failed", "agent:1002", "no_answer"), ("hold", "", None),
                       ("transfer_failed", f"number:{EXTERNAL}", "busy"), ("retrieve", "", None),
                       ("transfer_blind", "queue:sales", None)], events
     qlog = [(r["event"], r["agent"]) for r in rows(tmp_path, "SELECT * FROM queue_log ORDER BY id")]
@@ -365,7 +385,7 @@ def test_phone_refer_blind_transfers_with_notify(tmp_path):
             a_phone, b_phone = c.phones["1001"], c.phones["1002"]
             # unknown target: refused, call intact
             assert await a_phone.refer("<sip:nobody@cc.test>") == 404
-            assert await a_phone.refer("<sip:2002@cc.test?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>") == 501
+            assert await a_phone.refer("<sip:2002@cc.test?Replaces=abc%3Bto-tag%3D1%3Bfrom-tag%3D2>") == 404
             who = await hearing(c.parties("caller", "alice"))
             assert who == {"caller": {"agent"}, "alice": {"caller"}}, who
             # REFER to bob's extension (RFC 3515): 202, NOTIFY 100 then 200 once bob answered
@@ -484,3 +504,100 @@ def test_ring_no_answer_forwards_to_the_agents_external_number(tmp_path):
     assert cdr["disposition"] == "answered" and cdr["agent"] == "1001" and cdr["ring_no_answer_count"] == 1
     qlog = [r["event"] for r in rows(tmp_path, "SELECT * FROM queue_log ORDER BY id")]
     assert qlog == ["enqueued", "offered", "ring_no_answer", "forwarded"], qlog
+
+
+def test_phone_attended_transfer_hold_dial_refer_with_replaces(tmp_path):
+    c = Centre(tmp_path)
+
+    async def scenario():
+        await c.start()
+        alice, bob = c.clients["1001"], c.clients["1002"]
+        try:
+            call_id = await c.inbound()
+            await bob.request("agent.ready")
+            a_phone, b_phone = c.phones["1001"], c.phones["1002"]
+            assert await a_phone.reinvite("sendonly") == 200           # the phone holds the caller ...
+            assert (await next_event_named(alice, "call.held"))["data"]["by"] == "phone"
+            unknown = await a_phone.invite(c.eng.sip_port, "nobody", AGENT_PASSWORDS["1001"])
+            assert unknown.status_code == 404                          # ... a wrong number: refused
+            resp = await a_phone.invite(c.eng.sip_port, "2002", AGENT_PASSWORDS["1001"])  # ... dials bob
+            assert resp.status_code == 200
+            assert (await next_event_named(alice, "call.consult_answered"))["data"]["target"] == "agent:1002"
+            who = await hearing(c.parties("caller", "alice", "bob"))
+            assert who == {"caller": {"music"}, "alice": {"agent2"}, "bob": {"agent"}}, who
+            # a Replaces naming some other dialog: refused (404), nothing changes
+            assert await a_phone.refer("<sip:2002@cc.test?Replaces=nope%3Bto-tag%3D1%3Bfrom-tag%3D2>") == 404
+            # REFER on the first dialog, Replaces = the consult line (RFC 3891)
+            assert await a_phone.refer(f"<sip:2002@cc.test?Replaces={a_phone.replaces(a_phone.line)}>") == 202
+            ev = await next_event_named(bob, "call.transferred")
+            assert ev["data"]["kind"] == "consult" and ev["data"]["by"] == "phone"
+            await asyncio.sleep(0.3)
+            assert a_phone.dialog.terminated and a_phone.line.terminated
+            assert sipfrags(a_phone)[-1] == ("terminated;reason=noresource", "SIP/2.0 200 OK")
+            who = await hearing(c.parties("caller", "bob"))
+            assert who == {"caller": {"agent2"}, "bob": {"caller"}}, who
+            c.caller.ep.bye(c.caller.dialog)
+            await next_event_named(c.admin, "call.ended")
+            return call_id
+        finally:
+            await c.stop()
+
+    call_id = run(scenario())
+    events = [(r["event"], r["agent"], r["party"], json.loads(r["detail"]).get("by")) for r in
+              rows(tmp_path, "SELECT * FROM call_events WHERE call_id = ? ORDER BY id", call_id)]
+    assert events == [("hold", "1001", "", "phone"), ("consult", "1001", "agent:1002", "phone"),
+                      ("transfer_complete", "1001", "agent:1002", "phone")], events
+    (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
+    assert cdr["transferred"] == 1 and cdr["agent"] == "1002" and cdr["hold_s"] > 0.5
+
+
+def test_queue_consult_cancel_conference_hangup_and_transfer_to_a_flow(tmp_path):
+    c = Centre(tmp_path)
+
+    async def scenario():
+        await c.start()
+        alice, bob = c.clients["1001"], c.clients["1002"]
+        try:
+            call_id = await c.inbound()
+            await bob.request("agent.ready")
+            # consult the queue: its first free agent (bob) rings and answers; then cancelled
+            res = await alice.request("call.consult", call_id=call_id, target="queue:sales")
+            assert res["target"] == "agent:1002"
+            await next_event_named(alice, "call.consult_answered")
+            assert (await alice.request("call.consult_cancel", call_id=call_id))["result"] == "cancelled"
+            who = await hearing(c.parties("caller", "alice", "bob"))
+            assert who == {"caller": {"agent"}, "alice": {"caller"}, "bob": set()}, who
+            await asyncio.sleep(1.2)  # bob's wrap-up after the consultation
+            # conference, then alice hangs up her phone: the caller stays with bob
+            await alice.request("call.consult", call_id=call_id, target="agent:1002")
+            await next_event_named(alice, "call.consult_answered")
+            await alice.request("call.conference", call_id=call_id)
+            c.phones["1001"].bye()
+            ev = await next_event_named(bob, "call.transferred")
+            assert ev["data"]["from_agent"] == "1001"
+            who = await hearing(c.parties("caller", "bob"))
+            assert who == {"caller": {"agent2"}, "bob": {"caller"}}, who
+            # bob sends the caller to the IVR flow: prompts (speech) instead of a tone
+            res = await bob.request("call.transfer", call_id=call_id, target="flow:inbound_menu")
+            assert res["result"] == "transferred"
+            start = time.monotonic()
+            await asyncio.sleep(2.5)
+            x = c.caller.party.audio(start + 0.5)
+            assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) > 100  # the spoken menu
+            assert heard_set(c.caller.party.hears(start + 0.5)) <= {"music"}
+            calls = (await c.admin.request("call.list"))["calls"]
+            assert calls[0]["state"] == "routing" and calls[0]["agent"] == ""
+            c.caller.ep.bye(c.caller.dialog)
+            await next_event_named(c.admin, "call.ended")
+            return call_id
+        finally:
+            await c.stop()
+
+    call_id = run(scenario())
+    events = [(r["event"], r["party"]) for r in
+              rows(tmp_path, "SELECT * FROM call_events WHERE call_id = ? ORDER BY id", call_id)]
+    assert events == [("consult", "agent:1002"), ("consult_cancel", "agent:1002"), ("consult", "agent:1002"),
+                      ("conference", "agent:1002"), ("transfer_complete", "agent:1002"),
+                      ("transfer_blind", "flow:inbound_menu")], events
+    (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
+    assert cdr["transferred"] == 2 and cdr["flow"] == "inbound_menu"
