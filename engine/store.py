@@ -229,6 +229,7 @@ CREATE INDEX agent_state_log_tenant_ts ON agent_state_log (tenant, ts);
 CREATE INDEX queue_log_event ON queue_log (tenant, event, ts);
 CREATE INDEX callbacks_agent ON callbacks (tenant, assigned_agent, state);
 CREATE INDEX recordings_grp ON recordings (tenant, grp, start_ts);
+"""),
     (7, "outbound campaigns: definitions, records, attempt log, do-not-call list", """
 CREATE TABLE campaigns (
     id INTEGER PRIMARY KEY,
@@ -285,6 +286,7 @@ CREATE TABLE dnc (
     reason TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX dnc_number ON dnc (tenant, number, id);
+"""),
     (8, "call journal: calls in progress, for crash recovery (engine/recovery.py)", """
 CREATE TABLE call_journal (
     id INTEGER PRIMARY KEY,
