@@ -125,12 +125,12 @@ def test_trusted_networks_skip_every_check():
 
 def test_tables_stay_bounded_under_spoofed_sources():
     g = SourceGuard(GuardConfig(max_sources=100, rate_per_s=1, burst=1, rate_violations_before_ban=1))
-    for i in range(5000):
+    for i in range(1000):
         ip = f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}"
         g.inspect(req(), (ip, 5060), 0.0)
         g.inspect(req(), (ip, 5060), 0.0)  # over the rate: banned
     assert g.source_count == 100 and len(g.bans(0.0)) == 100
-    assert g.counters.evicted_sources == 4900
+    assert g.counters.evicted_sources == 900
     while g.next_event() is not None:
         pass
 
