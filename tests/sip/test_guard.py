@@ -123,14 +123,18 @@ def test_trusted_networks_skip_every_check():
     assert not g.auth_failed(SRC[0], 0.0) and not g.bans(0.0)
 
 
-def test_tables_stay_bounded_under_spoofed_sources():
+def test_tables_and_log_stay_bounded_under_spoofed_sources(caplog):
     g = SourceGuard(GuardConfig(max_sources=100, rate_per_s=1, burst=1, rate_violations_before_ban=1))
+    caplog.set_level(logging.WARNING, "sip.guard")
     for i in range(1000):
         ip = f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}"
         g.inspect(req(), (ip, 5060), 0.0)
         g.inspect(req(), (ip, 5060), 0.0)  # over the rate: banned
     assert g.source_count == 100 and len(g.bans(0.0)) == 100
     assert g.counters.evicted_sources == 900
+    assert len(caplog.records) == 30  # 2000 warnings' worth, 30 written this minute
+    g.ban("192.0.2.1", 61.0, "later")
+    assert "1970 more guard warnings in the last minute were not logged" in caplog.records[-2].getMessage()
     while g.next_event() is not None:
         pass
 
