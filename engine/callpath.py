@@ -117,6 +117,8 @@ def contact_destination(binding: Any) -> tuple[str, int]:
     """
     from sip.dialog import uri_address
 
+    if getattr(binding, "transport", "") == "TLS":
+        return binding.source  # RFC 3261 §26 / RFC 5923: back over the phone's TLS connection
     found = uri_address(binding.contact)
     if found is not None and found[0][0] == binding.source[0]:
         return found[0]
@@ -198,6 +200,15 @@ class CallCentre:
                                     guard=self.defence.guard)
         await self.endpoint.start()
         logger.info("SIP listening on %s:%d (udp%s)", *self.endpoint.address, "+tcp" if has_tcp else "")
+        for lst in cfg.sip.listen:
+            if lst.transport == "tls":  # RFC 3261 §26 (sip/tls.py)
+                from sip.tls import TlsSettings, client_context, enable_tls, server_context
+
+                res = cfg.resolve_path
+                await enable_tls(self.endpoint, host=lst.host, port=lst.port,
+                                 server=server_context(res(lst.tls_cert), res(lst.tls_key),
+                                                      res(lst.tls_client_ca) if lst.tls_client_ca else None),
+                                 client=TlsSettings(client_context(res(lst.tls_ca) if lst.tls_ca else None)))
         m = cfg.media
         self.media = MediaEngine(MediaConfig(host=m.host, port_range=(m.rtp_port_min, m.rtp_port_max)),
                                  on_event=self._on_media)
