@@ -221,7 +221,7 @@ class SipAbuse:
         ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sipscan", "sundayddr", "iwar",
          "vaxsipuseragent", "pplsip", "smap", "sipsak-scan", "voip-scan", "gulp"),
         doc="User-Agent substrings that ban at once (case-insensitive)")
-    sweep_max_users: int = opt(10, min=0, max=100000,
+    sweep_max_users: int = opt(30, min=0, max=100000,
                                doc="distinct users probed per source and window that ban (0: off)")
     sweep_window_s: int = opt(60, min=1, max=86400)
     unknown_sources: str = opt("allow", choices=("allow", "drop", "reject"),

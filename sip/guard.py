@@ -38,7 +38,9 @@ The checks, cheapest first:
    phone becomes known, so it is never refused as "unknown".
 7. **Sweeps**: more than ``sweep_max_users`` distinct user parts
    (Request-URI for OPTIONS/INVITE, To for REGISTER) from one source within
-   ``sweep_window_s`` bans the source.
+   ``sweep_window_s`` bans the source.  Sources in ``known_networks`` or
+   ``registration_networks``, and sources that authenticated lately, are
+   exempt: an office of phones behind one NAT address registers many users.
 
 The application reports digest outcomes with :meth:`SourceGuard.auth_failed`
 (``auth_failures_before_ban`` failures within ``auth_failure_window_s`` ban
@@ -109,7 +111,7 @@ class GuardConfig:
     """How long a ban lasts."""
     scanner_user_agents: tuple[str, ...] = DEFAULT_SCANNER_USER_AGENTS
     """User-Agent substrings (case-insensitive) that ban at once."""
-    sweep_max_users: int = 10
+    sweep_max_users: int = 30
     """Distinct users probed by one source within the window that ban (0: off)."""
     sweep_window_s: float = 60.0
     unknown_sources: str = "allow"
@@ -306,7 +308,8 @@ class SourceGuard:
                 return Verdict.REJECT
             self.counters.dropped_unknown += 1
             return Verdict.DROP
-        if cfg.sweep_max_users and method in (b"REGISTER", b"OPTIONS", b"INVITE") and src.known_until <= now:
+        if (cfg.sweep_max_users and method in (b"REGISTER", b"OPTIONS", b"INVITE") and src.known_until <= now
+                and ip not in self._known and ip not in self._registration):
             user = _probed_user(data, space, head, method)
             if user is not None:
                 if now - src.sweep_start > cfg.sweep_window_s:

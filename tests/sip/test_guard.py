@@ -160,3 +160,14 @@ def test_config_is_validated():
         GuardConfig(unknown_sources="maybe")
     with pytest.raises(ValueError):
         GuardConfig(trusted_networks=("not-a-net",))
+
+
+def test_sweep_detection_spares_known_and_registration_networks():
+    for cfg, src in ((GuardConfig(sweep_max_users=3, known_networks=("10.0.0.0/8",)), ("10.1.1.1", 5060)),
+                     (GuardConfig(sweep_max_users=3, registration_networks=("192.0.2.0/24",)), ("192.0.2.5", 5060))):
+        g = SourceGuard(cfg)
+        for i in range(20):  # an office behind one NAT address registering 20 phones
+            assert g.inspect(req("REGISTER", to_user=str(2000 + i)), src, float(i)) is Verdict.ACCEPT
+        assert not g.bans(20.0)
+        other = ("203.0.113.1", 5060)  # the same from elsewhere is a sweep
+        assert [g.inspect(req("OPTIONS", user=str(i)), other, 0.0) for i in range(4)][-1] is Verdict.DROP
