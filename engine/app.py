@@ -310,6 +310,7 @@ def run_engine(config: Config, log_level: str | None = None) -> int:
     from engine.callpath import CallCentre
     import engine.agent_ops  # noqa: F401  (registers the call path's ops)
     import engine.callcontrol_ops  # noqa: F401  (registers the call-control ops)
+    import engine.security_ops  # noqa: F401  (registers sip.bans / sip.unban)
 
     # The call path (SIP listeners, media, ACD) runs when there is a trunk to take calls
     # from; a control-only configuration binds no SIP port (docs/callpath.md).

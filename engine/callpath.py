@@ -132,6 +132,8 @@ def contact_destination(binding: Any) -> tuple[str, int]:
     """
     from sip.dialog import uri_address
 
+    if getattr(binding, "transport", "") == "TLS":
+        return binding.source  # RFC 3261 §26 / RFC 5923: back over the phone's TLS connection
     found = uri_address(binding.contact)
     if found is not None and found[0][0] == binding.source[0]:
         return found[0]
@@ -159,6 +161,7 @@ class CallCentre:
         self.credentials: dict[str, str] = {}
         self.recorder: Any = None
         self.legs = Legs(self)
+        self.dial_policy: Any = None  # toll-fraud guard for trunk legs (engine/tollfraud.py), set in start()
         """Every leg the engine places (engine/legs.py): agent offers, transfers, consults, dial-outs."""
         self.dial_policy: DialPolicy | None = None
         """Toll-fraud hook: ``f(DialCheck) -> refusal reason | None`` before a trunk INVITE (None: allow)."""
@@ -205,11 +208,29 @@ class CallCentre:
 
         self.defence = SipDefence(engine, cfg, self.loop.time)
         self.registrar.auth_observer = self.defence.auth_observed
+        from engine.tollfraud import TollFraudPolicy, dial_policy
+
+        self.toll_fraud = TollFraudPolicy(cfg.toll_fraud, cfg.engine.time_zone, live_outbound=lambda tenant: sum(
+            1 for leg in self.legs._live.values() if leg.target.kind == "trunk" and leg.tenant == tenant))
+        self.dial_policy = dial_policy(self.toll_fraud, time.time)
+        for tenant in self.toll_fraud.unguarded_tenants({"default"} | set(cfg.tenants)):
+            if any(t.tenant == tenant for t in cfg.trunks.values()):
+                logger.warning("tenant %s has no [toll_fraud.%s] policy: outbound calls are unrestricted",
+                               tenant, tenant)
         self.endpoint = SipEndpoint(udp.host, udp.port, on_event=self._on_sip, tcp=has_tcp,
                                     registrar=self.registrar, user="ctiengine", user_agent=cfg.sip.user_agent,
                                     guard=self.defence.guard)
         await self.endpoint.start()
         logger.info("SIP listening on %s:%d (udp%s)", *self.endpoint.address, "+tcp" if has_tcp else "")
+        for lst in cfg.sip.listen:
+            if lst.transport == "tls":  # RFC 3261 §26 (sip/tls.py)
+                from sip.tls import TlsSettings, client_context, enable_tls, server_context
+
+                res = cfg.resolve_path
+                await enable_tls(self.endpoint, host=lst.host, port=lst.port,
+                                 server=server_context(res(lst.tls_cert), res(lst.tls_key),
+                                                      res(lst.tls_client_ca) if lst.tls_client_ca else None),
+                                 client=TlsSettings(client_context(res(lst.tls_ca) if lst.tls_ca else None)))
         m = cfg.media
         self.media = MediaEngine(MediaConfig(host=m.host, port_range=(m.rtp_port_min, m.rtp_port_max),
                                              rtp_timeout_s=float(m.rtp_timeout_s)),

@@ -212,9 +212,13 @@ class EngineSection:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SipListener:
-    transport: str = opt(choices=("udp", "tcp"))
+    transport: str = opt(choices=("udp", "tcp", "tls"))
     host: str = opt("127.0.0.1")
     port: int = opt(5060, min=0, max=65535)
+    tls_cert: str = opt("", doc="transport = 'tls': PEM certificate (chain) of this listener")
+    tls_key: str = opt("", doc="transport = 'tls': PEM private key of tls_cert")
+    tls_client_ca: str = opt("", doc="transport = 'tls': require client certificates signed by these CAs")
+    tls_ca: str = opt("", doc="CAs trusted for outgoing TLS (empty: the system's)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,7 +234,7 @@ class SipAbuse:
         ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sipscan", "sundayddr", "iwar",
          "vaxsipuseragent", "pplsip", "smap", "sipsak-scan", "voip-scan", "gulp"),
         doc="User-Agent substrings that ban at once (case-insensitive)")
-    sweep_max_users: int = opt(10, min=0, max=100000,
+    sweep_max_users: int = opt(30, min=0, max=100000,
                                doc="distinct users probed per source and window that ban (0: off)")
     sweep_window_s: int = opt(60, min=1, max=86400)
     unknown_sources: str = opt("allow", choices=("allow", "drop", "reject"),
@@ -828,13 +832,14 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
             errors.add(p, "a unix listener needs 'path'")
         if lst.transport == "tcp" and lst.path:
             errors.add(p + ("path",), "'path' is only for transport = 'unix'")
-        _check_listener_tls(cfg, p, lst, errors)
+        _check_listener_tls(cfg, p, lst, errors, tls_transport="tcp")
     seen_listeners: set[tuple[str, str, int]] = set()
     for i, sl in enumerate(cfg.sip.listen):
         k = (sl.transport, sl.host, sl.port)
         if k in seen_listeners and sl.port:
             errors.add(("sip", "listen", i), f"duplicate listener {sl.transport} {sl.host}:{sl.port}")
         seen_listeners.add(k)
+        _check_listener_tls(cfg, ("sip", "listen", i), sl, errors, tls_transport="tls")
     if cfg.recording.min_length_s and cfg.recording.max_length_s and \
             cfg.recording.min_length_s > cfg.recording.max_length_s:
         errors.add(("recording", "min_length_s"), "is above max_length_s")
@@ -992,17 +997,22 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
         _check_toll_fraud(("toll_fraud", name), tf, tenants, errors)
 
 
-def _check_listener_tls(cfg: Config, p: Path, lst: "ControlListener", errors: _Errors) -> None:
-    if not (lst.tls_cert or lst.tls_key or lst.tls_client_ca):
+def _check_listener_tls(cfg: Config, p: Path, lst: Any, errors: _Errors, tls_transport: str) -> None:
+    # Control listeners serve TLS on 'tcp' when given a certificate; SIP
+    # listeners have their own transport 'tls', which needs one.
+    if tls_transport == "tls" and lst.transport == "tls" and not (lst.tls_cert and lst.tls_key):
+        errors.add(p, "a tls listener needs 'tls_cert' and 'tls_key'")
         return
-    if lst.transport != "tcp":
-        errors.add(p + ("tls_cert",), "TLS is only for transport = 'tcp'")
+    if not (lst.tls_cert or lst.tls_key or lst.tls_client_ca or getattr(lst, "tls_ca", "")):
+        return
+    if lst.transport != tls_transport and (lst.tls_cert or lst.tls_key or lst.tls_client_ca):
+        errors.add(p + ("tls_cert",), f"TLS is only for transport = '{tls_transport}'")
     if bool(lst.tls_cert) != bool(lst.tls_key):
         errors.add(p + ("tls_key" if lst.tls_cert else "tls_cert",), "'tls_cert' and 'tls_key' go together")
     if lst.tls_client_ca and not lst.tls_cert:
         errors.add(p + ("tls_client_ca",), "'tls_client_ca' needs 'tls_cert' and 'tls_key'")
-    for key in ("tls_cert", "tls_key", "tls_client_ca"):
-        value = getattr(lst, key)
+    for key in ("tls_cert", "tls_key", "tls_client_ca", "tls_ca"):
+        value = getattr(lst, key, "")
         if value and not os.path.isfile(cfg.resolve_path(value)):
             errors.add(p + (key,), f"no such file: {cfg.resolve_path(value)}")
 

@@ -14,7 +14,8 @@ or banned, and never an "unknown source".  :class:`SipDefence` owns the
   counts as a failed authentication too (toll-fraud probing);
 * every :class:`sip.events.SourceBanned` is written to the audit log
   (``op = "sip.ban"``, user ``sip``, role ``system``, peer = the source), so
-  bans are queryable and exported with ``audit.export``.
+  bans are queryable and exported with ``audit.export``; beyond 60 bans a
+  minute (spoofed floods) the rest are summarised in one row.
 
 Nothing here does IO except through ``engine.audit``; ``now`` is the loop's.
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 from engine.config import Config
 from sip.events import SourceBanned
-from sip.guard import GuardConfig, SourceGuard
+from sip.guard import GuardConfig, LogBudget, SourceGuard
 
 logger = logging.getLogger("engine.security")
 
@@ -69,6 +70,7 @@ class SipDefence:
         self.engine = engine
         self.guard = SourceGuard(guard_config(cfg))
         self._now = now
+        self._audit_budget = LogBudget(per_minute=60)
         if engine is not None:
             engine.add_counter("sip_bans", lambda: len(self.guard.bans(self._now())))
             engine.add_counter("sip_dropped", lambda: self.guard.counters.dropped_rate
@@ -87,10 +89,16 @@ class SipDefence:
 
     def banned(self, ev: SourceBanned) -> None:
         """Audit a ban (called with each SourceBanned the transport delivers)."""
-        if self.engine is not None:
+        if self.engine is None:
+            return
+        now = self._now()
+        held = self._audit_budget.summary(now)
+        if held:  # a spoofed flood: one summary row instead of one row per address
+            self.engine.audit(user="sip", role="system", tenant="*", op="sip.ban", args=f"{held} more bans",
+                              result="not audited one by one (over 60 a minute)", peer="")
+        if self._audit_budget.allow(now):
             self.engine.audit(user="sip", role="system", tenant="*", op="sip.ban",
-                              args=f"{ev.ip} for {max(0.0, ev.until - self._now()):.0f} s", result=ev.reason,
-                              peer=ev.ip)
+                              args=f"{ev.ip} for {max(0.0, ev.until - now):.0f} s", result=ev.reason, peer=ev.ip)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and active bans (``engine.status`` / ``sip.bans``)."""

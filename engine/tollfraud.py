@@ -46,7 +46,7 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
 from engine.errors import Busy, Forbidden
@@ -78,11 +78,16 @@ class TollFraudPolicy:
     Args:
         policies: ``tenant -> engine.config.TollFraud`` (``Config.toll_fraud``).
         time_zone: IANA zone whose local day bounds ``max_calls_per_day``.
+        live_outbound: ``tenant -> outgoing legs up now``, when the engine
+            counts them itself (call control's ``Legs``); None: legs counted
+            by :meth:`start` / :meth:`finish`.
     """
 
-    def __init__(self, policies: Mapping[str, Any], time_zone: str = "UTC") -> None:
+    def __init__(self, policies: Mapping[str, Any], time_zone: str = "UTC",
+                 live_outbound: Callable[[str], int] | None = None) -> None:
         self.policies = dict(policies)
         self.zone = ZoneInfo(time_zone)
+        self.live_outbound = live_outbound
         self._active: dict[str, str] = {}  # call_id -> tenant
         self._concurrent: dict[str, int] = {}
         self._daily: dict[str, tuple[str, int]] = {}  # tenant -> (local date, count)
@@ -108,7 +113,7 @@ class TollFraudPolicy:
             which = f"roles.{role}" if role in pol.roles else "allow"
             return TollDecision(False, "forbidden",
                                 f"tenant {tenant!r}: {number} is outside the {which} patterns of role {role!r}")
-        if pol.max_concurrent_outbound and self._concurrent.get(tenant, 0) >= pol.max_concurrent_outbound:
+        if pol.max_concurrent_outbound and self.concurrent(tenant) >= pol.max_concurrent_outbound:
             return TollDecision(False, "busy", f"tenant {tenant!r}: {pol.max_concurrent_outbound} outbound "
                                                "calls are already up (max_concurrent_outbound)")
         if pol.max_calls_per_day and self.calls_today(tenant, wall_time) >= pol.max_calls_per_day:
@@ -130,9 +135,7 @@ class TollFraudPolicy:
             return decision
         self._active[call_id] = tenant
         self._concurrent[tenant] = self._concurrent.get(tenant, 0) + 1
-        day = self._day(wall_time)
-        seen_day, count = self._daily.get(tenant, (day, 0))
-        self._daily[tenant] = (day, (count if seen_day == day else 0) + 1)
+        self.count_call(tenant, wall_time)
         return decision
 
     def finish(self, call_id: str) -> None:
@@ -150,7 +153,15 @@ class TollFraudPolicy:
     # ------------------------------------------------------------ counters
     def concurrent(self, tenant: str) -> int:
         """Outgoing legs of ``tenant`` up now."""
+        if self.live_outbound is not None:
+            return self.live_outbound(tenant)
         return self._concurrent.get(tenant, 0)
+
+    def count_call(self, tenant: str, wall_time: float) -> None:
+        """Count one outgoing leg in today's total (when :meth:`start` is not used)."""
+        day = self._day(wall_time)
+        seen_day, count = self._daily.get(tenant, (day, 0))
+        self._daily[tenant] = (day, (count if seen_day == day else 0) + 1)
 
     def calls_today(self, tenant: str, wall_time: float) -> int:
         """Outgoing legs of ``tenant`` started in the local day of ``wall_time``."""
@@ -163,3 +174,33 @@ class TollFraudPolicy:
 
     def _day(self, wall_time: float) -> str:
         return dt.datetime.fromtimestamp(wall_time, self.zone).date().isoformat()
+
+
+def role_of(agent: str, purpose: str) -> str:
+    """The policy role of a leg call control dials (``engine.legs.DialCheck``).
+
+    ``ivr*`` purposes are the IVR's (``ivr``); a leg dialled on an agent's
+    behalf is the ``agent`` role's; anything else (forwards, dialer, legs a
+    supervisor or administrator starts without an agent) is ``system``.
+    """
+    if purpose.startswith("ivr"):
+        return "ivr"
+    return "agent" if agent else "system"
+
+
+def dial_policy(policy: TollFraudPolicy, clock: Callable[[], float]) -> Callable[[Any], str | None]:
+    """``centre.dial_policy`` for ``engine.legs``: a refusal reason, or None to dial.
+
+    Every allowed leg counts towards ``max_calls_per_day``; concurrency is the
+    policy's ``live_outbound`` (the live trunk legs).
+    """
+    def check(dc: Any) -> str | None:
+        now = clock()
+        decision = policy.check(dc.tenant, role_of(dc.agent, dc.purpose), dc.number, now)
+        if not decision.allowed:
+            logger.warning("[%s] %s call to %s via %s refused: %s", dc.call_id, dc.purpose or "outbound",
+                           dc.number, dc.trunk, decision.reason)
+            return decision.reason
+        policy.count_call(dc.tenant, now)
+        return None
+    return check

@@ -38,7 +38,9 @@ The checks, cheapest first:
    phone becomes known, so it is never refused as "unknown".
 7. **Sweeps**: more than ``sweep_max_users`` distinct user parts
    (Request-URI for OPTIONS/INVITE, To for REGISTER) from one source within
-   ``sweep_window_s`` bans the source.
+   ``sweep_window_s`` bans the source.  Sources in ``known_networks`` or
+   ``registration_networks``, and sources that authenticated lately, are
+   exempt: an office of phones behind one NAT address registers many users.
 
 The application reports digest outcomes with :meth:`SourceGuard.auth_failed`
 (``auth_failures_before_ban`` failures within ``auth_failure_window_s`` ban
@@ -48,8 +50,10 @@ the source) and :meth:`SourceGuard.auth_succeeded` (the source becomes
 State is bounded: at most ``max_sources`` per-source entries (least recently
 seen evicted first) and as many bans (the soonest-expiring evicted first), so
 a flood of spoofed addresses costs memory proportional to the limit only.
-Every ban is logged at WARNING with the source and the reason, and queued as
-a :class:`sip.events.SourceBanned` for :meth:`next_event`.
+Every ban is logged at WARNING with the source and the reason (at most 30
+guard warnings a minute: spoofed floods must not flood the log; the rest are
+counted in one summary line), and queued as a :class:`sip.events.SourceBanned`
+for :meth:`next_event`.
 
 The module reads no clock and touches no socket: ``now`` is passed in.
 """
@@ -107,7 +111,7 @@ class GuardConfig:
     """How long a ban lasts."""
     scanner_user_agents: tuple[str, ...] = DEFAULT_SCANNER_USER_AGENTS
     """User-Agent substrings (case-insensitive) that ban at once."""
-    sweep_max_users: int = 10
+    sweep_max_users: int = 30
     """Distinct users probed by one source within the window that ban (0: off)."""
     sweep_window_s: float = 60.0
     unknown_sources: str = "allow"
@@ -133,6 +137,40 @@ class GuardConfig:
         for nets in (self.known_networks, self.registration_networks, self.trusted_networks):
             for net in nets:
                 ipaddress.ip_network(net, strict=False)  # raises ValueError naming the text
+
+
+class LogBudget:
+    """At most ``per_minute`` lines a minute; the rest are counted and summarised.
+
+    A flood from spoofed addresses must not turn into a flood of log lines
+    (or audit rows): :meth:`allow` says whether to write one now, and
+    :meth:`summary` returns how many were held back once the minute is over.
+    """
+
+    __slots__ = ("per_minute", "window_start", "used", "held")
+
+    def __init__(self, per_minute: int = 30) -> None:
+        self.per_minute = per_minute
+        self.window_start = float("-inf")
+        self.used = 0
+        self.held = 0
+
+    def allow(self, now: float) -> bool:
+        if now - self.window_start >= 60.0:
+            self.window_start = now
+            self.used = 0
+        if self.used < self.per_minute:
+            self.used += 1
+            return True
+        self.held += 1
+        return False
+
+    def summary(self, now: float) -> int:
+        """Lines held back so far, reported once per minute (0 otherwise)."""
+        if self.held and now - self.window_start >= 60.0:
+            held, self.held = self.held, 0
+            return held
+        return 0
 
 
 class _Source:
@@ -210,6 +248,7 @@ class SourceGuard:
         self._bans: dict[str, tuple[float, str]] = {}
         self._events: deque[SourceBanned] = deque()
         self._scanners = tuple(s.lower().encode() for s in cfg.scanner_user_agents)
+        self._log = LogBudget()
 
     # ------------------------------------------------------------ per message
     def inspect(self, data: bytes, addr: Address, now: float) -> Verdict:
@@ -239,7 +278,7 @@ class SourceGuard:
             src.tokens = tokens
             src.violations += 1
             self.counters.dropped_rate += 1
-            if src.violations == 1:
+            if src.violations == 1 and self._log.allow(now):
                 logger.warning("rate limit: dropping messages from %s (over %.0f/s)", ip, cfg.rate_per_s)
             if cfg.rate_violations_before_ban and src.violations >= cfg.rate_violations_before_ban:
                 self.ban(ip, now, f"rate limit exceeded {src.violations} times")
@@ -269,7 +308,8 @@ class SourceGuard:
                 return Verdict.REJECT
             self.counters.dropped_unknown += 1
             return Verdict.DROP
-        if cfg.sweep_max_users and method in (b"REGISTER", b"OPTIONS", b"INVITE") and src.known_until <= now:
+        if (cfg.sweep_max_users and method in (b"REGISTER", b"OPTIONS", b"INVITE") and src.known_until <= now
+                and ip not in self._known and ip not in self._registration):
             user = _probed_user(data, space, head, method)
             if user is not None:
                 if now - src.sweep_start > cfg.sweep_window_s:
@@ -296,7 +336,9 @@ class SourceGuard:
         src.failures.append(now)
         while src.failures and now - src.failures[0] > cfg.auth_failure_window_s:
             src.failures.popleft()
-        logger.warning("%s failed from %s (%d in %.0f s)", what, ip, len(src.failures), cfg.auth_failure_window_s)
+        if self._log.allow(now):
+            logger.warning("%s failed from %s (%d in %.0f s)", what, ip, len(src.failures),
+                           cfg.auth_failure_window_s)
         if cfg.auth_failures_before_ban and len(src.failures) >= cfg.auth_failures_before_ban:
             src.failures.clear()
             self.ban(ip, now, f"{cfg.auth_failures_before_ban} failed authentications")
@@ -318,7 +360,11 @@ class SourceGuard:
             del self._bans[victim]
         self._bans[ip] = (until, reason)
         self.counters.bans += 1
-        logger.warning("banning SIP source %s for %.0f s: %s", ip, until - now, reason)
+        held = self._log.summary(now)
+        if held:
+            logger.warning("%d more guard warnings in the last minute were not logged", held)
+        if self._log.allow(now):
+            logger.warning("banning SIP source %s for %.0f s: %s", ip, until - now, reason)
         self._events.append(SourceBanned(ip, reason, until))
 
     def unban(self, ip: str) -> bool:

@@ -114,3 +114,21 @@ listen = [
         f"{tmp_path}/c.toml:3: control.listen[2].tls_cert: no such file: {tmp_path}/missing.pem",
         f"{tmp_path}/c.toml:3: control.listen[2].tls_client_ca: no such file: {tmp_path}/no-ca.pem",
     ]
+
+
+def test_sip_tls_listener_config_errors(tmp_path, pki):
+    text = f"""
+[sip]
+listen = [
+  {{ transport = "tls", port = 0 }},
+  {{ transport = "udp", port = 0, tls_cert = "{pki.server_cert}", tls_key = "{pki.server_key}" }},
+  {{ transport = "tls", port = 0, tls_cert = "{pki.server_cert}", tls_key = "{pki.server_key}", tls_ca = "none.pem" }},
+]
+"""
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, str(tmp_path / "s.toml"))
+    assert exc.value.errors == [
+        f"{tmp_path}/s.toml:3: sip.listen[0]: a tls listener needs 'tls_cert' and 'tls_key'",
+        f"{tmp_path}/s.toml:3: sip.listen[1].tls_cert: TLS is only for transport = 'tls'",
+        f"{tmp_path}/s.toml:3: sip.listen[2].tls_ca: no such file: {tmp_path}/none.pem",
+    ]

@@ -64,6 +64,7 @@ def test_control_md_documents_every_op_and_code() -> None:
     """Ops are documented in docs/control.md or an area page docs/control-<area>-ops.md."""
     import engine.agent_ops  # noqa: F401  (the call path's ops register at import)
     import engine.builtin_ops  # noqa: F401
+    import engine.security_ops  # noqa: F401
 
     pages = sorted(DOCS.glob("control*.md"))
     everything = "\n".join(p.read_text() for p in pages)

@@ -13,12 +13,20 @@ import pytest
 from conftest_inbound import (
     AGENT_PASSWORDS, DIALED, DOMAIN, EngineProcess, _final, offer_sdp, register, trunk_call,
 )
+from engine.client import ClientError
+from engine.passwords import hash_password
 from sip.auth import DigestClient
 from sip.useragent import SipEndpoint
 
 pytestmark = pytest.mark.interop
 
-ABUSE = """
+ROOT_PASSWORD = "root-pw"
+ABUSE = f"""
+[users.root]
+password = "{hash_password(ROOT_PASSWORD, n=1024)}"
+role = "admin"
+tenant = "*"
+
 [sip.abuse]
 rate_per_s = 50
 burst = 50
@@ -192,6 +200,28 @@ def test_flood_scanner_and_guessing_are_banned_while_call_and_phone_keep_working
             assert await register(engine.sip_port, "2001", AGENT_PASSWORDS["1001"]) == 200
             status = await alice.request("engine.status")
             assert status["counts"]["calls"] == 1 and status["counts"]["sip_bans"] == 4
+            # 6. The ops: a global admin lists and lifts bans; a tenant admin may not.
+            root = await engine.client("root", ROOT_PASSWORD)
+            admin = await engine.client()
+            try:
+                bans = await root.request("sip.bans")
+                assert sorted(b["ip"] for b in bans["bans"]) == ["127.0.0.66", "127.0.0.67", "127.0.0.68",
+                                                                   "127.0.0.69"]
+                assert bans["counters"]["scanners"] == 1 and bans["counters"]["dropped_rate"] + bans["counters"]["dropped_banned"] >= 100
+                with pytest.raises(ClientError) as exc:
+                    await admin.request("sip.bans")
+                assert exc.value.code == "forbidden"
+                assert (await root.request("sip.unban", ip="127.0.0.66"))["unbanned"] is True
+                with pytest.raises(ClientError) as exc:
+                    await root.request("sip.unban", ip="127.0.0.66")
+                assert exc.value.code == "not_found"
+            finally:
+                await root.close()
+                await admin.close()
+            flood = udp_from("127.0.0.66")
+            flood.sendto(options(10000, engine.sip_port), ("127.0.0.1", engine.sip_port))
+            assert answered(flood) == 1  # unbanned: answered again
+            flood.close()
             trunk.bye(trunk.stack.dialogs[0])
             await asyncio.sleep(0.3)
             await trunk.stop()
@@ -208,3 +238,5 @@ def test_flood_scanner_and_guessing_are_banned_while_call_and_phone_keep_working
     rows = sqlite3.connect(engine.tmp / "cc.db").execute(
         "SELECT peer, result FROM audit_log WHERE op = 'sip.ban' ORDER BY ts").fetchall()
     assert [r[0] for r in rows] == ["127.0.0.66", "127.0.0.67", "127.0.0.68", "127.0.0.69"], rows
+    assert sqlite3.connect(engine.tmp / "cc.db").execute(
+        "SELECT user, result FROM audit_log WHERE op = 'sip.unban'").fetchall() == [("root", "ok"), ("root", "error:not_found")]

@@ -19,6 +19,8 @@ from media.rtp import RtpPacket, is_rtcp
 from media.srtp import SrtpLeg
 from sip.sdes import SUITES
 
+pytestmark = pytest.mark.twin  # the engine runs on media.rtpio: both twins
+
 TONES = {"secure": 500.0, "plain": 900.0, "forged": 1300.0}
 SUITE = "AES_CM_128_HMAC_SHA1_80"
 

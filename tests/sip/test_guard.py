@@ -123,14 +123,18 @@ def test_trusted_networks_skip_every_check():
     assert not g.auth_failed(SRC[0], 0.0) and not g.bans(0.0)
 
 
-def test_tables_stay_bounded_under_spoofed_sources():
+def test_tables_and_log_stay_bounded_under_spoofed_sources(caplog):
     g = SourceGuard(GuardConfig(max_sources=100, rate_per_s=1, burst=1, rate_violations_before_ban=1))
-    for i in range(5000):
+    caplog.set_level(logging.WARNING, "sip.guard")
+    for i in range(1000):
         ip = f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}"
         g.inspect(req(), (ip, 5060), 0.0)
         g.inspect(req(), (ip, 5060), 0.0)  # over the rate: banned
     assert g.source_count == 100 and len(g.bans(0.0)) == 100
-    assert g.counters.evicted_sources == 4900
+    assert g.counters.evicted_sources == 900
+    assert len(caplog.records) == 30  # 2000 warnings' worth, 30 written this minute
+    g.ban("192.0.2.1", 61.0, "later")
+    assert "1970 more guard warnings in the last minute were not logged" in caplog.records[-2].getMessage()
     while g.next_event() is not None:
         pass
 
@@ -156,3 +160,14 @@ def test_config_is_validated():
         GuardConfig(unknown_sources="maybe")
     with pytest.raises(ValueError):
         GuardConfig(trusted_networks=("not-a-net",))
+
+
+def test_sweep_detection_spares_known_and_registration_networks():
+    for cfg, src in ((GuardConfig(sweep_max_users=3, known_networks=("10.0.0.0/8",)), ("10.1.1.1", 5060)),
+                     (GuardConfig(sweep_max_users=3, registration_networks=("192.0.2.0/24",)), ("192.0.2.5", 5060))):
+        g = SourceGuard(cfg)
+        for i in range(20):  # an office behind one NAT address registering 20 phones
+            assert g.inspect(req("REGISTER", to_user=str(2000 + i)), src, float(i)) is Verdict.ACCEPT
+        assert not g.bans(20.0)
+        other = ("203.0.113.1", 5060)  # the same from elsewhere is a sweep
+        assert [g.inspect(req("OPTIONS", user=str(i)), other, 0.0) for i in range(4)][-1] is Verdict.DROP
