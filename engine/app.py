@@ -313,7 +313,7 @@ def run_engine(config: Config, log_level: str | None = None) -> int:
     # from; a control-only configuration binds no SIP port (docs/callpath.md).
     engine = Engine(config, services=[CallCentre()] if config.trunks else [])
     from engine.campaign_service import CampaignService
-    import engine.campaign_ops  # noqa: F401  (registers the campaign ops)
+    from engine import campaign_ops  # noqa: F401  (registers the campaign ops)
 
     engine.add_service(CampaignService())  # outbound campaigns (docs/outbound.md), after the call path
     try:

@@ -152,9 +152,10 @@ def test_predictive_drops_when_no_agent_and_pause(make_config: Callable[..., Con
                 await admin.request("campaign.import", name="p", csv="number\n+4930200001\n+4930200011\n")
                 core = svc.core("default", "p")
                 # Warm the pacer as if 30 % of calls were answered: it overdials for one idle agent.
-                for i in range(100):
-                    core.pacer.attempt_finished(i < 30, 5.0)
+                for i in range(300):
+                    core.pacer.attempt_finished(i < 90, 5.0)
                     core.pacer.handle_finished(60.0)
+                    core.pacer.answered_call(dropped=False)
                 await admin.request("campaign.start", name="p")
                 await until(lambda: any(r["outcome"] == "dropped" for r in log_rows(engine.store, "p")))
                 assert port.played and port.played[0].prompt == "tts:Sorry, we will call you again."

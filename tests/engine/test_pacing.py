@@ -29,10 +29,12 @@ def test_preview_and_progressive() -> None:
     assert pacer.calls_to_place(5, 0, 0, channels_left=2) == 2
 
 
-def warm(pacer: Pacer, answer_rate: float, handle_s: float, n: int = 100) -> None:
+def warm(pacer: Pacer, answer_rate: float, handle_s: float, n: int = 100, connected: int = 250) -> None:
     for i in range(n):
         pacer.attempt_finished(i < answer_rate * n, 10.0)
         pacer.handle_finished(handle_s)
+    for _ in range(connected):
+        pacer.answered_call(dropped=False)
 
 
 def test_predictive_overdials_with_low_answer_rate_and_backs_off_on_drops() -> None:
@@ -44,7 +46,7 @@ def test_predictive_overdials_with_low_answer_rate_and_backs_off_on_drops() -> N
     assert pacer.calls_to_place(10, 0, first) == 0  # already enough in flight
     # Busy agents about to free add capacity.
     assert pacer.calls_to_place(10, 10, 0) >= first
-    # The measured drop rate reaches the cap: the target falls to zero, no overdial beyond certainty.
+    # The measured drop rate reaches 70 % of the cap: the target falls to zero, no overdial beyond certainty.
     for i in range(100):
         pacer.answered_call(dropped=i < 3)
     assert pacer.window_drop_rate == pytest.approx(0.03) and pacer.target() == 0.0
@@ -53,6 +55,22 @@ def test_predictive_overdials_with_low_answer_rate_and_backs_off_on_drops() -> N
     hot = Pacer(PacingMode.PREDICTIVE)
     warm(hot, 0.95, 120.0)
     assert hot.calls_to_place(10, 0, 0) <= 11
+
+
+def test_predictive_target_ramps_up_with_answered_calls() -> None:
+    pacer = Pacer(PacingMode.PREDICTIVE, max_drop_rate=0.03)
+    warm(pacer, 0.25, 120.0, connected=0)
+    assert pacer.target() == 0.0 and pacer.calls_to_place(10, 0, 0) == 10  # no answered calls yet
+    for _ in range(100):
+        pacer.answered_call(dropped=False)
+    assert pacer.target() == pytest.approx(0.015)  # half way up the ramp
+    for _ in range(100):
+        pacer.answered_call(dropped=False)
+    assert pacer.target() == pytest.approx(0.03)
+    # 2 drops in the 500-call window (0.4 %): 1 - 0.004 / (0.7 * 0.03) of the cap
+    pacer.answered_call(dropped=True)
+    pacer.answered_call(dropped=True)
+    assert pacer.target() == pytest.approx(0.03 * (1 - (2 / 202) / 0.021))
 
 
 def test_predictive_expected_drops_within_target_at_the_decision() -> None:
