@@ -91,7 +91,7 @@ SEEDS = range(4)
 
 @pytest.mark.parametrize("params", [
     SimParams(duration_s=1.5 * 3600),                                                       # 10 agents, 30 %
-    SimParams(duration_s=3600, agents=20, answer_probability=0.6, handle_mean_s=40.0),  # busy shop
+    SimParams(duration_s=2700, agents=20, answer_probability=0.6, handle_mean_s=40.0),  # busy shop
     SimParams(duration_s=2 * 3600, agents=5, answer_probability=0.15, handle_cv=1.2),          # small team
 ], ids=["base", "high_answer", "small_team"])
 def test_predictive_cap_holds_in_simulation_and_beats_progressive(params: SimParams) -> None:
