@@ -14,11 +14,20 @@ from engine.pacing_sim import SimParams, simulate
 def test_binomial_and_shortfall_match_brute_force() -> None:
     px, pa = binomial_pmf(12, 0.3), binomial_pmf(7, 0.2)
     assert px.sum() == pytest.approx(1.0) and px[0] == pytest.approx(0.7 ** 12)
-    for offset in (0, 3, 20):
+    for offset in (-3, -1, 0, 3, 20):
         brute = sum(px[x] * pa[b] * max(0, x - offset - b) for x in range(13) for b in range(8))
         assert expected_shortfall(px, pa, offset) == pytest.approx(brute, abs=1e-12)
     assert binomial_pmf(0, 0.5).tolist() == [1.0]
     assert binomial_pmf(3, 0.0).tolist() == [1.0, 0, 0, 0] and binomial_pmf(3, 1.0).tolist() == [0, 0, 0, 1.0]
+
+
+def test_answered_calls_waiting_take_agents_first() -> None:
+    pacer = Pacer(PacingMode.PROGRESSIVE)
+    assert pacer.calls_to_place(5, 0, 1, waiting=2) == 2
+    pred = Pacer(PacingMode.PREDICTIVE)
+    warm(pred, 0.25, 120.0)
+    assert pred.calls_to_place(10, 0, 0, waiting=3) < pred.calls_to_place(10, 0, 0)
+    assert pred.calls_to_place(0, 10, 0, waiting=5) <= pred.calls_to_place(0, 10, 0)
 
 
 def test_preview_and_progressive() -> None:
