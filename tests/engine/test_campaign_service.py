@@ -233,3 +233,41 @@ def test_kill_9_mid_campaign_then_resume_never_dials_twice(make_config: Callable
             assert interrupted == numbers[:5]
             assert sorted(port.dialled) == numbers[5:]
     run(resume())
+
+
+def test_preview_over_ops_agent_accepts_and_skips(make_config: Callable[..., Config]) -> None:
+    async def main() -> None:
+        svc, port = sim_service(agents=2)
+        port.agents = ["1001", "1002"]
+        async with running_engine(make_config(), services=[svc]) as engine:
+            sup = await client(engine, "sup")
+            agent = await client(engine, "agent1")
+            try:
+                await sup.request("campaign.create", name="pv", definition={
+                    "mode": "preview", "groups": ["sales"], "preview_timeout_s": 30})
+                await sup.request("campaign.import", name="pv", csv="number,name\n+4930300001,A\n+4930300011,B\n")
+                await sup.request("campaign.start", name="pv")
+                await asyncio.sleep(0.2)
+                assert port.dialled == []  # preview: nothing dialled by itself
+                shown = await agent.request("campaign.preview_next", name="pv")
+                assert shown["record"]["fields"] == {"name": "A"}
+                with pytest.raises(ClientError) as err:
+                    await agent.request("campaign.preview_next", name="pv", agent="1002")
+                assert err.value.code == "forbidden"  # an agent acts for itself only
+                placed = await agent.request("campaign.preview_accept", name="pv",
+                                             record_id=shown["record"]["record_id"])
+                await until(lambda: any(r["event"] == "connected" for r in log_rows(engine.store, "pv")))
+                conn = next(r for r in log_rows(engine.store, "pv") if r["event"] == "connected")
+                assert conn["agent"] == "1001" and conn["call_id"] == placed["call_id"]
+                second = await agent.request("campaign.preview_next", name="pv")
+                rec = await agent.request("campaign.preview_skip", name="pv", record_id=second["record"]["record_id"])
+                assert rec["state"] == "skipped"
+                await until(lambda: svc.core("default", "pv").book.state.value == "completed")
+                assert port.dialled == ["+4930300001"]
+                rec = await agent.request("campaign.disposition", name="pv", record_id=shown["record"]["record_id"],
+                                          disposition="sale")
+                assert rec["disposition"] == "sale"
+            finally:
+                await sup.close()
+                await agent.close()
+    run(main())
