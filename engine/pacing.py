@@ -41,7 +41,11 @@ not yet answered or failed).  It never reads a clock or touches a call.
   the first ``RAMP_CALLS`` answered calls: the first handle times measured
   are the short ones (the long calls are still going), so early estimates
   overdial; in the simulation that produced a burst of 16 drops in a row
-  in a young window before the ramp was added.
+  in a young window before the ramp was added.  Answered calls already
+  waiting for an agent (``waiting``) are certain claims on the next free
+  agents, and a budget guard keeps the expected drops of the calls in
+  flight under ``BUDGET_SHARE`` of the drops the rolling window still
+  allows before it would pass the cap.
 
 Drops are defined as regulators do (Ofcom, FTC TSR): an answered call
 (by a person: AMD machines excluded) that is not connected to an agent
@@ -254,7 +258,7 @@ class Pacer:
         target = self.target()
         limit = int(math.ceil((max(free, 0) + busy) * self.max_in_flight_per_agent))
         # Budget guard: the drops still allowed in the rolling window before it
-        # exceeds the cap; the calls in flight may use at most half of them.
+        # exceeds the cap; the calls in flight may use at most BUDGET_SHARE of them.
         window = self._connects.maxlen or len(self._connects)
         budget = BUDGET_SHARE * max(0.0, self.max_drop_rate * window - sum(self._connects))
         k = floor
