@@ -51,7 +51,7 @@ import json
 import logging
 import re
 import zoneinfo
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from engine.config import CAMPAIGN_OUTCOMES, Campaign, CampaignRetry, TimeRule

@@ -16,12 +16,11 @@ from typing import Any, Callable
 import pytest
 
 from campaign_fakes import sim_service
-from engine.campaign_report import campaign_report
 from engine.client import ClientError, ControlClient
 from engine.config import Config
 from foundation_helpers import PASSWORDS, run, running_engine, tcp_address
 
-import engine.campaign_ops  # noqa: F401  (registers the ops)
+from engine import campaign_ops  # noqa: F401  (registers the ops)
 
 CSV = ("number,name,balance\n+4930100001,Anna,10\n+4930100002,Bob,20\n+4930100003,Carl,30\n"
        "+4930100004,Dora,40\n+4930100011,Emil,50\n+4930100016,Fritz,60\n")

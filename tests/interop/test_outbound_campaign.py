@@ -65,8 +65,8 @@ def test_campaigns_against_sipp_callees(tmp_path: pathlib.Path) -> None:
                                  "-timeout", "40", "-timeout_error", "-trace_msg", *args], d))
 
     async def scenario() -> None:
-        import engine.agent_ops  # noqa: F401
-        import engine.campaign_ops  # noqa: F401
+        from engine import agent_ops  # noqa: F401
+        from engine import campaign_ops  # noqa: F401
 
         cfg = parse_config(text, str(tmp_path / "engine.toml"))
         centre = CallCentre()
@@ -165,8 +165,8 @@ def test_amd_on_real_rtp_machine_hung_up_person_connected(tmp_path: pathlib.Path
     sip_port, ctl_port = free_port(), free_port()
 
     async def scenario() -> None:
-        import engine.agent_ops  # noqa: F401
-        import engine.campaign_ops  # noqa: F401
+        from engine import agent_ops  # noqa: F401
+        from engine import campaign_ops  # noqa: F401
 
         machine = Phone("m", 1800.0, answer_after_s=0.1)
         person = Phone("p", 1800.0, answer_after_s=0.1)
