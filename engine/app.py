@@ -318,7 +318,7 @@ def run_engine(config: Config, log_level: str | None = None) -> int:
     from engine.realtime import StatsService
     engine.add_service(StatsService())  # stats event, today's KPIs, abandoned -> callback
     from engine.campaign_service import CampaignService
-    import engine.campaign_ops  # noqa: F401  (registers the campaign ops)
+    from engine import campaign_ops  # noqa: F401  (registers the campaign ops)
 
     engine.add_service(CampaignService())  # outbound campaigns (docs/outbound.md), after the call path
     try:

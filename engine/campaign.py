@@ -51,7 +51,7 @@ import json
 import logging
 import re
 import zoneinfo
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from engine.config import CAMPAIGN_OUTCOMES, Campaign, CampaignRetry, TimeRule
@@ -275,7 +275,12 @@ class CampaignBook:
         self.records: dict[str, CallRecord] = {}
         self._by_number: dict[str, str] = {}
         self._by_call: dict[str, str] = {}
-        self._order: list[str] = []   # import order: dialling order among equally due records
+        # Dialling order (import order; a revived callback goes to the end).  Holds the
+        # records that may still come due plus finished ones until the next compaction,
+        # so a tick costs O(records still in play), not O(every record ever imported).
+        self._order: list[str] = []
+        self._in_order: set[str] = set()
+        self._finished_since_compaction = 0
         self.rules: dict[str, CampaignRetry] = {r.outcome: r for r in campaign.retries}
 
     # ------------------------------------------------------------ identity
@@ -338,7 +343,7 @@ class CampaignBook:
         if None in raw:
             raise CampaignError(f"line {line}: more values than header columns")
         number = normalise_number((raw.get("number") or "").strip())
-        rid = (raw.get("id") or "").strip() or f"r{len(self._order) + 1}"
+        rid = (raw.get("id") or "").strip() or f"r{len(self.records) + 1}"
         if rid in self.records:
             raise CampaignError(f"line {line}: duplicate record id {rid!r}")
         if number in self._by_number:
@@ -357,7 +362,19 @@ class CampaignBook:
     def _add(self, rec: CallRecord) -> None:
         self.records[rec.record_id] = rec
         self._by_number[rec.number] = rec.record_id
-        self._order.append(rec.record_id)
+        self._enlist(rec.record_id)
+
+    def _enlist(self, record_id: str) -> None:
+        if record_id not in self._in_order:
+            self._order.append(record_id)
+            self._in_order.add(record_id)
+
+    def _compact(self) -> None:
+        if self._finished_since_compaction * 2 < len(self._order):
+            return
+        self._order = [rid for rid in self._order if self.records[rid].state in _IN_PLAY]
+        self._in_order = set(self._order)
+        self._finished_since_compaction = 0
 
     def record(self, record_id: str) -> CallRecord:
         rec = self.records.get(record_id)
@@ -380,6 +397,7 @@ class CampaignBook:
         rows: list[dict[str, Any]] = []
         if self.state is not CampaignState.RUNNING or limit <= 0:
             return out, rows
+        self._compact()
         for rid in self._order:
             rec = self.records[rid]
             if rec.state is not RecordState.WAITING or rec.next_ts > now:
@@ -392,6 +410,7 @@ class CampaignBook:
             if reason:
                 rec.state = RecordState.BLOCKED
                 rec.last_outcome = "blocked"
+                self._finished_since_compaction += 1
                 rows.append(self.log_row(now, "blocked", rec, outcome="blocked", data={"reason": reason}))
                 logger.info("campaign %s: %s blocked (%s)", self.name, rec.number, reason)
                 continue
@@ -440,14 +459,12 @@ class CampaignBook:
     def _schedule(self, rec: CallRecord, outcome: str, now: float) -> float | None:
         rule = self.rules.get(outcome)
         limit = (rule.max_attempts or self.campaign.max_attempts) if rule else 0
-        if outcome == ANSWERED:
-            rec.state = RecordState.DONE
-        elif rule is not None and rec.attempts < limit:
+        if rule is not None and rec.attempts < limit and outcome != ANSWERED:
             rec.state = RecordState.WAITING
             rec.next_ts = now + rule.delay_s
             return rec.next_ts
-        else:
-            rec.state = RecordState.FAILED
+        rec.state = RecordState.DONE if outcome == ANSWERED else RecordState.FAILED
+        self._finished_since_compaction += 1
         return None
 
     def skip(self, record_id: str, now: float, agent: str = "") -> dict[str, Any]:
@@ -456,6 +473,7 @@ class CampaignBook:
         if rec.state is not RecordState.WAITING:
             raise Conflict(f"record {record_id!r} is {rec.state.value}, not waiting")
         rec.state = RecordState.SKIPPED
+        self._finished_since_compaction += 1
         return self.log_row(now, "skipped", rec, agent=agent)
 
     def disposition(self, record_id: str, disposition: str, now: float, *, agent: str = "",
@@ -476,12 +494,14 @@ class CampaignBook:
             rec.state = RecordState.WAITING
             rec.next_ts = callback_ts
             rec.callback_agent = agent
+            self._enlist(rec.record_id)
         return self.log_row(now, "disposition", rec, call_id=call_id, agent=agent, next_ts=callback_ts, data=data)
 
     def next_wakeup(self, now: float) -> float | None:
         """Earliest time a waiting record may come due (retry time or calling-hours start)."""
         best: float | None = None
-        for rec in self.records.values():
+        for rid in self._order:
+            rec = self.records[rid]
             if rec.state is not RecordState.WAITING:
                 continue
             t = next_window_start(max(now, rec.next_ts), rec.time_zone, self.campaign.calling_hours,
@@ -492,7 +512,7 @@ class CampaignBook:
 
     def exhausted(self) -> bool:
         """True when no record is waiting or dialling (the campaign can complete)."""
-        return all(r.state not in (RecordState.WAITING, RecordState.DIALING) for r in self.records.values())
+        return all(self.records[rid].state not in _IN_PLAY for rid in self._order)
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in RecordState}
@@ -565,6 +585,7 @@ class CampaignBook:
 
 
 _RESULT_STATE = {ANSWERED: RecordState.DONE}
+_IN_PLAY = (RecordState.WAITING, RecordState.DIALING)
 
 
 def render_message(template: str, fields: dict[str, str]) -> str:

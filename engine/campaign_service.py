@@ -106,7 +106,6 @@ class CampaignService:
         if store is not None:
             self.dnc.apply_rows(await loop.run_in_executor(None, _select_all, store, "dnc", {}))
         await loop.run_in_executor(None, self._load_all)
-        engine.add_counter("campaign_calls", lambda: len(self._call_core))
         engine.add_snapshot("campaigns", self.snapshot)
         self._task = loop.create_task(self._run(), name="campaigns")
 

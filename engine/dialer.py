@@ -217,9 +217,9 @@ class DialerCore:
             return out
         c = self.campaign
         if c.mode in AGENT_MODES:
-            # Agents already promised to answered calls are not idle for pacing.
-            idle = max(0, agents.idle - self.waiting_for_agent)
-            k = self.pacer.calls_to_place(idle, agents.busy, self.in_flight, self._channels_left())
+            # Answered calls waiting for an agent take the next free agents first.
+            k = self.pacer.calls_to_place(agents.idle, agents.busy, self.in_flight, self._channels_left(),
+                                          waiting=self.waiting_for_agent)
         else:  # agentless: a channel budget instead of agents
             limit = c.max_channels or 10
             k = max(0, limit - len(self.live))

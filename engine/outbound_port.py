@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -299,8 +298,13 @@ class CentrePort:
     def run_flow(self, action: RunFlow, campaign: Campaign) -> None:
         o = self.calls[action.call_id]
         flow = self.centre._flow(action.flow)
+        if flow is None:  # not loadable (logged by the call path): end the call, the attempt counts
+            CallLogger(logger, {"call_id": action.call_id}).error("survey flow %s cannot run", action.flow)
+            self.hangup(action.call_id, "flow_unavailable")
+            return
         call = self._engine_call(o, "", route_flow=action.flow)
-        call.variables.update({f"campaign_{k}": v for k, v in action.variables.items()})
+        # The interpreter starts with the call's "ivr" data section as its variables.
+        call.data["ivr"] = {f"campaign_{k}": v for k, v in action.variables.items()}
         self.centre._spawn(self.centre._route(call, flow))
 
     def hangup(self, call_id: str, reason: str) -> None:

@@ -117,7 +117,7 @@ def simulate(mode: PacingMode, params: SimParams, seed: int) -> SimResult:
         nonlocal placed, in_flight, free_agents, reserved
         if now >= end:
             return
-        k = pacer.calls_to_place(free_agents + reserved, busy_agents, in_flight)
+        k = pacer.calls_to_place(free_agents + reserved, busy_agents, in_flight, waiting=len(waiting))
         for _ in range(k):
             placed += 1
             in_flight += 1

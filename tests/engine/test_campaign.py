@@ -264,3 +264,18 @@ retries = [{ outcome = "bored", delay_s = 1 }]
     text = "\n".join(err.value.lines) if hasattr(err.value, "lines") else str(err.value)
     for needle in ("bored", "unknown group 'nobody'", "Mars/Base", "mode 'survey' needs 'flow'"):
         assert needle in text, text
+
+
+def test_finished_records_leave_the_scan_and_callbacks_come_back() -> None:
+    b = book(retries=())
+    b.import_csv("number\n" + "".join(f"+49301{i:04d}\n" for i in range(100)), 0.0)
+    b.transition(CampaignTrigger.START, 0.0)
+    for rec in b.due(0.0, 60)[0]:
+        b.begin_attempt(rec.record_id, "c" + rec.record_id, 1.0)
+        b.finish_attempt("c" + rec.record_id, "answered" if rec.record_id == "r1" else "busy", 2.0)
+    due, _ = b.due(3.0, 100)
+    assert len(due) == 40 and len(b._order) == 40  # compacted: 60 finished records no longer scanned
+    assert not b.exhausted() and b.counts()["failed"] == 59
+    b.disposition("r1", "call_back", 4.0, agent="1001", callback_ts=10.0)
+    assert "r1" in b._order and b.next_wakeup(5.0) == 5.0  # r2.. are due now; r1 at 10
+    assert [r.record_id for r in b.due(10.0, 100, agent="1001")[0]][-1] == "r1"

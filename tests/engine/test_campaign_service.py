@@ -16,12 +16,11 @@ from typing import Any, Callable
 import pytest
 
 from campaign_fakes import sim_service
-from engine.campaign_report import campaign_report
 from engine.client import ClientError, ControlClient
 from engine.config import Config
 from foundation_helpers import PASSWORDS, run, running_engine, tcp_address
 
-import engine.campaign_ops  # noqa: F401  (registers the ops)
+from engine import campaign_ops  # noqa: F401  (registers the ops)
 
 CSV = ("number,name,balance\n+4930100001,Anna,10\n+4930100002,Bob,20\n+4930100003,Carl,30\n"
        "+4930100004,Dora,40\n+4930100011,Emil,50\n+4930100016,Fritz,60\n")
@@ -152,9 +151,10 @@ def test_predictive_drops_when_no_agent_and_pause(make_config: Callable[..., Con
                 await admin.request("campaign.import", name="p", csv="number\n+4930200001\n+4930200011\n")
                 core = svc.core("default", "p")
                 # Warm the pacer as if 30 % of calls were answered: it overdials for one idle agent.
-                for i in range(100):
-                    core.pacer.attempt_finished(i < 30, 5.0)
+                for i in range(300):
+                    core.pacer.attempt_finished(i < 90, 5.0)
                     core.pacer.handle_finished(60.0)
+                    core.pacer.answered_call(dropped=False)
                 await admin.request("campaign.start", name="p")
                 await until(lambda: any(r["outcome"] == "dropped" for r in log_rows(engine.store, "p")))
                 assert port.played and port.played[0].prompt == "tts:Sorry, we will call you again."
@@ -232,3 +232,41 @@ def test_kill_9_mid_campaign_then_resume_never_dials_twice(make_config: Callable
             assert interrupted == numbers[:5]
             assert sorted(port.dialled) == numbers[5:]
     run(resume())
+
+
+def test_preview_over_ops_agent_accepts_and_skips(make_config: Callable[..., Config]) -> None:
+    async def main() -> None:
+        svc, port = sim_service(agents=2)
+        port.agents = ["1001", "1002"]
+        async with running_engine(make_config(), services=[svc]) as engine:
+            sup = await client(engine, "sup")
+            agent = await client(engine, "agent1")
+            try:
+                await sup.request("campaign.create", name="pv", definition={
+                    "mode": "preview", "groups": ["sales"], "preview_timeout_s": 30})
+                await sup.request("campaign.import", name="pv", csv="number,name\n+4930300001,A\n+4930300011,B\n")
+                await sup.request("campaign.start", name="pv")
+                await asyncio.sleep(0.2)
+                assert port.dialled == []  # preview: nothing dialled by itself
+                shown = await agent.request("campaign.preview_next", name="pv")
+                assert shown["record"]["fields"] == {"name": "A"}
+                with pytest.raises(ClientError) as err:
+                    await agent.request("campaign.preview_next", name="pv", agent="1002")
+                assert err.value.code == "forbidden"  # an agent acts for itself only
+                placed = await agent.request("campaign.preview_accept", name="pv",
+                                             record_id=shown["record"]["record_id"])
+                await until(lambda: any(r["event"] == "connected" for r in log_rows(engine.store, "pv")))
+                conn = next(r for r in log_rows(engine.store, "pv") if r["event"] == "connected")
+                assert conn["agent"] == "1001" and conn["call_id"] == placed["call_id"]
+                second = await agent.request("campaign.preview_next", name="pv")
+                rec = await agent.request("campaign.preview_skip", name="pv", record_id=second["record"]["record_id"])
+                assert rec["state"] == "skipped"
+                await until(lambda: svc.core("default", "pv").book.state.value == "completed")
+                assert port.dialled == ["+4930300001"]
+                rec = await agent.request("campaign.disposition", name="pv", record_id=shown["record"]["record_id"],
+                                          disposition="sale")
+                assert rec["disposition"] == "sale"
+            finally:
+                await sup.close()
+                await agent.close()
+    run(main())

@@ -65,8 +65,8 @@ def test_campaigns_against_sipp_callees(tmp_path: pathlib.Path) -> None:
                                  "-timeout", "40", "-timeout_error", "-trace_msg", *args], d))
 
     async def scenario() -> None:
-        import engine.agent_ops  # noqa: F401
-        import engine.campaign_ops  # noqa: F401
+        from engine import agent_ops  # noqa: F401
+        from engine import campaign_ops  # noqa: F401
 
         cfg = parse_config(text, str(tmp_path / "engine.toml"))
         centre = CallCentre()
@@ -140,3 +140,81 @@ def test_campaigns_against_sipp_callees(tmp_path: pathlib.Path) -> None:
     finally:
         for p in procs:
             stop_proc(p)
+
+
+AMD_CAMPAIGNS = """
+[campaigns.mach]
+mode = "progressive"
+groups = ["sales"]
+queue = "sales"
+trunk = "mach"
+amd = true
+
+[campaigns.pers]
+mode = "progressive"
+groups = ["sales"]
+queue = "sales"
+trunk = "pers"
+amd = true
+"""
+
+
+def test_amd_on_real_rtp_machine_hung_up_person_connected(tmp_path: pathlib.Path) -> None:
+    """Two called parties (our own UAs behind two trunks): one answers with a continuous tone (a long
+    'greeting'), one with half a second of tone then silence ('hello?'). The detector runs on the RTP."""
+    sip_port, ctl_port = free_port(), free_port()
+
+    async def scenario() -> None:
+        from engine import agent_ops  # noqa: F401
+        from engine import campaign_ops  # noqa: F401
+
+        machine = Phone("m", 1800.0, answer_after_s=0.1)
+        person = Phone("p", 1800.0, answer_after_s=0.1)
+        await machine.start()
+        await person.start()
+        text = (engine_config(tmp_path, sip_port, ctl_port, wrapup_s=1)
+                + trunk_section("mach", machine.port) + trunk_section("pers", person.port) + AMD_CAMPAIGNS)
+        cfg = parse_config(text, str(tmp_path / "engine.toml"))
+        centre = CallCentre()
+        svc = CampaignService(tick_s=0.1)
+        engine = Engine(cfg, services=[centre, svc])
+        await engine.start()
+        agent = Phone("2001", AGENT_HZ, answer_after_s=0.2)
+        admin = ControlClient(host="127.0.0.1", port=ctl_port, user="admin", password="admin-pw")
+        try:
+            await admin.connect()
+            await admin.request("agent.login", agent="1001", password=AGENT_PASSWORDS["1001"], extension="2001")
+            await agent.start(sip_port, AGENT_PASSWORDS["1001"])
+            await admin.request("agent.ready", agent="1001")
+            await admin.request("campaign.import", name="mach", csv="number\n+4930666001\n")
+            await admin.request("campaign.import", name="pers", csv="number\n+4930666002\n")
+            await admin.request("campaign.start", name="mach")
+            await admin.request("campaign.start", name="pers")
+            await person.wait(lambda e: person.dialog is not None, 10)
+            await asyncio.sleep(0.5)
+            person.party.sending = False  # "hello?" ... then waits
+            pers = svc.core("default", "pers")
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not any(lv.connected_ts for lv in pers.live.values()):
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            agent.bye()  # the agent ends the campaign call
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and any(
+                    svc.core("default", n).book.state.value != "completed" for n in ("mach", "pers")):
+                await asyncio.sleep(0.05)
+            await engine.store.aflush()
+            rows = engine.store.select("campaign_log", limit=100)
+            res = {r["campaign"]: (r["outcome"], r["amd"]) for r in rows if r["event"] == "result"}
+            assert res == {"mach": ("machine", "machine"), "pers": ("answered", "human")}, res
+            assert any(r["event"] == "connected" and r["agent"] == "1001" for r in rows if r["campaign"] == "pers")
+            # the machine got our BYE
+            await machine.wait(lambda e: type(e).__name__ == "DialogTerminated", 5)
+        finally:
+            await admin.close()
+            await agent.stop()
+            await engine.stop()
+            await machine.stop()
+            await person.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 50))
