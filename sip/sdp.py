@@ -212,9 +212,9 @@ class MediaDescription:
                 out.append(f"i={value}")
         if self.connection is not None:
             out.append(f"c={self.connection}")
-        for kind in "bk":
-            out.extend(f"{kind}={value}" for k, value in self.other if k == kind)
-        out.extend(f"a={name}" if value is None else f"a={name}:{value}" for name, value in self.attributes)
+        _other_lines(out, self.other, "b")
+        _other_lines(out, self.other, "k")
+        _attribute_lines(out, self.attributes)
         return out
 
 
@@ -323,21 +323,33 @@ class SessionDescription:
 
     def __str__(self) -> str:
         out = ["v=0", f"o={self.origin}", f"s={self.session_name}"]
-        out.extend(f"{k}={v}" for k, v in self.other if k in "iuep")
+        _other_lines(out, self.other, "iuep")
         if self.connection is not None:
             out.append(f"c={self.connection}")
-        out.extend(f"b={v}" for k, v in self.other if k == "b")
+        _other_lines(out, self.other, "b")
         for start, stop in self.times:
             out.append(f"t={start} {stop}")
         for kind in "rzk":
-            out.extend(f"{kind}={v}" for k, v in self.other if k == kind)
-        out.extend(f"a={name}" if value is None else f"a={name}:{value}" for name, value in self.attributes)
+            _other_lines(out, self.other, kind)
+        _attribute_lines(out, self.attributes)
         for m in self.media:
             out.extend(m.lines())
         return "\r\n".join(out) + "\r\n"
 
     def __bytes__(self) -> bytes:
         return str(self).encode("utf-8")
+
+
+def _other_lines(out: list, other: list, kinds: str) -> None:
+    """Append the ``other`` lines whose type is one of ``kinds``, in their order (plain loops: no generators)."""
+    for kind, value in other:
+        if kind in kinds:
+            out.append(f"{kind}={value}")
+
+
+def _attribute_lines(out: list, attributes: list) -> None:
+    for name, value in attributes:
+        out.append(f"a={name}" if value is None else f"a={name}:{value}")
 
 
 def _parse_origin(value: str, number: int) -> Origin:

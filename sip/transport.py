@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any, Callable, Protocol
 
 from .errors import RemoteProtocolError
@@ -38,6 +39,10 @@ from .message import error_response
 logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
+
+# The core's deadlines are rounded up to this grid before arming the loop
+# timer (SIP timers are >= T1/2 apart per transaction; 10 ms is noise to them).
+TIMER_GRID_S = 0.01
 
 
 class SansIOCore(Protocol):
@@ -270,6 +275,10 @@ class SipTransport:
         # finds nothing due and re-arms, which is cheaper than re-arming on
         # nearly every datagram (each answered INVITE cancels its 100 timer).
         deadline = core.get_timer()
+        if deadline is not None:
+            # On a TIMER_GRID_S grid: Timer J/L/H ends of every finished call
+            # then share one wake-up instead of one loop callback each.
+            deadline = max(deadline, math.ceil(deadline / TIMER_GRID_S) * TIMER_GRID_S)
         if deadline is not None and not self._closed and (
                 self._timer_at is None or deadline < self._timer_at):
             if self._timer is not None:
