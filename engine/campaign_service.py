@@ -107,6 +107,9 @@ class CampaignService:
             self.dnc.apply_rows(await loop.run_in_executor(None, _select_all, store, "dnc", {}))
         await loop.run_in_executor(None, self._load_all)
         engine.add_snapshot("campaigns", self.snapshot)
+        centre = next((svc for svc in engine.services if hasattr(svc, "screened")), None)
+        if centre is not None:
+            self.screen_hooks.append(screening_block_hook(lambda: centre.screened.screening))
         self._task = loop.create_task(self._run(), name="campaigns")
 
     async def stop(self) -> None:
@@ -425,4 +428,23 @@ def find_campaigns(engine: Any) -> CampaignService:
     raise Unavailable("the campaign service is not running")
 
 
-__all__ = ["CallPort", "CampaignService", "find_campaigns"]
+__all__ = ["CallPort", "CampaignService", "find_campaigns", "screening_block_hook"]
+
+
+def screening_block_hook(get_screening: Callable[[], Any]) -> ScreenHook:
+    """A screen hook refusing numbers on an active inbound ``block`` list (engine/screening.py).
+
+    A number the centre refuses to hear from is not one its campaigns should
+    call either: a ``[screening.NAME]`` block list (and its run-time entries)
+    doubles as a do-not-call list.  ``get_screening`` is read at every check
+    because the call path creates its :class:`engine.screening.Screening` at
+    start and run-time entries change it.
+    """
+    def hook(tenant: str, campaign: str, number: str) -> str | None:
+        screening = get_screening()
+        if screening is None:
+            return None
+        lists = screening.listed(tenant, number, time.time())
+        return f"screening:{lists[0]}" if lists else None
+
+    return hook

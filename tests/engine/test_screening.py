@@ -132,3 +132,14 @@ def test_callpath_md_screening_example() -> None:
     assert v is not None and (v.list, v.action) == ("night_line", "message")
     assert s.check("default", "+4917055001", "+4930555100", friday_night) is None
     assert s.check("default", "+4917000002", "+4930555100", monday_noon) is None
+
+
+def test_block_lists_are_the_campaigns_do_not_call_hook(screening: Screening) -> None:
+    """The engine appends this hook to CampaignService.screen_hooks when a call path runs."""
+    from engine.campaign_service import screening_block_hook
+
+    hook = screening_block_hook(lambda: screening)
+    assert hook("default", "sales", "+4990012345") == "screening:spam"
+    assert hook("default", "sales", "+4930999999") is None  # tenant other's "*" list does not apply here
+    assert hook("other", "sales", "+4930999999") == "screening:other_tenant"
+    assert screening_block_hook(lambda: None)("default", "sales", "+4990012345") is None
