@@ -155,7 +155,7 @@ class SupervisorLeft(Event):
     call_id: str
     monitored_agent: str
     reason: str
-    """``leave``, ``supervisor_hangup`` or ``call_ended``."""
+    """``leave``, ``supervisor_hangup``, ``call_ended`` or ``moved`` (to another agent's call)."""
     tenant: str = DEFAULT_TENANT
     groups: tuple[str, ...] = ()
 
