@@ -40,6 +40,11 @@ call; its life is the state machine :data:`MONITOR_TRANSITIONS`::
        |  '-------'           |  '------'             |
        '--failed/leave/call_ended--> ENDED <--leave/call_ended/hangup
 
+A joined monitor may also *move* to another agent's call: its leg leaves
+the old room (which gets its own rules back) and joins the new one, with
+no re-ringing (``supervisor.left`` with reason ``moved``, then
+``supervisor.joined``).
+
 A phone that rejects, does not answer within ``ring_timeout_s`` or times
 out ends the monitor in RINGING: an event (``supervisor.failed``) and the
 monitored call is untouched.  Every operation writes a ``call_events``
