@@ -72,9 +72,18 @@ Refer-To user (an extension or agent number, a queue name, or a number to
 dial out): 202 Accepted, a NOTIFY ``message/sipfrag`` ``SIP/2.0 100
 Trying``, then the final status (``200 OK`` when the target answered, else
 its failure status) with ``Subscription-State: terminated`` (RFC 3515
-§2.4.5).  REFER with ``Replaces`` (RFC 3891) needs a second dialog between
-the phone and the engine, which only exists for engine-placed legs; it is
-answered 501 (see docs/callcontrol.md).
+§2.4.5).
+
+Attended transfer from the phone: the phone holds the call (re-INVITE),
+then dials the consulted party itself: its INVITE (digest-authenticated
+like its REGISTER, RFC 3261 §22) reaches the engine from the agent's
+registered contact, and the engine turns it into a consult of the agent's
+call: the target rings through ``engine/legs.py``, the phone gets 180 and
+then 200 when the target answers, and phone ↔ target talk in the consult
+room.  A REFER on the first dialog whose Refer-To carries ``Replaces``
+naming that consult dialog (RFC 3891 §3) completes the transfer (caller ↔
+target, both phone dialogs hung up); the phone hanging up its consult line
+cancels the consult.
 """
 from __future__ import annotations
 
@@ -133,6 +142,20 @@ class Party:
     answered: bool = False
     on_done: Any = None
     """``f(ok: bool, status: int, reason: str)`` when the transfer ends (REFER's NOTIFY)."""
+    line: "PhoneLine | None" = None
+    """A consult the agent's phone dialled itself: its second dialog with the engine."""
+
+
+@dataclass(slots=True)
+class PhoneLine:
+    """The agent phone's own call to the engine (its consult line, a UAS dialog of ours)."""
+
+    call_id: str
+    leg_id: str
+    sdp: Any
+    transaction: Any
+    answer: bytes
+    dialog: Any = None
 
 
 @dataclass(slots=True)
@@ -484,9 +507,15 @@ class CallControl:
         centre, media = self.centre, self.centre.media
         st = self.state(call)
         old_agent = call.agent
+        if party.on_done is not None:  # REFER: the final NOTIFY goes before our BYE to the transferor
+            party.on_done(True, 200, "OK")
+            party.on_done = None
         if st.consult_room and st.consult_room in media.rooms:
             if party.out.leg_id in media.rooms[st.consult_room].members:
                 media.leave(st.consult_room, party.out.leg_id)
+        if party.line is not None:
+            self._close_line(party.line, status=487)
+            party.line = None
         self._drop_agent_leg(call, "transferred")
         self._close_consult_room(call)
         if party.out.leg_id not in media.rooms[call.room].members:
@@ -506,14 +535,14 @@ class CallControl:
             self.publish(call, "call.transferred", agent=agent, from_agent=old_agent,
                          target=party.target.describe(), kind=kind, by=party.by)
         self._log(call).info("transferred from agent %s to %s (%s)", old_agent or "-", party.target.describe(), kind)
-        if party.on_done is not None:
-            party.on_done(True, 200, "OK")
 
     def _restore(self, call: Call, party: Party, outcome: str, status: int, reason: str) -> None:
         """A transfer/consult party failed or left: the call goes back to what it was."""
         st = self.state(call)
         self._free_party_agent(call, party)
         self._close_consult_room(call)
+        if party.line is not None:
+            self._close_line(party.line, status=486 if outcome == "busy" else 480)
         op = party.op
         st.op, st.party = "", None
         st.held = st.held_before_op
@@ -604,6 +633,8 @@ class CallControl:
         st = self.state(call)
         was = st.op
         party.out.hangup("consult_cancelled")
+        if party.line is not None:
+            self._close_line(party.line, status=487)
         self._free_party_agent(call, party)
         self._close_consult_room(call)
         if was == "conference" and party.out.leg_id in self.centre.media.rooms[call.room].members:
@@ -636,6 +667,10 @@ class CallControl:
                 return
             if call.agent_leg is None:  # the agent hung up while it rang: a blind transfer now
                 self._complete(call, party, "consult")
+                return
+            if party.line is not None:
+                self._line_answered(call, party)
+                self.publish(call, "call.consult_answered", target=party.target.describe())
                 return
             st.consult_room = f"consult-{call.call_id}"
             media.create_room(st.consult_room, call.tenant)
@@ -681,6 +716,150 @@ class CallControl:
             return True
         return False
 
+    # ------------------------------------------------------------------ the phone's own consult line
+    def handle(self, ev: Any) -> bool:
+        """SIP events of phone consult lines (re-INVITE, BYE); True when consumed."""
+        from sip.events import DialogTerminated, RequestReceived
+
+        dialog = getattr(ev, "dialog", None)
+        tag = getattr(dialog, "data", None)
+        if not (isinstance(tag, tuple) and len(tag) == 2 and tag[0] == "phone-line"):
+            return False
+        call = self.centre.calls.get(tag[1])
+        st = self.states.get(tag[1])
+        party = st.party if st is not None else None
+        line = party.line if party is not None else None
+        if isinstance(ev, RequestReceived):
+            if line is None or line.dialog is not dialog:
+                self.centre.endpoint.respond(ev.transaction, 481)
+            elif ev.request.method == "INVITE":
+                self._line_reinvite(line, ev)
+            else:
+                self.centre.endpoint.respond(ev.transaction, 200)
+            return True
+        if isinstance(ev, DialogTerminated) and call is not None and line is not None and line.dialog is dialog:
+            self._close_line(line)
+            if call.state is CallState.TALKING and st is not None and st.op == "consult":
+                party.out.hangup("consult_cancelled")  # type: ignore[union-attr]
+                self._restore(call, party, "cancelled", 0, "the phone hung up its consult line")  # type: ignore
+        return True
+
+    def phone_invite(self, ev: Any) -> bool:
+        """An INVITE from an agent's phone (not a trunk): a consult of the agent's call; True when answered."""
+        centre = self.centre
+        ep, req = centre.endpoint, ev.request
+        auth = centre.registrar.authenticator if centre.registrar is not None else None
+        if auth is None or not self._from_phone(tuple(ev.source)):
+            return False
+        res = auth.authenticate(req, centre.now())
+        if res.status:
+            ep.respond(ev.transaction, res.status, res.reason, headers=res.headers)
+            return True
+        rec = next((r for r in centre.agents.values() if r.state != "logged_out"
+                    and res.user in (r.extension, r.number)), None)
+        call = centre.calls.get(rec.call_id) if rec is not None else None
+        if rec is None or call is None or call.agent != rec.number or call.state is not CallState.TALKING:
+            ep.respond(ev.transaction, 403, "Forbidden (a phone may only dial a consult of its call)")
+            return True
+        log = self._log(call)
+        try:
+            target = self.resolve(call, getattr(req.uri, "user", "") or "", allow=("agent", "external"))
+            if self.state(call).op:
+                raise InvalidState("a transfer or consult is in progress")
+        except (NotFound, InvalidArgs, Forbidden, InvalidState) as exc:
+            log.info("phone consult to %s refused: %s", req.uri_text, exc)
+            ep.respond(ev.transaction, 403 if isinstance(exc, (Forbidden, InvalidState)) else 404, str(exc)[:80])
+            return True
+        from engine.callpath import sdp_payload_types
+        from sip.sdp import SdpSession, SessionDescription
+
+        leg_id = f"{call.call_id}/line-{self._next()}"
+        sdp = SdpSession(centre.config.media.host, int(time.time()) * 1000 + self._seq)
+        try:
+            offer = SessionDescription.parse(req.body)
+            mleg = centre.media.create_leg(leg_id, call_id=call.call_id, tenant=call.tenant,
+                                           payload_types=sdp_payload_types(offer))
+            answer, neg = sdp.answer(offer, mleg.local_port)
+            centre.media.update_leg(leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address
+                                    else None, codec=neg.codec)
+        except Exception as exc:
+            if leg_id in centre.media.legs:
+                centre.media.destroy_leg(leg_id)
+            log.info("phone consult: no acceptable media (%s): 488", exc)
+            ep.respond(ev.transaction, 488)
+            return True
+        line = PhoneLine(req.call_id, leg_id, sdp, ev.transaction, bytes(answer))
+        if target.kind == "agent" and target.rec.state != "ready":
+            self._close_line(line)
+            ep.respond(ev.transaction, 486, f"Busy Here (agent {target.number} is {target.rec.state})")
+            self._unavailable(call, target, "consult", None)
+            return True
+        result = self.consult(call, target, by="phone")
+        st = self.state(call)
+        if result["result"] != "ringing" or st.party is None:
+            self._close_line(line)
+            ep.respond(ev.transaction, 486)
+            return True
+        st.party.line = line
+        ep.respond(ev.transaction, 180)
+        return True
+
+    def _from_phone(self, source: tuple[str, int]) -> bool:
+        """True when ``source`` is where a registered phone lives (its Contact or its REGISTER's source)."""
+        from sip.dialog import uri_address
+
+        loc = self.centre.registrar.location
+        for aor in loc.aors():
+            for b in loc.lookup(aor):
+                found = uri_address(b.contact)
+                if tuple(b.source) == source or (found is not None and tuple(found[0]) == source):
+                    return True
+        return False
+
+    def _line_answered(self, call: Call, party: Party) -> None:
+        """The target of the phone's consult answered: 200 to the phone, phone line ↔ target."""
+        line, media = party.line, self.centre.media
+        assert line is not None
+        line.dialog = self.centre.endpoint.respond(line.transaction, 200, body=line.answer,
+                                                   content_type="application/sdp")
+        if line.dialog is not None:
+            line.dialog.data = ("phone-line", call.call_id)
+        st = self.state(call)
+        st.consult_room = f"consult-{call.call_id}"
+        media.create_room(st.consult_room, call.tenant)
+        media.join(st.consult_room, line.leg_id)
+        media.join(st.consult_room, party.out.leg_id)
+        media.apply_hear_set(st.consult_room, "two_party", caller=party.out.leg_id, agent=line.leg_id)
+
+    def _line_reinvite(self, line: PhoneLine, ev: Any) -> None:
+        from engine.callpath import sdp_payload_types
+        from sip.sdp import SessionDescription
+
+        centre = self.centre
+        try:
+            offer = SessionDescription.parse(ev.request.body)
+            answer, neg = line.sdp.answer(offer, centre.media.legs[line.leg_id].local_port)
+            centre.media.update_leg(line.leg_id, remote=(neg.remote_address, neg.remote_port)
+                                    if neg.remote_address else None, codec=neg.codec,
+                                    payload_types=sdp_payload_types(offer), direction=neg.direction)
+        except Exception:
+            centre.endpoint.respond(ev.transaction, 488)
+            return
+        centre.endpoint.respond(ev.transaction, 200, body=bytes(answer), content_type="application/sdp")
+
+    def _close_line(self, line: PhoneLine, *, status: int = 0) -> None:
+        """End the phone's consult line: final status while unanswered, BYE once answered; media leg gone."""
+        centre = self.centre
+        if line.dialog is None and status:
+            try:
+                centre.endpoint.respond(line.transaction, status)
+            except Exception as exc:
+                logger.debug("consult line %s: final %d not sent: %s", line.call_id, status, exc)
+        elif line.dialog is not None and not line.dialog.terminated:
+            centre.endpoint.bye(line.dialog)
+        if line.leg_id in centre.media.legs:
+            centre.media.destroy_leg(line.leg_id)
+
     # ------------------------------------------------------------------ phone REFER
     def _leg_request(self, leg: OutgoingLeg, ev: Any) -> bool:
         """REFER on an agent's leg (RFC 3515; Replaces, RFC 3891, refused with 501)."""
@@ -702,14 +881,13 @@ class CallControl:
         if "<" in uri_text:
             uri_text = uri_text[uri_text.index("<") + 1:uri_text.index(">")]
         if "replaces=" in uri_text.lower():
-            ep.respond(ev.transaction, 501, "Not Implemented (Replaces)")
-            return True
+            return self._refer_replaces(call, leg, ev, uri_text)
         try:
             user = getattr(parse_uri(uri_text), "user", None) or ""
             target = self.resolve(call, user, allow=("agent", "queue", "external"))
         except (ValueError, NotFound, InvalidArgs, Forbidden) as exc:
             self._log(call).info("REFER to %r refused: %s", refer_to, exc)
-            ep.respond(ev.transaction, 404 if isinstance(exc, NotFound) else 403, str(exc)[:80])
+            ep.respond(ev.transaction, 403 if isinstance(exc, Forbidden) else 404, str(exc)[:80])
             return True
         dialog = leg.dialog
 
@@ -734,6 +912,33 @@ class CallControl:
         ep.respond(ev.transaction, 202, "Accepted")
         notify(100, "Trying", False)  # RFC 3515 §2.4.4: the implicit subscription's first NOTIFY
         self.transfer(call, target, by="phone", on_done=lambda ok, status, reason: notify(status, reason, True))
+        return True
+
+    def _refer_replaces(self, call: Call, leg: OutgoingLeg, ev: Any, uri_text: str) -> bool:
+        """Attended transfer (RFC 3891): the Replaces dialog must be the phone's answered consult line."""
+        from urllib.parse import unquote
+
+        ep = self.centre.endpoint
+        replaces = unquote(uri_text.split("?", 1)[1]).split("&")
+        value = next((h.split("=", 1)[1] for h in replaces if h.lower().startswith("replaces=")), "")
+        replaced_call_id = value.split(";", 1)[0]
+        st = self.states.get(call.call_id)
+        party = st.party if st is not None else None
+        if party is None or party.line is None or party.line.call_id != replaced_call_id:
+            # not 481: to an in-dialog request it would end the REFER's own dialog (RFC 3261 §12.2.1.2)
+            ep.respond(ev.transaction, 404, "Not Found (Replaces names no consult line of this call)")
+            return True
+        if not party.answered:
+            ep.respond(ev.transaction, 403, "Forbidden (the consulted party has not answered)")
+            return True
+        dialog = leg.dialog
+        ep.respond(ev.transaction, 202, "Accepted")
+        for status, reason, state in ((100, "Trying", "active;expires=60"), (200, "OK", "terminated;reason=noresource")):
+            ep.request_in_dialog(dialog, "NOTIFY", headers=[("Event", "refer"), ("Subscription-State", state)],
+                                 body=f"SIP/2.0 {status} {reason}\r\n".encode(),
+                                 content_type="message/sipfrag;version=2.0")
+        party.by = "phone"
+        self._complete(call, party, "consult")
         return True
 
     # ------------------------------------------------------------------ DTMF
@@ -929,6 +1134,8 @@ class CallControl:
             st.hold_started = None
         if st.party is not None:
             st.party.out.hangup("call_ended")
+            if st.party.line is not None:
+                self._close_line(st.party.line, status=487)
             self._free_party_agent(call, st.party)
             if st.party.on_done is not None:
                 st.party.on_done(False, 487, "Request Terminated")

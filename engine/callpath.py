@@ -390,7 +390,7 @@ class CallCentre:
     # ------------------------------------------------------------------ SIP events
     def _on_sip(self, ev: Event) -> None:
         try:
-            if self.legs.handle(ev):
+            if self.legs.handle(ev) or self.callcontrol.handle(ev):
                 return
             if isinstance(ev, RequestReceived):
                 if ev.request.method == "INVITE" and ev.dialog is None:
@@ -459,6 +459,8 @@ class CallCentre:
         req, ep, cfg = ev.request, self.endpoint, self.config
         assert ep is not None and cfg is not None and self.media is not None
         log = CallLogger(logger, {"call_id": req.call_id})
+        if self.callcontrol.phone_invite(ev):  # an agent's phone dialling (a consult of its call)
+            return
         trunk = self._trunk_for(ev.source[0])
         if trunk is None:
             log.warning("INVITE from %s:%d: not a configured trunk", *ev.source)

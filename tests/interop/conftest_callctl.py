@@ -135,13 +135,15 @@ class ToneParty:
 
 
 TONES = {"caller": CALLER_HZ, "agent": AGENT_HZ, "agent2": AGENT2_HZ, "external": EXTERNAL_HZ,
-         "third": THIRD_HZ, "music": 392.0}
+         "third": THIRD_HZ, "music": 392.0, "music_high": 523.25}
+"""Test tones by party, and the two notes of the engine's default music on hold."""
 HEARD = 1.0e5
 """Power above which a tone counts as heard (a tone at amplitude 8000 gives 1.6e7; silence ~0)."""
 
 
 def heard_set(powers: dict[str, float]) -> set[str]:
-    return {name for name, p in powers.items() if p > HEARD}
+    """The parties heard (either note of the music counts as ``music``)."""
+    return {"music" if name == "music_high" else name for name, p in powers.items() if p > HEARD}
 
 
 def sdp_for(port: int, direction: str = "sendrecv", session: int = 1) -> bytes:
@@ -172,17 +174,20 @@ class Phone:
         self.reject = reject
         self.ep = SipEndpoint("127.0.0.1", 0, on_event=self._on_event, tcp=False, user=extension)
         self.dialog: Any = None
+        self.line: Any = None
         self.events: list[Event] = []
         self.requests: list[Any] = []
         self.invites = 0
         self._waiters: list[tuple[Any, asyncio.Future]] = []
         self._session = 0
 
-    async def start(self, engine_port: int, password: str) -> None:
+    async def start(self, engine_port: int | None = None, password: str = "") -> None:
+        """Bind and start the media; with ``engine_port`` also REGISTER (digest) as ``extension``."""
         _, port = await self.ep.start()
         self.port = port
         self.party.start()
-        assert await register(engine_port, self.extension, password, contact_port=port) == 200
+        if engine_port is not None:
+            assert await register(engine_port, self.extension, password, contact_port=port) == 200
 
     async def stop(self) -> None:
         self.party.close()
@@ -231,6 +236,20 @@ class Phone:
         self._waiters.append((pred, fut))
         return await asyncio.wait_for(fut, timeout)
 
+    async def invite(self, engine_port: int, user: str, password: str) -> Any:
+        """Dial ``sip:<user>@cc.test`` through the engine (digest as the phone's extension); the final response."""
+        from sip.auth import DigestClient
+
+        self.ep.invite(f"sip:{user}@{DOMAIN}", dest=("127.0.0.1", engine_port),
+                       from_=f"<sip:{self.extension}@{DOMAIN}>", body=sdp_for(self.party.port, session=99),
+                       content_type="application/sdp", auth=DigestClient(self.extension, password))
+        ev = await self.wait_new(lambda e: isinstance(e, ResponseReceived) and e.response.cseq[1] == "INVITE"
+                                 and e.response.status_code >= 200, timeout=10)
+        if ev.response.status_code < 300:
+            self.line = ev.dialog
+            self.party.remote = remote_of(ev.response.body)
+        return ev.response
+
     async def reinvite(self, direction: str) -> int:
         """Hold (``sendonly``/``inactive``) or retrieve (``sendrecv``) by re-INVITE; returns the status."""
         self._session += 1
@@ -239,6 +258,10 @@ class Phone:
         ev = await self.wait_new(lambda e: isinstance(e, ResponseReceived) and e.response.status_code >= 200
                                  and e.response.cseq[1] == "INVITE")
         return ev.response.status_code
+
+    def replaces(self, dialog: Any) -> str:
+        """The escaped ``Replaces`` header value naming ``dialog`` (RFC 3891 §3) for a Refer-To URI."""
+        return f"{dialog.call_id}%3Bto-tag%3D{dialog.remote_tag}%3Bfrom-tag%3D{dialog.local_tag}"
 
     async def refer(self, refer_to: str, extra: list[tuple[str, str]] = ()) -> int:
         self.ep.request_in_dialog(self.dialog, "REFER", headers=[("Refer-To", refer_to), *extra])
