@@ -181,6 +181,8 @@ class Monitor:
     """Intercept requested: done as soon as the phone answers."""
     state: MonitorState = MonitorState.RINGING
     leg: CallLeg | None = None
+    agent_leg_id: str = ""
+    """The monitored agent's leg when the supervisor joined (the monitor ends when it leaves the call)."""
     started_ts: float = field(default_factory=time.time)
     joined_ts: float | None = None
 
@@ -399,6 +401,7 @@ class Supervision:
         mon.call_id, mon.agent, mon.tenant, mon.mode = call.call_id, rec.number, call.tenant, mode
         mon.groups = tuple(c.config.agents[rec.number].groups)  # type: ignore[union-attr]
         mon.joined_ts = time.time()
+        mon.agent_leg_id = call.agent_leg.leg_id if call.agent_leg is not None else ""
         mon.intercept = intercept
         self.by_call[call.call_id] = mon
         media.join(call.room, mon.leg.leg_id)
@@ -519,6 +522,7 @@ class Supervision:
             return
         mon.fire(MonitorTrigger.ANSWERED)
         mon.joined_ts = time.time()
+        mon.agent_leg_id = call.agent_leg.leg_id if call.agent_leg is not None else ""
         media.join(call.room, mon.leg.leg_id)
         log.info("supervisor %s joined (%s) agent %s", mon.supervisor, mon.mode_label, mon.agent)
         self._row(mon, "supervisor.joined", mode=mon.mode_label)
@@ -542,12 +546,18 @@ class Supervision:
 
         In plain talking the monitor's mode applies again; while the call is
         held or in a consult/transfer/conference the supervisor hears nobody
-        and nobody hears it (until the call is plain again).
+        and nobody hears it (until the call is plain again).  When the
+        monitored agent's leg has left the call (a completed transfer), the
+        supervisor leaves too (``supervisor.left``, reason ``agent_left``).
         """
         mon = self.by_call.get(call.call_id)
         media = self.centre.media
         if mon is None or mon.state is not MonitorState.JOINED or mon.leg is None or media is None \
                 or call.room not in media.rooms or mon.leg.leg_id not in media.rooms[call.room].members:
+            return
+        if call.agent_leg is None or call.agent_leg.leg_id != mon.agent_leg_id:
+            # transferred (to an agent, a number or a queue): the monitored agent left the call, so does the supervisor
+            self._end(mon, MonitorTrigger.LEAVE, "agent_left")
             return
         if self._plain(call) and call.caller is not None and call.agent_leg is not None:
             self._apply(mon, call)

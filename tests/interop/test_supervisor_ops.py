@@ -206,29 +206,35 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
             assert s.phones["supervisor"].invites == 1
             first = {k: v for k, v in s.phones.items() if k != "supervisor"}
             assert (await listen_window(first))[0] == {"caller": {"agent"}, "agent": {"caller"}}
-            # The supervisor hangs up its phone: caller <-> agent again.
-            s.phones["supervisor"].hang_up()
+            # Agent 1002 transfers the call to a queue: monitoring follows the agent, the supervisor leaves.
+            await bob.request("call.transfer", call_id=call2, target="queue:sales")
             ev = await next_event_named(s.sup, "supervisor.left")
-            assert ev["data"]["reason"] == "supervisor_hangup" and ev["data"]["call_id"] == call2
-            heard, windows2["after_hangup"] = await listen_window(second)
-            assert heard == TWO_PARTY
+            assert ev["data"]["reason"] == "agent_left" and ev["data"]["call_id"] == call2
+            await asyncio.sleep(0.2)
+            assert s.phones["supervisor"].ended == 1  # BYE to the supervisor's phone
             await s.admin.request("call.hangup", call_id=call2)
             assert (await next_event_named(s.admin, "call.ended"))["data"]["call_id"] == call2
-            heard, windows["after_hangup"] = await s.hear()
-            assert heard == TWO_PARTY
-            assert (await s.sup.request("supervisor.list"))["monitors"] == []
-            # Barge straight in (the phone is rung again), then the call ends under the supervisor.
+            # Barge straight into agent 1001's call (the phone is rung again), then hang the phone up.
             await s.sup.request("supervisor.barge", agent="1001")
             await next_event_named(s.sup, "supervisor.joined")
             assert s.phones["supervisor"].invites == 2
             heard, windows["barge_again"] = await s.hear()
             assert heard == BARGE
+            s.phones["supervisor"].hang_up()
+            ev = await next_event_named(s.sup, "supervisor.left")
+            assert ev["data"]["reason"] == "supervisor_hangup"
+            heard, windows["after_hangup"] = await s.hear()
+            assert heard == TWO_PARTY
+            assert (await s.sup.request("supervisor.list"))["monitors"] == []
+            # Listen once more; the call ends under the supervisor.
+            await s.sup.request("supervisor.listen", agent="1001")
+            await next_event_named(s.sup, "supervisor.joined")
             ended = await s.hang_up_caller()
-            assert ended["data"]["reason"] == "caller_hangup"
+            assert ended["data"]["reason"] == "caller_hangup" and ended["data"]["call_id"] == s.call_id
             ev = await next_event_named(s.sup, "supervisor.left")
             assert ev["data"]["reason"] == "call_ended"
             await asyncio.sleep(0.2)
-            assert s.phones["supervisor"].ended == 2  # the call's BYE reached the supervisor's phone
+            assert s.phones["supervisor"].invites == 3 and s.phones["supervisor"].ended == 3
             # The monitored agent never saw a supervisor event (silent monitoring).
             seen = []
             with contextlib.suppress(asyncio.TimeoutError):
@@ -242,7 +248,6 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
     call1, call2 = [r["call_id"] for r in rows(tmp_path, "SELECT call_id FROM cdr ORDER BY start_ts")]
     left, right, start_ts = recording_channels(tmp_path, call2)
     assert recorded(right, start_ts, windows2["moved"]) == {"agent", "supervisor"}
-    assert recorded(right, start_ts, windows2["after_hangup"]) == {"agent"}
     left, right, start_ts = recording_channels(tmp_path, call1)
     expect_right = {"two_party": {"agent"}, "listen": {"agent"}, "whisper": {"agent"},
                     "held": set(), "barge": {"agent", "supervisor"}, "listen_again": {"agent"},
@@ -260,12 +265,16 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
                       ("supervisor.listen", "1001", 1, "sup"),
                       ("supervisor.left", "1001", 1, "sup"), ("supervisor.barge", "1002", 2, "sup"),
                       ("supervisor.joined", "1002", 2, "sup"), ("supervisor.left", "1002", 2, "sup"),
+                      ("transfer_blind", "1002", 2, "queue:sales"),
                       ("supervisor.barge", "1001", 1, "sup"), ("supervisor.joined", "1001", 1, "sup"),
+                      ("supervisor.left", "1001", 1, "sup"),
+                      ("supervisor.listen", "1001", 1, "sup"), ("supervisor.joined", "1001", 1, "sup"),
                       ("supervisor.left", "1001", 1, "sup")]
     details = [json.loads(r["detail"]) for r in
                rows(tmp_path, "SELECT detail FROM call_events WHERE event LIKE 'supervisor.%' ORDER BY id")]
     assert details[2] == {"previous_mode": "listen", "state": "joined"}
-    assert [d["reason"] for d in details if "reason" in d] == ["moved", "supervisor_hangup", "call_ended"]
+    assert [d["reason"] for d in details if "reason" in d] == ["moved", "agent_left", "supervisor_hangup",
+                                                               "call_ended"]
     assert details[5] == {"reason": "moved", "to_call": call2}
     audit = {r["op"] for r in rows(tmp_path, "SELECT op FROM audit_log WHERE user = 'sup'")}
     assert {"supervisor.listen", "supervisor.whisper", "supervisor.barge", "supervisor.phone_login"} <= audit
