@@ -273,7 +273,7 @@ def _snapshot_db(db_path: str, target: str, full_check: bool) -> None:
         src.backup(dst, pages=-1)
         dst.execute("PRAGMA journal_mode=DELETE")
         _integrity(dst, f"backup copy of {db_path}", full=full_check)
-    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a scrambled schema text fails to decode
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # (a scrambled schema page: undecodable SQL text)
         raise BackupError(f"{db_path}: backup failed: {exc}") from None
     finally:
         dst.close()

@@ -503,7 +503,10 @@ class CallControl:
             centre.release_agent(rec, call)
 
     def _complete(self, call: Call, party: Party, kind: str) -> None:
-        """The party replaces the agent on the call (blind transfer answered, consult completed, agent left a conference)."""
+        """The party replaces the agent on the call.
+
+        Blind transfer answered, consult completed, or the agent left a conference.
+        """
         centre, media = self.centre, self.centre.media
         st = self.state(call)
         old_agent = call.agent
@@ -749,7 +752,8 @@ class CallControl:
         centre = self.centre
         ep, req = centre.endpoint, ev.request
         auth = centre.registrar.authenticator if centre.registrar is not None else None
-        if auth is None or not self._from_phone(tuple(ev.source)):
+        from_user = getattr(req.from_.uri, "user", None) or ""
+        if auth is None or not self._from_phone(tuple(ev.source), from_user):
             return False
         res = auth.authenticate(req, centre.now())
         if res.status:
@@ -804,12 +808,15 @@ class CallControl:
         ep.respond(ev.transaction, 180)
         return True
 
-    def _from_phone(self, source: tuple[str, int]) -> bool:
-        """True when ``source`` is where a registered phone lives (its Contact or its REGISTER's source)."""
+    def _from_phone(self, source: tuple[str, int], from_user: str) -> bool:
+        """True when ``source`` is where the phone registered as ``from_user`` lives (Contact or REGISTER source)."""
+        from engine.callpath import aor_user
         from sip.dialog import uri_address
 
         loc = self.centre.registrar.location
         for aor in loc.aors():
+            if not from_user or aor_user(aor) != from_user:
+                continue
             for b in loc.lookup(aor):
                 found = uri_address(b.contact)
                 if tuple(b.source) == source or (found is not None and tuple(found[0]) == source):
@@ -933,7 +940,8 @@ class CallControl:
             return True
         dialog = leg.dialog
         ep.respond(ev.transaction, 202, "Accepted")
-        for status, reason, state in ((100, "Trying", "active;expires=60"), (200, "OK", "terminated;reason=noresource")):
+        for status, reason, state in ((100, "Trying", "active;expires=60"),
+                                      (200, "OK", "terminated;reason=noresource")):
             ep.request_in_dialog(dialog, "NOTIFY", headers=[("Event", "refer"), ("Subscription-State", state)],
                                  body=f"SIP/2.0 {status} {reason}\r\n".encode(),
                                  content_type="message/sipfrag;version=2.0")

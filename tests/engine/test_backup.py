@@ -280,8 +280,6 @@ def test_cli_backup_and_restore_exit_codes(tmp_path: pathlib.Path) -> None:
     config.write_text('[store]\npath = "live/store.db"\n[recording]\npath = "rec"\n')
     r = cli("backup", str(config), str(tmp_path / "out.tar.gz"), "--with-recordings", "--full-check")
     assert r.returncode == 0, r.stderr
-    from engine.store import LATEST_VERSION
-
     assert f"schema {LATEST_VERSION}" in r.stdout and "1 missing" in r.stdout and "2 copied" in r.stdout
     assert "file missing: 2026-11-23/c2.wav" in r.stderr
     r = cli("restore", str(config), str(tmp_path / "out.tar.gz"))

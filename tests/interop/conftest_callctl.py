@@ -18,15 +18,10 @@ from engine.client import ControlClient
 from engine.config import parse_config
 from media import g711
 from media.rtp import RtpPacket
-from sip.events import (
-    AckReceived, CancelReceived, DialogTerminated, Event, RequestReceived, ResponseReceived,
-)
-from sip.sdp import SdpSession, SessionDescription
+from sip.events import Event, RequestReceived, ResponseReceived
+from sip.sdp import SessionDescription
 from sip.useragent import SipEndpoint
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-SIPP_DIR = pathlib.Path(__file__).resolve().parent / "sipp"
-ADMIN = ("admin", "admin-pw")
 
 # Distinct tones, away from the music on hold (392 / 523 Hz).
 CALLER_HZ = 1000.0
@@ -344,6 +339,5 @@ def trunk_section(name: str, port: int, *, username: str = "", password: str = "
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ADMIN", "AGENT_PASSWORDS", "DOMAIN", "InProcessEngine", "Phone", "ToneParty", "TrunkCaller",
-           "heard_set", "trunk_section", "free_port", "AckReceived", "CancelReceived", "DialogTerminated",
-           "SdpSession"]
+__all__ = ["AGENT_PASSWORDS", "DOMAIN", "InProcessEngine", "Phone", "ToneParty", "TrunkCaller",
+           "heard_set", "trunk_section", "free_port"]

@@ -72,11 +72,12 @@ def test_trunk_outcomes_against_sipp(tmp_path):
         "congested": ((503, "Service Unavailable"), []),
         "silent": ("callee_noanswer.xml", []),
         "auth": ("callee_auth.xml", ["-rtp_echo"]),
+        "auth401": ("callee_auth401.xml", ["-key", "user", "acct7", "-key", "pass", "s3cret"]),  # SIPp verifies
     }
     ports = {name: free_port() for name in cases}
     extra = "".join(trunk_section(name, ports[name], caller_number="+4930999000",
-                                  username="acct7" if name == "auth" else "",
-                                  password="s3cret" if name == "auth" else "") for name in cases)
+                                  username="acct7" if name.startswith("auth") else "",
+                                  password="s3cret" if name.startswith("auth") else "") for name in cases)
     eng = InProcessEngine(tmp_path, extra=extra)
     procs = {}
     for name, (scenario, args) in cases.items():
@@ -108,9 +109,11 @@ def test_trunk_outcomes_against_sipp(tmp_path):
             outcomes = dict(zip(cases, await asyncio.gather(*(leg.wait_answer() for leg in legs.values()))))
             assert outcomes == {"answer": LegOutcome.ANSWERED, "busy": LegOutcome.BUSY,
                                 "missing": LegOutcome.INVALID_NUMBER, "congested": LegOutcome.CONGESTION,
-                                "silent": LegOutcome.NO_ANSWER, "auth": LegOutcome.ANSWERED}
+                                "silent": LegOutcome.NO_ANSWER, "auth": LegOutcome.ANSWERED,
+                                "auth401": LegOutcome.ANSWERED}
             assert {n: legs[n].status for n in cases} == {"answer": 200, "busy": 486, "missing": 404,
-                                                          "congested": 503, "silent": 487, "auth": 200}
+                                                          "congested": 503, "silent": 487, "auth": 200,
+                                                          "auth401": 200}
             for name in ("busy", "missing", "congested", "silent"):
                 assert recs[name].kinds() == ["LegRinging", "LegFailed"], (name, recs[name].kinds())
                 failed = recs[name].events[-1]
@@ -141,6 +144,7 @@ def test_trunk_outcomes_against_sipp(tmp_path):
             media.destroy_leg("probe")
             # our hang-up: BYE to the authenticated callee; no LegEnded for our own hang-up
             legs["auth"].hangup()
+            legs["auth401"].hangup()
             assert legs["auth"].state is LegState.ENDED
             await asyncio.sleep(0.3)
             assert recs["auth"].kinds() == ["LegAnswered"]

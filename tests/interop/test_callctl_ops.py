@@ -175,6 +175,14 @@ def test_hold_retrieve_by_op_and_by_phone_with_errors(tmp_path):
             assert 7 in [e for _, e in c.caller.party.events] and 11 in [e for _, e in c.caller.party.events]
             calls = (await alice.request("call.list"))["calls"]
             assert [x["state"] for x in calls] == ["talking"]
+            # blind transfer by op to agent 1002 (ready): music while bob rings, then caller <-> bob
+            await bob.request("agent.ready")
+            res = await alice.request("call.transfer", call_id=call_id, target="agent:1002")
+            assert res == {"call_id": call_id, "result": "ringing", "target": "agent:1002"}
+            ev = await next_event_named(bob, "call.transferred")
+            assert ev["data"]["kind"] == "blind" and ev["data"]["by"] == "op"
+            who = await hearing(c.parties("caller", "bob", "alice"))
+            assert who == {"caller": {"agent2"}, "bob": {"caller"}, "alice": set()}, who
             c.caller.ep.bye(c.caller.dialog)
             await next_event_named(c.admin, "call.ended")
             return call_id
@@ -183,11 +191,12 @@ def test_hold_retrieve_by_op_and_by_phone_with_errors(tmp_path):
 
     call_id = run(scenario())
     (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
-    assert cdr["call_id"] == call_id and cdr["transferred"] == 0
+    assert cdr["call_id"] == call_id and cdr["transferred"] == 1 and cdr["agent"] == "1002"
     assert 1.3 <= cdr["hold_s"] <= cdr["talk_s"], (cdr["hold_s"], cdr["talk_s"])
     events = [(r["event"], json.loads(r["detail"]).get("by")) for r in
               rows(tmp_path, "SELECT * FROM call_events WHERE call_id = ? ORDER BY id", call_id)]
-    assert events == [("hold", "op"), ("retrieve", "op"), ("hold", "phone"), ("retrieve", "phone")]
+    assert events == [("hold", "op"), ("retrieve", "op"), ("hold", "phone"), ("retrieve", "phone"),
+                      ("transfer_blind", "op")]
     x = recording_channels(tmp_path)
     t0 = marks["answered"]
 
@@ -249,7 +258,8 @@ def test_consult_conference_complete_then_blind_to_external(tmp_path):
             who = await hearing(c.parties("caller", "external"))
             assert who == {"caller": {"external"}, "external": {"caller"}}, who
             invite = next(r for r in c.external.requests if r.method == "INVITE")
-            assert invite.uri_text.startswith(f"sip:{EXTERNAL}@127.0.0.1:") and "+4930111@" in invite.headers.get("From")
+            assert invite.uri_text.startswith(f"sip:{EXTERNAL}@127.0.0.1:")
+            assert "+4930111@" in invite.headers.get("From")
             c.caller.ep.bye(c.caller.dialog)
             await next_event_named(c.admin, "call.ended")
             await asyncio.sleep(0.2)
@@ -280,7 +290,7 @@ def test_consult_conference_complete_then_blind_to_external(tmp_path):
 
 
 def test_failed_targets_restore_the_call_then_blind_transfer_to_a_queue(tmp_path):
-    c = Centre(tmp_path, external_reject=486)
+    c = Centre(tmp_path, external_reject=486, ring_timeout_s=1)
 
     async def scenario():
         await c.start()
@@ -303,6 +313,15 @@ def test_failed_targets_restore_the_call_then_blind_transfer_to_a_queue(tmp_path
             assert who == {"caller": {"agent"}, "alice": {"caller"}}, who
             agents = {a["agent"]: a["state"] for a in (await c.admin.request("agent.list"))["agents"]}
             assert agents == {"1001": "busy", "1002": "ready"}, agents
+            # bob's phone rings and rings: no_answer after the queue's ring_timeout_s (1 s), CANCEL
+            c.phones["1002"].reject, c.phones["1002"].answer_after_s = None, None
+            assert (await alice.request("call.consult", call_id=call_id, target="1002"))["result"] == "ringing"
+            ev = await next_event_named(alice, "call.consult_failed")
+            assert (ev["data"]["outcome"], ev["data"]["status"]) == ("no_answer", 487)
+            assert any(type(e).__name__ == "CancelReceived" for e in c.phones["1002"].events)
+            who = await hearing(c.parties("caller", "alice"))
+            assert who == {"caller": {"agent"}, "alice": {"caller"}}, who
+            c.phones["1002"].answer_after_s = 0.1
             # an external number that is busy: transfer_failed, call restored (and held state kept)
             await alice.request("call.hold", call_id=call_id)
             assert (await alice.request("call.transfer", call_id=call_id, target=f"number:{EXTERNAL}"))[
@@ -337,7 +356,8 @@ def test_failed_targets_restore_the_call_then_blind_transfer_to_a_queue(tmp_path
     events = [(r["event"], r["party"], json.loads(r["detail"]).get("outcome")) for r in
               rows(tmp_path, "SELECT * FROM call_events WHERE call_id = ? ORDER BY id", call_id)]
     assert events == [("consult_failed", "agent:1002", "busy"), ("consult", "agent:1002", None),
-                      ("consult_failed", "agent:1002", "busy"), ("hold", "", None),
+                      ("consult_failed", "agent:1002", "busy"), ("consult", "agent:1002", None),
+                      ("consult_failed", "agent:1002", "no_answer"), ("hold", "", None),
                       ("transfer_failed", f"number:{EXTERNAL}", "busy"), ("retrieve", "", None),
                       ("transfer_blind", "queue:sales", None)], events
     qlog = [(r["event"], r["agent"]) for r in rows(tmp_path, "SELECT * FROM queue_log ORDER BY id")]
