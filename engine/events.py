@@ -155,7 +155,8 @@ class SupervisorLeft(Event):
     call_id: str
     monitored_agent: str
     reason: str
-    """``leave``, ``supervisor_hangup`` or ``call_ended``."""
+    """``leave``, ``supervisor_hangup``, ``call_ended``, ``moved`` (to another agent's call) or
+    ``agent_left`` (the monitored agent transferred the call away)."""
     tenant: str = DEFAULT_TENANT
     groups: tuple[str, ...] = ()
 

@@ -40,6 +40,11 @@ call; its life is the state machine :data:`MONITOR_TRANSITIONS`::
        |  '-------'           |  '------'             |
        '--failed/leave/call_ended--> ENDED <--leave/call_ended/hangup
 
+A joined monitor may also *move* to another agent's call: its leg leaves
+the old room (which gets its own rules back) and joins the new one, with
+no re-ringing (``supervisor.left`` with reason ``moved``, then
+``supervisor.joined``).
+
 A phone that rejects, does not answer within ``ring_timeout_s`` or times
 out ends the monitor in RINGING: an event (``supervisor.failed``) and the
 monitored call is untouched.  Every operation writes a ``call_events``
@@ -176,6 +181,8 @@ class Monitor:
     """Intercept requested: done as soon as the phone answers."""
     state: MonitorState = MonitorState.RINGING
     leg: CallLeg | None = None
+    agent_leg_id: str = ""
+    """The monitored agent's leg when the supervisor joined (the monitor ends when it leaves the call)."""
     started_ts: float = field(default_factory=time.time)
     joined_ts: float | None = None
 
@@ -317,12 +324,17 @@ class Supervision:
                 intercept: bool = False, ring_timeout_s: float = DEFAULT_RING_TIMEOUT_S) -> Monitor:
         """``supervisor.listen`` / ``whisper`` / ``barge`` / ``intercept``.
 
-        Rings the supervisor's phone, or, when this supervisor is already on
-        (or ringing to) the agent's call, switches mode without re-ringing.
+        Rings the supervisor's phone; when this supervisor is already on (or
+        ringing to) the agent's call, switches mode without re-ringing; when
+        it is joined to another call, moves its leg to this one (no
+        re-ringing either).
 
         Raises:
-            InvalidState: the agent is not on a call, or the call is already intercepted.
-            Conflict: another supervisor is on the call, or this one is on another call.
+            InvalidState: the agent is not on a call, the call is held or in a
+                consult/transfer/conference, or the call is already intercepted.
+            Conflict: another supervisor is on the call, or this one is still
+                ringing on / has intercepted another call (or asks to intercept
+                from another call).
             InvalidArgs: the supervisor has no phone extension.
         """
         call = self.talking_call(rec, call)
@@ -330,12 +342,15 @@ class Supervision:
             raise InvalidState(f"call {call.call_id} is on hold or has a transfer/consult/conference in progress")
         mon = self.monitors.get(session.user)
         log = CallLogger(logger, {"call_id": call.call_id})
-        if mon is not None and mon.call_id != call.call_id:
-            raise Conflict(f"user {session.user!r} is already on call {mon.call_id} (agent {mon.agent}): "
-                           "supervisor.leave first")
         other = self.by_call.get(call.call_id)
         if other is not None and other.supervisor != session.user:
             raise Conflict(f"call {call.call_id} is already monitored by {other.supervisor}")
+        if mon is not None and mon.call_id != call.call_id:
+            if mon.state is not MonitorState.JOINED:
+                raise Conflict(f"user {session.user!r} is {mon.state.value} on call {mon.call_id} "
+                               f"(agent {mon.agent}): supervisor.leave first")
+            self._move(mon, rec, call, mode, intercept)
+            return mon
         if mon is not None:
             if mon.state is MonitorState.INTERCEPTED:
                 raise InvalidState(f"call {call.call_id} was intercepted: the supervisor is its party now")
@@ -367,6 +382,40 @@ class Supervision:
         self.centre.engine.bus.publish_event(SupervisorRinging(
             mon.supervisor, extension, mon.call_id, mon.agent, mon.mode_label, mon.tenant, mon.groups))
         return mon
+
+    def _move(self, mon: Monitor, rec: "AgentRecord", call: "Call", mode: SupervisionMode, intercept: bool) -> None:
+        """A joined supervisor goes straight to another agent's call: same phone leg, no re-ringing."""
+        c = self.centre
+        media = c.media
+        assert media is not None and mon.leg is not None
+        old = c.calls.get(mon.call_id)
+        if old is not None and old.room in media.rooms and mon.leg.leg_id in media.rooms[old.room].members:
+            media.leave(old.room, mon.leg.leg_id)
+            self._restore(old)
+        self._row(mon, "supervisor.left", reason="moved", to_call=call.call_id)
+        c.engine.bus.publish_event(SupervisorLeft(mon.supervisor, mon.call_id, mon.agent, "moved",
+                                                  mon.tenant, mon.groups))
+        if self.by_call.get(mon.call_id) is mon:
+            del self.by_call[mon.call_id]
+        previous = mon.call_id
+        mon.call_id, mon.agent, mon.tenant, mon.mode = call.call_id, rec.number, call.tenant, mode
+        mon.groups = tuple(c.config.agents[rec.number].groups)  # type: ignore[union-attr]
+        mon.joined_ts = time.time()
+        mon.agent_leg_id = call.agent_leg.leg_id if call.agent_leg is not None else ""
+        mon.intercept = intercept
+        self.by_call[call.call_id] = mon
+        media.join(call.room, mon.leg.leg_id)
+        CallLogger(logger, {"call_id": call.call_id}).info("supervisor %s moved here from call %s (%s agent %s)",
+                                                          mon.supervisor, previous, mon.mode_label, mon.agent)
+        self._row(mon, f"supervisor.{mon.mode_label}", state=mon.state.value, from_call=previous)
+        self._row(mon, "supervisor.joined", mode=mon.mode_label, from_call=previous)
+        c.engine.bus.publish_event(SupervisorJoined(mon.supervisor, mon.call_id, mon.agent, mon.mode_label,
+                                                    mon.tenant, mon.groups))
+        if intercept:
+            mon.fire(MonitorTrigger.INTERCEPT)
+            self._take_over(mon, call)
+        else:
+            self._apply(mon, call)
 
     def leave(self, session: "Session") -> Monitor:
         """``supervisor.leave``: hang up the supervisor's monitor leg; the call goes on as before.
@@ -473,6 +522,7 @@ class Supervision:
             return
         mon.fire(MonitorTrigger.ANSWERED)
         mon.joined_ts = time.time()
+        mon.agent_leg_id = call.agent_leg.leg_id if call.agent_leg is not None else ""
         media.join(call.room, mon.leg.leg_id)
         log.info("supervisor %s joined (%s) agent %s", mon.supervisor, mon.mode_label, mon.agent)
         self._row(mon, "supervisor.joined", mode=mon.mode_label)
@@ -496,12 +546,18 @@ class Supervision:
 
         In plain talking the monitor's mode applies again; while the call is
         held or in a consult/transfer/conference the supervisor hears nobody
-        and nobody hears it (until the call is plain again).
+        and nobody hears it (until the call is plain again).  When the
+        monitored agent's leg has left the call (a completed transfer), the
+        supervisor leaves too (``supervisor.left``, reason ``agent_left``).
         """
         mon = self.by_call.get(call.call_id)
         media = self.centre.media
         if mon is None or mon.state is not MonitorState.JOINED or mon.leg is None or media is None \
                 or call.room not in media.rooms or mon.leg.leg_id not in media.rooms[call.room].members:
+            return
+        if call.agent_leg is None or call.agent_leg.leg_id != mon.agent_leg_id:
+            # transferred (to an agent, a number or a queue): the monitored agent left the call, so does the supervisor
+            self._end(mon, MonitorTrigger.LEAVE, "agent_left")
             return
         if self._plain(call) and call.caller is not None and call.agent_leg is not None:
             self._apply(mon, call)

@@ -99,6 +99,7 @@ def _level(x: np.ndarray, hz: float) -> float:
     return float(spec[int(round(hz * len(x) / 8000))])
 
 
+@pytest.mark.twin  # the media engine's batched socket IO (media/_rtpio.pyx) and its pure twin
 @pytest.mark.parametrize("mode,expect", [
     (SupervisionMode.LISTEN, {"caller": {"agent"}, "agent": {"caller"}, "sup": {"caller", "agent"}}),
     (SupervisionMode.WHISPER, {"caller": {"agent"}, "agent": {"caller", "sup"}, "sup": {"caller", "agent"}}),

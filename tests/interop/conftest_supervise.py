@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from conftest_inbound import DOMAIN, EngineProcess, register
+from conftest_inbound import EngineProcess, register
 from engine.passwords import hash_password
 from media import g711
 from media.rtp import RtpPacket
@@ -223,5 +223,5 @@ async def listen_window(phones: dict[str, Phone], settle_s: float = 0.3,
     return out, (t0, t1)
 
 
-__all__ = ["DOMAIN", "Phone", "SUP_EXTENSIONS", "SUP_PASSWORDS", "TONES_HZ", "listen_window", "supervised_engine",
+__all__ = ["Phone", "SUP_EXTENSIONS", "SUP_PASSWORDS", "TONES_HZ", "listen_window", "supervised_engine",
            "tones_in", "who_is_heard"]

@@ -58,6 +58,8 @@ class Scene:
         self.phones = {"caller": Phone("caller", "trunk"), "agent": Phone("agent", "2001"),
                        "supervisor": Phone("supervisor", "3001")}
         self.clients: list = []
+        self.extra_phones: list[Phone] = []
+        self.extra_trunks: list = []
         self.trunk = None
         self.trunk_dialog = None
         self.call_id = ""
@@ -109,9 +111,10 @@ class Scene:
     async def __aexit__(self, *exc) -> None:
         for c in self.clients:
             await c.close()
-        if self.trunk is not None:
-            await self.trunk.stop()
-        for p in self.phones.values():
+        for t in [self.trunk, *self.extra_trunks]:
+            if t is not None:
+                await t.stop()
+        for p in [*self.phones.values(), *self.extra_phones]:
             await p.stop()
 
 
@@ -176,25 +179,62 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
             (mon,) = (await s.sup.request("supervisor.list"))["monitors"]
             assert mon["supervisor"] == "sup" and mon["mode"] == "listen" and mon["state"] == "joined"
             assert (await s.sup2.request("supervisor.list"))["monitors"] == []  # another group's supervisor
-            # The supervisor hangs up its phone: caller <-> agent again.
+            # A second call to agent 1002: the supervisor moves there (same phone leg, no re-ringing).
+            bob = await engine.client("bob", AGENT_PASSWORDS["1002"])
+            s.clients.append(bob)
+            second = {"caller": Phone("caller", "trunk2"), "agent": Phone("agent", "2002"),
+                      "supervisor": s.phones["supervisor"]}
+            for role in ("caller", "agent"):
+                await second[role].start()
+                s.extra_phones.append(second[role])
+            await bob.request("agent.login", password=AGENT_PASSWORDS["1002"], extension="2002")
+            assert await second["agent"].register(engine, "2002", AGENT_PASSWORDS["1002"]) == 200
+            await bob.request("agent.ready")
+            trunk2, ev2 = await trunk_call(engine.sip_port, DIALED, offer_sdp(second["caller"].rtp_port),
+                                           caller="+4917000002")
+            s.extra_trunks.append(trunk2)
+            second["caller"].connect(ev2.response.body)
+            answered = await next_event_named(s.admin, "call.answered")
+            assert answered["data"]["agent"] == "1002"
+            call2 = answered["data"]["call_id"]
+            res = await s.sup.request("supervisor.barge", agent="1002")
+            assert res["call_id"] == call2 and res["state"] == "joined" and res["mode"] == "barge"
+            moved = await next_event_named(s.sup, "supervisor.left")
+            assert moved["data"]["reason"] == "moved" and moved["data"]["call_id"] == s.call_id
+            heard, windows2["moved"] = await listen_window(second)
+            assert heard == BARGE
+            assert s.phones["supervisor"].invites == 1
+            first = {k: v for k, v in s.phones.items() if k != "supervisor"}
+            assert (await listen_window(first))[0] == {"caller": {"agent"}, "agent": {"caller"}}
+            # Agent 1002 transfers the call to a queue: monitoring follows the agent, the supervisor leaves.
+            await bob.request("call.transfer", call_id=call2, target="queue:sales")
+            ev = await next_event_named(s.sup, "supervisor.left")
+            assert ev["data"]["reason"] == "agent_left" and ev["data"]["call_id"] == call2
+            await asyncio.sleep(0.2)
+            assert s.phones["supervisor"].ended == 1  # BYE to the supervisor's phone
+            await s.admin.request("call.hangup", call_id=call2)
+            assert (await next_event_named(s.admin, "call.ended"))["data"]["call_id"] == call2
+            # Barge straight into agent 1001's call (the phone is rung again), then hang the phone up.
+            await s.sup.request("supervisor.barge", agent="1001")
+            await next_event_named(s.sup, "supervisor.joined")
+            assert s.phones["supervisor"].invites == 2
+            heard, windows["barge_again"] = await s.hear()
+            assert heard == BARGE
             s.phones["supervisor"].hang_up()
             ev = await next_event_named(s.sup, "supervisor.left")
             assert ev["data"]["reason"] == "supervisor_hangup"
             heard, windows["after_hangup"] = await s.hear()
             assert heard == TWO_PARTY
             assert (await s.sup.request("supervisor.list"))["monitors"] == []
-            # Barge straight in (the phone is rung again), then the call ends under the supervisor.
-            await s.sup.request("supervisor.barge", agent="1001")
+            # Listen once more; the call ends under the supervisor.
+            await s.sup.request("supervisor.listen", agent="1001")
             await next_event_named(s.sup, "supervisor.joined")
-            assert s.phones["supervisor"].invites == 2
-            heard, windows["barge_again"] = await s.hear()
-            assert heard == BARGE
             ended = await s.hang_up_caller()
-            assert ended["data"]["reason"] == "caller_hangup"
+            assert ended["data"]["reason"] == "caller_hangup" and ended["data"]["call_id"] == s.call_id
             ev = await next_event_named(s.sup, "supervisor.left")
             assert ev["data"]["reason"] == "call_ended"
             await asyncio.sleep(0.2)
-            assert s.phones["supervisor"].ended == 2  # the call's BYE reached the supervisor's phone
+            assert s.phones["supervisor"].invites == 3 and s.phones["supervisor"].ended == 3
             # The monitored agent never saw a supervisor event (silent monitoring).
             seen = []
             with contextlib.suppress(asyncio.TimeoutError):
@@ -202,9 +242,13 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
                     seen.append(ev["event"])
             assert seen and not [e for e in seen if e.startswith("supervisor.")], seen
 
+    windows2: dict[str, tuple[float, float]] = {}
     run(scenario())
     assert engine.stop() == 0
-    left, right, start_ts = recording_channels(tmp_path)
+    call1, call2 = [r["call_id"] for r in rows(tmp_path, "SELECT call_id FROM cdr ORDER BY start_ts")]
+    left, right, start_ts = recording_channels(tmp_path, call2)
+    assert recorded(right, start_ts, windows2["moved"]) == {"agent", "supervisor"}
+    left, right, start_ts = recording_channels(tmp_path, call1)
     expect_right = {"two_party": {"agent"}, "listen": {"agent"}, "whisper": {"agent"},
                     "held": set(), "barge": {"agent", "supervisor"}, "listen_again": {"agent"},
                     "after_hangup": {"agent"},
@@ -212,19 +256,26 @@ def test_listen_whisper_barge_switch_without_reringing(engine, tmp_path):
     for phase, window in windows.items():
         assert recorded(left, start_ts, window) == {"caller"}, phase
         assert recorded(right, start_ts, window) == expect_right[phase], phase
-    assert len(rows(tmp_path, "SELECT * FROM recordings")) == 1  # one recording, continued throughout
-    events = [(r["event"], r["agent"], r["party"]) for r in
+    assert len(rows(tmp_path, "SELECT * FROM recordings")) == 2  # one recording per call, continued throughout
+    events = [(r["event"], r["agent"], {call1: 1, call2: 2}[r["call_id"]], r["party"]) for r in
               rows(tmp_path, "SELECT * FROM call_events ORDER BY id")]
-    assert events == [("supervisor.listen", "1001", "sup"), ("supervisor.joined", "1001", "sup"),
-                      ("supervisor.whisper", "1001", "sup"), ("hold", "1001", ""), ("retrieve", "1001", ""),
-                      ("supervisor.barge", "1001", "sup"),
-                      ("supervisor.listen", "1001", "sup"), ("supervisor.left", "1001", "sup"),
-                      ("supervisor.barge", "1001", "sup"), ("supervisor.joined", "1001", "sup"),
-                      ("supervisor.left", "1001", "sup")]
+    assert events == [("supervisor.listen", "1001", 1, "sup"), ("supervisor.joined", "1001", 1, "sup"),
+                      ("supervisor.whisper", "1001", 1, "sup"), ("hold", "1001", 1, ""),
+                      ("retrieve", "1001", 1, ""), ("supervisor.barge", "1001", 1, "sup"),
+                      ("supervisor.listen", "1001", 1, "sup"),
+                      ("supervisor.left", "1001", 1, "sup"), ("supervisor.barge", "1002", 2, "sup"),
+                      ("supervisor.joined", "1002", 2, "sup"), ("supervisor.left", "1002", 2, "sup"),
+                      ("transfer_blind", "1002", 2, "queue:sales"),
+                      ("supervisor.barge", "1001", 1, "sup"), ("supervisor.joined", "1001", 1, "sup"),
+                      ("supervisor.left", "1001", 1, "sup"),
+                      ("supervisor.listen", "1001", 1, "sup"), ("supervisor.joined", "1001", 1, "sup"),
+                      ("supervisor.left", "1001", 1, "sup")]
     details = [json.loads(r["detail"]) for r in
                rows(tmp_path, "SELECT detail FROM call_events WHERE event LIKE 'supervisor.%' ORDER BY id")]
     assert details[2] == {"previous_mode": "listen", "state": "joined"}
-    assert [d["reason"] for d in details if "reason" in d] == ["supervisor_hangup", "call_ended"]
+    assert [d["reason"] for d in details if "reason" in d] == ["moved", "agent_left", "supervisor_hangup",
+                                                               "call_ended"]
+    assert details[5] == {"reason": "moved", "to_call": call2}
     audit = {r["op"] for r in rows(tmp_path, "SELECT op FROM audit_log WHERE user = 'sup'")}
     assert {"supervisor.listen", "supervisor.whisper", "supervisor.barge", "supervisor.phone_login"} <= audit
 
