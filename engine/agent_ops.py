@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.callpath import find_centre
-from engine.errors import InvalidArgs, NotFound
+from engine.errors import Forbidden, InvalidArgs, NotFound
 from engine.ops import AGENT_ROLES, READ_ROLES, Arg, OpContext, registry
 
 
@@ -99,13 +99,28 @@ def _call_for(ctx: OpContext, call_id: str) -> Any:
     return centre, call
 
 
+def _call_held_by(ctx: OpContext, call_id: str) -> Any:
+    """:func:`_call_for`, and an ``agent`` user must still hold the call (ringing or talking on it).
+
+    An agent keeps seeing a call it handed on (``cdr.agent`` still names it,
+    and notes may be attached in wrap-up), but once a transfer, an intercept
+    or a force release took the call away it may no longer end or steer it.
+    """
+    centre, call = _call_for(ctx, call_id)
+    if ctx.session.role == "agent":
+        rec = centre.agents.get(ctx.session.agent)
+        if rec is None or rec.call_id != call.call_id or rec.state not in ("busy", "reserved"):
+            raise Forbidden(f"agent {ctx.session.agent} is not on call {call.call_id}")
+    return centre, call
+
+
 _CALL = Arg("call_id", str, doc="the call's id (call.ringing / call.list)")
 
 
 @registry.op("call.hangup", roles=AGENT_ROLES, changes_state=True, args=[_CALL])
 async def op_call_hangup(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """End a call (every leg gets a BYE)."""
-    centre, call = _call_for(ctx, args["call_id"])
+    centre, call = _call_held_by(ctx, args["call_id"])
     centre.hangup(call, "hangup_op")
     return {"call_id": call.call_id, "state": call.state.value}
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.agent_ops import _AGENT, _CALL, _agent_for, _call_for
-from engine.errors import Forbidden
+from engine.agent_ops import _AGENT, _CALL, _agent_for, _call_held_by
 from engine.ops import AGENT_ROLES, Arg, OpContext, registry
 
 _TARGET = Arg("target", str, doc="agent:N, queue:NAME, flow:NAME or number:+49...; a bare value is an agent "
@@ -21,11 +20,7 @@ _TRUNK = Arg("trunk", str, default="", doc="trunk for an external number (defaul
 
 
 def _control(ctx: OpContext, call_id: str) -> tuple[Any, Any]:
-    centre, call = _call_for(ctx, call_id)
-    if ctx.session.role == "agent":  # an agent that handed the call on (now in wrap-up) no longer controls it
-        rec = centre.agents.get(ctx.session.agent)
-        if rec is None or rec.call_id != call.call_id or rec.state not in ("busy", "reserved"):
-            raise Forbidden(f"agent {ctx.session.agent} is not on call {call.call_id}")
+    centre, call = _call_held_by(ctx, call_id)  # an agent that handed the call on no longer controls it
     return centre.callcontrol, call
 
 

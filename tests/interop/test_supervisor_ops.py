@@ -334,6 +334,8 @@ def test_errors_leave_the_call_up_then_intercept_then_force_release_and_force_st
             assert agents["1001"]["state"] in ("wrapup", "ready")
             await expect_error(sup, "invalid_state", "supervisor.leave")  # the supervisor is the party now
             await expect_error(sup, "invalid_state", "supervisor.listen", agent="1001")  # not on a call any more
+            for op in ("call.hangup", "call.hold"):  # the intercepted agent no longer holds the call
+                await expect_error(s.alice, "forbidden", op, call_id=call_id)
             calls = (await s.admin.request("call.list"))["calls"]
             assert [(c["call_id"], c["state"]) for c in calls] == [(call_id, "talking")]
             # The supervisor (now the call's party) hangs up: the call ends, the caller gets a BYE.
