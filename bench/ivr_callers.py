@@ -224,6 +224,7 @@ async def phase(centre: Any, sip_port: int, calls: int, args: argparse.Namespace
         await asyncio.sleep(1.0)
         return {"callers": 0, **await measure(centre, min(args.measure_s, 5.0))}
     ramp_s = calls / args.ramp_per_s
+    since = time.time()
     seconds = ramp_s + args.settle_s + args.measure_s + 8.0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
@@ -250,7 +251,23 @@ async def phase(centre: Any, sip_port: int, calls: int, args: argparse.Namespace
         if not centre.calls:
             break
         await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # the store's batch
+    result["cdr_end_reasons"] = end_reasons(centre, since)
     return result
+
+
+def end_reasons(centre: Any, since: float) -> dict[str, int]:
+    """How the phase's calls ended, from the engine's CDR rows (a call the engine dropped shows here)."""
+    import sqlite3
+
+    path = centre.engine.config.resolve_path(centre.engine.config.store.path)
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT end_reason, COUNT(*) FROM cdr WHERE start_ts >= ? GROUP BY end_reason",
+                          (since,)).fetchall()
+    finally:
+        db.close()
+    return {reason: n for reason, n in rows}
 
 
 async def run_engine_phases(args: argparse.Namespace) -> dict[str, Any]:
