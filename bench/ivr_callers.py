@@ -239,7 +239,7 @@ async def phase(centre: Any, sip_port: int, calls: int, args: argparse.Namespace
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.ivr_callers", "--role", "callers", "--sip-port", str(sip_port),
         "--calls", str(calls), "--ramp-per-s", str(args.ramp_per_s), "--seconds", str(seconds),
-        "--hold-s", str(args.settle_s + args.measure_s + 2.0), "--seed", str(args.seed), cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, start_new_session=True)
+        "--hold-s", str(args.settle_s + args.measure_s + 15.0), "--seed", str(args.seed), cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, start_new_session=True)
     assert proc.stdout is not None
     result: dict[str, Any] = {"callers": calls}
     try:
@@ -256,7 +256,7 @@ async def phase(centre: Any, sip_port: int, calls: int, args: argparse.Namespace
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    for _ in range(50):  # let the engine finish the hang-ups
+    for _ in range(300):  # let the engine finish the hang-ups
         if not centre.calls:
             break
         await asyncio.sleep(0.1)
