@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from engine.sim import PhoneBank, RtpPump, SimCall, SimError, SimPhone, SimTrunk
+from engine.sim import PhoneBank, RtpPump, SimError, SimPhone, SimTrunk
 
 DEFAULT_CONFIG = "examples/demo.toml"
 DEMO_LINE = "+4930555900"
