@@ -260,6 +260,7 @@ async def phase(centre: Any, sip_port: int, calls: int, args: argparse.Namespace
         if not centre.calls:
             break
         await asyncio.sleep(0.1)
+    result["calls_left_after_drain"] = len(centre.calls)
     await centre.engine.store.aflush()  # the CDRs are written in batches
     result["cdr_end_reasons"] = end_reasons(centre, since)
     return result
