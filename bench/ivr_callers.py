@@ -144,8 +144,9 @@ async def run_callers(args: argparse.Namespace) -> None:
     await trunk.start()
     pump.start()
     loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    end_at = t0 + args.seconds
+    # Callers stay until --hold-s after the last one was answered (the engine may answer slower
+    # than the ramp under load), bounded by --seconds overall.
+    end = {"at": loop.time() + args.seconds}
     stats = {"placed": 0, "answered": 0, "failed": 0, "digits": 0, "ended_by_engine": 0}
     connected = asyncio.Event()
 
@@ -161,13 +162,14 @@ async def run_callers(args: argparse.Namespace) -> None:
             return
         stats["answered"] += 1
         if stats["answered"] == args.calls:
+            end["at"] = min(end["at"], loop.time() + args.hold_s)
             connected.set()
-        while loop.time() < end_at:
-            await asyncio.sleep(min(rng.uniform(1.5, 3.0), max(0.0, end_at - loop.time())))
+        while loop.time() < end["at"]:
+            await asyncio.sleep(min(rng.uniform(1.5, 3.0), max(0.0, end["at"] - loop.time())))
             if not call.up:
                 stats["ended_by_engine"] += 1
                 return
-            if loop.time() < end_at:
+            if loop.time() < end["at"]:
                 call.party.send_digits(rng.choice("12"))
                 stats["digits"] += 1
         call.hangup()
@@ -197,6 +199,7 @@ async def run_callers(args: argparse.Namespace) -> None:
 async def measure(centre: Any, seconds: float) -> dict[str, Any]:
     media = centre.media
     clock = media.clock
+    legs_at_start = len(media.legs)
     media.tick_stats.reset()
     late0, skipped0 = clock.late_ticks, clock.skipped_ticks
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -204,8 +207,14 @@ async def measure(centre: Any, seconds: float) -> dict[str, Any]:
     await asyncio.sleep(seconds)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     ts = media.tick_stats
+    where: dict[str, int] = {}
+    for call in centre.calls.values():
+        ivr = call.ivr[0].interpreter if call.ivr else None
+        key = f"{call.state.value}/{ivr.phase.value if ivr else '-'}/{ivr.node.id if ivr and ivr.node else '-'}"
+        where[key] = where.get(key, 0) + 1
     return {
-        "legs": len(media.legs), "calls": len(centre.calls), "players": len(media.players),
+        "call_states": where,
+        "legs_at_start": legs_at_start, "legs": len(media.legs), "calls": len(centre.calls), "players": len(media.players),
         "measure_s": round(wall, 2), "ticks": ts.count,
         "tick_lateness_ms": {"p50": round(ts.percentile_ms(50, "lateness"), 2),
                              "p99": round(ts.percentile_ms(99, "lateness"), 2),
@@ -224,16 +233,17 @@ async def phase(centre: Any, sip_port: int, calls: int, args: argparse.Namespace
         await asyncio.sleep(1.0)
         return {"callers": 0, **await measure(centre, min(args.measure_s, 5.0))}
     ramp_s = calls / args.ramp_per_s
-    seconds = ramp_s + args.settle_s + args.measure_s + 8.0
+    since = time.time()
+    seconds = ramp_s + args.settle_s + args.measure_s + 60.0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.ivr_callers", "--role", "callers", "--sip-port", str(sip_port),
         "--calls", str(calls), "--ramp-per-s", str(args.ramp_per_s), "--seconds", str(seconds),
-        "--seed", str(args.seed), cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, start_new_session=True)
+        "--hold-s", str(args.settle_s + args.measure_s + 15.0), "--seed", str(args.seed), cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, start_new_session=True)
     assert proc.stdout is not None
     result: dict[str, Any] = {"callers": calls}
     try:
-        line = await asyncio.wait_for(proc.stdout.readline(), ramp_s + 30)
+        line = await asyncio.wait_for(proc.stdout.readline(), ramp_s + 60)
         if not line.startswith(b"CONNECTED"):
             raise RuntimeError(f"callers did not connect: {line!r}")
         await asyncio.sleep(args.settle_s)
@@ -246,11 +256,28 @@ async def phase(centre: Any, sip_port: int, calls: int, args: argparse.Namespace
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    for _ in range(50):  # let the engine finish the hang-ups
+    for _ in range(300):  # let the engine finish the hang-ups
         if not centre.calls:
             break
         await asyncio.sleep(0.1)
+    result["calls_left_after_drain"] = len(centre.calls)
+    await centre.engine.store.aflush()  # the CDRs are written in batches
+    result["cdr_end_reasons"] = end_reasons(centre, since)
     return result
+
+
+def end_reasons(centre: Any, since: float) -> dict[str, int]:
+    """How the phase's calls ended, from the engine's CDR rows (a call the engine dropped shows here)."""
+    import sqlite3
+
+    path = centre.engine.config.resolve_path(centre.engine.config.store.path)
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT end_reason, COUNT(*) FROM cdr WHERE start_ts >= ? GROUP BY end_reason",
+                          (since,)).fetchall()
+    finally:
+        db.close()
+    return {reason: n for reason, n in rows}
 
 
 async def run_engine_phases(args: argparse.Namespace) -> dict[str, Any]:
@@ -297,8 +324,11 @@ def main() -> None:
     parser.add_argument("--ramp-per-s", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=30.0, help="(callers role) how long callers stay")
     parser.add_argument("--sip-port", type=int, default=0, help="(callers role) the engine's SIP port")
+    parser.add_argument("--hold-s", type=float, default=15.0,
+                        help="(callers role) seconds the callers stay after the last one was answered")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=300.0)
+    parser.add_argument("--log", help="write the engine's INFO log to this file (diagnosis; costs CPU)")
     args = parser.parse_args()
     try:
         import uvloop
@@ -309,7 +339,8 @@ def main() -> None:
         asyncio.run(asyncio.wait_for(run_callers(args), args.seconds + 60))
         return
     import logging
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO if args.log else logging.WARNING, filename=args.log or None,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = datetime.datetime.now(datetime.timezone.utc)
     phases = asyncio.run(asyncio.wait_for(run_engine_phases(args), args.timeout_s))
     out = {"date": started.isoformat(timespec="seconds"), "python": sys.version.split()[0],

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from engine.sim import PhoneBank, RtpPump, SimCall, SimError, SimPhone, SimTrunk
+from engine.sim import PhoneBank, RtpPump, SimError, SimPhone, SimTrunk
 
 DEFAULT_CONFIG = "examples/demo.toml"
 DEMO_LINE = "+4930555900"
@@ -301,10 +301,10 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
         if value is not None:
             setattr(s, name, value)
     if args.agents:
-        s.agents = {}
+        configured, s.agents = s.agents, {}
         for item in args.agents.split(","):
             agent, _, ext = item.partition(":")
-            s.agents[agent.strip()] = (ext or s.agents.get(agent.strip(), "") or agent).strip()
+            s.agents[agent.strip()] = (ext or configured.get(agent.strip(), "") or agent).strip()
     if not s.agents:
         s.agents = {str(n): str(n + 1000) for n in (1001, 1002, 1003, 1004)}
     return s

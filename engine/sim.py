@@ -634,7 +634,9 @@ class SimCall:
         """BYE (when up); the party stops sending."""
         if self.dialog is not None and not self.end_reason and not self.dialog.terminated:
             try:
-                self.trunk.endpoint.bye(self.dialog)
+                txn = self.trunk.endpoint.bye(self.dialog)
+                if txn is not None:  # kept until answered: stop() waits so BYE retransmissions can happen
+                    self.trunk._byes[id(txn)] = txn
             except Exception as exc:
                 logger.debug("[%s] BYE not sent: %s", self.call_id, exc)
         self._end("local_hangup")
@@ -656,15 +658,24 @@ class SimTrunk:
         self.endpoint = SipEndpoint(host, 0, on_event=self._on_event, tcp=False, user="sim-trunk",
                                     user_agent="ctiengine-sim")
         self._calls: dict[str, SimCall] = {}
+        self._byes: dict[int, Any] = {}
         self.calls_placed = 0
 
     async def start(self) -> Address:
         return await self.endpoint.start()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Hang up every call, wait (up to ``timeout_s``) until every BYE was answered, close.
+
+        RFC 3261 §17.1.2.2: a BYE lost on UDP is retransmitted by its client
+        transaction, which needs the socket open until the response arrives.
+        """
         for call in list(self._calls.values()):
             call.hangup()
-        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._byes and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         await self.endpoint.stop()
 
     def call(self, dialed: str, *, caller_number: str = "+4917000000", tone_hz: float = 0.0,
@@ -684,6 +695,10 @@ class SimTrunk:
     def _on_event(self, ev: Event) -> None:
         try:
             if isinstance(ev, ResponseReceived):
+                if ev.response.cseq[1] == "BYE":
+                    if ev.response.status_code >= 200:
+                        self._byes.pop(id(ev.transaction), None)
+                    return
                 call = self._calls.get(ev.response.call_id)
                 if call is not None and ev.response.cseq[1] == "INVITE":
                     call._response(ev)
@@ -692,6 +707,7 @@ class SimTrunk:
                 if call is not None:
                     call._end("remote_hangup" if ev.reason == "bye_received" else ev.reason)
             elif isinstance(ev, TransactionTimedOut):
+                self._byes.pop(id(ev.transaction), None)
                 call = self._calls.get(ev.call_id)
                 if call is not None and ev.method == "INVITE":
                     call._end("timeout")

@@ -55,6 +55,7 @@ def test_envelope_match_finds_a_pattern_and_its_offset() -> None:
     assert envelope_match(envelope(word)[:3], envelope(heard)) == (0.0, -1)  # expected longer than heard
 
 
+@pytest.mark.twin  # the pump's socket work is media.rtpio: compiled, or its pure twin
 def test_two_parties_hear_each_others_tone_and_digits() -> None:
     async def scenario() -> None:
         pump = RtpPump(capacity=2)

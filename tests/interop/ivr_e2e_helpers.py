@@ -274,5 +274,38 @@ async def wait_agent_state(client: Any, state: str, timeout_s: float = 10.0) -> 
     raise AssertionError(f"agent never became {state} within {timeout_s} s (states seen: {seen})")
 
 
+def prewarm_tts(cache_dir: pathlib.Path, texts: list[str]) -> Any:
+    """Speak ``texts`` into the engine's TTS cache on worker threads (while the engine starts).
+
+    Returns the executor; ``shutdown(wait=True)`` it before the calls.  The
+    engine then plays the same cached files, and the tests' fingerprints
+    read them too.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from media.tts import Tts
+
+    tts = Tts(cache_dir)
+    pool = ThreadPoolExecutor(max_workers=3)
+    for text in texts:
+        pool.submit(tts.load, text, language="en")
+    return pool
+
+
+def flow_tts_texts(path: pathlib.Path, nodes: tuple[str, ...]) -> list[str]:
+    """The fixed (template-free) ``tts`` prompt texts of ``nodes`` of a flow file."""
+    import tomllib
+
+    texts: list[str] = []
+    table = tomllib.loads(path.read_text()).get("nodes", {})
+    for node in (table[n] for n in nodes):
+        for key in ("prompts",):
+                items = node.get(key, [])
+                for item in items if isinstance(items, list) else [items]:
+                    if isinstance(item, dict) and "tts" in item and "{" not in item["tts"]:
+                        texts.append(item["tts"])
+    return texts
+
+
 def run(coro: Any, timeout_s: float = 40.0) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout_s))

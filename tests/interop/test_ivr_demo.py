@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from conftest_inbound import EngineProcess, free_port
+from conftest_inbound import EngineProcess
+from ivr_e2e_helpers import flow_tts_texts, prewarm_tts
 
 pytestmark = pytest.mark.interop
 
@@ -31,6 +32,7 @@ def demo_config(tmp: pathlib.Path, sip_port: int, ctl_port: int) -> str:
         ('path = "flows/', f'path = "{ROOT}/examples/flows/'),
         ("rtp_port_min = 20000", f"rtp_port_min = {rtp}"),
         ("rtp_port_max = 20999", f"rtp_port_max = {rtp + 38}"),
+        ("min_length_s = 2", "min_length_s = 1"),  # short demo calls are kept too
     ]:
         assert old in text, old
         text = text.replace(old, new)
@@ -40,11 +42,17 @@ def demo_config(tmp: pathlib.Path, sip_port: int, ctl_port: int) -> str:
 def test_ctiengine_demo_prints_events_and_writes_cdrs(tmp_path: pathlib.Path) -> None:
     eng = EngineProcess(tmp_path)
     eng.config.write_text(demo_config(tmp_path, eng.sip_port, eng.ctl_port))
+    flows = ROOT / "examples" / "flows"
+    texts = flow_tts_texts(flows / "demo_centre.toml", ("welcome", "main", "sales_menu", "support_menu")) + \
+        flow_tts_texts(flows / "post_call_survey.toml", ("overall", "thanks"))
+    assert len(texts) == 6
+    pool = prewarm_tts(tmp_path / "tts", texts)  # the prompts these two callers hear
     eng.start()
+    pool.shutdown(wait=True)
     try:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.run([sys.executable, "-m", "engine.cli", "demo", "--config", str(eng.config),
-                               "--calls", "2", "--interval-s", "0.5", "--talk-s", "2.5", "--seed", "7",
+                               "--calls", "2", "--interval-s", "0.5", "--talk-s", "1.5", "--seed", "7",
                                "--timeout-s", "45"],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
                               start_new_session=True)

@@ -20,7 +20,7 @@ from engine.sim import envelope, envelope_match, tone_ratio
 from ivr.prompts import say_text
 from ivr_e2e_helpers import (
     ACCOUNT, ACCOUNT_PROMPT, BALANCE, CALLER_TONE, DIALED, MENU_PROMPT, SUPPORT_PROMPT, SURVEY_PROMPT, TONES,
-    IvrEngine, parties, run, wait_agent_state,
+    IvrEngine, parties, prewarm_tts, run, wait_agent_state,
 )
 from media.tts import Tts
 
@@ -30,7 +30,11 @@ pytestmark = pytest.mark.interop
 @pytest.fixture(scope="module")
 def eng(tmp_path_factory):
     e = IvrEngine(tmp_path_factory.mktemp("ivr_e2e"))
+    texts = [MENU_PROMPT, SUPPORT_PROMPT, ACCOUNT_PROMPT, SURVEY_PROMPT, "Your balance is", "euros.",
+             say_text("number", BALANCE, "en"), say_text("number", "980", "en"), "Thank you. Goodbye."]
+    pool = prewarm_tts(e.tmp / "tts", texts)
     e.start()
+    pool.shutdown(wait=True)
     yield e
     rc = e.stop()
     assert rc == 0, e.log_text()
@@ -53,8 +57,10 @@ def assert_tone(pcm: np.ndarray, hz: float, what: str) -> None:
     assert ratio > 0.6, f"{what}: only {ratio:.2f} of the power at {hz} Hz"
 
 
-def test_two_level_menu_routes_to_support_and_tones_cross(eng: IvrEngine) -> None:
-    async def scenario() -> None:
+def test_two_level_menu_tones_cross_then_post_call_survey(eng: IvrEngine) -> None:
+    """2 then 1 lands in support, the support agent answers, tones cross; the agent
+    hangs up first and the caller answers the post-call survey (stored with the agent)."""
+    async def scenario() -> str:
         async with parties(eng) as p:
             sales_client, sales_phone = await p.agent("1001")
             client, phone = await p.agent("1002")
@@ -75,24 +81,38 @@ def test_two_level_menu_routes_to_support_and_tones_cross(eng: IvrEngine) -> Non
             await asyncio.sleep(1.2)
             heard_by_caller = call.party.heard_audio()[-4800:]
             heard_by_agent = phone.party.heard_audio()[-4800:]
-            call.hangup()
-            ended = await next_event_named(client, "call.ended", 10)
-            assert ended["data"]["reason"] == "caller_hangup"
-            await phone.wait_ended(1)
+            assert_tone(heard_by_caller, TONES["1002"], "caller hears the support agent's phone")
+            assert_tone(heard_by_agent, CALLER_TONE, "agent hears the caller")
             assert sales_phone.offered == 0  # the sales agent was never offered the call
+
+            phone.hangup()                   # the agent hangs up first: the caller stays for the survey
+            await wait_agent_state(client, "wrapup")
+            await call.wait_heard(1.0)
+            await call.wait_quiet(0.6)
+            assert call.up, "the caller must stay on the line for the survey"
+            await call.press("4")
+            assert await call.wait_ended(15) == "remote_hangup"  # the survey's hangup node ends the call
+            ended = await next_event_named(client, "call.ended", 10)
+            assert (ended["data"]["reason"], ended["data"]["disposition"]) == ("ivr_survey_done", "answered")
+
             levels = call.party.levels
             first = assert_heard(levels, tts(eng, MENU_PROMPT), "main menu prompt")
             second = assert_heard(levels, tts(eng, SUPPORT_PROMPT), "support menu prompt")
-            assert second > first
-            assert_tone(heard_by_caller, TONES["1002"], "caller hears the support agent's phone")
-            assert_tone(heard_by_agent, CALLER_TONE, "agent hears the caller")
+            third = assert_heard(levels, tts(eng, SURVEY_PROMPT), "survey question")
+            fourth = assert_heard(levels, tts(eng, "Thank you. Goodbye."), "survey goodbye")
+            assert first < second < third < fourth
             return call.call_id
 
     call_id = run(scenario())
     (cdr,) = eng.db_rows("SELECT * FROM cdr WHERE call_id = ?", call_id)
     assert (cdr["flow"], cdr["queue"], cdr["agent"], cdr["disposition"]) == ("centre", "support", "1002", "answered")
+    assert cdr["end_reason"] == "ivr_survey_done"
+    assert cdr["talk_s"] < cdr["end_ts"] - cdr["answered_ts"] - 1.0  # talk time stops when the agent left
     variables = json.loads(cdr["data"])["variables"]
     assert variables["department"] == "2" and variables["support_topic"] == "1"
+    surveys = eng.db_rows("SELECT * FROM surveys WHERE call_id = ?", call_id)
+    assert [(r["agent"], r["queue"], r["question"], r["score"]) for r in surveys] == [
+        ("1002", "support", "satisfaction/overall", 4)]
     (rec,) = eng.db_rows("SELECT * FROM recordings WHERE call_id = ?", call_id)
     assert pathlib.Path(rec["path"]).exists()
 
@@ -107,7 +127,7 @@ def test_collect_and_lookup_speaks_balance_and_screen_pop_has_it(eng: IvrEngine)
             await call.press("3")            # barge-in: the menu prompt stops at the digit
             await call.wait_heard(1.0)
             await call.wait_quiet(0.6)
-            await call.press(ACCOUNT)
+            await call.press(ACCOUNT, duration_ms=60, gap_ms=60)
             ringing = await next_event_named(client, "call.ringing", 20)
             variables = ringing["data"]["variables"]
             assert variables["account"] == ACCOUNT and variables["acct_balance"] == BALANCE
@@ -130,38 +150,3 @@ def test_collect_and_lookup_speaks_balance_and_screen_pop_has_it(eng: IvrEngine)
     variables = json.loads(cdr["data"])["variables"]
     assert variables["account"] == ACCOUNT and variables["acct_balance"] == BALANCE
     assert cdr["queue"] == "support" and cdr["agent"] == "1002"
-
-
-def test_post_call_survey_is_stored_with_call_and_agent(eng: IvrEngine) -> None:
-    async def scenario() -> tuple[str, float]:
-        async with parties(eng) as p:
-            client, phone = await p.agent("1001")
-            call = p.trunk.call(DIALED, caller_number="+4917011110003", tone_hz=CALLER_TONE, keep_audio=True)
-            await call.wait_answered()
-            await call.wait_heard(0.8)
-            await call.press("1")
-            await phone.wait_answered(1, timeout_s=10)
-            await asyncio.sleep(1.0)
-            loud_before = call.party.loud_frames
-            phone.hangup()                   # the agent hangs up first: the caller stays for the survey
-            await wait_agent_state(client, "wrapup")
-            await call.wait_heard(1.5)
-            await call.wait_quiet(0.6)
-            assert call.up, "the caller must stay on the line for the survey"
-            await call.press("4")
-            reason = await call.wait_ended(15)  # the survey's hangup node ends the call
-            assert reason == "remote_hangup"
-            assert call.party.loud_frames > loud_before
-            assert_heard(call.party.levels, tts(eng, SURVEY_PROMPT), "survey question")
-            assert_heard(call.party.levels, tts(eng, "Thank you. Goodbye."), "survey goodbye")
-            ended = await next_event_named(client, "call.ended", 10)
-            assert ended["data"]["disposition"] == "answered"
-            return call.call_id, 1.0
-
-    call_id, talk_s = run(scenario())
-    await_rows = eng.db_rows("SELECT * FROM surveys WHERE call_id = ?", call_id)
-    assert [(r["agent"], r["queue"], r["question"], r["score"]) for r in await_rows] == [
-        ("1001", "sales", "satisfaction/overall", 4)]
-    (cdr,) = eng.db_rows("SELECT * FROM cdr WHERE call_id = ?", call_id)
-    assert (cdr["agent"], cdr["disposition"], cdr["end_reason"]) == ("1001", "answered", "ivr_survey_done")
-    assert cdr["talk_s"] < cdr["end_ts"] - cdr["answered_ts"] - 1.0  # talk time stops when the agent left
