@@ -181,6 +181,11 @@ async def _change(ctx: OpContext, callback_id: int, trigger: CallbackTrigger, va
         sets = {**values, "state": new.value}
         conn.execute(f"UPDATE callbacks SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ? AND state = ?",
                      [*sets.values(), callback_id, cur["state"]])
+        if new is CallbackState.DONE and sets.get("result_call_id") and cur["call_id"]:
+            # The serving call's CDR points back at the abandoned call (when it
+            # is already written; a call still in progress keeps its own link).
+            conn.execute("UPDATE cdr SET callback_of = ? WHERE call_id = ? AND tenant = ? AND callback_of = ''",
+                         [cur["call_id"], sets["result_call_id"], cur["tenant"]])
         cur.update(sets)
         return cur
 

@@ -256,24 +256,24 @@ def _agent_time(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | 
                  for k in sorted(m.groups if dim is Dimension.GROUP else m.queues) for x in (a, k)]
         if not pairs:
             return
-        key, join = "m.k", "JOIN m ON m.agent = sp.agent"
+        key, join = "m.k", "CROSS JOIN m ON m.agent = sp.agent"
     mtable = ("m(agent, k) AS (VALUES " + ", ".join("(?, ?)" for _ in range(len(pairs) // 2)) + "), ") if pairs else ""
-    spans = (f"WITH {mtable}sp AS (SELECT agent, tenant, previous_state AS st, "
+    # MATERIALIZED: each span is read once, then split three ways below.
+    spans = (f"WITH {mtable}sp AS MATERIALIZED (SELECT agent, tenant, previous_state AS st, "
              f"MAX(ts - duration_s, ?) + ? AS s, MIN(ts, ?) + ? AS e "
              f"FROM agent_state_log WHERE {tclause} AND ts >= ? AND ts < ? AND ts - duration_s < ? "
              f"AND previous_state IN ({states})), "
-             f"b AS (SELECT {key} AS k, st, s, e, CAST(s / {w} AS INTEGER) AS b0, CAST(e / {w} AS INTEGER) AS b1 "
-             f"FROM sp {join} WHERE e > s) ")
+             f"b AS MATERIALIZED (SELECT {key} AS k, st, s, e, CAST(s / {w} AS INTEGER) AS b0, "
+             f"CAST(e / {w} AS INTEGER) AS b1 FROM sp {join} WHERE e > s) ")
     params = [*pairs, slots.a, slots.shift, slots.b, slots.shift, *tp, slots.a, slots.b + SPAN_LOOKAHEAD_S, slots.b]
-    sql = (spans + f"SELECT b0, k, st, TOTAL(MIN(e, (b0 + 1) * {w}) - s) FROM b GROUP BY 1, 2, 3 "
-           f"UNION ALL SELECT b1, k, st, TOTAL(e - b1 * {w}) FROM b "
-           f"WHERE b1 > b0 AND e > b1 * {w} GROUP BY 1, 2, 3")
-    rows = list(conn.execute(sql, params))
-    rows += [(b + i, k, st, float(w)) for b, k, st, n in conn.execute(
-        spans + "SELECT b0, k, st, b1 - b0 - 1 FROM b WHERE b1 - b0 >= 2", params) for i in range(1, n + 1)]
-    for b, k, st, secs in rows:
-        state_s = rep.tally(slots.start(b), k).state_s
-        state_s[st] = state_s.get(st, 0.0) + secs
+    sql = (spans + f"SELECT b0, k, st, TOTAL(MIN(e, (b0 + 1) * {w}) - s), 0 FROM b GROUP BY 1, 2, 3 "
+           f"UNION ALL SELECT b1, k, st, TOTAL(e - b1 * {w}), 0 FROM b "
+           f"WHERE b1 > b0 AND e > b1 * {w} GROUP BY 1, 2, 3 "
+           f"UNION ALL SELECT b0, k, st, 0, b1 - b0 - 1 FROM b WHERE b1 - b0 >= 2")
+    for b, k, st, secs, whole in conn.execute(sql, params):
+        for slot, amount in ([(b + i, float(w)) for i in range(1, whole + 1)] if whole else [(b, secs)]):
+            state_s = rep.tally(slots.start(slot), k).state_s
+            state_s[st] = state_s.get(st, 0.0) + amount
 
 
 __all__ = ["IVR_LOOKBACK_S", "SPAN_LOOKAHEAD_S", "Slots", "calls_sql", "segments", "tally_sqlite"]

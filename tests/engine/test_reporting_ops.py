@@ -232,8 +232,11 @@ def test_callbacks_assign_schedule_complete_and_scope(make_config: Any, tmp_path
             assert err(await agent.call("callback.schedule", id=cb0, at=at, agent="1002")) == "forbidden"
             due = ok(await admin.call("callback.list", due_before="2030-01-03"))["callbacks"]
             assert cb0 in [c["id"] for c in due]
-            done = ok(await agent.call("callback.complete", id=cb0, result_call_id="new-call"))
-            assert done["state"] == "done" and done["result_call_id"] == "new-call"
+            done = ok(await agent.call("callback.complete", id=cb0, result_call_id="a4"))
+            assert done["state"] == "done" and done["result_call_id"] == "a4"
+            # the serving call's CDR now links the callback to the original call
+            linked = ok(await admin.call("cdr.query", callback_of="cb0"))
+            assert ids(linked) == ["a4"]
             assert err(await agent.call("callback.complete", id=cb0)) == "conflict"
             assert err(await admin.call("callback.schedule", id=cb0, at=at)) == "conflict"
             for c in (admin, sup, agent, rep):
