@@ -309,6 +309,7 @@ def run_engine(config: Config, log_level: str | None = None) -> int:
     logger.info("config %s: %s (event loop: %s)", config.source, config.summary(), loop_name)
     from engine.callpath import CallCentre
     import engine.agent_ops  # noqa: F401  (registers the call path's ops)
+    import engine.callcontrol_ops  # noqa: F401  (registers the call-control ops)
 
     # The call path (SIP listeners, media, ACD) runs when there is a trunk to take calls
     # from; a control-only configuration binds no SIP port (docs/callpath.md).

@@ -62,14 +62,13 @@ from engine.calls import AgentRecord, Call, CallLeg, CallState, CallTrigger
 from engine.config import Config
 from engine.routing import choose_destination, find_route, should_record
 from engine.errors import Conflict, Forbidden, InvalidArgs, NotFound
+from engine.legs import DialPolicy, LegAnswered, LegEnded, LegEvent, LegFailed, LegOutcome, Legs, OutgoingLeg
 from media.engine import MediaConfig, MediaEngine
 from media.events import DtmfReceived, MediaEvent, PlaybackFinished
 from media.player import MusicSource
 from media.rtp import PayloadTypeMap
 from sip.errors import NoCommonCodecError, SdpError
-from sip.events import (
-    DialogTerminated, Event, RegistrationChanged, RequestReceived, ResponseReceived, TransactionTimedOut,
-)
+from sip.events import DialogTerminated, Event, RegistrationChanged, RequestReceived
 from sip.registrar import DigestAuthenticator, Registrar
 from sip.sdp import SdpSession, SessionDescription
 from sip.useragent import SipEndpoint
@@ -141,7 +140,17 @@ class CallCentre:
         self.queue_names: dict[int, str] = {}
         self.credentials: dict[str, str] = {}
         self.recorder: Any = None
-        self._invites: dict[int, str] = {}  # id(client INVITE txn) -> call id
+        self.legs = Legs(self)
+        """Every leg the engine places (engine/legs.py): agent offers, transfers, consults, dial-outs."""
+        self.dial_policy: DialPolicy | None = None
+        """Toll-fraud hook: ``f(DialCheck) -> refusal reason | None`` before a trunk INVITE (None: allow)."""
+        self.leg_hook: Any = None
+        """Call control (engine/callcontrol.py): ``f(call, LegEvent) -> handled`` for the agent leg's
+        hold changes and far-end hang-up once the call is talking."""
+        from engine.callcontrol import CallControl
+
+        self.callcontrol = CallControl(self)
+        """Hold, transfers, consult, conference, click-to-dial, phone hold and REFER (engine/callcontrol.py)."""
         self._acd_timer: asyncio.TimerHandle | None = None
         self._next_caller = 1
         self._session_seq = 0
@@ -197,6 +206,7 @@ class CallCentre:
         for rec in self.agents.values():
             if rec.wrapup_timer is not None:
                 rec.wrapup_timer.cancel()
+        self.legs.hangup_all("shutdown")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.sleep(0.05)  # let the BYEs leave
@@ -376,6 +386,8 @@ class CallCentre:
     # ------------------------------------------------------------------ SIP events
     def _on_sip(self, ev: Event) -> None:
         try:
+            if self.legs.handle(ev) or self.callcontrol.handle(ev):
+                return
             if isinstance(ev, RequestReceived):
                 if ev.request.method == "INVITE" and ev.dialog is None:
                     self._incoming_invite(ev)
@@ -385,12 +397,6 @@ class CallCentre:
                     self.endpoint.respond(ev.transaction, 200)  # INFO, UPDATE without SDP ...
                 else:
                     self.endpoint.respond(ev.transaction, 405)
-            elif isinstance(ev, ResponseReceived):
-                self._invite_response(ev)
-            elif isinstance(ev, TransactionTimedOut):
-                call_id = self._invites.pop(id(ev.transaction), None)
-                if call_id and call_id in self.calls:
-                    self._agent_failed(self.calls[call_id], "timeout", no_answer=True)
             elif isinstance(ev, DialogTerminated):
                 self._dialog_ended(ev)
             elif isinstance(ev, RegistrationChanged):
@@ -449,6 +455,8 @@ class CallCentre:
         req, ep, cfg = ev.request, self.endpoint, self.config
         assert ep is not None and cfg is not None and self.media is not None
         log = CallLogger(logger, {"call_id": req.call_id})
+        if self.callcontrol.phone_invite(ev):  # an agent's phone dialling (a consult of its call)
+            return
         trunk = self._trunk_for(ev.source[0])
         if trunk is None:
             log.warning("INVITE from %s:%d: not a configured trunk", *ev.source)
@@ -766,20 +774,13 @@ class CallCentre:
             return
         call.offered_agent = rec.number
         call.ring_started_ts = time.time()
-        leg_id = f"{call.call_id}/agent-{rec.number}-{call.ring_no_answer_count}"
-        self._session_seq += 1
-        sdp = SdpSession(cfg.media.host, int(time.time()) * 1000 + self._session_seq)
-        leg = media.create_leg(leg_id, call_id=call.call_id, tenant=call.tenant)
-        offer = sdp.offer(leg.local_port)
-        host, port = ep.address
-        txn = ep.invite(binding.contact, dest=contact_destination(binding), transport=binding.transport,
-                        from_=f"<sip:{call.caller_number or 'anonymous'}@{host}:{port}>",
-                        to=f"<sip:{rec.extension}@{cfg.sip.domain}>",
-                        headers=[("X-Call-Id", call.call_id)], body=bytes(offer), content_type="application/sdp")
-        call.agent_leg = CallLeg(leg_id, "agent", invite_txn=txn, sdp=sdp, media_open=True)
-        self._invites[id(txn)] = call.call_id
         q = cfg.queues[call.queue]
-        call.ring_timer = self.loop.call_later(q.ring_timeout_s, self._ring_no_answer, call.call_id)  # type: ignore
+        out = self.legs.dial_extension(
+            rec.extension, call_id=call.call_id, tenant=call.tenant, caller_number=call.caller_number,
+            ring_timeout_s=q.ring_timeout_s, leg_id=f"{call.call_id}/agent-{rec.number}-{call.ring_no_answer_count}",
+            agent=rec.number, purpose="offer", on_event=lambda ev: self._agent_leg_event(call, ev))
+        call.agent_leg = CallLeg(out.leg_id, "agent", invite_txn=out.invite_txn, sdp=out.sdp,
+                                 media_open=out.media_open, out=out)
         self._queue_log(call, "offered", agent=rec.number)
         log.info("offering to agent %s at %s (%s)", rec.number, binding.contact, binding.source)
         self.engine.bus.publish("call.ringing", self._screen_pop(call, rec), tenant=call.tenant, agent=rec.number,
@@ -803,12 +804,8 @@ class CallCentre:
         if call.ring_started_ts is not None:
             call.ring_s += time.time() - call.ring_started_ts
             call.ring_started_ts = None
-        if leg.invite_txn is not None:
-            self._invites.pop(id(leg.invite_txn), None)
-            try:
-                self.endpoint.cancel(leg.invite_txn)  # type: ignore[union-attr]
-            except Exception as exc:
-                logger.debug("[%s] CANCEL not sent: %s", call.call_id, exc)
+        if leg.out is not None:
+            leg.out.cancel("offer_stopped")
         self._drop_leg(leg)
         call.offered_agent = ""
 
@@ -818,12 +815,34 @@ class CallCentre:
         leg.media_open = False
         leg.ended = True
 
-    def _ring_no_answer(self, call_id: str) -> None:
-        call = self.calls.get(call_id)
-        if call is None or call.state is not CallState.OFFERING:
+    def _agent_leg_event(self, call: Call, ev: LegEvent) -> None:
+        """Progress of the offer to the agent's phone (engine/legs.py), and its end once answered."""
+        leg = call.agent_leg
+        if leg is None or leg.out is not ev.leg:
             return
-        call.ring_timer = None
-        self._agent_failed(call, "ring_no_answer", no_answer=True)
+        if isinstance(ev, LegAnswered) and call.state is CallState.OFFERING:
+            self._answered(call, ev.leg)
+        elif isinstance(ev, LegFailed) and call.state is CallState.OFFERING:
+            leg.invite_txn = None
+            rec = self.agents.get(call.offered_agent)
+            if ev.outcome is LegOutcome.NO_ANSWER and rec is not None and self.callcontrol.forward(call, rec):
+                return
+            if ev.outcome in (LegOutcome.NO_ANSWER, LegOutcome.TIMEOUT):
+                self._agent_failed(call, "ring_no_answer" if ev.outcome is LegOutcome.NO_ANSWER else "timeout",
+                                   no_answer=True)
+            elif ev.outcome is LegOutcome.UNREACHABLE:
+                self._agent_failed(call, "phone_unregistered", no_answer=False)
+            elif ev.status == 488 and ev.reason.startswith("unusable SDP"):
+                self._agent_failed(call, "bad_sdp", no_answer=False)
+            else:
+                self._agent_failed(call, f"rejected_{ev.status}", no_answer=False)
+        elif isinstance(ev, LegEnded):
+            leg.ended = True
+            if self.leg_hook is not None and self.leg_hook(call, ev):
+                return
+            self.hangup(call, "agent_hangup" if ev.reason == "bye_received" else ev.reason)
+        elif self.leg_hook is not None:
+            self.leg_hook(call, ev)
 
     def _agent_failed(self, call: Call, why: str, *, no_answer: bool) -> None:
         rec = self.agents.get(call.offered_agent)
@@ -848,43 +867,13 @@ class CallCentre:
         self._sync_agent(rec)
         self._pump()
 
-    def _invite_response(self, ev: ResponseReceived) -> None:
-        status = ev.response.status_code
-        call_id = self._invites.get(id(ev.transaction))
-        call = self.calls.get(call_id or "")
-        if call is None:
-            if 200 <= status < 300 and ev.dialog is not None:
-                self.endpoint.bye(ev.dialog)  # type: ignore[union-attr]  (answered after we gave up)
-            return
-        if status < 200:
-            return
-        self._invites.pop(id(ev.transaction), None)
-        if status >= 300:
-            if call.agent_leg is not None:
-                call.agent_leg.invite_txn = None
-            self._agent_failed(call, f"rejected_{status}", no_answer=False)
-            return
-        self._answered(call, ev)
-
-    def _answered(self, call: Call, ev: ResponseReceived) -> None:
+    def _answered(self, call: Call, out: OutgoingLeg) -> None:
         media, leg = self.media, call.agent_leg
         assert media is not None and leg is not None and call.caller is not None
         log = CallLogger(logger, {"call_id": call.call_id})
         rec = self.agents[call.offered_agent]
         leg.invite_txn = None
-        leg.dialog = ev.dialog
-        if ev.dialog is not None:
-            ev.dialog.data = (call.call_id, "agent")
-        try:
-            neg = leg.sdp.process_answer(SessionDescription.parse(ev.response.body))
-            media.update_leg(leg.leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
-                             codec=neg.codec, payload_types=sdp_payload_types(SessionDescription.parse(ev.response.body)))
-        except Exception as exc:
-            log.warning("agent %s answered with unusable SDP (%s): hanging up the agent leg", rec.number, exc)
-            if ev.dialog is not None:
-                self.endpoint.bye(ev.dialog)  # type: ignore[union-attr]
-            self._agent_failed(call, "bad_sdp", no_answer=False)
-            return
+        leg.dialog = out.dialog
         if call.ring_timer is not None:
             call.ring_timer.cancel()
             call.ring_timer = None
@@ -898,11 +887,14 @@ class CallCentre:
         self.acd.accept(call.acd_id, rec.acd_id, self.now())
         self.stop_music(call)
         self._end_ivr(call)
-        call.room = f"room-{call.call_id}"
-        media.create_room(call.room, call.tenant)
-        media.join(call.room, call.caller.leg_id)
-        media.join(call.room, leg.leg_id)
-        self._start_recording(call)
+        if call.room and call.room in media.rooms:  # back from a transfer to a queue: same room and recording
+            self.callcontrol.rejoin(call)
+        else:
+            call.room = f"room-{call.call_id}"
+            media.create_room(call.room, call.tenant)
+            media.join(call.room, call.caller.leg_id)
+            media.join(call.room, leg.leg_id)
+            self._start_recording(call)
         wait_s = call.answered_ts - (call.queued_ts or call.answered_ts)
         self._queue_log(call, "answered", agent=rec.number, wait_s=round(wait_s, 3))
         self._sync_agent(rec)
@@ -988,6 +980,7 @@ class CallCentre:
         log = CallLogger(logger, {"call_id": call.call_id})
         previous = call.state
         call.fire(CallTrigger.END)
+        self.callcontrol.call_ending(call)
         in_voicemail = self.voicemail.recording(call) or reason == "voicemail"
         self.voicemail.stop(call, reason)
         self._end_ivr(call)
@@ -1013,19 +1006,16 @@ class CallCentre:
         for leg in (call.caller, call.agent_leg):
             if leg is None:
                 continue
-            if not leg.ended and leg.dialog is not None and ep is not None and not leg.dialog.terminated:
+            if leg.out is not None:
+                leg.out.hangup(reason)
+            elif not leg.ended and leg.dialog is not None and ep is not None and not leg.dialog.terminated:
                 try:
                     ep.bye(leg.dialog)
                 except Exception as exc:
                     log.debug("BYE on %s leg not sent: %s", leg.role, exc)
             self._drop_leg(leg)
         if previous is CallState.TALKING and call.agent:
-            rec = self.agents[call.agent]
-            self.acd.call_ended(rec.acd_id, self.now())
-            self._sync_agent(rec)
-            conf = self.config.agents[rec.number]  # type: ignore[union-attr]
-            wrapup_s = conf.wrapup_s if conf.wrapup_s is not None else self.config.queues[call.queue].wrapup_s  # type: ignore
-            rec.wrapup_timer = self.loop.call_later(wrapup_s, self._wrapup_expired, rec.number)  # type: ignore
+            self.release_agent(self.agents[call.agent], call)
         self.calls.pop(call.call_id, None)
         self.calls_by_acd.pop(call.acd_id, None)
         self._store("cdr", call.cdr_row())
@@ -1037,6 +1027,21 @@ class CallCentre:
         self._pump()
         if call.queue:
             self._queue_stats(call.queue)
+
+    def release_agent(self, rec: AgentRecord, call: Call) -> None:
+        """The agent's part of ``call`` is over: busy → wrapup for its ``wrapup_s`` (else the queue's, else 0).
+
+        No-op unless the agent is busy on this very call (it may have left it by a transfer).
+        """
+        if rec.call_id != call.call_id or self.acd.agent_state(rec.acd_id) != AgentState.BUSY:
+            return
+        self.acd.call_ended(rec.acd_id, self.now())
+        self._sync_agent(rec)
+        conf = self.config.agents[rec.number]  # type: ignore[union-attr]
+        queue = self.config.queues.get(call.queue) if call.queue else None  # type: ignore[union-attr]
+        wrapup_s = conf.wrapup_s if conf.wrapup_s is not None else (queue.wrapup_s if queue is not None else 0)
+        self._cancel_wrapup(rec)
+        rec.wrapup_timer = self.loop.call_later(wrapup_s, self._wrapup_expired, rec.number)  # type: ignore
 
     def _wrapup_expired(self, number: str) -> None:
         rec = self.agents[number]

@@ -45,14 +45,21 @@ class CallTrigger(enum.Enum):
     REQUEUE = "requeue"
     DEQUEUE = "dequeue"
     END = "end"
+    TRANSFER = "transfer"
+    """Call control: an agent sends the caller to a queue or a flow (engine/callcontrol.py)."""
+    CONNECT = "connect"
+    """Call control: bridged without the ACD (click-to-dial, forward to an external number)."""
+    FORWARD = "forward"
+    """Call control: the offered agent's ``forward_number`` is rung instead of requeueing."""
 
 
 _S, _T = CallState, CallTrigger
 CALL_TRANSITIONS: dict[CallState, dict[CallTrigger, CallState]] = {
-    _S.ROUTING: {_T.QUEUE: _S.QUEUED, _T.END: _S.ENDED},
+    _S.ROUTING: {_T.QUEUE: _S.QUEUED, _T.END: _S.ENDED, _T.CONNECT: _S.TALKING},
     _S.QUEUED: {_T.OFFER: _S.OFFERING, _T.DEQUEUE: _S.ROUTING, _T.END: _S.ENDED},
-    _S.OFFERING: {_T.ANSWER: _S.TALKING, _T.REQUEUE: _S.QUEUED, _T.OFFER: _S.OFFERING, _T.END: _S.ENDED},
-    _S.TALKING: {_T.END: _S.ENDED},
+    _S.OFFERING: {_T.ANSWER: _S.TALKING, _T.REQUEUE: _S.QUEUED, _T.OFFER: _S.OFFERING, _T.END: _S.ENDED,
+                  _T.FORWARD: _S.ROUTING},
+    _S.TALKING: {_T.END: _S.ENDED, _T.TRANSFER: _S.ROUTING},
     _S.ENDED: {_T.END: _S.ENDED},
 }
 
@@ -76,6 +83,8 @@ class CallLeg:
     """``sip.sdp.SdpSession`` of this leg."""
     media_open: bool = False
     ended: bool = False
+    out: Any = None
+    """The ``engine.legs.OutgoingLeg`` of a leg the engine placed (agent phones)."""
 
 
 @dataclass(slots=True)
@@ -121,6 +130,12 @@ class Call:
     """``voicemail:`` route: the mailbox the caller leaves a message in."""
     greeting_player: str = ""
     announce_player: str = ""
+    direction: str = "inbound"
+    """``"inbound"`` (trunk call) or ``"outbound"`` (click-to-dial)."""
+    hold_s: float = 0.0
+    """Seconds the caller spent on hold (call control: hold and consult)."""
+    transferred: int = 0
+    """Completed transfers (blind or consultative) of this call."""
 
     def fire(self, trigger: CallTrigger) -> CallState:
         nxt = CALL_TRANSITIONS[self.state].get(trigger)
@@ -145,7 +160,7 @@ class Call:
         if self.queued_ts is not None:
             wait_s = (self.answered_ts or end) - self.queued_ts
         talk_s = end - self.answered_ts if self.answered_ts is not None else 0.0
-        return {"call_id": self.call_id, "tenant": self.tenant, "direction": "inbound",
+        return {"call_id": self.call_id, "tenant": self.tenant, "direction": self.direction,
                 "caller_number": self.caller_number, "dialed_number": self.dialed_number,
                 "trunk": self.trunk, "route": self.route, "flow": self.flow, "queue": self.queue, "agent": self.agent,
                 "start_ts": self.start_ts, "queued_ts": self.queued_ts, "answered_ts": self.answered_ts,
@@ -153,6 +168,7 @@ class Call:
                 "talk_s": round(max(0.0, talk_s), 3), "disposition": self.disposition,
                 "end_reason": self.end_reason, "recorded": int(self.recorded),
                 "ring_no_answer_count": self.ring_no_answer_count,
+                "hold_s": round(self.hold_s, 3), "transferred": self.transferred,
                 "data": json.dumps({"attached": self.data, "variables": self.variables}, default=str)}
 
 

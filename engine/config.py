@@ -329,7 +329,9 @@ class Agent:
     skills: dict[str, int] = opt({}, min=1, max=10)
     groups: tuple[str, ...] = opt(())
     tenant: str = opt(DEFAULT_TENANT)
-    forward_number: str = opt("", check=_check_number, doc="external number on ring_no_answer")
+    forward_number: str = opt("", check=_check_number,
+                              doc="on ring_no_answer the call is forwarded to this external number "
+                                  "(the call's trunk); empty: next agent")
     wrapup_s: int | None = opt(None, min=0, max=3600, doc="overrides the queue's wrapup_s")
 
 

@@ -193,7 +193,22 @@ CREATE TABLE surveys (
 CREATE INDEX surveys_ts ON surveys (tenant, ts);
 CREATE INDEX surveys_agent ON surveys (tenant, agent, ts);
 """),
-    (4, "reporting indexes", """
+    (4, "call control events (hold, transfers, consult, conference, dial)", """
+CREATE TABLE call_events (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    call_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    agent TEXT NOT NULL DEFAULT '',
+    party TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX call_events_call ON call_events (call_id, ts);
+CREATE INDEX call_events_ts ON call_events (tenant, ts);
+CREATE INDEX call_events_agent ON call_events (tenant, agent, ts);
+"""),
+    (5, "reporting indexes", """
 CREATE INDEX cdr_grp ON cdr (tenant, grp, start_ts);
 CREATE INDEX cdr_trunk ON cdr (tenant, trunk, start_ts);
 CREATE INDEX cdr_callback_of ON cdr (callback_of) WHERE callback_of != '';
