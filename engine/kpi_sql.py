@@ -42,7 +42,7 @@ import sqlite3
 from typing import Any, Sequence
 
 from engine.kpi import (BLOCKED_DISPOSITIONS, STAFFED_STATES, Calendar, Dimension, KpiSettings,
-                        Membership, Period, Report, Tally, tally_rows)
+                        Membership, Period, Report, Tally, agent_keys, tally_rows)
 
 IVR_LOOKBACK_S = 86400.0
 """Longest time from a call's start to its queue entry the fast path looks back."""
@@ -238,7 +238,9 @@ def _agent_time(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | 
     ``min(e, end of that slot) - s`` and its last ``e - start of that
     slot``; only spans covering whole slots in between (breaks, long idle
     times) come back to Python.  Agents map to queues and groups through a
-    ``VALUES`` table joined in SQL, so rows come out per (slot, key, state).
+    ``VALUES`` table joined in SQL *after* the spans are summed per agent
+    (joining raw spans costs spans x agents), so rows come out per (slot,
+    key, state).
     """
     dim = rep.dimension
     if dim is Dimension.DIALED_NUMBER:
@@ -247,16 +249,16 @@ def _agent_time(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | 
     states = ", ".join(f"'{st}'" for st in STAFFED_STATES)
     w = slots.width
     pairs: list[str] = []
-    if dim is Dimension.AGENT:
-        key, join = "sp.agent", ""
-    elif dim is Dimension.TENANT:
-        key, join = "sp.tenant", ""
+    if dim is Dimension.AGENT or dim is Dimension.GROUP or dim is Dimension.QUEUE:
+        key = "agent"
     else:
+        key = "tenant"
+    mapped = dim is Dimension.GROUP or dim is Dimension.QUEUE
+    if mapped:
         pairs = [x for a, m in sorted(members.items())
                  for k in sorted(m.groups if dim is Dimension.GROUP else m.queues) for x in (a, k)]
         if not pairs:
             return
-        key, join = "m.k", "CROSS JOIN m ON m.agent = sp.agent"
     mtable = ("m(agent, k) AS (VALUES " + ", ".join("(?, ?)" for _ in range(len(pairs) // 2)) + "), ") if pairs else ""
     # MATERIALIZED: each span is read once, then split three ways below.
     spans = (f"WITH {mtable}sp AS MATERIALIZED (SELECT agent, tenant, previous_state AS st, "
@@ -264,15 +266,28 @@ def _agent_time(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | 
              f"FROM agent_state_log WHERE {tclause} AND ts >= ? AND ts < ? AND ts - duration_s < ? "
              f"AND previous_state IN ({states})), "
              f"b AS MATERIALIZED (SELECT {key} AS k, st, s, e, CAST(s / {w} AS INTEGER) AS b0, "
-             f"CAST(e / {w} AS INTEGER) AS b1 FROM sp {join} WHERE e > s) ")
+             f"CAST(e / {w} AS INTEGER) AS b1 FROM sp WHERE e > s) ")
     params = [*pairs, slots.a, slots.shift, slots.b, slots.shift, *tp, slots.a, slots.b + SPAN_LOOKAHEAD_S, slots.b]
-    sql = (spans + f"SELECT b0, k, st, TOTAL(MIN(e, (b0 + 1) * {w}) - s), 0 FROM b GROUP BY 1, 2, 3 "
-           f"UNION ALL SELECT b1, k, st, TOTAL(e - b1 * {w}), 0 FROM b "
-           f"WHERE b1 > b0 AND e > b1 * {w} GROUP BY 1, 2, 3 "
-           f"UNION ALL SELECT b0, k, st, 0, b1 - b0 - 1 FROM b WHERE b1 - b0 >= 2")
-    for b, k, st, secs, whole in conn.execute(sql, params):
-        for slot, amount in ([(b + i, float(w)) for i in range(1, whole + 1)] if whole else [(b, secs)]):
-            state_s = rep.tally(slots.start(slot), k).state_s
+    parts = (f"SELECT b0 AS slot, k, st, TOTAL(MIN(e, (b0 + 1) * {w}) - s) AS secs FROM b GROUP BY 1, 2, 3 "
+             f"UNION ALL SELECT b1, k, st, TOTAL(e - b1 * {w}) FROM b "
+             f"WHERE b1 > b0 AND e > b1 * {w} GROUP BY 1, 2, 3")
+    whole = f"SELECT b0, k, st, 0, b1 - b0 - 1 FROM b WHERE b1 - b0 >= 2"
+    if mapped:
+        # Agents -> queues/groups after grouping by agent (at most slots x agents x
+        # states rows), so the join never sees the raw spans.
+        sql = (spans.rstrip() + f", g AS MATERIALIZED ({parts}) "
+               "SELECT g.slot, m.k, g.st, TOTAL(g.secs), 0 FROM g JOIN m ON m.agent = g.k GROUP BY 1, 2, 3 "
+               f"UNION ALL {whole}")
+    else:
+        sql = spans + f"SELECT slot, k, st, secs, 0 FROM ({parts}) UNION ALL {whole}"
+    for b, k, st, secs, n in conn.execute(sql, params):
+        if n:  # a span covering whole slots: k is the agent when keys are mapped
+            keys = agent_keys(k, "", dim, members) if mapped else [k]
+            items = [(b + i, key, float(w)) for i in range(1, n + 1) for key in keys]
+        else:
+            items = [(b, k, secs)]
+        for slot, key, amount in items:
+            state_s = rep.tally(slots.start(slot), key).state_s
             state_s[st] = state_s.get(st, 0.0) + amount
 
 
