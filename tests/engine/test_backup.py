@@ -280,7 +280,7 @@ def test_cli_backup_and_restore_exit_codes(tmp_path: pathlib.Path) -> None:
     config.write_text('[store]\npath = "live/store.db"\n[recording]\npath = "rec"\n')
     r = cli("backup", str(config), str(tmp_path / "out.tar.gz"), "--with-recordings", "--full-check")
     assert r.returncode == 0, r.stderr
-    assert "schema 3" in r.stdout and "1 missing" in r.stdout and "2 copied" in r.stdout
+    assert f"schema {LATEST_VERSION}" in r.stdout and "1 missing" in r.stdout and "2 copied" in r.stdout
     assert "file missing: 2026-11-23/c2.wav" in r.stderr
     r = cli("restore", str(config), str(tmp_path / "out.tar.gz"))
     assert r.returncode == 1 and "use --force" in r.stderr
