@@ -203,15 +203,18 @@ def measure(path: str, repeat: int) -> dict[str, Any]:
 
     t, n = best_of(with_conn(lambda c: c.execute("SELECT COUNT(*), SUM(wait_s) FROM cdr").fetchone()), repeat)
     out["full_scan"] = {"seconds": t, "rows": n[0]}
+    print("full_scan", out["full_scan"], flush=True)
     t, rows = best_of(with_conn(lambda c: build_report(c, cfg, period=Period.INTERVAL_30, dimension=Dimension.QUEUE,
                                                        since=MONTH_START, until=MONTH_END,
                                                        tenants=("default",)).rows()), repeat)
     out["month_interval_report"] = {"seconds": t, "report_rows": len(rows),
                                     "calls_counted": sum(r["received"] for r in rows)}
+    print("month_interval_report", out["month_interval_report"], flush=True)
     t, rows = best_of(with_conn(lambda c: build_report(c, cfg, period=Period.DAY, dimension=Dimension.AGENT,
                                                        since=MONTH_START, until=MONTH_END,
                                                        tenants=("default",)).rows()), repeat)
     out["month_daily_agent_report"] = {"seconds": t, "report_rows": len(rows)}
+    print("month_daily_agent_report", out["month_daily_agent_report"], flush=True)
     flt = CdrFilter(since=MONTH_START, until=MONTH_END, queue="q3", disposition="abandoned", min_wait_s=30,
                     caller_prefix="+4930")
     scope = ReadScope(tenants=("default",))
@@ -228,8 +231,8 @@ def measure(path: str, repeat: int) -> dict[str, Any]:
         "filtered_cdr_query": plan(conn, sql, [*params, 101, 0]),
         "caller_history_query": plan(conn, hsql, [*hparams, 101, 0]),
         "report_calls": plan(conn, calls_sql(Dimension.QUEUE, ("default",)),
-                             ["default", MONTH_START - 86400 * 8, MONTH_END, 20, 20, 7 * 86400, MONTH_START,
-                              MONTH_END]),
+                             ["default", MONTH_START - 86400 * 8, MONTH_END, 3600, 1800, 20, 20, 7 * 86400,
+                              MONTH_START, MONTH_END]),
     }
     conn.close()
     return out

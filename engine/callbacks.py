@@ -11,6 +11,9 @@ life is a small state machine (:data:`TRANSITIONS`)::
     open --assign--> assigned --schedule--> scheduled --complete--> done
       |                 |                       |
       +--schedule-------+--------cancel---------+--> cancelled
+      |                 |                       |
+      +------dial-------+---------dial----------+--> dialing --answered--> done
+                                                        +------failed----> assigned
 
 ``scheduled_ts`` is when to call back (``None``: as soon as possible);
 ``assigned_agent`` who calls.  Completing a callback records the call that
@@ -22,9 +25,17 @@ Writes go straight to SQLite on a worker thread (one short ``UPDATE`` per
 op, guarded by the row's current state so two supervisors cannot both win)
 and then the ``callback.changed`` event is published in the row's scope.
 
-Not done here: dialling a due callback in preview mode when the assigned
-agent becomes ready needs the outgoing-leg primitive of the call-control
-branch (``engine/legs.py``), which did not exist when this was written.
+Preview dialling: the statistics service (:mod:`engine.realtime`) looks
+for due callbacks (``scheduled_ts`` passed, or unscheduled) assigned to an
+agent who is ``ready`` and sends that agent's desktop ``callback.preview``
+(once per callback and ready period).  The agent accepts with
+``callback.dial``: the call-control click-to-dial
+(:meth:`engine.callcontrol.CallControl.dial`, outgoing legs of
+``engine/legs.py``) rings the agent's phone, then the customer through a
+trunk; the callback is ``dialing`` with ``result_call_id`` = the new call.
+When that call ends (``call.ended``), an answered call completes the
+callback (``done``, and the new call's CDR gets ``callback_of``), any other
+outcome returns it to ``assigned`` for another attempt.
 """
 from __future__ import annotations
 
@@ -43,6 +54,7 @@ class CallbackState(enum.Enum):
     OPEN = "open"
     ASSIGNED = "assigned"
     SCHEDULED = "scheduled"
+    DIALING = "dialing"
     DONE = "done"
     CANCELLED = "cancelled"
 
@@ -52,15 +64,19 @@ class CallbackTrigger(enum.Enum):
     SCHEDULE = "schedule"
     COMPLETE = "complete"
     CANCEL = "cancel"
+    DIAL = "dial"
+    FAILED = "failed"
 
 
 _S, _T = CallbackState, CallbackTrigger
 TRANSITIONS: dict[CallbackState, dict[CallbackTrigger, CallbackState]] = {
-    _S.OPEN: {_T.ASSIGN: _S.ASSIGNED, _T.SCHEDULE: _S.SCHEDULED, _T.COMPLETE: _S.DONE, _T.CANCEL: _S.CANCELLED},
+    _S.OPEN: {_T.ASSIGN: _S.ASSIGNED, _T.SCHEDULE: _S.SCHEDULED, _T.COMPLETE: _S.DONE, _T.CANCEL: _S.CANCELLED,
+              _T.DIAL: _S.DIALING},
     _S.ASSIGNED: {_T.ASSIGN: _S.ASSIGNED, _T.SCHEDULE: _S.SCHEDULED, _T.COMPLETE: _S.DONE,
-                  _T.CANCEL: _S.CANCELLED},
+                  _T.CANCEL: _S.CANCELLED, _T.DIAL: _S.DIALING},
     _S.SCHEDULED: {_T.ASSIGN: _S.SCHEDULED, _T.SCHEDULE: _S.SCHEDULED, _T.COMPLETE: _S.DONE,
-                   _T.CANCEL: _S.CANCELLED},
+                   _T.CANCEL: _S.CANCELLED, _T.DIAL: _S.DIALING},
+    _S.DIALING: {_T.COMPLETE: _S.DONE, _T.FAILED: _S.ASSIGNED, _T.CANCEL: _S.CANCELLED},
     _S.DONE: {},
     _S.CANCELLED: {},
 }
@@ -133,7 +149,7 @@ async def _write(path: str, fn: Any) -> Any:
 
 
 @registry.op("callback.list", roles=READ_ROLES, args=[
-    Arg("state", str, default="", choices=("", *(s.value for s in CallbackState))),
+    Arg("state", str, default="", choices=("", *(st.value for st in CallbackState))),
     Arg("queue", str, default=""), Arg("assigned_agent", str, default=""),
     Arg("due_before", (int, float, str, type(None)), default=None,
         doc="only callbacks due (scheduled_ts, or requested_ts when unscheduled) before this time"),
@@ -181,6 +197,11 @@ async def _change(ctx: OpContext, callback_id: int, trigger: CallbackTrigger, va
         sets = {**values, "state": new.value}
         conn.execute(f"UPDATE callbacks SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ? AND state = ?",
                      [*sets.values(), callback_id, cur["state"]])
+        if new is CallbackState.DONE and sets.get("result_call_id") and cur["call_id"]:
+            # The serving call's CDR points back at the abandoned call (when it
+            # is already written; a call still in progress keeps its own link).
+            conn.execute("UPDATE cdr SET callback_of = ? WHERE call_id = ? AND tenant = ? AND callback_of = ''",
+                         [cur["call_id"], sets["result_call_id"], cur["tenant"]])
         cur.update(sets)
         return cur
 
@@ -236,4 +257,76 @@ async def op_callback_complete(ctx: OpContext, args: dict[str, Any]) -> dict[str
                          {"completed_ts": time.time(), "result_call_id": args["result_call_id"]})
 
 
-__all__ = ["COLUMNS", "CallbackState", "CallbackTrigger", "InvalidState", "TRANSITIONS", "next_state"]
+@registry.op("callback.dial", roles=AGENT_ROLES, changes_state=True, args=[
+    Arg("id", int, doc="callback id (callback.preview / callback.list)"),
+    Arg("agent", str, default="", doc="agent who calls (default: the session's agent)"),
+    Arg("trunk", str, default="", doc="trunk for the outgoing leg (default: the tenant's first)")])
+async def op_callback_dial(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Preview dialling: ring the agent's phone, then the callback's number (click-to-dial)."""
+    from engine.errors import Unavailable
+
+    number = args["agent"] or ctx.session.agent
+    if not number:
+        raise InvalidArgs("callback.dial: give the agent (this user is not an agent)")
+    _check_agent(ctx, number)
+    centre = next((s for s in ctx.engine.services if type(s).__name__ == "CallCentre"), None)
+    control = getattr(centre, "callcontrol", None)
+    if centre is None or control is None:
+        raise Unavailable("callback.dial needs the call path (a configured trunk) and call control")
+    sw, sp = _callback_where(_scope(ctx))
+    from engine.reporting_ops import _in_thread
+
+    row = await _in_thread(_db(ctx), lambda conn: conn.execute(
+        f"SELECT {', '.join(COLUMNS)} FROM callbacks WHERE id = ? AND {sw}", [args["id"], *sp]).fetchone())
+    if row is None:
+        raise NotFound(f"no callback {args['id']} visible to this user")
+    cb = dict(zip(COLUMNS, row))
+    if cb["assigned_agent"] and cb["assigned_agent"] != number:
+        raise Forbidden(f"callback {cb['id']} is assigned to agent {cb['assigned_agent']}")
+    next_state(cb["state"], CallbackTrigger.DIAL, cb["id"])  # refuse before ringing anyone
+    call = control.dial(centre.agent(number), cb["caller_number"], trunk=args["trunk"])
+    from engine.realtime import find_stats
+
+    svc = find_stats(ctx.engine)
+    if svc is not None:
+        svc.dialled.add(call.call_id)
+    row = await _change(ctx, cb["id"], CallbackTrigger.DIAL,
+                        {"assigned_agent": number, "result_call_id": call.call_id, "attempts": cb["attempts"] + 1})
+    return {"callback": row, "call": call.describe()}
+
+
+async def finish_dialled(engine: Any, call_id: str, answered: bool) -> dict[str, Any] | None:
+    """The dialled callback call ``call_id`` ended: done (answered, CDR linked) or back to assigned."""
+    store = engine.store
+    path = getattr(store, "path", None)
+    if store is None or not path or path == ":memory:":
+        return None
+    await store.aflush()  # the call's CDR is committed before it is linked
+
+    def fn(conn: sqlite3.Connection) -> dict[str, Any] | None:
+        row = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM callbacks WHERE result_call_id = ? AND state = ?",
+                           [call_id, CallbackState.DIALING.value]).fetchone()
+        if row is None:
+            return None
+        cur = dict(zip(COLUMNS, row))
+        trigger = CallbackTrigger.COMPLETE if answered else CallbackTrigger.FAILED
+        new = next_state(cur["state"], trigger, cur["id"])
+        sets: dict[str, Any] = {"state": new.value}
+        if answered:
+            sets["completed_ts"] = time.time()
+            conn.execute("UPDATE cdr SET callback_of = ? WHERE call_id = ? AND tenant = ? AND callback_of = ''",
+                         [cur["call_id"], call_id, cur["tenant"]])
+        conn.execute(f"UPDATE callbacks SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
+                     [*sets.values(), cur["id"]])
+        cur.update(sets)
+        return cur
+
+    row = await _write(path, fn)
+    if row is not None:
+        engine.bus.publish("callback.changed", row, tenant=row["tenant"], agent=row["assigned_agent"] or None,
+                           queue=row["queue"] or None)
+    return row
+
+
+__all__ = ["COLUMNS", "CallbackState", "CallbackTrigger", "InvalidState", "TRANSITIONS", "finish_dialled",
+           "next_state"]

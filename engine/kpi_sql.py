@@ -4,13 +4,20 @@ Theory of operation
 -------------------
 :func:`engine.kpi.tally_rows` reads every row in Python; for a month of a
 busy centre (a million CDRs) that is seconds.  Here SQLite does the
-per-row work: one query per table aggregates the additive quantities of
-:class:`engine.kpi.Tally` by ``(base bucket, key)``, where the base bucket is
-``CAST(t / 900 AS INTEGER)`` (15 minutes of UTC).  Python then adds each
-base tally into the tally of the local period that contains it
-(:meth:`engine.kpi.Calendar.base_start`, cached: a month is ~3,000 base
-buckets).  The result is the same :class:`engine.kpi.Report` the reference
-path builds; the tests require both to agree figure by figure.
+per-row work and returns one row per (local period, key):
+
+* the range is cut where the zone's UTC offset changes (:func:`segments`,
+  DST: a month has at most two pieces); inside a piece a local period is
+  ``CAST((t + shift) / width AS INTEGER)`` (:class:`Slots`: 30-minute and
+  hour slots of real time, or the local day number for days, weeks and
+  months, which Python maps to week and month starts);
+* Python only adds the few rows per (period, key) into
+  :class:`engine.kpi.Tally` objects.
+
+The result is the same :class:`engine.kpi.Report` the reference path
+builds; the tests require both to agree figure by figure.  Zones whose
+offsets are not multiples of 15 minutes (none today) take the reference
+path (:meth:`engine.kpi.Calendar.base_bucket_ok`).
 
 * **calls**: ``cdr`` filtered by ``tenant`` and an indexed ``start_ts`` range
   (offer time = ``COALESCE(queued_ts, start_ts)`` is at or after
@@ -18,9 +25,10 @@ path builds; the tests require both to agree figure by figure.
   offer-time range.  The repeat-caller flag is a window function
   (``LAG(start_ts) OVER (PARTITION BY tenant, caller_number ORDER BY
   start_ts, call_id)``) over the range plus the look-back window.
-* **agent time**: spans (clipped to the range) are cut at base-bucket
-  boundaries inside SQLite (first and last bucket of each span); only spans
-  longer than a base bucket return to Python for the whole buckets between.
+* **agent time**: spans (clipped to the piece) are cut at slot boundaries
+  inside SQLite (first and last slot of each span), agents mapped to their
+  queues/groups by a joined ``VALUES`` table; only spans covering whole
+  slots between return to Python.
 * **ring no answer** (agent dimension) from ``queue_log``, **callbacks**
   from ``callbacks`` (a small table) through the reference code.
 
@@ -28,10 +36,12 @@ All values are bound parameters; the key column comes from a fixed map.
 """
 from __future__ import annotations
 
+import datetime as _dt
+import math
 import sqlite3
 from typing import Any, Sequence
 
-from engine.kpi import (BASE_BUCKET_S, BLOCKED_DISPOSITIONS, STAFFED_STATES, Calendar, Dimension, KpiSettings,
+from engine.kpi import (BLOCKED_DISPOSITIONS, STAFFED_STATES, Calendar, Dimension, KpiSettings,
                         Membership, Period, Report, Tally, agent_keys, tally_rows)
 
 IVR_LOOKBACK_S = 86400.0
@@ -52,7 +62,9 @@ def _tenant_clause(tenants: Sequence[str] | None, col: str = "tenant") -> tuple[
 
 
 def calls_sql(dimension: Dimension, tenants: Sequence[str] | None) -> str:
-    """The ``cdr`` aggregation query (parameters: see :func:`tally_sqlite`)."""
+    """The ``cdr`` aggregation query.  Parameters: tenants, start_ts range
+    (with look-back), slot shift and width, T, short-abandon threshold,
+    repeat window, offer-time range."""
     key = _CALL_KEY[dimension]
     tclause, _ = _tenant_clause(tenants)
     blocked = ", ".join(f"'{d}'" for d in sorted(BLOCKED_DISPOSITIONS))
@@ -67,7 +79,7 @@ WITH c AS (
   FROM cdr
   WHERE {tclause} AND direction = 'inbound' AND start_ts >= ? AND start_ts < ?
 )
-SELECT CAST(t / {BASE_BUCKET_S} AS INTEGER) AS b, k,
+SELECT CAST((t + ?) / ? AS INTEGER) AS b, k,
   COUNT(*),
   SUM(queued_ts IS NOT NULL),
   SUM(queued_ts IS NOT NULL AND answered_ts IS NOT NULL),
@@ -115,37 +127,36 @@ def tally_sqlite(conn: sqlite3.Connection, *, period: Period, dimension: Dimensi
     rep = Report(period, dimension, cal, settings, since, until)
     window_s = settings.repeat_window_days * 86400.0
     _, tparams = _tenant_clause(tenants)
-    params = [*tparams, since - IVR_LOOKBACK_S - window_s, until,
-              settings.service_level_s, settings.short_abandon_s, window_s, since, until]
     per_agent = dimension is Dimension.AGENT
-    # Accumulate plain lists per (period, key) first: a month has ~3,000 base
-    # buckets per key, and Tally objects per base row would cost more than SQLite.
     longest = _CALL_FIELDS.index("longest_wait_s")
     rna = _CALL_FIELDS.index("ring_no_answer")
-    acc: dict[tuple[float, str], list[float]] = {}
-    base_start = cal.base_start
-    for row in conn.execute(calls_sql(dimension, tenants), params):
-        k = (base_start(row[0], period), row[1])
-        vals = [v or 0 for v in row[2:]]
-        cur = acc.get(k)
-        if cur is None:
-            acc[k] = vals
-        else:
-            lw = max(cur[longest], vals[longest])
-            acc[k] = cur = [a + b for a, b in zip(cur, vals)]
-            cur[longest] = lw
-    for k, vals in acc.items():
+    sql = calls_sql(dimension, tenants)
+    for slots in segments(cal, period, since, until):
+        params = [*tparams, slots.a - IVR_LOOKBACK_S - window_s, slots.b, slots.shift, slots.width,
+                  settings.service_level_s, settings.short_abandon_s, window_s, slots.a, slots.b]
+        acc: dict[tuple[float, str], list[float]] = {}
+        for row in conn.execute(sql, params):
+            k = (slots.start(row[0]), row[1])
+            vals = [v or 0 for v in row[2:]]
+            cur = acc.get(k)
+            if cur is None:
+                acc[k] = vals
+            else:
+                lw = max(cur[longest], vals[longest])
+                acc[k] = cur = [x + y for x, y in zip(cur, vals)]
+                cur[longest] = lw
+        for k, vals in acc.items():
+            if per_agent:
+                vals[rna] = 0
+            rep.tally(*k).add(Tally(**dict(zip(_CALL_FIELDS, vals))))
+        _agent_time(conn, rep, tenants, members, slots)
         if per_agent:
-            vals[rna] = 0
-        rep.tally(*k).add(Tally(**dict(zip(_CALL_FIELDS, vals))))
-    _agent_time(conn, rep, tenants, members)
-    if per_agent:
-        tclause, tp = _tenant_clause(tenants)
-        sql = (f"SELECT CAST(ts / {BASE_BUCKET_S} AS INTEGER), agent, COUNT(*) FROM queue_log "
-               f"WHERE {tclause} AND event = 'ring_no_answer' AND ts >= ? AND ts < ? AND agent != '' "
-               "GROUP BY 1, 2")
-        for b, agent, n in conn.execute(sql, [*tp, since, until]):
-            rep.tally(cal.base_start(b, period), agent).ring_no_answer += n
+            tclause, tp = _tenant_clause(tenants)
+            q = (f"SELECT CAST((ts + ?) / ? AS INTEGER), agent, COUNT(*) FROM queue_log "
+                 f"WHERE {tclause} AND event = 'ring_no_answer' AND ts >= ? AND ts < ? AND agent != '' "
+                 "GROUP BY 1, 2")
+            for b, agent, n in conn.execute(q, [slots.shift, slots.width, *tp, slots.a, slots.b]):
+                rep.tally(slots.start(b), agent).ring_no_answer += n
     if dimension in (Dimension.TENANT, Dimension.QUEUE, Dimension.AGENT):
         tclause, tp = _tenant_clause(tenants)
         cbs = conn.execute(f"SELECT tenant, queue, assigned_agent, requested_ts, completed_ts FROM callbacks "
@@ -159,48 +170,125 @@ def tally_sqlite(conn: sqlite3.Connection, *, period: Period, dimension: Dimensi
     return rep
 
 
-def _agent_time(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | None,
-                members: dict[str, Membership]) -> None:
-    """Agent seconds by state, split at base-bucket boundaries inside SQLite.
+class Slots:
+    """Local period slots of one constant-offset piece ``[a, b)`` of the range.
 
-    A span ``[s, e)`` (clipped to the range) gives its first base bucket
-    ``min(e, end of that bucket) - s`` and its last ``e - start of that
-    bucket``; only spans longer than a whole base bucket (breaks, long idle
-    times) come back to Python for the full buckets between.
+    SQLite computes ``slot = CAST((t + shift) / width AS INTEGER)``: for
+    30-minute intervals and hours ``shift`` is the UTC offset modulo the
+    width (a repeated autumn hour keeps two slots), for days, weeks and
+    months it is the offset and ``width`` a day, so the slot is the local
+    day number.  :meth:`start` turns a slot into its period start.
     """
-    since, until, cal, period, dim = rep.since, rep.until, rep.cal, rep.period, rep.dimension
+
+    def __init__(self, cal: Calendar, period: Period, a: float, b: float, offset: int) -> None:
+        self.cal, self.period, self.a, self.b = cal, period, a, b
+        if period is Period.INTERVAL_30 or period is Period.HOUR:
+            self.width = 1800 if period is Period.INTERVAL_30 else 3600
+            self.shift = offset % self.width
+        else:
+            self.width, self.shift = 86400, offset
+        self._starts: dict[int, float] = {}
+
+    def start(self, slot: int) -> float:
+        hit = self._starts.get(slot)
+        if hit is None:
+            if self.width < 86400:
+                hit = float(slot * self.width - self.shift)
+            else:
+                day = _dt.date(1970, 1, 1) + _dt.timedelta(days=slot)
+                hit = self.cal.period_start(_local_noon(day, self.cal), self.period)
+            self._starts[slot] = hit
+        return hit
+
+
+def _local_noon(day: _dt.date, cal: Calendar) -> float:
+    return _dt.datetime(day.year, day.month, day.day, 12, tzinfo=cal.zone).timestamp()
+
+
+def segments(cal: Calendar, period: Period, since: float, until: float) -> list[Slots]:
+    """The range cut where the zone's UTC offset changes (DST), one :class:`Slots` each."""
+    def offset(ts: float) -> int:
+        return int(_dt.datetime.fromtimestamp(ts, cal.zone).utcoffset().total_seconds())  # type: ignore[union-attr]
+
+    out = []
+    a, off = since, offset(since)
+    t = since
+    while t < until:
+        nxt = min(t + 3600, until)
+        if nxt < until and offset(nxt) != off:
+            lo, hi = t, nxt  # the change lies in (lo, hi]: find it to the second
+            while hi - lo > 1:
+                mid = math.floor((lo + hi) / 2)
+                if offset(mid) == off:
+                    lo = mid
+                else:
+                    hi = mid
+            out.append(Slots(cal, period, a, float(hi), off))
+            a, off = float(hi), offset(hi)
+        t = nxt
+    out.append(Slots(cal, period, a, until, off))
+    return out
+
+
+def _agent_time(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | None,
+                members: dict[str, Membership], slots: Slots) -> None:
+    """Agent seconds by state and key, split at slot boundaries inside SQLite.
+
+    A span ``[s, e)`` (clipped to the piece) gives its first slot
+    ``min(e, end of that slot) - s`` and its last ``e - start of that
+    slot``; only spans covering whole slots in between (breaks, long idle
+    times) come back to Python.  Agents map to queues and groups through a
+    ``VALUES`` table joined in SQL *after* the spans are summed per agent
+    (joining raw spans costs spans x agents), so rows come out per (slot,
+    key, state).
+    """
+    dim = rep.dimension
     if dim is Dimension.DIALED_NUMBER:
         return
     tclause, tp = _tenant_clause(tenants)
-    states = ", ".join(f"'{s}'" for s in STAFFED_STATES)
-    w = BASE_BUCKET_S
-    spans = (f"WITH sp AS (SELECT agent, tenant, previous_state AS st, MAX(ts - duration_s, ?) AS s, MIN(ts, ?) AS e "
+    states = ", ".join(f"'{st}'" for st in STAFFED_STATES)
+    w = slots.width
+    pairs: list[str] = []
+    if dim is Dimension.AGENT or dim is Dimension.GROUP or dim is Dimension.QUEUE:
+        key = "agent"
+    else:
+        key = "tenant"
+    mapped = dim is Dimension.GROUP or dim is Dimension.QUEUE
+    if mapped:
+        pairs = [x for a, m in sorted(members.items())
+                 for k in sorted(m.groups if dim is Dimension.GROUP else m.queues) for x in (a, k)]
+        if not pairs:
+            return
+    mtable = ("m(agent, k) AS (VALUES " + ", ".join("(?, ?)" for _ in range(len(pairs) // 2)) + "), ") if pairs else ""
+    # MATERIALIZED: each span is read once, then split three ways below.
+    spans = (f"WITH {mtable}sp AS MATERIALIZED (SELECT agent, tenant, previous_state AS st, "
+             f"MAX(ts - duration_s, ?) + ? AS s, MIN(ts, ?) + ? AS e "
              f"FROM agent_state_log WHERE {tclause} AND ts >= ? AND ts < ? AND ts - duration_s < ? "
              f"AND previous_state IN ({states})), "
-             f"b AS (SELECT agent, tenant, st, s, e, CAST(s / {w} AS INTEGER) AS b0, CAST(e / {w} AS INTEGER) AS b1 "
-             f"FROM sp WHERE e > s) ")
-    params = [since, until, *tp, since, until + SPAN_LOOKAHEAD_S, until]
-    sql = (spans + f"SELECT b0, agent, tenant, st, TOTAL(MIN(e, (b0 + 1) * {w}) - s) FROM b GROUP BY 1, 2, 3, 4 "
-           f"UNION ALL SELECT b1, agent, tenant, st, TOTAL(e - b1 * {w}) FROM b "
-           f"WHERE b1 > b0 AND e > b1 * {w} GROUP BY 1, 2, 3, 4")
-    acc: dict[tuple[int, str, str, str], float] = {}
-    for b, agent, tenant, state, secs in conn.execute(sql, params):
-        k = (b, agent, tenant, state)
-        acc[k] = acc.get(k, 0.0) + secs
-    for b, agent, tenant, state, n in conn.execute(
-            spans + "SELECT b0, agent, tenant, st, b1 - b0 - 1 FROM b WHERE b1 - b0 >= 2", params):
-        for i in range(1, n + 1):
-            k = (b + i, agent, tenant, state)
-            acc[k] = acc.get(k, 0.0) + w
-    keys_of: dict[tuple[str, str], list[str]] = {}
-    for (b, agent, tenant, state), secs in acc.items():
-        keys = keys_of.get((agent, tenant))
-        if keys is None:
-            keys = keys_of[(agent, tenant)] = agent_keys(agent, tenant, dim, members)
-        start = cal.base_start(b, period)
-        for key in keys:
-            st = rep.tally(start, key).state_s
-            st[state] = st.get(state, 0.0) + secs
+             f"b AS MATERIALIZED (SELECT {key} AS k, st, s, e, CAST(s / {w} AS INTEGER) AS b0, "
+             f"CAST(e / {w} AS INTEGER) AS b1 FROM sp WHERE e > s) ")
+    params = [*pairs, slots.a, slots.shift, slots.b, slots.shift, *tp, slots.a, slots.b + SPAN_LOOKAHEAD_S, slots.b]
+    parts = (f"SELECT b0 AS slot, k, st, TOTAL(MIN(e, (b0 + 1) * {w}) - s) AS secs FROM b GROUP BY 1, 2, 3 "
+             f"UNION ALL SELECT b1, k, st, TOTAL(e - b1 * {w}) FROM b "
+             f"WHERE b1 > b0 AND e > b1 * {w} GROUP BY 1, 2, 3")
+    whole = f"SELECT b0, k, st, 0, b1 - b0 - 1 FROM b WHERE b1 - b0 >= 2"
+    if mapped:
+        # Agents -> queues/groups after grouping by agent (at most slots x agents x
+        # states rows), so the join never sees the raw spans.
+        sql = (spans.rstrip() + f", g AS MATERIALIZED ({parts}) "
+               "SELECT g.slot, m.k, g.st, TOTAL(g.secs), 0 FROM g JOIN m ON m.agent = g.k GROUP BY 1, 2, 3 "
+               f"UNION ALL {whole}")
+    else:
+        sql = spans + f"SELECT slot, k, st, secs, 0 FROM ({parts}) UNION ALL {whole}"
+    for b, k, st, secs, n in conn.execute(sql, params):
+        if n:  # a span covering whole slots: k is the agent when keys are mapped
+            keys = agent_keys(k, "", dim, members) if mapped else [k]
+            items = [(b + i, key, float(w)) for i in range(1, n + 1) for key in keys]
+        else:
+            items = [(b, k, secs)]
+        for slot, key, amount in items:
+            state_s = rep.tally(slots.start(slot), key).state_s
+            state_s[st] = state_s.get(st, 0.0) + amount
 
 
-__all__ = ["IVR_LOOKBACK_S", "SPAN_LOOKAHEAD_S", "calls_sql", "tally_sqlite"]
+__all__ = ["IVR_LOOKBACK_S", "SPAN_LOOKAHEAD_S", "Slots", "calls_sql", "segments", "tally_sqlite"]

@@ -27,7 +27,9 @@ events=["stats"]``) its own snapshot every ``[reporting] stats_interval_s``
 per connection (cached per distinct scope within one tick) rather than
 published once on the bus.
 
-The service also owns the *abandoned → callback* rule: with ``[reporting]
+It also previews due callbacks to ready agents (``callback.preview``, see
+:mod:`engine.callbacks`) and finishes dialled callbacks when their call
+ends.  And it owns the *abandoned → callback* rule: with ``[reporting]
 abandoned_to_callback = true`` every ``call.ended`` event with disposition
 ``abandoned`` in a queue adds an open ``callbacks`` row (once per call).
 """
@@ -161,6 +163,9 @@ class StatsService:
         self.ticks = 0
         self._tasks: list[asyncio.Task] = []
         self._callbacks_done: set[str] = set()
+        self.dialled: set[str] = set()
+        """Call ids of callbacks being dialled (``callback.dial``), finished on ``call.ended``."""
+        self._previewed: set[tuple[int, str]] = set()
 
     async def start(self, engine: Any) -> None:
         self.engine = engine
@@ -182,9 +187,19 @@ class StatsService:
 
     # -- bus subscriber: abandoned calls become callbacks
     def deliver(self, event: BusEvent) -> None:
-        if event.name != "call.ended" or not self.engine.config.reporting.abandoned_to_callback:
+        if event.name != "call.ended":
             return
         d = event.data
+        if d.get("call_id") in self.dialled:
+            from engine.callbacks import finish_dialled
+
+            self.dialled.discard(d["call_id"])
+            task = asyncio.get_running_loop().create_task(
+                finish_dialled(self.engine, d["call_id"], d.get("disposition") == "answered"))
+            self._tasks.append(task)
+            return
+        if not self.engine.config.reporting.abandoned_to_callback:
+            return
         if d.get("disposition") != "abandoned" or not d.get("queue") or not d.get("caller_number"):
             return
         call_id = d.get("call_id", "")
@@ -221,12 +236,53 @@ class StatsService:
 
         self.today = await asyncio.get_running_loop().run_in_executor(None, work)
 
+    async def preview_due(self, ready: set[str] | None = None, now: float | None = None) -> list[dict[str, Any]]:
+        """Send ``callback.preview`` to each ready agent with a due callback
+        (once per callback and ready period); returns the rows previewed.
+        ``ready``: agent numbers that are ready (default: the call path's)."""
+        if ready is None:
+            centre = _centre(self.engine)
+            ready = {n for n, rec in centre.agents.items() if rec.state == "ready"} if centre is not None else set()
+        self._previewed = {(i, a) for (i, a) in self._previewed if a in ready}
+        store = self.engine.store
+        path = getattr(store, "path", None)
+        if not ready or store is None or not path or path == ":memory:":
+            return []
+        from engine.callbacks import COLUMNS
+        from engine.reporting import open_reader
+
+        now = time.time() if now is None else now
+        agents = sorted(ready)
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM callbacks WHERE state IN ('assigned', 'scheduled') "
+               f"AND assigned_agent IN ({', '.join('?' for _ in agents)}) "
+               "AND COALESCE(scheduled_ts, requested_ts) <= ? ORDER BY COALESCE(scheduled_ts, requested_ts), id")
+
+        def work() -> list[dict[str, Any]]:
+            conn = open_reader(path)
+            try:
+                return [dict(zip(COLUMNS, r)) for r in conn.execute(sql, [*agents, now])]
+            finally:
+                conn.close()
+
+        rows = await asyncio.get_running_loop().run_in_executor(None, work)
+        sent = []
+        for row in rows:
+            key = (row["id"], row["assigned_agent"])
+            if key in self._previewed or any(a == row["assigned_agent"] for _, a in self._previewed):
+                continue  # one preview at a time per agent
+            self._previewed.add(key)
+            self.engine.bus.publish("callback.preview", row, tenant=row["tenant"], agent=row["assigned_agent"],
+                                    queue=row["queue"] or None)
+            sent.append(row)
+        return sent
+
     async def _today_loop(self) -> None:
         while True:
             try:
                 await self.refresh_today()
+                await self.preview_due()
             except Exception:
-                logger.exception("today's KPIs could not be computed")
+                logger.exception("today's KPIs or callback previews could not be computed")
             await asyncio.sleep(self.today_refresh_s)
 
     async def _tick_loop(self) -> None:

@@ -34,7 +34,7 @@ from engine.acd import Acd
 from engine.acd_types import DecisionKind, QueueConfig, Tier
 from engine.kpi import Calendar, Dimension, KpiSettings, Membership, Period
 from engine.kpi_sql import tally_sqlite
-from engine.store import SqliteStore
+from engine.store import migrate
 
 AGENTS = 20
 HANDLE_S = 30.0
@@ -102,13 +102,14 @@ def simulate_day(seed: int, agents: int = AGENTS) -> tuple[list[dict[str, Any]],
 def day_db(tmp_path_factory: pytest.TempPathFactory) -> Any:
     cdr, states = simulate_day(seed=20261123)
     path = tmp_path_factory.mktemp("erlang") / "store.db"
-    store = SqliteStore(str(path), batch_max_rows=5000)
-    for r in cdr:
-        store.append("cdr", r)
-    for s in states:
-        store.append("agent_state_log", s)
-    store.close()
-    conn = sqlite3.connect(str(path))
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    migrate(conn)  # the store's real schema and indexes, rows bulk-inserted
+    conn.execute("BEGIN")
+    for table, rows in (("cdr", cdr), ("agent_state_log", states)):
+        cols = list(rows[0])
+        conn.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                         [tuple(r[c] for c in cols) for r in rows])
+    conn.execute("COMMIT")
     row = day_figures(conn)
     conn.close()
     return row

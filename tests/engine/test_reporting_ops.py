@@ -232,8 +232,11 @@ def test_callbacks_assign_schedule_complete_and_scope(make_config: Any, tmp_path
             assert err(await agent.call("callback.schedule", id=cb0, at=at, agent="1002")) == "forbidden"
             due = ok(await admin.call("callback.list", due_before="2030-01-03"))["callbacks"]
             assert cb0 in [c["id"] for c in due]
-            done = ok(await agent.call("callback.complete", id=cb0, result_call_id="new-call"))
-            assert done["state"] == "done" and done["result_call_id"] == "new-call"
+            done = ok(await agent.call("callback.complete", id=cb0, result_call_id="a4"))
+            assert done["state"] == "done" and done["result_call_id"] == "a4"
+            # the serving call's CDR now links the callback to the original call
+            linked = ok(await admin.call("cdr.query", callback_of="cb0"))
+            assert ids(linked) == ["a4"]
             assert err(await agent.call("callback.complete", id=cb0)) == "conflict"
             assert err(await admin.call("callback.schedule", id=cb0, at=at)) == "conflict"
             for c in (admin, sup, agent, rep):
@@ -306,4 +309,49 @@ def test_stats_realtime_and_the_stats_event(make_config: Any, tmp_path: pathlib.
             assert len(rows) == 1 and rows[0]["state"] == "open" and rows[0]["queue"] == "sales"
             for c in (admin, sup, agent):
                 await c.close()
+    run(main())
+
+
+def test_callback_preview_and_dialled_callback_outcomes(make_config: Any, tmp_path: pathlib.Path) -> None:
+    """Due callbacks of ready agents are previewed once; a dialled callback's
+    call ending answered completes it (CDR linked), otherwise it is retried.
+    (The dialling itself, engine/legs.py through call control, needs the call
+    path: without it callback.dial is 'unavailable'.)"""
+    async def main() -> None:
+        svc = StatsService(today_refresh_s=60)
+        async with running_engine(config(make_config, tmp_path), services=[svc]) as engine:
+            await seeded(engine, tmp_path)
+            admin, agent = await session(engine, "admin"), await session(engine, "agent1")
+            cbs = ok(await admin.call("callback.list"))["callbacks"]
+            cb0, cb1 = cbs[0]["id"], cbs[1]["id"]
+            ok(await admin.call("callback.schedule", id=cb0, at=NOW - 60, agent="1001"))
+            ok(await agent.call("events.subscribe", events=["callback.*"]))
+            assert [r["id"] for r in await svc.preview_due(ready={"1001"})] == [cb0]
+            ev = await agent.frame()
+            while ev.get("event") != "callback.preview":
+                ev = await agent.frame()
+            assert ev["data"]["id"] == cb0 and ev["data"]["caller_number"] == "+4930555"
+            assert await svc.preview_due(ready={"1001"}) == []  # once per ready period
+            assert await svc.preview_due(ready=set()) == []
+            assert [r["id"] for r in await svc.preview_due(ready={"1001"})] == [cb0]  # ready again
+            assert err(await agent.call("callback.dial", id=cb0)) == "unavailable"
+            # what callback.dial leaves behind, then the calls ending
+            import sqlite3
+            conn = sqlite3.connect(engine.store.path, isolation_level=None)
+            conn.execute("UPDATE callbacks SET state = 'dialing', result_call_id = 'a4' WHERE id = ?", [cb0])
+            conn.execute("UPDATE callbacks SET state = 'dialing', result_call_id = 'a2' WHERE id = ?", [cb1])
+            conn.close()
+            svc.dialled.update({"a4", "a2"})
+            engine.bus.publish("call.ended", {"call_id": "a4", "disposition": "answered"}, tenant="default")
+            engine.bus.publish("call.ended", {"call_id": "a2", "disposition": "no_answer"}, tenant="default")
+            for _ in range(100):
+                rows = {r["id"]: r for r in ok(await admin.call("callback.list"))["callbacks"]}
+                if rows[cb0]["state"] == "done" and rows[cb1]["state"] == "assigned":
+                    break
+                await asyncio.sleep(0.05)
+            assert rows[cb0]["state"] == "done" and rows[cb1]["state"] == "assigned"
+            assert ids(ok(await admin.call("cdr.query", callback_of="cb0"))) == ["a4"]
+            assert ok(await admin.call("cdr.query", callback_of="cb1"))["rows"] == []
+            await admin.close()
+            await agent.close()
     run(main())
