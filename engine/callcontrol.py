@@ -991,6 +991,7 @@ class CallControl:
         call_id = f"dial-{int(time.time() * 1000)}-{self._next()}@{centre.config.sip.domain}"
         call = Call(call_id, rec.tenant, shown, number, trunk, "", direction="outbound")
         call.agent = rec.number
+        call.grp = centre.group_for(call, rec.number)
         centre.calls[call_id] = call
         st = self.state(call)
         st.dial = {"number": number, "trunk": trunk, "caller_number": shown}

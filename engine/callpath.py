@@ -700,10 +700,25 @@ class CallCentre:
             call.variables["history"] = {"calls": len(rows), "last_agent": last.get("agent", ""),
                                          "last_notes": last.get("notes", "")}
 
+    def group_for(self, call: Call, agent: str = "") -> str:
+        """The skill group a call counts for in ``cdr.grp`` and the group KPIs.
+
+        Answered: the first of the queue's groups the answering agent belongs
+        to (the group that served it); waiting or abandoned: the queue's first
+        group; no queue (click-to-dial, direct transfers): the agent's first.
+        """
+        cfg = self.config
+        queue = cfg.queues.get(call.queue) if call.queue else None  # type: ignore[union-attr]
+        agent_groups = cfg.agents[agent].groups if agent in cfg.agents else ()  # type: ignore[union-attr]
+        if queue is not None and queue.groups:
+            return next((g for g in queue.groups if g in agent_groups), queue.groups[0])
+        return agent_groups[0] if agent_groups else call.grp
+
     def enqueue_now(self, call: Call) -> None:
         """Put a routed call into its queue's ACD line."""
         if call.state is not CallState.ROUTING:
             return
+        call.grp = self.group_for(call)
         call.fire(CallTrigger.QUEUE)
         call.queued_ts = time.time()
         qid = self.queue_ids[call.queue]
@@ -1027,6 +1042,7 @@ class CallCentre:
         call.fire(CallTrigger.ANSWER)
         rec.rejects = 0
         call.agent = rec.number
+        call.grp = self.group_for(call, rec.number)
         call.answered_ts = time.time()
         self.acd.accept(call.acd_id, rec.acd_id, self.now())
         self.stop_music(call)
@@ -1080,7 +1096,8 @@ class CallCentre:
                 return
             row = {"call_id": call.call_id, "tenant": call.tenant, "path": str(res.path),
                    "start_ts": call.answered_ts or call.start_ts, "duration_s": round(res.duration_s, 3),
-                   "agent": call.agent, "queue": call.queue, "caller_number": call.caller_number,
+                   "agent": call.agent, "grp": call.grp, "queue": call.queue,
+                   "caller_number": call.caller_number,
                    "format": self.config.recording.format, "channels": 2}  # type: ignore[union-attr]
             loop.call_soon_threadsafe(self._store, "recordings", row)
 

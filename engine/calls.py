@@ -105,6 +105,8 @@ class Call:
     trunk: str
     route: str
     queue: str = ""
+    grp: str = ""
+    """Skill group the call counts for (``cdr.grp``, group KPIs): see ``CallCentre.group_for``."""
     acd_id: int = 0
     state: CallState = CallState.ROUTING
     start_ts: float = field(default_factory=time.time)
@@ -170,7 +172,8 @@ class Call:
         talk_s = (self.agent_left_ts or end) - self.answered_ts if self.answered_ts is not None else 0.0
         return {"call_id": self.call_id, "tenant": self.tenant, "direction": self.direction,
                 "caller_number": self.caller_number, "dialed_number": self.dialed_number,
-                "trunk": self.trunk, "route": self.route, "flow": self.flow, "queue": self.queue, "agent": self.agent,
+                "trunk": self.trunk, "route": self.route, "flow": self.flow, "queue": self.queue, "grp": self.grp,
+                "agent": self.agent,
                 "start_ts": self.start_ts, "queued_ts": self.queued_ts, "answered_ts": self.answered_ts,
                 "end_ts": end, "wait_s": round(max(0.0, wait_s), 3), "ring_s": round(self.ring_s, 3),
                 "talk_s": round(max(0.0, talk_s), 3), "disposition": self.disposition,

@@ -160,6 +160,7 @@ def _ring_agent(centre: "CallCentre", call: "Call", ivr: Any, action: A.AttemptT
             leg.dialog = ev.leg.dialog
             call.fire(CallTrigger.CONNECT)
             call.agent = rec.number
+            call.grp = centre.group_for(call, rec.number)
             call.answered_ts = time.time()
             call.variables.update(transfer_result="answered", transfer_target=f"agent:{rec.number}")
             centre.stop_music(call)

@@ -153,6 +153,7 @@ def test_happy_path_trunk_queue_agent_recording(engine, tmp_path):
     db.row_factory = sqlite3.Row
     (cdr,) = db.execute("SELECT * FROM cdr").fetchall()
     assert cdr["call_id"] == call_id and cdr["agent"] == "1001" and cdr["queue"] == "sales"
+    assert cdr["grp"] == "sales"  # the group that served it (group KPIs, cdr.query group=)
     assert cdr["dialed_number"] == DIALED and cdr["disposition"] == "answered"
     assert cdr["end_reason"] == "caller_hangup" and cdr["talk_s"] > 2 and cdr["recorded"] == 1
     assert '"ticket": "T-42"' in cdr["data"]
@@ -161,6 +162,7 @@ def test_happy_path_trunk_queue_agent_recording(engine, tmp_path):
     states = [r["state"] for r in db.execute("SELECT state FROM agent_state_log ORDER BY id")]
     assert states == ["not_ready", "ready", "reserved", "busy", "wrapup", "ready"]
     (rec,) = db.execute("SELECT * FROM recordings").fetchall()
+    assert rec["grp"] == "sales" and rec["agent"] == "1001"
     with wave.open(rec["path"]) as w:
         assert w.getnchannels() == 2 and w.getframerate() == 8000
         x = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
