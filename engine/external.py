@@ -135,14 +135,14 @@ def connect_numbers(centre: "CallCentre", call: "Call", numbers: list[str], *,
     attempt(0)
 
 
-def _connected(centre: "CallCentre", call: "Call", number: str) -> None:
+def bridge_answered(centre: "CallCentre", call: "Call", leg: CallLeg) -> None:
+    """Bridge the caller with an outgoing leg that answered outside the ACD (external number, IVR transfer).
+
+    Music and the IVR stop, caller and leg share the call's room (created
+    when the call has none yet) and the recording starts per ``[recording]``.
+    """
     media = centre.media
-    assert media is not None and call.caller is not None and call.agent_leg is not None
-    leg = call.agent_leg
-    leg.dialog = leg.out.dialog
-    call.fire(CallTrigger.CONNECT)
-    call.answered_ts = time.time()
-    call.variables["external_number"] = number
+    assert media is not None and call.caller is not None
     centre.stop_music(call)
     centre._end_ivr(call)
     call.room = call.room or f"room-{call.call_id}"
@@ -151,6 +151,16 @@ def _connected(centre: "CallCentre", call: "Call", number: str) -> None:
         media.join(call.room, call.caller.leg_id)
     media.join(call.room, leg.leg_id)
     centre._start_recording(call)
+
+
+def _connected(centre: "CallCentre", call: "Call", number: str) -> None:
+    assert call.agent_leg is not None
+    leg = call.agent_leg
+    leg.dialog = leg.out.dialog
+    call.fire(CallTrigger.CONNECT)
+    call.answered_ts = time.time()
+    call.variables["external_number"] = number
+    bridge_answered(centre, call, leg)
     CallLogger(logger, {"call_id": call.call_id}).info("external %s answered: bridged", number)
     centre.engine.bus.publish("call.answered", {**call.describe(), "external_number": number, "wait_s": 0.0},
                               tenant=call.tenant)

@@ -40,6 +40,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from engine.app import CallLogger
+from engine.external import bridge_answered
 from ivr import actions as A
 from ivr import events as E
 
@@ -155,22 +156,13 @@ def _ring_agent(centre: "CallCentre", call: "Call", ivr: Any, action: A.AttemptT
             centre._agent_leg_event(call, ev)
         elif isinstance(ev, LegAnswered) and call.state is CallState.ROUTING and not finished:
             answered = finished = True
-            media = centre.media
-            assert media is not None and call.caller is not None
             leg.dialog = ev.leg.dialog
             call.fire(CallTrigger.CONNECT)
             call.agent = rec.number
             call.grp = centre.group_for(call, rec.number)
             call.answered_ts = time.time()
             call.variables.update(transfer_result="answered", transfer_target=f"agent:{rec.number}")
-            centre.stop_music(call)
-            centre._end_ivr(call)
-            call.room = call.room or f"room-{call.call_id}"
-            if call.room not in media.rooms:
-                media.create_room(call.room, call.tenant)
-                media.join(call.room, call.caller.leg_id)
-            media.join(call.room, leg.leg_id)
-            centre._start_recording(call)
+            bridge_answered(centre, call, leg)
             log.info("IVR transfer: agent %s answered", rec.number)
             centre.engine.bus.publish("call.answered", {**call.describe(), "agent": rec.number, "wait_s": 0.0},
                                       tenant=call.tenant, agent=rec.number,
