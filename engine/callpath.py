@@ -998,7 +998,12 @@ class CallCentre:
             leg.ended = True
             if self.leg_hook is not None and self.leg_hook(call, ev):
                 return
-            self.hangup(call, "agent_hangup" if ev.reason == "bye_received" else ev.reason)
+            reason = "agent_hangup" if ev.reason == "bye_received" else ev.reason
+            from engine.ivrbridge import start_post_call_flow
+
+            if reason == "agent_hangup" and start_post_call_flow(self, call):
+                return  # the caller stays for the flow named by the post_call_flow variable
+            self.hangup(call, reason)
         elif self.leg_hook is not None:
             self.leg_hook(call, ev)
 

@@ -290,11 +290,7 @@ def start_post_call_flow(centre: "CallCentre", call: "Call") -> bool:
         centre._drop_leg(call.agent_leg)
     rec = centre.agents.get(call.agent)
     if rec is not None:  # released exactly as by CallCentre.hangup: wrap-up, then ready
-        centre.acd.call_ended(rec.acd_id, centre.now())
-        centre._sync_agent(rec)
-        conf = centre.config.agents[rec.number]  # type: ignore[union-attr]
-        wrapup_s = conf.wrapup_s if conf.wrapup_s is not None else centre.config.queues[call.queue].wrapup_s  # type: ignore
-        rec.wrapup_timer = centre.loop.call_later(wrapup_s, centre._wrapup_expired, rec.number)  # type: ignore
+        centre.release_agent(rec, call)
     variables = {k: v for k, v in call.variables.items() if k != "history" and k != POST_CALL_VARIABLE}
     variables["agent_number"] = call.agent
     bridge = IvrBridge(centre, call)
