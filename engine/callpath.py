@@ -187,6 +187,8 @@ class CallCentre:
         from engine.screening import ScreenedCalls
 
         self.screened = ScreenedCalls(self)
+        # DTMF of legs outside a call-path call (campaign notifications): a tap returns True when it took it.
+        self.dtmf_taps: list[Any] = []  # Callable[[DtmfReceived], bool]
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, engine: Any) -> None:
@@ -1250,6 +1252,8 @@ class CallCentre:
             elif call is not None and call.ivr is not None:
                 call.ivr[2].prompt_finished(ev.player_id)
         elif isinstance(ev, DtmfReceived):
+            if any(tap(ev) for tap in self.dtmf_taps):
+                return
             call = self._call_of_leg(ev.leg_id)
             if call is not None and self.voicemail.recording(call):
                 if ev.digit == "#":

@@ -25,7 +25,7 @@ Everything that touches SIP, media or the ACD goes through a
 :class:`CallPort`: ``dial``, ``agent_counts``, ``connect_agent``,
 ``start_amd``, ``play``, ``run_flow``, ``hangup``.  The port reports
 progress back through :meth:`CampaignService.on_progress` (``answered``,
-``failed``, ``amd``, ``connected``, ``ended``).  :class:`engine.outbound_port.
+``failed``, ``amd``, ``connected``, ``dtmf``, ``ended``).  :class:`engine.outbound_port.
 CentrePort` is the port of the real call path (engine/legs.py trunk legs,
 the ACD, the media engine); tests may give a simulated carrier.
 
@@ -367,7 +367,8 @@ class CampaignService:
 
     def on_progress(self, call_id: str, kind: str, **info: Any) -> None:
         """A call of a campaign progressed: ``answered``, ``failed`` (``outcome``, ``status``),
-        ``amd`` (``result``, ``detail``), ``connected`` (``agent``), ``ended`` (``reason``, ``wrapup_s``)."""
+        ``amd`` (``result``, ``detail``), ``connected`` (``agent``), ``dtmf`` (``digit``: the called party
+        pressed a key during a notification), ``ended`` (``reason``, ``wrapup_s``)."""
         core = self._call_core.get(call_id)
         if core is None:
             logger.debug("[%s] progress %s for a call no campaign owns", call_id, kind)
@@ -386,6 +387,8 @@ class CampaignService:
                 if timer is not None:
                     timer.cancel()
                 actions = core.agent_connected(call_id, info["agent"], now)
+            elif kind == "dtmf":
+                actions = core.dtmf(call_id, info["digit"], now)
             elif kind == "ended":
                 actions = core.call_ended(call_id, now, wrapup_s=info.get("wrapup_s", 0.0),
                                           reason=info.get("reason", ""))

@@ -508,6 +508,8 @@ class Campaign:
     drop_message: str = opt("", doc="prompt (file or 'tts:TEXT') an answered call hears when dropped")
     message: str = opt("", doc="notification: prompt or 'tts:TEXT' with {field} substitution")
     confirm_digit: str = opt("", doc="notification: DTMF digit that confirms the message")
+    confirm_timeout_s: float = opt(5.0, min=0.5, max=60.0,
+                                   doc="notification: how long after the message the confirm digit is awaited")
     flow: str = opt("", doc="survey: the [flows] entry run on answer")
     preview_timeout_s: int = opt(60, min=5, max=3600, doc="preview: record skipped when not accepted in time")
     wrapup_s: int | None = opt(None, min=0, max=3600, doc="wrap-up after a campaign call (default: agent's)")

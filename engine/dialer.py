@@ -20,7 +20,9 @@ Life of an attempt::
         agent modes       ──▶ ConnectAgent(deadline = now + connect_timeout_s)
                               agent_connected() ─▶ result row "answered" + "connected" row
                               connect_timeout() ─▶ result row "dropped" + PlayMessage(drop_message)+Hangup
-        notification      ──▶ PlayNotification(text with record fields, confirm digit) → result "answered"
+        notification      ──▶ PlayMessage(text with record fields, confirm digit) → result "answered"
+                              dtmf(confirm digit) ─▶ "confirmed" row + Hangup("confirmed")
+                              call_ended() still awaiting the digit ─▶ "not_confirmed" row
         survey            ──▶ RunFlow(flow) → result "answered"
     call_ended()          ──▶ "ended" row (talk seconds), handle time to the pacer
 
@@ -102,12 +104,17 @@ class ConnectAgent(Action):
 
 @dataclass(frozen=True, slots=True)
 class PlayMessage(Action):
-    """Play ``prompt`` (file or ``tts:TEXT``) to the called party, then hang up when ``hangup``."""
+    """Play ``prompt`` (file or ``tts:TEXT``) to the called party, then hang up when ``hangup``.
+
+    With ``confirm_digit`` the port keeps the call up ``confirm_timeout_s``
+    after the prompt and reports the called party's DTMF (progress ``dtmf``).
+    """
 
     call_id: str
     prompt: str
     hangup: bool = True
     confirm_digit: str = ""
+    confirm_timeout_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +173,7 @@ class _Live:
     connect_deadline: float | None = None
     connected_ts: float | None = None
     finished: bool = False     # the result row is written
+    confirm: str = ""          # notification with confirm_digit: "pending" until "confirmed"
 
 
 class DialerCore:
@@ -347,9 +355,10 @@ class DialerCore:
         c = self.campaign
         rec = self.book.record(lv.record_id)
         if c.mode == "notification":
+            lv.confirm = "pending" if c.confirm_digit else ""
             return self._finish(lv, ANSWERED, now) + [
                 PlayMessage(lv.call_id, render_message(c.message, rec.fields), hangup=True,
-                            confirm_digit=c.confirm_digit)]
+                            confirm_digit=c.confirm_digit, confirm_timeout_s=float(c.confirm_timeout_s))]
         if c.mode == "survey":
             return self._finish(lv, ANSWERED, now) + [RunFlow(lv.call_id, c.flow, dict(rec.fields))]
         lv.connect_deadline = now + c.connect_timeout_s
@@ -385,6 +394,25 @@ class DialerCore:
             out.append(Hangup(call_id, "dropped"))
         return out
 
+    def dtmf(self, call_id: str, digit: str, now: float) -> list[Action]:
+        """The called party pressed ``digit`` (RFC 4733 on the callee leg).
+
+        Only a notification awaiting its ``confirm_digit`` listens: the right
+        digit writes the ``confirmed`` row and releases the call; any other
+        digit is ignored (the message goes on, the callee may still confirm).
+        """
+        lv = self._get(call_id)
+        if lv.confirm != "pending":
+            return []
+        if digit != self.campaign.confirm_digit:
+            logger.info("[%s] campaign %s: digit %s is not the confirm digit", call_id, self.book.name, digit)
+            return []
+        lv.confirm = "confirmed"
+        rec = self.book.record(lv.record_id)
+        return self._log([self.book.log_row(now, "confirmed", rec, call_id=call_id, outcome="confirmed",
+                                            data={"digit": digit, "after_s": round(now - (lv.answered_ts or now), 3)})]
+                         ) + [Hangup(call_id, "confirmed")]
+
     def call_ended(self, call_id: str, now: float, *, wrapup_s: float = 0.0, reason: str = "") -> list[Action]:
         """The call is over (either side hung up).  Returns the ``ended`` row."""
         lv = self.live.pop(call_id, None)
@@ -398,6 +426,10 @@ class DialerCore:
             else:
                 out += self._finish(lv, ANSWERED if lv.answered_ts is not None else "failed", now,
                                     data={"reason": reason or "ended_early"})
+        if lv.confirm == "pending":  # the message ended (or the callee hung up) without the digit
+            out += self._log([self.book.log_row(now, "not_confirmed", self.book.record(lv.record_id),
+                                                call_id=call_id, outcome="not_confirmed",
+                                                data={"reason": reason} if reason else {})])
         talk = now - lv.connected_ts if lv.connected_ts is not None else 0.0
         if lv.connected_ts is not None:
             self.pacer.handle_finished(talk + wrapup_s)

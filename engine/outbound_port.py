@@ -30,7 +30,15 @@ Theory of operation
   ``ended`` with the agent's wrap-up seconds).
 * ``play``: a prompt (a file, or ``tts:TEXT`` by espeak-ng) on the leg
   (taken out of the queue first when it was waiting: the drop message),
-  then hang-up after its length.
+  then hang-up after its length.  A notification with a ``confirm_digit``
+  stays up ``confirm_timeout_s`` longer, and the callee's digits reach the
+  dialer: the port is a DTMF tap of the call path
+  (:attr:`engine.callpath.CallCentre.dtmf_taps`), which the media engine's
+  :class:`media.events.DtmfReceived` (RFC 4733 telephone-events, or
+  in-band tones, on the callee leg ``CALL_ID/callee``) reaches before the
+  call path's own routing; the port takes the digits of its legs that are
+  not an engine call (survey calls are: their IVR gets the digits) and
+  reports progress ``dtmf``.
 * ``run_flow``: an IVR flow (survey) on the leg through the call path's
   flow runner, with the record's fields as call variables.
 * ``agent_counts``: the campaign's agents (its ``agents`` plus members of
@@ -100,12 +108,15 @@ class CentrePort:
         self.progress: Progress | None = None
         self.calls: dict[str, _Out] = {}
         centre.engine.bus.add(self)
+        centre.dtmf_taps.append(self._dtmf)
 
     def bind(self, progress: Progress) -> None:
         self.progress = progress
 
     def close(self) -> None:
         self.centre.engine.bus.remove(self)
+        if self._dtmf in self.centre.dtmf_taps:
+            self.centre.dtmf_taps.remove(self._dtmf)
         for o in self.calls.values():
             for t in o.timers:
                 t.cancel()
@@ -267,6 +278,19 @@ class CentrePort:
                                else (q.wrapup_s if q is not None else 0))
             self._report(call_id, "ended", reason=event.data.get("reason", ""), wrapup_s=wrapup)
 
+    # ------------------------------------------------------------ the callee's DTMF
+
+    def _dtmf(self, ev: Any) -> bool:
+        """Call-path DTMF tap: a digit on one of our legs outside an engine call goes to the dialer."""
+        call_id = ev.leg_id.rsplit("/", 1)[0] if ev.leg_id else ""
+        o = self.calls.get(call_id)
+        if o is None or o.call is not None or o.out is None or ev.leg_id != o.out.leg_id:
+            return False
+        CallLogger(logger, {"call_id": call_id}).info("callee pressed %s (%.0f ms)", ev.digit, ev.duration_ms)
+        if not o.done:
+            self._report(call_id, "dtmf", digit=ev.digit)
+        return True
+
     # ------------------------------------------------------------ prompts, flows, hang-up
 
     def play(self, action: PlayMessage) -> None:
@@ -292,8 +316,10 @@ class CentrePort:
         if audio.size:
             o.player = media.play(ArraySource(audio), leg_id=o.out.leg_id)
         if action.hangup:
-            o.timers.append(asyncio.get_running_loop().call_later(audio.size / RATE + 0.3, self.hangup,
-                                                                   action.call_id, "message_played"))
+            # With a confirm digit the callee gets confirm_timeout_s after the message to press it.
+            wait_s = audio.size / RATE + (action.confirm_timeout_s if action.confirm_digit else 0.3)
+            o.timers.append(asyncio.get_running_loop().call_later(
+                wait_s, self.hangup, action.call_id, "not_confirmed" if action.confirm_digit else "message_played"))
 
     def run_flow(self, action: RunFlow, campaign: Campaign) -> None:
         o = self.calls[action.call_id]

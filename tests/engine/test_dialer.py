@@ -83,10 +83,38 @@ def test_notification_and_survey_are_agentless() -> None:
     acts = d.call_answered(calls[0].call_id, 2.0)
     assert log_events(acts) == [("result", "answered")]
     assert of(acts, PlayMessage) == [PlayMessage(calls[0].call_id, "tts:Hello n0, your order shipped. Press 1.",
-                                                 hangup=True, confirm_digit="1")]
+                                                 hangup=True, confirm_digit="1", confirm_timeout_s=5.0)]
     s = core(mode="survey", groups=(), flow="nps", max_channels=1)
     (call,) = of(s.tick(0.0, AgentCounts(0, 0)), PlaceCall)
     assert of(s.call_answered(call.call_id, 1.0), RunFlow) == [RunFlow(call.call_id, "nps", {"name": "n0"})]
+
+
+def test_notification_confirm_digit_confirmed_or_not() -> None:
+    d = core(mode="notification", groups=(), message="tts:Your parcel comes at {name}. Press 1.",
+             confirm_digit="1", confirm_timeout_s=2.0, max_channels=3)
+    a, b, c = of(d.tick(0.0, AgentCounts(idle=0, busy=0)), PlaceCall)
+    for call in (a, b, c):
+        d.call_answered(call.call_id, 1.0)
+    # A wrong key is ignored; the confirm digit writes "confirmed" and releases the call at once.
+    assert d.dtmf(a.call_id, "5", 2.0) == []
+    acts = d.dtmf(a.call_id, "1", 3.0)
+    assert log_events(acts) == [("confirmed", "confirmed")] and of(acts, Hangup) == [Hangup(a.call_id, "confirmed")]
+    row = of(acts, PersistRows)[0].rows[0]
+    assert row["data"] == {"digit": "1", "after_s": 2.0} and row["number"] == "+4930100"
+    assert d.dtmf(a.call_id, "1", 3.1) == []  # once only
+    assert log_events(d.call_ended(a.call_id, 3.2, reason="confirmed")) == [("ended", "")]
+    # The message ran out (port timer) or the callee hung up: "not_confirmed", with the reason.
+    acts = d.call_ended(b.call_id, 9.0, reason="not_confirmed")
+    assert log_events(acts) == [("not_confirmed", "not_confirmed"), ("ended", "")]
+    assert log_events(d.call_ended(c.call_id, 4.0, reason="remote_bye"))[0] == ("not_confirmed", "not_confirmed")
+    # Without a confirm digit nobody listens for keys and nothing is logged about confirmation.
+    n = core(mode="notification", groups=(), message="tts:Hi", max_channels=1)
+    (call,) = of(n.tick(0.0, AgentCounts(0, 0)), PlaceCall)
+    (play,) = of(n.call_answered(call.call_id, 1.0), PlayMessage)
+    assert play.confirm_digit == "" and n.dtmf(call.call_id, "1", 2.0) == []
+    assert log_events(n.call_ended(call.call_id, 3.0)) == [("ended", "")]
+    with pytest.raises(Conflict):
+        n.dtmf(call.call_id, "1", 4.0)  # no longer live
 
 
 def test_preview_accept_skip_and_expiry() -> None:
