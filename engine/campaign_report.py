@@ -13,7 +13,10 @@ Each interval ``[start, start + interval_s)`` counts, from the log events:
   congestion, interrupted ...); ``amd``: detector verdicts; ``blocked``:
   numbers refused by do-not-call screening; ``dispositions``: agents'
   dispositions; ``talk_s``: agents' talk seconds of the ``ended`` rows;
-  ``mean_wait_s``: answer-to-agent time of the connects.
+  ``mean_wait_s``: answer-to-agent time of the connects;
+* ``confirmed`` / ``not_confirmed``: notification calls whose callee
+  pressed the campaign's ``confirm_digit`` / did not (``confirmed`` and
+  ``not_confirmed`` rows, counted in the interval of the key or the end).
 """
 from __future__ import annotations
 
@@ -68,6 +71,8 @@ def campaign_report(rows: Iterable[dict[str, Any]], *, from_ts: float, to_ts: fl
             b["dispositions"][_data(row).get("disposition", "")] += 1
         elif event == "ended":
             b["talk_s"] += float(row.get("talk_s") or 0.0)
+        elif event in ("confirmed", "not_confirmed"):
+            b[event] += 1
     for b, w in zip(buckets, waits):
         b["connect_rate"] = round(b["connects"] / b["attempts"], 4) if b["attempts"] else 0.0
         live = b["connects"] + b["dropped"]
@@ -81,14 +86,15 @@ def campaign_report(rows: Iterable[dict[str, Any]], *, from_ts: float, to_ts: fl
 
 def _empty(start: float, interval_s: float) -> dict[str, Any]:
     return {"start_ts": start, "end_ts": start + interval_s, "attempts": 0, "answered": 0, "connects": 0,
-            "dropped": 0, "machines": 0, "blocked": 0, "talk_s": 0.0, "outcomes": Counter(), "amd": Counter(),
+            "dropped": 0, "machines": 0, "blocked": 0, "confirmed": 0, "not_confirmed": 0, "talk_s": 0.0, "outcomes": Counter(), "amd": Counter(),
             "dispositions": Counter()}
 
 
 def report_csv(buckets: list[dict[str, Any]]) -> str:
     """The report as CSV (one line per interval; counters as ``key=n;...``), for export like CDRs."""
     cols = ["start_ts", "end_ts", "attempts", "answered", "connects", "connect_rate", "dropped", "drop_rate",
-            "machines", "blocked", "talk_s", "mean_wait_s", "outcomes", "amd", "dispositions"]
+            "machines", "blocked", "talk_s", "mean_wait_s", "outcomes", "amd", "dispositions", "confirmed",
+            "not_confirmed"]
     lines = [",".join(cols)]
     for b in buckets:
         vals = []

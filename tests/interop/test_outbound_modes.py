@@ -136,9 +136,9 @@ def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> Non
         try:
             await admin.connect()
             await alice.connect()
+            await alice.request("agent.login", agent="1001", password=AGENT_PASSWORDS["1001"], extension="2001")
             agent = await bank.register("2001", AGENT_PASSWORDS["1001"], tone_hz=AGENT_TONE_HZ,
                                         answer_after_s=0.2, keep_audio=True)
-            await alice.request("agent.login", agent="1001", password=AGENT_PASSWORDS["1001"], extension="2001")
             await alice.request("agent.ready", agent="1001")
             await admin.request("campaign.import", name="notify",
                                 csv=f"number,name\n{NUMBERS['confirms']},Anna\n{NUMBERS['wrong_key']},Bert\n")
@@ -188,6 +188,9 @@ def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> Non
             # espeak-ng speech), the one who pressed 1 after a second was released early.
             full, cut = heard_speech_s(phones["wrong_key"]), heard_speech_s(phones["confirms"])
             assert full > 2.5 and 0.8 <= cut < full - 1.0, (full, cut)
+            report = await admin.request("campaign.report", name="notify", from_ts=time.time() - 120, interval_s=300)
+            (b,) = report["intervals"]
+            assert (b["attempts"], b["confirmed"], b["not_confirmed"]) == (2, 1, 1), b
             # Survey: the answer (key 4) is stored with the campaign call's id.
             (survey,) = engine.store.select("surveys", {"call_id": ended[NUMBERS["survey"]]["call_id"]})
             assert survey["question"] == "nps/score" and survey["score"] == 4
@@ -244,8 +247,8 @@ def test_predictive_overdial_drops_with_message_over_sip(tmp_path: pathlib.Path)
         admin = ControlClient(host="127.0.0.1", port=ctl_port, user="admin", password="admin-pw")
         try:
             await admin.connect()
-            agent = await bank.register("2001", AGENT_PASSWORDS["1001"], answer_after_s=60.0)
             await admin.request("agent.login", agent="1001", password=AGENT_PASSWORDS["1001"], extension="2001")
+            agent = await bank.register("2001", AGENT_PASSWORDS["1001"], answer_after_s=60.0)
             await admin.request("agent.ready", agent="1001")
             await admin.request("campaign.import", name="pred", csv="number\n" + "\n".join(numbers) + "\n")
             core = svc.core("default", "pred")
