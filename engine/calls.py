@@ -63,7 +63,7 @@ CALL_TRANSITIONS: dict[CallState, dict[CallTrigger, CallState]] = {
     _S.ROUTING: {_T.QUEUE: _S.QUEUED, _T.END: _S.ENDED, _T.CONNECT: _S.TALKING},
     _S.QUEUED: {_T.OFFER: _S.OFFERING, _T.DEQUEUE: _S.ROUTING, _T.END: _S.ENDED},
     _S.OFFERING: {_T.ANSWER: _S.TALKING, _T.REQUEUE: _S.QUEUED, _T.OFFER: _S.OFFERING, _T.END: _S.ENDED,
-                  _T.FORWARD: _S.ROUTING},
+                  _T.FORWARD: _S.ROUTING, _T.DEQUEUE: _S.ROUTING},  # dequeue: the offer is withdrawn
     _S.TALKING: {_T.END: _S.ENDED, _T.TRANSFER: _S.ROUTING, _T.AGENT_LEFT: _S.POST_CALL},
     _S.POST_CALL: {_T.END: _S.ENDED},
     _S.ENDED: {_T.END: _S.ENDED},

@@ -35,6 +35,9 @@ def test_ivr_dequeue_goes_back_to_routing():
     call.fire(CallTrigger.QUEUE)
     assert call.fire(CallTrigger.DEQUEUE) is CallState.ROUTING
     assert call.fire(CallTrigger.QUEUE) is CallState.QUEUED
+    # while an agent is being offered the call (phone ringing): the offer is withdrawn (campaign drop)
+    assert call.fire(CallTrigger.OFFER) is CallState.OFFERING
+    assert call.fire(CallTrigger.DEQUEUE) is CallState.ROUTING
 
 
 def test_cdr_row_times_and_data():
