@@ -24,7 +24,9 @@ from engine.callpath import CallCentre
 from engine.campaign_service import CampaignService
 from engine.client import ControlClient
 from engine.config import parse_config
-from engine.sim import LOUD_DB, PhoneBank, RtpPump, SimPhone, tone_ratio
+from engine.ivrbridge import prompt_audio
+from engine.sim import LOUD_DB, PhoneBank, RtpPump, SimPhone, envelope, envelope_match, tone_ratio
+from ivr.actions import PromptItem
 
 pytestmark = pytest.mark.interop
 
@@ -188,6 +190,12 @@ def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> Non
             # espeak-ng speech), the one who pressed 1 after a second was released early.
             full, cut = heard_speech_s(phones["wrong_key"]), heard_speech_s(phones["confirms"])
             assert full > 2.5 and 0.8 <= cut < full - 1.0, (full, cut)
+            # What Bert heard is the message with his name in it: the level envelope of the same espeak-ng
+            # audio the engine rendered is found in what his RTP carried.
+            expected = await asyncio.get_running_loop().run_in_executor(
+                None, prompt_audio, (PromptItem("tts", MESSAGE[4:].format(name="Bert"), "en"),))
+            score, _ = envelope_match(phones["wrong_key"].last_party.levels, envelope(expected))  # type: ignore[union-attr]
+            assert score > 0.85, score
             report = await admin.request("campaign.report", name="notify", from_ts=time.time() - 120, interval_s=300)
             (b,) = report["intervals"]
             assert (b["attempts"], b["confirmed"], b["not_confirmed"]) == (2, 1, 1), b
