@@ -4,12 +4,17 @@ The called parties are engine/sim.py phones behind an outbound trunk: one
 :class:`engine.sim.PhoneBank` endpoint answers the engine's INVITEs by
 Request-URI user (the dialled number), keeps what each callee hears (decoded
 G.711 per 20 ms frame) and sends RFC 4733 telephone-events.  The agent phone
-is a phone of the same bank, registered with digest auth.  Everything the
-engine sees is real UDP SIP and RTP on 127.0.0.1.
+is a phone of the same bank, registered with digest auth.  One more
+notification callee is SIPp (``sipp/callee_confirm_dtmf.xml``: answers,
+streams a tone, replays the Debian RFC 4733 pcap of digit 5 with its own SSRC,
+expects our BYE at once) behind a second trunk, so the confirm digit also comes from an
+implementation that is not ours.  Everything the engine sees is real UDP SIP
+and RTP on 127.0.0.1.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import pathlib
 import time
 from typing import Any, Callable
@@ -18,7 +23,7 @@ import numpy as np
 import pytest
 
 from conftest_callctl import AGENT_PASSWORDS, trunk_section
-from conftest_inbound import DOMAIN, engine_config, free_port
+from conftest_inbound import DOMAIN, engine_config, free_port, sipp_dir, start_sipp, stop_proc, wait_udp_bound
 from engine.app import Engine
 from engine.callpath import CallCentre
 from engine.campaign_service import CampaignService
@@ -29,6 +34,8 @@ from engine.sim import LOUD_DB, PhoneBank, RtpPump, SimPhone, envelope, envelope
 from ivr.actions import PromptItem
 
 pytestmark = pytest.mark.interop
+
+SIPP = pathlib.Path(__file__).resolve().parent / "sipp"
 
 AGENT_TONE_HZ = 1400.0
 MESSAGE = "tts:Hello {name}. Your parcel arrives tomorrow morning. Press 1 to confirm."
@@ -66,6 +73,13 @@ confirm_digit = "1"
 confirm_timeout_s = 1.0
 max_channels = 2
 
+[campaigns.notify_sipp]
+mode = "notification"
+trunk = "sipp"
+message = "tts:Please confirm your appointment on Monday. Press 5 to confirm, now or after the message."
+confirm_digit = "5"
+confirm_timeout_s = 3.0
+
 [campaigns.poll]
 mode = "survey"
 trunk = "out"
@@ -80,6 +94,7 @@ trunk = "out"
 
 NUMBERS = {"confirms": "+4930777001", "wrong_key": "+4930777002", "survey": "+4930777003",
            "preview": "+4930777004"}
+SIPP_NUMBER = "+4930777005"
 
 
 def callee(bank: PhoneBank, number: str, answer_after_s: float = 0.2) -> SimPhone:
@@ -114,8 +129,11 @@ async def speech_then_press(phone: SimPhone, digits: str, speech_s: float = 1.0)
 
 
 def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> None:
-    sip_port, ctl_port = free_port(), free_port()
+    sip_port, ctl_port, sipp_port = free_port(), free_port(), free_port()
     (tmp_path / "nps.toml").write_text(SURVEY_FLOW)
+    sipp = start_sipp(["-sf", str(SIPP / "callee_confirm_dtmf.xml"), "-i", "127.0.0.1", "-p", str(sipp_port),
+                       "-mp", str(free_port()), "-m", "1", "-timeout", "40", "-timeout_error"],
+                      sipp_dir(tmp_path, "sipp", 700, 2.0))
 
     async def scenario() -> None:
         from engine import agent_ops  # noqa: F401
@@ -127,7 +145,7 @@ def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> Non
         _, bank_port = await bank.start()
         phones = {k: callee(bank, n) for k, n in NUMBERS.items()}
         text = (engine_config(tmp_path, sip_port, ctl_port, wrapup_s=1) + trunk_section("out", bank_port)
-                + CAMPAIGNS.format(tmp=tmp_path, message=MESSAGE))
+                + trunk_section("sipp", sipp_port) + CAMPAIGNS.format(tmp=tmp_path, message=MESSAGE))
         cfg = parse_config(text, str(tmp_path / "engine.toml"))
         centre = CallCentre()
         svc = CampaignService(tick_s=0.1)
@@ -136,6 +154,7 @@ def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> Non
         admin = ControlClient(host="127.0.0.1", port=ctl_port, user="admin", password="admin-pw")
         alice = ControlClient(host="127.0.0.1", port=ctl_port, user="alice", password=AGENT_PASSWORDS["1001"])
         try:
+            await wait_udp_bound(sipp_port)
             await admin.connect()
             await alice.connect()
             await alice.request("agent.login", agent="1001", password=AGENT_PASSWORDS["1001"], extension="2001")
@@ -145,8 +164,9 @@ def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> Non
             await admin.request("campaign.import", name="notify",
                                 csv=f"number,name\n{NUMBERS['confirms']},Anna\n{NUMBERS['wrong_key']},Bert\n")
             await admin.request("campaign.import", name="poll", csv=f"number,name\n{NUMBERS['survey']},Cleo\n")
+            await admin.request("campaign.import", name="notify_sipp", csv=f"number\n{SIPP_NUMBER}\n")
             await admin.request("campaign.import", name="pv", csv=f"number,name\n{NUMBERS['preview']},Dora\n")
-            for name in ("notify", "poll", "pv"):
+            for name in ("notify", "poll", "pv", "notify_sipp"):
                 await admin.request("campaign.start", name=name)
 
             # Preview: the agent sees the record, accepts; the engine dials and connects it to the agent.
@@ -167,7 +187,7 @@ def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> Non
             agent.hangup()
 
             await until(lambda: all(svc.core("default", n).book.state.value == "completed"
-                                    for n in ("notify", "poll", "pv")), 20, "campaigns completed")
+                                    for n in ("notify", "poll", "pv", "notify_sipp")), 20, "campaigns completed")
             await until(lambda: all(p.ended >= 1 for p in phones.values()), 10, "every callee's call ended")
             await engine.store.aflush()
             rows = engine.store.select("campaign_log", limit=1000)
@@ -181,7 +201,13 @@ def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> Non
             assert by[NUMBERS["survey"]] == [("attempt", ""), ("result", "answered"), ("ended", "")]
             assert by[NUMBERS["preview"]] == [("attempt", ""), ("result", "answered"), ("connected", ""),
                                               ("ended", "")]
-            confirmed = next(r for r in rows if r["event"] == "confirmed")
+            # SIPp's digit 5 (its own pcap, another SSRC) confirmed during the message; our BYE ended SIPp.
+            assert by[SIPP_NUMBER] == [("attempt", ""), ("result", "answered"), ("confirmed", "confirmed"),
+                                       ("ended", "")]
+            sipp_confirm = next(r for r in rows if r["event"] == "confirmed" and r["number"] == SIPP_NUMBER)
+            assert json.loads(sipp_confirm["data"])["digit"] == "5"
+            assert 1.5 < json.loads(sipp_confirm["data"])["after_s"] < 4.0
+            confirmed = next(r for r in rows if r["event"] == "confirmed" and r["number"] == NUMBERS["confirms"])
             ended: dict[str, Any] = {r["number"]: r for r in rows if r["event"] == "ended"}
             assert '"digit": "1"' in confirmed["data"]
             assert '"reason": "confirmed"' in ended[NUMBERS["confirms"]]["data"]
@@ -215,7 +241,11 @@ def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> Non
             await bank.stop()
             await pump.stop()
 
-    asyncio.run(asyncio.wait_for(scenario(), 60))
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+        assert sipp.wait(10) == 0
+    finally:
+        stop_proc(sipp)
 
 
 PREDICTIVE = """
