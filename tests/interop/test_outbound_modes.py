@@ -218,10 +218,13 @@ def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> Non
             assert full > 2.5 and 0.8 <= cut < full - 1.0, (full, cut)
             # What Bert heard is the message with his name in it: the level envelope of the same espeak-ng
             # audio the engine rendered is found in what his RTP carried.
-            expected = await asyncio.get_running_loop().run_in_executor(
-                None, prompt_audio, (PromptItem("tts", MESSAGE[4:].format(name="Bert"), "en"),))
-            score, _ = envelope_match(phones["wrong_key"].last_party.levels, envelope(expected))  # type: ignore[union-attr]
-            assert score > 0.85, score
+            # (Same audio scores ~1.0 and another sentence ~0.3; 0.7 leaves room for a frame lost on a loaded box.)
+            heard_levels = phones["wrong_key"].last_party.levels  # type: ignore[union-attr]
+            loop = asyncio.get_running_loop()
+            expected, other = [await loop.run_in_executor(None, prompt_audio, (PromptItem("tts", t, "en"),)) for t in
+                               (MESSAGE[4:].format(name="Bert"), "Please hold the line, an agent will be with you.")]
+            score, other_score = (envelope_match(heard_levels, envelope(a))[0] for a in (expected, other))
+            assert score > 0.7 and other_score < 0.6, (score, other_score)
             report = await admin.request("campaign.report", name="notify", from_ts=time.time() - 120, interval_s=300)
             (b,) = report["intervals"]
             assert (b["attempts"], b["confirmed"], b["not_confirmed"]) == (2, 1, 1), b
