@@ -236,7 +236,7 @@ class CampaignService:
 
     def status(self, core: DialerCore) -> dict[str, Any]:
         live = [{"call_id": lv.call_id, "record_id": lv.record_id, "answered": lv.answered_ts is not None,
-                 "agent": lv.agent, "amd": lv.amd} for lv in core.live.values()]
+                 "agent": lv.agent, "amd": lv.amd, "confirm": lv.confirm} for lv in core.live.values()]
         return {**core.book.describe(), "source": self.sources[(core.book.tenant, core.book.name)],
                 "pacing": core.pacer.stats().describe(), "live_calls": live,
                 "preview_held": {rid: agent for rid, (agent, _) in core.preview_held.items()}}

@@ -175,6 +175,9 @@ def test_notification_survey_and_preview_over_sip(tmp_path: pathlib.Path) -> Non
             placed = await alice.request("campaign.preview_accept", name="pv", record_id=offer["record"]["record_id"])
 
             # Notification: one callee presses 1 during the message, the other a wrong key only.
+            await phones["confirms"].wait_answered(timeout_s=15)
+            await until(lambda: any(c["confirm"] == "pending" for c in svc.status(svc.core("default", "notify"))
+                                    ["live_calls"]), 5, "confirmation pending in campaign.status")
             await asyncio.gather(speech_then_press(phones["confirms"], "1"),
                                  speech_then_press(phones["wrong_key"], "7"),
                                  speech_then_press(phones["survey"], "4", speech_s=1.5))
