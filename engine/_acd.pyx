@@ -222,6 +222,18 @@ cdef inline bint t_lt(TEntry* a, TEntry* b) noexcept:
     return a.ver < b.ver
 
 
+# caller id -> slot: open addressing, linear probing, backward-shift deletion
+# (no tombstones), so the hot enqueue/accept path never boxes the id or
+# touches a Python dict.
+cdef struct HtEntry:
+    int64_t key
+    int val                # slot, -1: empty
+
+cdef inline uint64_t ht_hash(int64_t key) noexcept:
+    cdef uint64_t z = <uint64_t>key * <uint64_t>0x9E3779B97F4A7C15
+    return z ^ (z >> 29)
+
+
 # ------------------------------------------------------------------ records
 cdef struct AgentCont:
     double score
@@ -312,7 +324,9 @@ cdef class Acd:
     cdef uint64_t rng
     cdef double now
     cdef list out
-    cdef dict slot_of
+    cdef HtEntry* ht        # caller id -> slot (see HtEntry)
+    cdef int ht_mask
+    cdef int ht_n
     cdef dict cfgs          # queue id -> QueueConfig
     cdef dict skills        # agent id -> dict skill -> level
     cdef dict groups        # agent id -> frozenset
@@ -329,7 +343,7 @@ cdef class Acd:
         self.rng = seed
         self.now = -INF
         self.out = []
-        self.slot_of = {}
+        self._ht_init(64)
         self.cfgs = {}
         self.skills = {}
         self.groups = {}
@@ -371,6 +385,7 @@ cdef class Acd:
         free(self.cs)
         free(self.free_slots.d)
         free(self.tm)
+        free(self.ht)
 
     # ------------------------------------------------------------ growth
     cdef int _grow_agents(self, int need) except -1:
@@ -428,6 +443,86 @@ cdef class Acd:
             self.n_cs = cap
         self.free_slots.n -= 1
         return <int>self.free_slots.d[self.free_slots.n]
+
+    # ------------------------------------------------------------ caller ids
+    cdef int _ht_init(self, int cap) except -1:
+        cdef HtEntry* p = <HtEntry*>malloc(cap * sizeof(HtEntry))
+        cdef int i
+        if p == NULL:
+            raise MemoryError()
+        for i in range(cap):
+            p[i].val = -1
+        self.ht = p
+        self.ht_mask = cap - 1
+        self.ht_n = 0
+        return 0
+
+    cdef int _ht_get(self, int64_t key) noexcept:
+        cdef int i = <int>(ht_hash(key) & <uint64_t>self.ht_mask)
+        while self.ht[i].val >= 0:
+            if self.ht[i].key == key:
+                return self.ht[i].val
+            i = (i + 1) & self.ht_mask
+        return -1
+
+    cdef int _ht_put(self, int64_t key, int val) except -1:
+        """Insert a key known to be absent."""
+        cdef HtEntry* old
+        cdef int i, n
+        if 2 * (self.ht_n + 1) > self.ht_mask + 1:
+            old = self.ht
+            n = self.ht_mask + 1
+            self._ht_init(2 * n)
+            for i in range(n):
+                if old[i].val >= 0:
+                    self._ht_put(old[i].key, old[i].val)
+            free(old)
+        i = <int>(ht_hash(key) & <uint64_t>self.ht_mask)
+        while self.ht[i].val >= 0:
+            i = (i + 1) & self.ht_mask
+        self.ht[i].key = key
+        self.ht[i].val = val
+        self.ht_n += 1
+        return 0
+
+    cdef void _ht_del(self, int64_t key) noexcept:
+        cdef int m = self.ht_mask, i = <int>(ht_hash(key) & <uint64_t>self.ht_mask), j, h
+        while self.ht[i].val >= 0 and self.ht[i].key != key:
+            i = (i + 1) & m
+        if self.ht[i].val < 0:
+            return
+        self.ht_n -= 1
+        # backward shift: move later entries of the probe run into the hole
+        # unless their home position lies cyclically in (i, j]
+        j = i
+        while True:
+            j = (j + 1) & m
+            if self.ht[j].val < 0:
+                break
+            h = <int>(ht_hash(self.ht[j].key) & <uint64_t>m)
+            if (j > i and (h <= i or h > j)) or (j < i and (h <= i and h > j)):
+                self.ht[i] = self.ht[j]
+                i = j
+        self.ht[i].val = -1
+
+    cdef int _caller_key(self, object caller, int64_t* key) except -1:
+        """The int64 key of ``caller`` as a dict would match it (1 if found
+        a usable key, 0 if no queued caller can equal it)."""
+        cdef int overflow = 0
+        cdef long long k
+        if type(caller) is not int:
+            try:
+                as_int = int(caller)
+                if not (as_int == caller and hash(as_int) == hash(caller)):
+                    return 0
+            except (TypeError, ValueError, OverflowError):
+                return 0
+            caller = as_int
+        k = PyLong_AsLongLongAndOverflow(caller, &overflow)
+        if overflow:
+            return 0
+        key[0] = k
+        return 1
 
     # ------------------------------------------------------------ configuration
     def add_queue(self, queue, config):
@@ -743,14 +838,15 @@ cdef class Acd:
         if not sticky_s >= 0:
             raise AcdConfigError(f"caller {caller} sticky_s must be >= 0, got {sticky_s}")
         self._advance(now)
-        if caller in self.slot_of:
+        cdef int64_t ckey = <int64_t>PyLong_AsLongLongAndOverflow(caller, &overflow)
+        if self._ht_get(ckey) >= 0:
             raise AcdStateError(f"caller {caller} is already queued")
         cdef int sa = -1
         if sticky_s > 0 and sticky_agent in self.skills:
             sa = sticky_agent
         cdef int slot = self._new_slot()
         cdef CallerRec* c = &self.cs[slot]
-        c.id = caller
+        c.id = ckey
         c.priority = priority
         c.excl.n = 0
         c.offers.n = 0
@@ -771,8 +867,11 @@ cdef class Acd:
         raise AcdStateError(f"queue {queue!r} is not defined")
 
     cdef int _caller(self, caller) except -1:
-        slot = self.slot_of.get(caller)
-        if slot is None:
+        cdef int64_t key
+        cdef int slot = -1
+        if self._caller_key(caller, &key):
+            slot = self._ht_get(key)
+        if slot < 0:
             raise AcdStateError(f"caller {caller!r} is not queued")
         return slot
 
@@ -1291,7 +1390,7 @@ cdef class Acd:
         c.eff = c.priority
         c.age_steps = 0
         c.in_use = 1
-        self.slot_of[c.id] = slot
+        self._ht_put(c.id, slot)
         q.count += 1
         if sa >= 0:
             c.state = C_STICKY
@@ -1412,7 +1511,7 @@ cdef class Acd:
     cdef int _remove_caller(self, int slot) except -1:
         """Forget the caller id (the slot itself is reused unless re-entered)."""
         cdef CallerRec* c = &self.cs[slot]
-        del self.slot_of[c.id]
+        self._ht_del(c.id)
         self.qs[c.queue].count -= 1
         self._release_slot(slot)   # transfer/overflow take it back (_take_slot)
         return 0

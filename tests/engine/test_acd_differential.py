@@ -82,3 +82,62 @@ def test_identical_decisions_with_shared_free_containers(seed, tiers):
     driver = Driver(sc, [PyAcd(seed), other_impl()(seed)], check=True)
     driver.run(3000)
     driver.compare_queries()
+
+
+def _caller_table_run(cls, ids):
+    """Enqueue every id (no agent: all wait), abandon every other one in a
+    shuffled order, then query and abandon the rest; returns every
+    observable answer."""
+    import random
+
+    from engine.acd_types import AcdStateError, QueueConfig, Tier
+
+    acd = cls(5)
+    acd.add_queue(0, QueueConfig(Strategy.LONGEST_IDLE, (Tier(0.0, ((0, 1),)),)))
+    seen = []
+    now = 0.0
+    for cid in ids:
+        now += 0.001
+        acd.enqueue(cid, 0, now)
+    for probe in (True, 1.0, 2**70, -(2**70), "1", None, 1.5):
+        try:
+            seen.append(("probe", repr(probe), acd.caller_info(probe)))
+        except AcdStateError:
+            seen.append(("probe", repr(probe), "not queued"))
+    order = list(ids)
+    random.Random(9).shuffle(order)
+    for cid in order[::2]:
+        now += 0.001
+        acd.abandon(cid, now)
+    for cid in order[::2]:  # gone: probing must not find a shifted neighbour
+        with pytest.raises(AcdStateError):
+            acd.caller_info(cid)
+    for cid in order[1::2]:
+        seen.append((cid, acd.caller_info(cid), acd.position(cid)))
+    for cid in order[1::2]:
+        now += 0.001
+        acd.abandon(cid, now)
+        with pytest.raises(AcdStateError):
+            acd.position(cid)
+    seen.append(acd.waiting_callers(0))
+    seen.append(acd.pop_decisions())
+    return seen
+
+
+def test_caller_id_table_matches_reference():
+    """The compiled caller id -> slot table (open addressing, backward-shift
+    deletion) answers like the reference dict: 64-bit extremes, negative
+    ids, ids equal modulo the table size (long probe runs that wrap), ids
+    re-used after leaving, and non-int look-ups equal to an int (True,
+    1.0) or to none."""
+    ids = [1, 0, -1, 2**63 - 1, -(2**63), 2**32, -(2**32)]
+    ids += [k * 4096 + 3 for k in range(1, 600)]  # same low bits
+    ids += [(k << 40) | 7 for k in range(1, 400)]  # differ in high bits only
+    ids += list(range(10_000, 12_000))
+    assert len(set(ids)) == len(ids)
+    ref = _caller_table_run(PyAcd, ids)
+    got = _caller_table_run(other_impl(), ids)
+    assert got == ref
+    probes = {s[1]: s[2] for s in ref if isinstance(s, tuple) and s[0] == "probe"}
+    assert probes["True"] == probes["1.0"] != "not queued"  # both find caller 1
+    assert probes[repr(2**70)] == probes["'1'"] == probes["1.5"] == "not queued"
