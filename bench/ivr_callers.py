@@ -294,6 +294,8 @@ async def run_engine_phases(args: argparse.Namespace) -> dict[str, Any]:
     centre = CallCentre()
     engine = Engine(config, services=[centre])
     await engine.start()
+    if args.slow_events:
+        centre.media._batch_events = False  # the per-packet path for RFC 4733 events, for comparison
     phases: dict[str, Any] = {}
     try:
         # Warm the TTS cache (espeak-ng runs once per prompt) outside the measurement.
@@ -328,6 +330,9 @@ def main() -> None:
                         help="(callers role) seconds the callers stay after the last one was answered")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=300.0)
+    parser.add_argument("--slow-events", action="store_true",
+                        help="handle RFC 4733 events on the media engine's per-packet slow path (the code before "
+                             "the batch path), to compare in the same conditions")
     parser.add_argument("--log", help="write the engine's INFO log to this file (diagnosis; costs CPU)")
     args = parser.parse_args()
     try:
