@@ -11,10 +11,13 @@ Every 20 ms (:mod:`media.clock`) one tick does, for all legs at once:
    into rows of one array (``recvmmsg`` in Cython, no Python per packet);
 2. **classify** -- RTP headers are read with numpy; the common packet (V=2,
    no CSRC/extension/padding, the leg's audio payload type and SSRC, 160
-   bytes of G.711) goes straight into the leg's playout buffer; anything
-   else (RFC 4733 events, RTCP, a new SSRC, odd sizes, garbage) takes a
-   per-packet slow path that parses it with :mod:`media.rtp` and never
-   raises out of the tick;
+   bytes of G.711) goes straight into the leg's playout buffer; the other
+   plain packets of a known stream (RFC 4733 events, comfort noise, other
+   payload types) are counted in one batch and each event's fields go to the
+   leg's RFC 4733 receiver as integers (:meth:`MediaEngine._classify_events`);
+   anything else (RTCP, a new SSRC, SRTP, padding/extension/CSRC, garbage)
+   takes a per-packet slow path that parses it with :mod:`media.rtp` and
+   never raises out of the tick;
 3. **playout** -- one frame per receiving leg from a per-leg ring of
    ``playout_slots`` frames indexed by extended sequence number: reordering
    is absorbed, a lost frame becomes silence, an empty buffer holds its place
