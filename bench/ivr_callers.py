@@ -27,6 +27,10 @@ loading off the loop included) per caller.  The load generator reports its
 own tick lateness too, so a starved generator is visible.  Raw JSON goes to
 ``bench/results/ivr_callers-<date>.json``.  Bounded: every phase ends after
 its duration, the child is killed after ``--timeout-s``.
+
+``--slow-events`` puts RFC 4733 event packets back on the media engine's
+per-packet slow path (the code before the batch path), so before and after
+can be compared with the same code in the same conditions.
 """
 from __future__ import annotations
 

@@ -211,3 +211,25 @@ def test_random_event_streams_match_the_reference(seed: int) -> None:
     batched, _ = _both(script, ("a", "b"))
     assert len(batched["digits"]) >= 6
     assert batched["slow_calls"] == 2
+
+
+def test_receive_event_fields_match_receive_payload() -> None:
+    """``receive_event`` (fields, the batch path) and ``receive`` (payload bytes) are one state machine."""
+    from media.dtmf import Rfc4733Receiver
+
+    rng = random.Random(11)
+    by_payload, by_fields = Rfc4733Receiver(), Rfc4733Receiver()
+    now = 0.0
+    for _ in range(3000):
+        event = rng.choice([1, 1, 5, 11, 20])  # 20: a non-DTMF event
+        end = rng.random() < 0.3
+        duration = rng.choice([0, 160, 320, 800, 0xFFFF])
+        ts = rng.choice([1000, 1000, 2000, 0xFFFFFFFF])
+        marker = rng.random() < 0.1
+        ssrc = rng.choice([1, 1, 2])
+        now += rng.choice([0.0, 0.02, 0.3])
+        payload = bytes([event, 0x80 if end else 0, duration >> 8, duration & 0xFF])
+        assert by_payload.receive(payload, ts, marker, ssrc, now) == by_fields.receive_event(
+            event, end, duration, ts, marker, ssrc, now)
+        assert by_payload.get_timer() == by_fields.get_timer()
+    assert by_payload.duplicates_dropped == by_fields.duplicates_dropped > 0
