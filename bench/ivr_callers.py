@@ -27,6 +27,10 @@ loading off the loop included) per caller.  The load generator reports its
 own tick lateness too, so a starved generator is visible.  Raw JSON goes to
 ``bench/results/ivr_callers-<date>.json``.  Bounded: every phase ends after
 its duration, the child is killed after ``--timeout-s``.
+
+``--slow-events`` puts RFC 4733 event packets back on the media engine's
+per-packet slow path (the code before the batch path), so before and after
+can be compared with the same code in the same conditions.
 """
 from __future__ import annotations
 
@@ -294,6 +298,8 @@ async def run_engine_phases(args: argparse.Namespace) -> dict[str, Any]:
     centre = CallCentre()
     engine = Engine(config, services=[centre])
     await engine.start()
+    if args.slow_events:
+        centre.media._batch_events = False  # the per-packet path for RFC 4733 events, for comparison
     phases: dict[str, Any] = {}
     try:
         # Warm the TTS cache (espeak-ng runs once per prompt) outside the measurement.
@@ -328,6 +334,9 @@ def main() -> None:
                         help="(callers role) seconds the callers stay after the last one was answered")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=300.0)
+    parser.add_argument("--slow-events", action="store_true",
+                        help="handle RFC 4733 events on the media engine's per-packet slow path (the code before "
+                             "the batch path), to compare in the same conditions")
     parser.add_argument("--log", help="write the engine's INFO log to this file (diagnosis; costs CPU)")
     args = parser.parse_args()
     try:

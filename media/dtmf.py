@@ -277,14 +277,27 @@ class Rfc4733Receiver:
             self.malformed_dropped += 1
             logger.debug("[%s] dropped telephone-event: %s", self._call_id, exc)
             return []
-        if ev.digit is None:
+        return self.receive_event(ev.event, ev.end, ev.duration, timestamp, marker, ssrc, now)
+
+    def receive_event(
+        self, event: int, end: bool, duration: int, timestamp: int, marker: bool, ssrc: int, now: float
+    ) -> list[DtmfDigit]:
+        """Process one telephone-event already split into its fields (§2.3).
+
+        What :meth:`receive` does after parsing the payload; the media engine
+        calls it with fields read for a whole batch of packets at once, so no
+        payload ``bytes`` or :class:`Rfc4733Event` is made per packet.
+        ``event`` is the event code, ``end`` the E bit, ``duration`` in
+        timestamp units.  Same semantics and return value as :meth:`receive`.
+        """
+        if event >= 16:
             return []  # non-DTMF events (tones, line events) are not digits
-        key = (ssrc, timestamp & 0xFFFFFFFF, ev.event)
+        key = (ssrc, timestamp & 0xFFFFFFFF, event)
         out: list[DtmfDigit] = []
         ended = self._ended.get(key)
         if ended is not None:
             _final_duration, ended_at = ended
-            replay = marker or (now - ended_at > self.replay_gap_s and not ev.end)
+            replay = marker or (now - ended_at > self.replay_gap_s and not end)
             if not replay:
                 self.duplicates_dropped += 1
                 return out
@@ -298,9 +311,9 @@ class Rfc4733Receiver:
             self._active = key
             self._active_duration = 0
         # Durations only grow, except that the end packet's value is final.
-        self._active_duration = ev.duration if ev.end else max(ev.duration, self._active_duration)
+        self._active_duration = duration if end else max(duration, self._active_duration)
         self._active_last = now
-        if ev.end:
+        if end:
             out.extend(self._finish(now))
         return out
 

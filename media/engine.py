@@ -11,10 +11,13 @@ Every 20 ms (:mod:`media.clock`) one tick does, for all legs at once:
    into rows of one array (``recvmmsg`` in Cython, no Python per packet);
 2. **classify** -- RTP headers are read with numpy; the common packet (V=2,
    no CSRC/extension/padding, the leg's audio payload type and SSRC, 160
-   bytes of G.711) goes straight into the leg's playout buffer; anything
-   else (RFC 4733 events, RTCP, a new SSRC, odd sizes, garbage) takes a
-   per-packet slow path that parses it with :mod:`media.rtp` and never
-   raises out of the tick;
+   bytes of G.711) goes straight into the leg's playout buffer; the other
+   plain packets of a known stream (RFC 4733 events, comfort noise, other
+   payload types) are counted in one batch and each event's fields go to the
+   leg's RFC 4733 receiver as integers (:meth:`MediaEngine._classify_events`);
+   anything else (RTCP, a new SSRC, SRTP, padding/extension/CSRC, garbage)
+   takes a per-packet slow path that parses it with :mod:`media.rtp` and
+   never raises out of the tick;
 3. **playout** -- one frame per receiving leg from a per-leg ring of
    ``playout_slots`` frames indexed by extended sequence number: reordering
    is absorbed, a lost frame becomes silence, an empty buffer holds its place
@@ -218,6 +221,10 @@ class MediaEngine:
         self._mix_out = np.zeros((1, FRAME), np.int16)
         self._srtp: dict[int, Any] = {}  # slot -> media.srtp.SrtpLeg (issue 12)
         self._srtp_fds: dict[int, tuple[Any, Any]] = {}  # fd -> (SrtpLeg, socket)
+        # RFC 4733 events and other non-audio packets of a leg's stream are
+        # classified and counted in batches (False: one by one on the slow
+        # path, the reference the tests and benchmarks compare against)
+        self._batch_events = True
         self._grow(64, 16)
 
     # -- storage ---------------------------------------------------------------
@@ -240,6 +247,7 @@ class MediaEngine:
             g("_rport", cap, np.int32)
             g("_alaw", cap, bool)
             g("_pt", cap, np.int64)
+            g("_dtmf_pt", cap, np.int64, -1)
             g("_ssrc", cap, np.uint32)
             g("_tx_seq", cap, np.int64)
             g("_ts_base", cap, np.int64)
@@ -391,6 +399,8 @@ class MediaEngine:
         s = leg.slot
         self._alaw[s] = leg.codec == "PCMA"
         self._pt[s] = leg.audio_payload_type
+        dtmf_pt = leg.dtmf_payload_type
+        self._dtmf_pt[s] = -1 if dtmf_pt is None else dtmf_pt
 
     def _set_remote(self, leg: Leg, remote: tuple[str, int]) -> None:
         host, port = remote
@@ -844,8 +854,71 @@ class MediaEngine:
             return
         if fast.any():
             self._insert(slots[fast], seq[fast], ts[fast], d[fast, 12:PACKET], now)
-        for i in np.flatnonzero(~fast):
+        rows = np.flatnonzero(~fast)
+        if self._batch_events:
+            rows = self._classify_events(rows, d, slots, b1, seq, ts, ssrc, now)
+        for i in rows:
             self._slow_packet(int(slots[i]), bytes(d[i, : buf.lengths[i]]), now)
+
+    def _classify_events(self, rows: np.ndarray, d: np.ndarray, slots: np.ndarray, b1: np.ndarray,
+                         seq: np.ndarray, ts: np.ndarray, ssrc: np.ndarray, now: float) -> np.ndarray:
+        """Handle the plain non-audio packets of ``rows`` in one batch; return the rows left for the slow path.
+
+        A row is plain when its leg's stream is known and it needs no
+        parsing beyond the fixed header: first octet 0x80 (RFC 3550 §5.1:
+        version 2, no padding, no extension, no CSRC), not RTCP (RFC 5761
+        §4), the leg's current SSRC, a receiving leg without SRTP, and for a
+        telephone-event a 4-octet payload at least (RFC 4733 §2.3).  Plain
+        rows are counted as received in one :meth:`_insert` (they use
+        sequence numbers but carry no audio); telephone-events go to the
+        leg's :class:`media.dtmf.Rfc4733Receiver` as integers read with
+        numpy (no ``bytes``, ``RtpPacket`` or one-element arrays per
+        packet), comfort noise (RFC 3389, PT 13) is ignored, anything else
+        counts as malformed -- exactly what :meth:`_slow_packet` does.
+
+        A leg with any non-plain packet in this batch (a new SSRC, RTCP,
+        SRTP, a short event) keeps all its non-audio packets on the slow
+        path, so the order in which one leg's packets are applied is the
+        arrival order either way.
+        """
+        if not len(rows):
+            return rows
+        rs = slots[rows]
+        ln = self._recv.lengths[rows]
+        rb1 = b1[rows]
+        pt = rb1 & 0x7F
+        is_event = pt == self._dtmf_pt[rs]
+        plain = ((d[rows, 0] == 0x80) & (ln >= 12) & ~((rb1 >= 192) & (rb1 <= 223))
+                 & (ssrc[rows] == self._rx_ssrc[rs]) & self._receives_mask[rs] & (~is_event | (ln >= 16)))
+        if self._srtp:
+            plain &= ~np.isin(rs, np.fromiter(self._srtp, np.int64, len(self._srtp)))
+        if not plain.all():
+            plain &= ~np.isin(rs, rs[~plain])  # the leg's other packets follow its slow one
+            if not plain.any():
+                return rows
+        cheap = rows[plain]
+        cs = rs[plain]
+        self._insert(cs, seq[cheap], ts[cheap], None, now)
+        is_event = is_event[plain]
+        other = ~is_event & (pt[plain] != 13)  # RFC 3389 comfort noise is expected and ignored
+        if other.any():
+            for s in cs[other].tolist():
+                self._slot_leg[s].malformed += 1
+        if is_event.any():
+            er = cheap[is_event]
+            p = d[er, 12:16]
+            dur = (p[:, 2].astype(np.int64) << 8) | p[:, 3]
+            slot_leg = self._slot_leg
+            timers = self._dtmf_timers
+            # RFC 4733 §2.3: event, E bit (0x80 of the second octet), duration; marker from the RTP header
+            for s, event, flags, duration, t, m, src in zip(
+                    cs[is_event].tolist(), p[:, 0].tolist(), p[:, 1].tolist(), dur.tolist(),
+                    ts[er].tolist(), (b1[er] >= 0x80).tolist(), ssrc[er].tolist()):
+                leg = slot_leg[s]
+                for digit in leg.dtmf_receiver.receive_event(event, flags >= 0x80, duration, t, m, src, now):
+                    self._emit(DtmfReceived(leg.leg_id, leg.call_id, digit.digit, digit.duration_ms, digit.source))
+                timers.add(leg.leg_id)
+        return rows[~plain]
 
     def _insert(self, slots: np.ndarray, seq16: np.ndarray, ts: np.ndarray, payload: np.ndarray | None,
                 now: float) -> None:
