@@ -341,7 +341,7 @@ class CallCentre:
             raise InvalidArgs(f"agent {number} has no default extension: give one")
         device = cfg.extensions.get(extension)
         if device is not None and device.tenant != rec.tenant:
-            raise Forbidden(f"extension {extension} belongs to tenant {device.tenant!r}")
+            raise Forbidden(f"extension {extension} belongs to another tenant")  # never name the other tenant
         for other in self.agents.values():
             if other is not rec and other.state != "logged_out" and other.extension == extension:
                 raise Conflict(f"extension {extension} is in use by agent {other.number}")
