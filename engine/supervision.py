@@ -241,6 +241,7 @@ class Supervision:
         """
         c = self.centre
         call = None
+        named = f"agent {agent}" if agent else f"the agent on call {call_id}"  # what the caller named
         if call_id:
             call = c.calls.get(call_id)
             if call is None or not session.sees_tenant(call.tenant):
@@ -255,8 +256,8 @@ class Supervision:
             raise NotFound(f"no agent {agent!r}")
         groups = set(c.config.agents[rec.number].groups)  # type: ignore[union-attr]
         if session.role == "supervisor" and not groups & session.groups:
-            raise Forbidden(f"user {session.user!r} does not supervise agent {rec.number} "
-                            f"(groups {', '.join(sorted(groups)) or 'none'})")
+            # name only what the caller named: not the agent behind a call id, nor its groups
+            raise Forbidden(f"user {session.user!r} does not supervise {named}")
         if call is not None and call.agent != rec.number and call.offered_agent != rec.number:
             raise NotFound(f"call {call_id} is not agent {rec.number}'s")
         return rec, call

@@ -123,6 +123,9 @@ groups = ["tb_sales"]
 [queues.ta_q]
 tenant = "ta"
 groups = ["ta_sales"]
+[queues.ta_support_q]
+tenant = "ta"
+groups = ["ta_support"]
 [queues.tb_q]
 tenant = "tb"
 groups = ["tb_sales"]
@@ -311,30 +314,33 @@ ROOT_SEES_B = {"agent.list": {}, "queue.list": {}, "call.list": {}, "state.snaps
                "cdr.export": {"tenant": "tb"}}
 
 
-def leaks(obj: Any, path: str = "$") -> list[str]:
-    """Paths in ``obj`` where a tb marker shows."""
+def leaks(obj: Any, exact: frozenset[str] | set[str] = B_EXACT, substr: tuple[str, ...] = B_SUBSTR,
+          path: str = "$") -> list[str]:
+    """Paths in ``obj`` where a marker (default: tb's) shows."""
     out: list[str] = []
     if isinstance(obj, dict):
         for k, v in obj.items():
-            out += leaks(k, f"{path}.<key>") + leaks(v, f"{path}.{k}")
+            out += leaks(k, exact, substr, f"{path}.<key>") + leaks(v, exact, substr, f"{path}.{k}")
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            out += leaks(v, f"{path}[{i}]")
+            out += leaks(v, exact, substr, f"{path}[{i}]")
     elif isinstance(obj, (bytes, bytearray)):
         text = bytes(obj).decode("latin-1")
-        if any(m in text for m in B_SUBSTR) or re.search(r"(?<![\d.])(9001|9002)(?![\d.])", text):
+        numbers = "|".join(re.escape(e) for e in exact if e.isdigit())
+        if any(m in text for m in substr) or (numbers and re.search(rf"(?<![\d.])({numbers})(?![\d.])", text)):
             out.append(f"{path} (bytes)")
     elif isinstance(obj, str):
-        if obj in B_EXACT or any(m in obj for m in B_SUBSTR):
+        if obj in exact or any(m in obj for m in substr):
             out.append(f"{path}={obj!r}")
     return out
 
 
-def reply_leaks(reply: dict[str, Any], args: dict[str, Any]) -> list[str]:
+def reply_leaks(reply: dict[str, Any], args: dict[str, Any], exact: frozenset[str] | set[str] = B_EXACT,
+                substr: tuple[str, ...] = B_SUBSTR) -> list[str]:
     """:func:`leaks` of a reply; an error message may echo the caller's own arguments
     (``no call 'tbcall1'``) but must name no other tb object or tb's tenant."""
     if reply.get("ok"):
-        return leaks(reply.get("result"))
+        return leaks(reply.get("result"), exact, substr)
     message = str(reply.get("error", {}).get("message", ""))
     given = _strings(args)
     given += [v.partition(":")[2] for v in given if ":" in v]  # "agent:9001" is echoed as "agent 9001"
@@ -342,7 +348,7 @@ def reply_leaks(reply: dict[str, Any], args: dict[str, Any]) -> list[str]:
     for value in echoed:
         message = message.replace(value, "<arg>")
     words = set(re.findall(r"[\w+*.-]+", message))
-    found = [w for w in words if w in B_EXACT or any(m in w for m in B_SUBSTR)]
+    found = [w for w in words if w in exact or any(m in w for m in substr)]
     return [f"$.error.message: {found} in {reply['error']['message']!r}"] if found else []
 
 
@@ -378,7 +384,7 @@ async def two_tenants(tmp: pathlib.Path) -> Any:
     try:
         yield eng, centre
     finally:
-        for cid in ("tacall1", "tbcall1"):
+        for cid in ("tacall1", "tscall1", "tbcall1"):
             centre.calls.pop(cid, None)
         await eng.stop()
 
@@ -388,9 +394,9 @@ async def seed(eng: Engine, centre: Any, tmp: pathlib.Path) -> dict[str, int]:
     store = eng.store
     rec_dir = tmp / "rec"
     rec_dir.mkdir(parents=True, exist_ok=True)
-    for t, agent, grp, q, num in (("ta", "1001", "ta_sales", "ta_q", "+4966100"),
-                                  ("tb", "9001", "tb_sales", "tb_q", "+4977100")):
-        cid = f"{t}call0"
+    for t, agent, grp, q, num, cid in (("ta", "1001", "ta_sales", "ta_q", "+4966100", "tacall0"),
+                                       ("ta", "1002", "ta_support", "ta_support_q", "+4966200", "tscall0"),
+                                       ("tb", "9001", "tb_sales", "tb_q", "+4977100", "tbcall0")):
         store.append("cdr", {"call_id": cid, "tenant": t, "direction": "inbound", "caller_number": num,
                              "dialed_number": "800", "trunk": f"{t}_trunk", "queue": q, "grp": grp, "agent": agent,
                              "start_ts": NOW - 600, "queued_ts": NOW - 595, "answered_ts": NOW - 590,
@@ -410,14 +416,15 @@ async def seed(eng: Engine, centre: Any, tmp: pathlib.Path) -> dict[str, int]:
                                      "agent": agent, "party": f"{t}_sup", "detail": "{}"})
     await store.aflush()
     ids = {}
-    for t in ("ta", "tb"):
-        ids[f"{t}_rec"] = store.select("recordings", {"tenant": t})[0]["id"]
-        ids[f"{t}_cb"] = store.select("callbacks", {"tenant": t})[0]["id"]
-    # live calls: one per tenant, talking with its agent
-    for t, agent, q, num in (("ta", "1001", "ta_q", "+4966100"), ("tb", "9001", "tb_q", "+4977100")):
-        call = Call(call_id=f"{t}call1", tenant=t, caller_number=num, dialed_number="800", trunk=f"{t}_trunk",
-                    route="r", queue=q, grp=f"{t}_sales", agent=agent, state=CallState.TALKING,
-                    answered_ts=NOW - 30)
+    for key, cid in (("ta", "tacall0"), ("ts", "tscall0"), ("tb", "tbcall0")):
+        ids[f"{key}_rec"] = store.select("recordings", {"call_id": cid})[0]["id"]
+        ids[f"{key}_cb"] = store.select("callbacks", {"call_id": cid})[0]["id"]
+    # live calls: each talking with its agent
+    for t, agent, q, grp, num, cid in (("ta", "1001", "ta_q", "ta_sales", "+4966100", "tacall1"),
+                                       ("ta", "1002", "ta_support_q", "ta_support", "+4966200", "tscall1"),
+                                       ("tb", "9001", "tb_q", "tb_sales", "+4977100", "tbcall1")):
+        call = Call(call_id=cid, tenant=t, caller_number=num, dialed_number="800", trunk=f"{t}_trunk",
+                    route="r", queue=q, grp=grp, agent=agent, state=CallState.TALKING, answered_ts=NOW - 30)
         centre.calls[call.call_id] = call
     return ids
 
@@ -430,7 +437,8 @@ async def session(eng: Engine, user: str) -> RawConn:
 
 
 def resolve(args: dict[str, Any], ids: dict[str, int]) -> dict[str, Any]:
-    names = {"B_REC": ids["tb_rec"], "B_CB": ids["tb_cb"], "A_CB": ids["ta_cb"]}
+    names = {"B_REC": ids["tb_rec"], "B_CB": ids["tb_cb"], "A_CB": ids["ta_cb"], "S_REC": ids["ts_rec"],
+             "S_CB": ids["ts_cb"]}
     return {k: names.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
 
 
@@ -519,6 +527,7 @@ def test_engine_status_counts_only_own_tenant(tmp_path: pathlib.Path) -> None:
         async with two_tenants(tmp_path) as (eng, centre):
             await seed(eng, centre, tmp_path)
             centre.calls.pop("tacall1")
+            centre.calls.pop("tscall1")
             for user in A_ROLES:
                 c = await session(eng, user)
                 res = (await c.call("engine.status"))["result"]
@@ -647,3 +656,91 @@ def test_docs_matrix_matches_registry() -> None:
 if __name__ == "__main__":  # print the table for docs/tenants.md
     test_every_op_has_a_case()
     print("\n".join(matrix_rows()))
+
+
+# ---------------------------------------------------------------- scopes inside one tenant
+
+# ta's support team: agent 1002 (extension 2902), group ta_support, queue ta_support_q,
+# calls "tscall", caller +4966200.  ta_sup supervises ta_sales only; ta_agent is agent 1001.
+S_AGENT = {"agent": "1002"}
+S_CALL = {"call_id": "tscall1"}
+SCOPE_CASES: dict[str, tuple[dict[str, Any], ...]] = {
+    **{op: (S_AGENT,) for op in ("agent.logout", "agent.ready", "agent.wrapup_done")},
+    "agent.login": ({"agent": "1002", "password": PW},),
+    "agent.not_ready": ({"agent": "1002", "reason_code": "x"},),
+    "agent.force_state": ({"agent": "1002", "state": "not_ready"},),
+    **{op: (S_CALL,) for op in ("call.hangup", "call.answer", "call.get_data", "call.hold", "call.retrieve",
+                                "call.transfer_complete", "call.conference", "call.consult_cancel")},
+    "call.attach_data": ({**S_CALL, "data": {"k": "v"}},),
+    "call.send_dtmf": ({**S_CALL, "digits": "1"},),
+    "call.transfer": ({**S_CALL, "target": "agent:1001"},),
+    "call.consult": ({**S_CALL, "target": "agent:1001"},),
+    "call.dial": ({"agent": "1002", "number": "+4930123"},),
+    **{f"supervisor.{m}": (S_AGENT, S_CALL) for m in ("listen", "whisper", "barge", "intercept", "force_release")},
+    "callback.assign": ({"id": "S_CB", "agent": "1002"},),
+    "callback.schedule": ({"id": "S_CB", "at": NOW + 3600},),
+    "callback.complete": ({"id": "S_CB", "cancel": True},),
+    "callback.dial": ({"id": "S_CB", "agent": "1001"},),
+    "recording.fetch": ({"id": "S_REC"},),
+    "kpi.report": ({"since": SINCE, "until": UNTIL, "dimension": "agent", "keys": ["1002"]},),
+    "events.subscribe": ({"agents": ["1002"], "groups": ["ta_support"]},),
+}
+SCOPE_LISTS = {"agent.list": {}, "call.list": {}, "cdr.query": {"agent": "1002"}, "cdr.export": {"agent": "1002"},
+               "recording.query": {}, "callback.list": {}, "stats.realtime": {}, "state.snapshot": {},
+               "supervisor.list": {}, "campaign.list": {}}
+
+
+def test_supervisor_and_agent_scopes_inside_a_tenant(tmp_path: pathlib.Path) -> None:
+    """ta's supervisor (ta_sales) and agent (1001) against ta_support's agent, calls, callbacks,
+    recordings: forbidden/not_found, and list answers without them; admin and reporting see them."""
+    by_role = {"supervisor": (frozenset({"1002", "2902", "ta_support", "ta_support_q"}), ("tscall", "+4966200")),
+               # an agent sees its tenant's queue names (queue.list), never other agents' calls or data
+               "agent": (frozenset({"1002", "2902"}), ("tscall", "+4966200"))}
+
+    async def main() -> list[str]:
+        problems: list[str] = []
+        async with two_tenants(tmp_path) as (eng, centre):
+            ids = await seed(eng, centre, tmp_path)
+            users = {"supervisor": await session(eng, "ta_sup"), "agent": await session(eng, "ta_agent")}
+            try:
+                for role, conn in users.items():
+                    exact, substr = by_role[role]
+                    for name, variants in SCOPE_CASES.items():
+                        for variant in variants:
+                            args = resolve(variant, ids)
+                            reply = await conn.call(name, **args)
+                            where = f"{name}{args} as {role}"
+                            found = reply_leaks(reply, args, exact, substr)
+                            code = None if reply["ok"] else reply["error"]["code"]
+                            if found:
+                                problems.append(f"{where}: out-of-scope data at {found[:3]}")
+                            elif code not in ("forbidden", "not_found"):
+                                problems.append(f"{where}: expected forbidden/not_found, got {reply}")
+                    for name, args in SCOPE_LISTS.items():
+                        reply = await conn.call(name, **args)
+                        found = reply_leaks(reply, args, exact, substr)
+                        if found or (not reply["ok"] and reply["error"]["code"] != "forbidden"):
+                            problems.append(f"{name}{args} as {role}: {found[:3] or reply}")
+                # positive control: the tenant's admin and reporting user do see the support team
+                for user in ("ta_admin", "ta_rep"):
+                    c = await session(eng, user)
+                    for name in ("cdr.query", "recording.query", "callback.list", "agent.list"):
+                        res = await c.call(name)
+                        assert res["ok"] and leaks(res["result"], *by_role["supervisor"]), (user, name, res)
+                    await c.close()
+            finally:
+                for c in users.values():
+                    await c.close()
+        return problems
+
+    problems = run(main(), timeout=60)
+    assert not problems, "scope leaks:\n" + "\n".join(problems)
+
+
+def test_reporting_role_is_read_only() -> None:
+    """Every op the reporting role may call reads; the only audited ones are exports/downloads."""
+    test_every_op_has_a_case()
+    audited_reads = {"cdr.export", "recording.fetch"}
+    for spec in registry.specs():
+        if "reporting" in spec.roles and spec.changes_state:
+            assert spec.name in audited_reads, f"{spec.name} changes state yet the reporting role may call it"
