@@ -244,7 +244,8 @@ CASES: dict[str, Case] = {
     "callback.complete": T({"id": "B_CB"}, {"id": "B_CB", "cancel": True}),
     "callback.dial": T({"id": "B_CB", "agent": "1001"}, {"id": "A_CB", "agent": "9001"}),
     # agents, queues, calls
-    "agent.login": T({"agent": "9001", "password": PW}),
+    "agent.login": T({"agent": "9001", "password": PW},
+                     {"agent": "1002", "password": PW, "extension": "3901"}),  # hot-desking onto tb's phone
     "agent.logout": T({"agent": "9001"}),
     "agent.ready": T({"agent": "9001"}),
     "agent.not_ready": T({"agent": "9001", "reason_code": "x"}),
