@@ -86,6 +86,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.app import CallLogger
 from engine.calls import CallLeg, CallState
+from engine.config import GLOBAL_TENANT
 from engine.errors import Conflict, Forbidden, InvalidArgs, InvalidState, NotFound
 from engine.events import (
     CallIntercepted, SupervisorFailed, SupervisorJoined, SupervisorLeft, SupervisorModeChanged, SupervisorRinging,
@@ -297,12 +298,23 @@ class Supervision:
         extension = extension or user.extension
         if not extension:
             raise InvalidArgs(f"user {session.user!r} has no configured extension: give one")
+        cfg = c.config
+        assert cfg is not None
+        if session.tenant != GLOBAL_TENANT:  # never another tenant's phone (its device or agent's extension)
+            device = cfg.extensions.get(extension)
+            if (device is not None and device.tenant != session.tenant) or any(
+                    a.extension == extension and a.tenant != session.tenant for a in cfg.agents.values()):
+                raise Forbidden(f"extension {extension} belongs to another tenant")
+
+        def who(kind: str, name: str, tenant: str) -> str:  # never name another tenant's agent or user
+            return f"{kind} {name}" if session.sees_tenant(tenant) else "another tenant"
         for rec in c.agents.values():
             if rec.state != "logged_out" and extension in (rec.extension, rec.number):
-                raise Conflict(f"extension {extension} is in use by agent {rec.number}")
+                raise Conflict(f"extension {extension} is in use by {who('agent', rec.number, rec.tenant)}")
         for other, ext in self.phones.items():
             if other != session.user and ext == extension:
-                raise Conflict(f"extension {extension} is in use by user {other}")
+                raise Conflict(f"extension {extension} is in use by "
+                               f"{who('user', other, cfg.users[other].tenant)}")
         old = self.phones.get(session.user)
         if old and old != extension:
             c.credentials.pop(old, None)

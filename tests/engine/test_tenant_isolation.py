@@ -280,7 +280,7 @@ CASES: dict[str, Case] = {
     "supervisor.force_release": T({"agent": "9001"}, B_CALL),
     "agent.force_state": T({"agent": "9001", "state": "not_ready"}, {"agent": "9001", "state": "logged_out"}),
     "supervisor.leave": S("ends the session's own monitor"),
-    "supervisor.phone_login": S("the session's own phone ([users] extension)", {"password": "wrong"}),
+    "supervisor.phone_login": T({"password": PW, "extension": "3901"}),  # tb's agent's phone
     "supervisor.phone_logout": S("the session's own phone"),
     "supervisor.list": L(),
     # screening
