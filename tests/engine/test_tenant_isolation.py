@@ -565,20 +565,35 @@ B_EVENTS = [
 ]
 
 
+S_EVENTS = [
+    ("agent.state", {"agent": "1002", "tenant": "ta", "state": "ready"},
+     {"tenant": "ta", "agent": "1002", "groups": ["ta_support"]}),
+    ("call.ringing", {"call_id": "tscall1", "tenant": "ta", "agent": "1002", "caller_number": "+4966200"},
+     {"tenant": "ta", "agent": "1002", "queue": "ta_support_q", "groups": ["ta_support"]}),
+    ("callback.changed", {"id": 2, "tenant": "ta", "assigned_agent": "1002", "queue": "ta_support_q"},
+     {"tenant": "ta", "agent": "1002", "queue": "ta_support_q", "groups": ["ta_support"]}),
+]
+
+
 def test_no_event_of_another_tenant(tmp_path: pathlib.Path) -> None:
     """tb activity (bus events, real ops of tb users, the stats tick) reaches no ta subscriber."""
     async def main() -> None:
         async with two_tenants(tmp_path) as (eng, centre):
             ids = await seed(eng, centre, tmp_path)
             subs = {u: await session(eng, u) for u in A_ROLES}
-            for c in subs.values():
+            for c in subs.values():  # (RawConn.call drops events read before its reply: subscribe first)
                 r = await c.call("events.subscribe", events=["*"])
                 assert r["ok"], r
+                # the stats event is built per session scope: ta's carry no tb data
+                assert (await c.call("events.subscribe", events=["stats"]))["ok"]
             root = await session(eng, "root")
             assert (await root.call("events.subscribe", events=["*"]))["ok"]
             tb_admin = await session(eng, "tb_admin")
             try:
                 for name, data, scope in B_EVENTS:
+                    eng.bus.publish(name, data, **scope)
+                # ta's support team (agent 1002): not for ta's sales supervisor nor agent 1001
+                for name, data, scope in S_EVENTS:
                     eng.bus.publish(name, data, **scope)
                 # real tb activity through ops (publishes callback.changed, agent.state, ...)
                 assert (await tb_admin.call("callback.assign", id=ids["tb_cb"], agent="9002"))["ok"]
@@ -589,9 +604,6 @@ def test_no_event_of_another_tenant(tmp_path: pathlib.Path) -> None:
                 from engine.realtime import find_stats
                 svc = find_stats(eng)
                 assert svc is not None
-                # the stats event is built per session scope: ta's carry no tb data
-                for c in subs.values():
-                    assert (await c.call("events.subscribe", events=["stats"]))["ok"]
                 svc.tick()
                 # positive control: a ta event reaches ta's admin
                 eng.bus.publish("agent.state", {"agent": "1001", "tenant": "ta", "state": "ready"},
@@ -605,6 +617,12 @@ def test_no_event_of_another_tenant(tmp_path: pathlib.Path) -> None:
                     events = [f for f in frames if isinstance(f, dict) and "event" in f]
                     bad = [(f["event"], leaks(f)) for f in events if leaks(f)]
                     assert not bad, f"{user} received tb events: {bad}"
+                    out_of_scope = frozenset({"1002", "ta_support"}), ("tscall", "+4966200")
+                    got_s = [f["event"] for f in events if f["event"] != "stats" and leaks(f, *out_of_scope)]
+                    if A_ROLES[user] in ("supervisor", "agent"):
+                        assert not got_s, f"{user} received the support team's events: {got_s}"
+                    else:
+                        assert {"agent.state", "call.ringing"} <= set(got_s), (user, got_s, [f["event"] for f in events])
                     names = [f["event"] for f in events]
                     assert "stats" in names, (user, names)
                     if A_ROLES[user] in ("admin", "supervisor", "agent", "reporting"):
