@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import pathlib
 import re
 import socket
@@ -377,6 +378,7 @@ async def two_tenants(tmp: pathlib.Path) -> Any:
     path = tmp / "engine.toml"
     text = config_text(tmp, _free_port())
     path.write_text(text)
+    level = logging.getLogger().level  # engine.log_level is called below: restore it for later tests
     eng = Engine(parse_config(text, str(path)), services=[CallCentre()])
     eng.add_service(StatsService())
     eng.add_service(CampaignService())
@@ -388,6 +390,7 @@ async def two_tenants(tmp: pathlib.Path) -> Any:
         for cid in ("tacall1", "tscall1", "tbcall1"):
             centre.calls.pop(cid, None)
         await eng.stop()
+        logging.getLogger().setLevel(level)
 
 
 async def seed(eng: Engine, centre: Any, tmp: pathlib.Path) -> dict[str, int]:
