@@ -29,10 +29,8 @@ import pathlib
 import re
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import pytest
 
 from engine.app import Engine
 from engine.calls import Call, CallState
@@ -212,9 +210,7 @@ def S(reason: str, *variants: dict[str, Any]) -> Case:
 
 B_CALL = {"call_id": "tbcall1"}
 B_CAMP = ({"name": "tb_camp", "tenant": "tb"}, {"name": "tb_camp"})
-B_REC = 0  # filled in at run time: id of tb's recording
-B_CB = 0  # id of tb's callback
-A_CB = 0  # id of ta's callback
+# "B_REC", "B_CB", "A_CB", "S_REC", "S_CB" in arguments are row ids resolved at run time (resolve())
 SINCE, UNTIL = NOW - 86400, NOW + 86400
 
 CASES: dict[str, Case] = {
