@@ -15,7 +15,7 @@ from typing import Any
 from engine import __version__
 from engine.bus import Subscription
 from engine.errors import Forbidden, InvalidArgs, NotFound, Unauthorized
-from engine.ops import ADMIN, ALL_ROLES, Arg, OpContext, registry
+from engine.ops import ADMIN, ALL_ROLES, Arg, OpContext, registry, sees_engine_wide
 from engine.passwords import verify_password
 
 
@@ -70,8 +70,21 @@ async def op_ping(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 @registry.op("engine.status", roles=ALL_ROLES)
 async def op_engine_status(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Uptime, version, counts from the registered providers, store status."""
-    return await ctx.engine.status()
+    """Uptime, version, counts from the registered providers, store status.
+
+    Engine-wide figures (legs, registrations, bans, connections, the store's
+    path and queue) are for global administrators; a tenant's user gets the
+    calls it may see and whether the store is open (docs/tenants.md).
+    """
+    status = await ctx.engine.status()
+    session = ctx.session
+    if sees_engine_wide(session, ctx.engine.config):
+        return status
+    calls = ctx.engine.snapshots.get("calls")
+    status["counts"] = {"calls": len(calls(session))} if calls is not None else {}
+    status["control"] = {}
+    status["store"] = {k: v for k, v in status["store"].items() if k in ("backend", "schema_version", "open")}
+    return status
 
 
 @registry.op("events.subscribe", roles=ALL_ROLES, args=[

@@ -343,10 +343,13 @@ class CallCentre:
             raise InvalidArgs(f"agent {number} has no default extension: give one")
         device = cfg.extensions.get(extension)
         if device is not None and device.tenant != rec.tenant:
-            raise Forbidden(f"extension {extension} belongs to tenant {device.tenant!r}")
+            raise Forbidden(f"extension {extension} belongs to another tenant")  # never name the other tenant
+        if any(a.extension == extension and a.tenant != rec.tenant for a in cfg.agents.values()):
+            raise Forbidden(f"extension {extension} belongs to another tenant")  # another tenant's agent's phone
         for other in self.agents.values():
             if other is not rec and other.state != "logged_out" and other.extension == extension:
-                raise Conflict(f"extension {extension} is in use by agent {other.number}")
+                who = f"agent {other.number}" if other.tenant == rec.tenant else "another tenant"
+                raise Conflict(f"extension {extension} is in use by {who}")
         if rec.state != "logged_out":
             raise Conflict(f"agent {number} is already logged in on extension {rec.extension}")
         rec.extension = extension

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -19,7 +20,7 @@ from engine.campaign_report import campaign_report, report_csv
 from engine.campaign_service import _select_all, find_campaigns
 from engine.config import GLOBAL_TENANT
 from engine.dialer import DialerCore, PlaceCall, PreviewOffered
-from engine.errors import ConfigError, Forbidden, InvalidArgs
+from engine.errors import ConfigError, Forbidden, InvalidArgs, NotFound
 from engine.ops import AGENT_ROLES, READ_ROLES, SUPERVISOR_ROLES, Arg, OpContext, registry
 
 _NAME = Arg("name", str, doc="campaign name")
@@ -58,12 +59,22 @@ async def op_campaign_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, 
     """Create a campaign at run time (state ``created``); checked like the config file."""
     svc = find_campaigns(ctx.engine)
     tenant = _tenant(ctx, args["tenant"])
-    groups = set(args["definition"].get("groups") or ())
+    definition = args["definition"]
+    groups = set(definition.get("groups") or ())
     ctx.session.require(tenant=tenant, groups=groups)
+    cfg = ctx.engine.config
+    for what, table, names in (("group", cfg.groups, groups), ("agent", cfg.agents, definition.get("agents") or ()),
+                               ("trunk", cfg.trunks, [definition["trunk"]] if definition.get("trunk") else [])):
+        for n in names:  # another tenant's object answers like a missing one (nothing about it leaks)
+            if isinstance(n, str) and (n not in table or table[n].tenant != tenant):
+                raise NotFound(f"campaign.create: no {what} {n!r} in tenant {tenant!r}")
     try:
         core = svc.create(tenant, args["name"], args["definition"], user=ctx.session.user)
     except ConfigError as exc:
-        raise InvalidArgs("; ".join(exc.lines) if hasattr(exc, "lines") else str(exc)) from None
+        text = "; ".join(exc.lines) if hasattr(exc, "lines") else str(exc)
+        # A reference to another tenant's group/agent/trunk must not name that tenant.
+        text = re.sub(r"belongs to tenant '[^']*', not '[^']*'", "belongs to another tenant", text)
+        raise InvalidArgs(text) from None
     return svc.status(core)
 
 

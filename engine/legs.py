@@ -549,7 +549,7 @@ class Legs:
         if conf is None:
             raise NotFound(f"no trunk {trunk!r}")
         if conf.tenant != tenant:
-            raise Forbidden(f"trunk {trunk} belongs to tenant {conf.tenant}, not {tenant}")
+            raise Forbidden(f"trunk {trunk} belongs to another tenant")  # never name the other tenant
         if not NUMBER_RE.match(number or ""):
             raise InvalidArgs(f"{number!r} is not a dialable number (digits, *, #, optional leading +)")
         caller = conf.caller_number if caller_number is None else caller_number

@@ -111,6 +111,16 @@ class Session:
                 "groups": sorted(self.groups), "agent": self.agent}
 
 
+def sees_engine_wide(session: Session, config: Any) -> bool:
+    """May ``session`` see engine-wide figures (all legs, registrations, bans,
+    connections, the store's path)?  Global users (tenant ``*``) may; so may
+    everybody when the configuration declares no tenant besides ``default``
+    (then engine-wide is tenant-wide).  In a multi-tenant engine a tenant's
+    user never does: the figures would count other tenants' calls and phones.
+    """
+    return session.tenant == GLOBAL_TENANT or not getattr(config, "tenants", None)
+
+
 @dataclass(slots=True)
 class OpContext:
     """What a handler gets besides its arguments."""

@@ -44,6 +44,7 @@ from typing import Any
 from engine.bus import BusEvent
 from engine.config import GLOBAL_TENANT
 from engine.kpi import Dimension, Period
+from engine.ops import sees_engine_wide
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def snapshot(engine: Any, session: Any, today: dict[str, dict[str, dict[str, Any
                            "in_ivr": sum(1 for c in visible_calls if c.state.value == "routing"),
                            "in_queue": sum(1 for s in states if s in ("queued", "offering")),
                            "talking": sum(1 for s in states if s == "talking")}
-    if session.role in ("admin", "reporting"):
+    if session.role in ("admin", "reporting") and sees_engine_wide(session, cfg):
         counters = engine.counters
         eng.update({"active_legs": int(counters["legs"]()), "registrations": int(counters["registrations"]()),
                     "recordings_free_bytes": _free_disk(engine)})

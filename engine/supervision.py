@@ -86,6 +86,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.app import CallLogger
 from engine.calls import CallLeg, CallState
+from engine.config import GLOBAL_TENANT
 from engine.errors import Conflict, Forbidden, InvalidArgs, InvalidState, NotFound
 from engine.events import (
     CallIntercepted, SupervisorFailed, SupervisorJoined, SupervisorLeft, SupervisorModeChanged, SupervisorRinging,
@@ -241,6 +242,7 @@ class Supervision:
         """
         c = self.centre
         call = None
+        named = f"agent {agent}" if agent else f"the agent on call {call_id}"  # what the caller named
         if call_id:
             call = c.calls.get(call_id)
             if call is None or not session.sees_tenant(call.tenant):
@@ -255,8 +257,8 @@ class Supervision:
             raise NotFound(f"no agent {agent!r}")
         groups = set(c.config.agents[rec.number].groups)  # type: ignore[union-attr]
         if session.role == "supervisor" and not groups & session.groups:
-            raise Forbidden(f"user {session.user!r} does not supervise agent {rec.number} "
-                            f"(groups {', '.join(sorted(groups)) or 'none'})")
+            # name only what the caller named: not the agent behind a call id, nor its groups
+            raise Forbidden(f"user {session.user!r} does not supervise {named}")
         if call is not None and call.agent != rec.number and call.offered_agent != rec.number:
             raise NotFound(f"call {call_id} is not agent {rec.number}'s")
         return rec, call
@@ -296,12 +298,23 @@ class Supervision:
         extension = extension or user.extension
         if not extension:
             raise InvalidArgs(f"user {session.user!r} has no configured extension: give one")
+        cfg = c.config
+        assert cfg is not None
+        if session.tenant != GLOBAL_TENANT:  # never another tenant's phone (its device or agent's extension)
+            device = cfg.extensions.get(extension)
+            if (device is not None and device.tenant != session.tenant) or any(
+                    a.extension == extension and a.tenant != session.tenant for a in cfg.agents.values()):
+                raise Forbidden(f"extension {extension} belongs to another tenant")
+
+        def who(kind: str, name: str, tenant: str) -> str:  # never name another tenant's agent or user
+            return f"{kind} {name}" if session.sees_tenant(tenant) else "another tenant"
         for rec in c.agents.values():
             if rec.state != "logged_out" and extension in (rec.extension, rec.number):
-                raise Conflict(f"extension {extension} is in use by agent {rec.number}")
+                raise Conflict(f"extension {extension} is in use by {who('agent', rec.number, rec.tenant)}")
         for other, ext in self.phones.items():
             if other != session.user and ext == extension:
-                raise Conflict(f"extension {extension} is in use by user {other}")
+                raise Conflict(f"extension {extension} is in use by "
+                               f"{who('user', other, cfg.users[other].tenant)}")
         old = self.phones.get(session.user)
         if old and old != extension:
             c.credentials.pop(old, None)
