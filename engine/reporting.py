@@ -89,6 +89,12 @@ def build_report(conn: sqlite3.Connection, config: Any, *, period: Period, dimen
     cal = Calendar(config.engine.time_zone)
     settings = settings_from_config(config)
     members = memberships_from_config(config)
+    from engine.kpi_buckets import report_from_buckets, usable
+
+    st = usable(conn, cal, settings, members, since, until)
+    if st is not None:  # sealed 30-minute buckets + raw tail (engine/kpi_buckets.py)
+        return report_from_buckets(conn, st, period=period, dimension=dimension, since=since, until=until,
+                                   settings=settings, cal=cal, tenants=tenants, members=members)
     if cal.base_bucket_ok(since, until):
         return tally_sqlite(conn, period=period, dimension=dimension, since=since, until=until, settings=settings,
                             cal=cal, tenants=tenants, members=members)
