@@ -342,6 +342,7 @@ CREATE TABLE kpi_dirty (
 ) WITHOUT ROWID;
 CREATE TABLE kpi_seal (
     id INTEGER PRIMARY KEY CHECK (id = 1),
+    tenant TEXT NOT NULL DEFAULT '*',
     sealed_from REAL NOT NULL,
     sealed_until REAL NOT NULL,
     fingerprint TEXT NOT NULL,
