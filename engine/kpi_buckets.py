@@ -322,16 +322,28 @@ def report_from_buckets(conn: sqlite3.Connection, st: Mapping[str, Any], *, peri
     starts: dict[int, float] = {}
     cols = ", ".join((*SUM_FIELDS, *STATE_COLUMNS))
     n = len(SUM_FIELDS)
+    longest = SUM_FIELDS.index("longest_wait_s")
+    acc: dict[tuple[float, str], list[float]] = {}
+    # Plain lists while rolling up (a Tally per bucket row is the slow part for
+    # per-agent months); longest_wait_s is a maximum, everything else a sum.
     for row in conn.execute(f"SELECT bucket_start, key, {cols} FROM kpi_bucket WHERE dimension = ? "
                             f"AND bucket_start >= ? AND bucket_start < ?{tsql}", [dimension.value, a, b, *tp]):
         bs = row[0]
         start = starts.get(bs)
         if start is None:
             start = starts[bs] = cal.period_start(float(bs), period)
-        vals = row[2:]
+        k = (start, row[1])
+        cur = acc.get(k)
+        if cur is None:
+            acc[k] = list(row[2:])
+        else:
+            lw = max(cur[longest], row[2 + longest])
+            acc[k] = cur = [x + y for x, y in zip(cur, row[2:])]
+            cur[longest] = lw
+    for k, vals in acc.items():
         t = Tally(**dict(zip(SUM_FIELDS, vals[:n])),
                   state_s={s: v for s, v in zip(STAFFED_STATES, vals[n:]) if v})
-        rep.tally(start, row[1]).add(t)
+        rep.tally(*k).add(t)
     callbacks_into(conn, rep, tenants, float(a), float(b))
     return rep
 
