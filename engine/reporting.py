@@ -3,7 +3,9 @@ statistics and ``ctiengine report`` share.
 
 Theory of operation
 -------------------
-:func:`build_report` picks the computation: the SQLite fast path
+:func:`build_report` picks the computation: sealed 30-minute buckets plus
+the raw tail since the watermark (:mod:`engine.kpi_buckets`) when they were
+sealed with the same settings and memberships; else the SQLite fast path
 (:func:`engine.kpi_sql.tally_sqlite`) when the zone's offsets allow it
 (always, in practice), else the reference path over rows read from the same
 connection.  Settings come from ``[reporting]`` (:func:`settings_from_config`),

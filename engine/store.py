@@ -304,6 +304,7 @@ CREATE INDEX call_journal_call ON call_journal (call_id);
 """),
     (9, "kpi buckets: sealed 30-minute UTC KPI tallies (engine/kpi_buckets.py)", """
 CREATE TABLE kpi_bucket (
+    id INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
     bucket_start INTEGER NOT NULL,
     dimension TEXT NOT NULL,
@@ -332,14 +333,15 @@ CREATE TABLE kpi_bucket (
     state_ready_s REAL NOT NULL DEFAULT 0,
     state_reserved_s REAL NOT NULL DEFAULT 0,
     state_busy_s REAL NOT NULL DEFAULT 0,
-    state_wrapup_s REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (dimension, bucket_start, tenant, key)
-) WITHOUT ROWID;
+    state_wrapup_s REAL NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX kpi_bucket_key ON kpi_bucket (dimension, bucket_start, tenant, key);
 CREATE TABLE kpi_dirty (
+    id INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
-    bucket_start INTEGER NOT NULL,
-    PRIMARY KEY (tenant, bucket_start)
-) WITHOUT ROWID;
+    bucket_start INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX kpi_dirty_bucket ON kpi_dirty (tenant, bucket_start);
 CREATE TABLE kpi_seal (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     tenant TEXT NOT NULL DEFAULT '*',
