@@ -13,9 +13,15 @@
    ready), per abandoned call 2 queue-log rows, 4 % ring-no-answer rows:
    about 3 queue-log and 3.4 agent-state rows per CDR.
 2. Times, best of ``--repeat`` runs each (cold-ish: a new connection each):
+   * ``month_interval_report_raw``: the month by 30-minute interval and
+     queue, every KPI (tenant ``default``) from raw rows
+     (:func:`engine.kpi_sql.tally_sqlite`, once: the "before");
+   * ``sealing``: migrates the file and seals the month into KPI buckets
+     (:func:`engine.kpi_buckets.seal_all`, a week per run; a no-op when the
+     file is already sealed);
    * ``month_interval_report``: ``kpi.report``'s computation
-     (:func:`engine.reporting.build_report`) for the whole month by 30-minute
-     interval and queue, every KPI (tenant ``default``);
+     (:func:`engine.reporting.build_report`, sealed buckets) for the same
+     report, checked equal to the raw one;
    * ``month_daily_agent_report``: the month by day and agent;
    * ``filtered_cdr_query``: ``cdr.query``'s SQL (:func:`engine.cdr_query.query`)
      for a month of one queue's abandoned calls that waited >= 30 s from a
@@ -204,12 +210,7 @@ def measure(path: str, repeat: int) -> dict[str, Any]:
     t, n = best_of(with_conn(lambda c: c.execute("SELECT COUNT(*), SUM(wait_s) FROM cdr").fetchone()), repeat)
     out["full_scan"] = {"seconds": t, "rows": n[0]}
     print("full_scan", out["full_scan"], flush=True)
-    t, rows = best_of(with_conn(lambda c: build_report(c, cfg, period=Period.INTERVAL_30, dimension=Dimension.QUEUE,
-                                                       since=MONTH_START, until=MONTH_END,
-                                                       tenants=("default",)).rows()), repeat)
-    out["month_interval_report"] = {"seconds": t, "report_rows": len(rows),
-                                    "calls_counted": sum(r["received"] for r in rows)}
-    print("month_interval_report", out["month_interval_report"], flush=True)
+    out.update(measure_buckets(path, cfg, with_conn, repeat))
     t, rows = best_of(with_conn(lambda c: build_report(c, cfg, period=Period.DAY, dimension=Dimension.AGENT,
                                                        since=MONTH_START, until=MONTH_END,
                                                        tenants=("default",)).rows()), repeat)
@@ -235,6 +236,58 @@ def measure(path: str, repeat: int) -> dict[str, Any]:
                               MONTH_START, MONTH_END]),
     }
     conn.close()
+    return out
+
+
+def measure_buckets(path: str, cfg: Any, with_conn: Callable[[Callable[[sqlite3.Connection], Any]], Callable[[], Any]],
+                    repeat: int) -> dict[str, Any]:
+    """The month interval report before (raw rows, :func:`engine.kpi_sql.tally_sqlite`) and after
+    (sealed buckets, :mod:`engine.kpi_buckets`) on the same file in one run; checks they agree."""
+    import math
+
+    from engine.kpi import Calendar, Dimension, Period, memberships_from_config
+    from engine.kpi_buckets import SEAL_LAG_S, seal_all, seal_state
+    from engine.kpi_sql import tally_sqlite
+    from engine.reporting import build_report, settings_from_config
+    from engine.store import migrate
+
+    out: dict[str, Any] = {}
+    settings, members = settings_from_config(cfg), memberships_from_config(cfg)
+    cal = Calendar(cfg.engine.time_zone)
+
+    def raw(c: sqlite3.Connection) -> list[dict[str, Any]]:
+        return tally_sqlite(c, period=Period.INTERVAL_30, dimension=Dimension.QUEUE, since=MONTH_START,
+                            until=MONTH_END, settings=settings, cal=cal, tenants=("default",), members=members).rows()
+
+    t, raw_rows = best_of(with_conn(raw), 1)
+    out["month_interval_report_raw"] = {"seconds": t, "report_rows": len(raw_rows), "load": os.getloadavg()}
+    print("month_interval_report_raw", out["month_interval_report_raw"], flush=True)
+    # Seal the month as the engine's SealService would once the month is over
+    # (the data is synthetic: "now" is the month's end plus the sealing lag).
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    migrate(conn)
+    t0 = time.perf_counter()
+    runs = seal_all(conn, settings=settings, members=members, now=MONTH_END + SEAL_LAG_S, max_buckets=48 * 7)
+    out["sealing"] = {"seconds": time.perf_counter() - t0, "runs": runs, "max_buckets_per_run": 48 * 7,
+                      "bucket_rows": conn.execute("SELECT COUNT(*) FROM kpi_bucket").fetchone()[0],
+                      "sealed_until": seal_state(conn)["sealed_until"], "load": os.getloadavg()}  # type: ignore[index]
+    conn.close()
+    print("sealing", out["sealing"], flush=True)
+    t, rows = best_of(with_conn(lambda c: build_report(c, cfg, period=Period.INTERVAL_30, dimension=Dimension.QUEUE,
+                                                       since=MONTH_START, until=MONTH_END,
+                                                       tenants=("default",)).rows()), repeat)
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, float) or isinstance(b, float):
+            return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+        return a == b
+
+    equal = len(rows) == len(raw_rows) and all(same(x[k], y[k]) for x, y in zip(rows, raw_rows) for k in y)
+    out["month_interval_report"] = {"seconds": t, "report_rows": len(rows),
+                                    "calls_counted": sum(r["received"] for r in rows),
+                                    "equals_raw_path": equal, "load": os.getloadavg(),
+                                    "speedup_vs_raw": out["month_interval_report_raw"]["seconds"] / t}
+    print("month_interval_report", out["month_interval_report"], flush=True)
     return out
 
 

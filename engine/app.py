@@ -317,6 +317,8 @@ def run_engine(config: Config, log_level: str | None = None) -> int:
     engine = Engine(config, services=[CallCentre()] if config.trunks else [])
     from engine.realtime import StatsService
     engine.add_service(StatsService())  # stats event, today's KPIs, abandoned -> callback
+    from engine.kpi_buckets import SealService
+    engine.add_service(SealService())  # sealed KPI buckets for fast reports (docs/kpis.md)
     from engine.campaign_service import CampaignService
     from engine import campaign_ops  # noqa: F401  (registers the campaign ops)
 

@@ -157,17 +157,25 @@ def tally_sqlite(conn: sqlite3.Connection, *, period: Period, dimension: Dimensi
                  "GROUP BY 1, 2")
             for b, agent, n in conn.execute(q, [slots.shift, slots.width, *tp, slots.a, slots.b]):
                 rep.tally(slots.start(b), agent).ring_no_answer += n
-    if dimension in (Dimension.TENANT, Dimension.QUEUE, Dimension.AGENT):
-        tclause, tp = _tenant_clause(tenants)
-        cbs = conn.execute(f"SELECT tenant, queue, assigned_agent, requested_ts, completed_ts FROM callbacks "
-                           f"WHERE {tclause} AND ((requested_ts >= ? AND requested_ts < ?) "
-                           "OR (completed_ts >= ? AND completed_ts < ?))", [*tp, since, until, since, until])
-        cb_rows = [dict(zip(("tenant", "queue", "assigned_agent", "requested_ts", "completed_ts"), r)) for r in cbs]
-        part = tally_rows(period=period, dimension=dimension, since=since, until=until, settings=settings,
-                          cal=cal, callbacks=cb_rows)
-        for k, t in part.tallies.items():
-            rep.tally(*k).add(t)
+    callbacks_into(conn, rep, tenants, since, until)
     return rep
+
+
+def callbacks_into(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | None,
+                   since: float, until: float) -> None:
+    """Add the callbacks requested / completed in ``[since, until)`` to ``rep``
+    (a small table, read through the reference code)."""
+    if rep.dimension not in (Dimension.TENANT, Dimension.QUEUE, Dimension.AGENT):
+        return
+    tclause, tp = _tenant_clause(tenants)
+    cbs = conn.execute(f"SELECT tenant, queue, assigned_agent, requested_ts, completed_ts FROM callbacks "
+                       f"WHERE {tclause} AND ((requested_ts >= ? AND requested_ts < ?) "
+                       "OR (completed_ts >= ? AND completed_ts < ?))", [*tp, since, until, since, until])
+    cb_rows = [dict(zip(("tenant", "queue", "assigned_agent", "requested_ts", "completed_ts"), r)) for r in cbs]
+    part = tally_rows(period=rep.period, dimension=rep.dimension, since=since, until=until, settings=rep.settings,
+                      cal=rep.cal, callbacks=cb_rows)
+    for k, t in part.tallies.items():
+        rep.tally(*k).add(t)
 
 
 class Slots:
@@ -291,4 +299,4 @@ def _agent_time(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | 
             state_s[st] = state_s.get(st, 0.0) + amount
 
 
-__all__ = ["IVR_LOOKBACK_S", "SPAN_LOOKAHEAD_S", "Slots", "calls_sql", "segments", "tally_sqlite"]
+__all__ = ["IVR_LOOKBACK_S", "SPAN_LOOKAHEAD_S", "Slots", "callbacks_into", "calls_sql", "segments", "tally_sqlite"]

@@ -3,7 +3,9 @@ statistics and ``ctiengine report`` share.
 
 Theory of operation
 -------------------
-:func:`build_report` picks the computation: the SQLite fast path
+:func:`build_report` picks the computation: sealed 30-minute buckets plus
+the raw tail since the watermark (:mod:`engine.kpi_buckets`) when they were
+sealed with the same settings and memberships; else the SQLite fast path
 (:func:`engine.kpi_sql.tally_sqlite`) when the zone's offsets allow it
 (always, in practice), else the reference path over rows read from the same
 connection.  Settings come from ``[reporting]`` (:func:`settings_from_config`),
@@ -89,6 +91,12 @@ def build_report(conn: sqlite3.Connection, config: Any, *, period: Period, dimen
     cal = Calendar(config.engine.time_zone)
     settings = settings_from_config(config)
     members = memberships_from_config(config)
+    from engine.kpi_buckets import report_from_buckets, usable
+
+    st = usable(conn, cal, settings, members, since, until)
+    if st is not None:  # sealed 30-minute buckets + raw tail (engine/kpi_buckets.py)
+        return report_from_buckets(conn, st, period=period, dimension=dimension, since=since, until=until,
+                                   settings=settings, cal=cal, tenants=tenants, members=members)
     if cal.base_bucket_ok(since, until):
         return tally_sqlite(conn, period=period, dimension=dimension, since=since, until=until, settings=settings,
                             cal=cal, tenants=tenants, members=members)

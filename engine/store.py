@@ -302,6 +302,58 @@ CREATE TABLE call_journal (
 );
 CREATE INDEX call_journal_call ON call_journal (call_id);
 """),
+    (9, "kpi buckets: sealed 30-minute UTC KPI tallies (engine/kpi_buckets.py)", """
+CREATE TABLE kpi_bucket (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    bucket_start INTEGER NOT NULL,
+    dimension TEXT NOT NULL,
+    key TEXT NOT NULL,
+    received INTEGER NOT NULL DEFAULT 0,
+    offered INTEGER NOT NULL DEFAULT 0,
+    answered INTEGER NOT NULL DEFAULT 0,
+    answered_within_threshold INTEGER NOT NULL DEFAULT 0,
+    abandoned INTEGER NOT NULL DEFAULT 0,
+    short_abandoned INTEGER NOT NULL DEFAULT 0,
+    abandon_wait_s REAL NOT NULL DEFAULT 0,
+    answer_wait_s REAL NOT NULL DEFAULT 0,
+    longest_wait_s REAL NOT NULL DEFAULT 0,
+    talk_s REAL NOT NULL DEFAULT 0,
+    hold_s REAL NOT NULL DEFAULT 0,
+    wrapup_s REAL NOT NULL DEFAULT 0,
+    transferred INTEGER NOT NULL DEFAULT 0,
+    blocked INTEGER NOT NULL DEFAULT 0,
+    voicemails INTEGER NOT NULL DEFAULT 0,
+    ring_no_answer INTEGER NOT NULL DEFAULT 0,
+    with_caller_number INTEGER NOT NULL DEFAULT 0,
+    repeat_calls INTEGER NOT NULL DEFAULT 0,
+    survey_count INTEGER NOT NULL DEFAULT 0,
+    survey_score_sum REAL NOT NULL DEFAULT 0,
+    state_not_ready_s REAL NOT NULL DEFAULT 0,
+    state_ready_s REAL NOT NULL DEFAULT 0,
+    state_reserved_s REAL NOT NULL DEFAULT 0,
+    state_busy_s REAL NOT NULL DEFAULT 0,
+    state_wrapup_s REAL NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX kpi_bucket_key ON kpi_bucket (dimension, bucket_start, tenant, key);
+CREATE TABLE kpi_dirty (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    bucket_start INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX kpi_dirty_bucket ON kpi_dirty (tenant, bucket_start);
+CREATE TABLE kpi_seal (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    tenant TEXT NOT NULL DEFAULT '*',
+    sealed_from REAL NOT NULL,
+    sealed_until REAL NOT NULL,
+    fingerprint TEXT NOT NULL,
+    cdr_id INTEGER NOT NULL,
+    agent_state_log_id INTEGER NOT NULL,
+    queue_log_id INTEGER NOT NULL,
+    updated_ts REAL NOT NULL
+);
+"""),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
