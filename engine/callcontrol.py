@@ -97,7 +97,7 @@ from engine.app import CallLogger
 from engine.calls import Call, CallLeg, CallState, CallTrigger
 from engine.errors import Conflict, Forbidden, InvalidArgs, InvalidState, NotFound
 from engine.legs import (
-    LegAnswered, LegEnded, LegEvent, LegFailed, LegHoldChanged, LegOutcome, LegRinging, OutgoingLeg,
+    LegAnswered, LegEnded, LegEvent, LegFailed, LegHoldChanged, LegRinging, OutgoingLeg,
 )
 
 logger = logging.getLogger("engine.callcontrol")
@@ -416,14 +416,8 @@ class CallControl:
         centre = self.centre
         if party.answered:
             centre.release_agent(rec, call)
-            return
-        from engine.acd_types import AgentState
-
-        if centre.acd.agent_state(rec.acd_id) == AgentState.BUSY:
-            centre.acd.call_ended(rec.acd_id, centre.now())
-            centre.acd.wrapup_done(rec.acd_id, centre.now())
-            centre._sync_agent(rec)
-            centre._pump()
+        else:
+            centre.return_agent(rec, call)
 
     # ------------------------------------------------------------------ transfers
     def transfer(self, call: Call, target: Target, by: str = "op", on_done: Any = None) -> dict[str, Any]:

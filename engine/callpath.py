@@ -1219,6 +1219,19 @@ class CallCentre:
         self._cancel_wrapup(rec)
         rec.wrapup_timer = self.loop.call_later(wrapup_s, self._wrapup_expired, rec.number)  # type: ignore
 
+    def return_agent(self, rec: AgentRecord, call: Call) -> None:
+        """The agent was held busy for ``call`` but never talked on it (a transfer or consult target that
+        did not answer): straight back to ready, no wrap-up, and the ACD may offer it the next caller.
+
+        No-op unless the agent is busy on this very call.
+        """
+        if rec.call_id != call.call_id or self.acd.agent_state(rec.acd_id) != AgentState.BUSY:
+            return
+        self.acd.call_ended(rec.acd_id, self.now())
+        self.acd.wrapup_done(rec.acd_id, self.now())
+        self._sync_agent(rec)
+        self._pump()
+
     def _wrapup_expired(self, number: str) -> None:
         rec = self.agents[number]
         rec.wrapup_timer = None

@@ -136,11 +136,7 @@ def _ring_agent(centre: "CallCentre", call: "Call", ivr: Any, action: A.AttemptT
             return
         finished = True
         call.offered_agent = ""
-        if rec.call_id == call.call_id and rec.state == "busy":
-            centre.acd.call_ended(rec.acd_id, centre.now())
-            centre.acd.wrapup_done(rec.acd_id, centre.now())
-            centre._sync_agent(rec)
-            centre._pump()
+        centre.return_agent(rec, call)
         if call.state is CallState.ROUTING:
             call.agent_leg = None
             centre.stop_music(call)
