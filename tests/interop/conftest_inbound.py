@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+import random
 import shutil
 import signal
 import socket
@@ -29,18 +30,26 @@ IVR_DIALED = "+4930555200"
 VM_DIALED = "+4930555300"
 
 
+PROBE_PORTS = range(10000, 20000)
+"""Where engines' SIP and control ports are probed: below the kernel's ephemeral range (32768+ here),
+which every ``bind(0)`` and outgoing connection draws from, and below the RTP ranges tests give
+engines (20000+). A port probed free from the ephemeral range could be handed to another socket
+of the test run before the engine subprocess binds it ("address already in use")."""
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
+    """A port free for both UDP and TCP on 127.0.0.1 (see :data:`PROBE_PORTS`)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(PROBE_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                u.bind(("127.0.0.1", port))
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
     raise RuntimeError("no free port")
 
 
