@@ -545,7 +545,7 @@ def tick_breakdown(calls: int, ticks: int, record: bool) -> dict:
             engine._compile()
         marks = [(time.perf_counter(), time.thread_time())]
         engine._receive(now); marks.append((time.perf_counter(), time.thread_time()))
-        engine._playout(); marks.append((time.perf_counter(), time.thread_time()))
+        engine._playout(k, now); marks.append((time.perf_counter(), time.thread_time()))
         engine._read_players(); marks.append((time.perf_counter(), time.thread_time()))
         out = engine._mixer.mix(engine._inputs, engine._mix_out); marks.append((time.perf_counter(), time.thread_time()))
         engine._record(out); marks.append((time.perf_counter(), time.thread_time()))

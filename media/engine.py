@@ -18,12 +18,15 @@ Every 20 ms (:mod:`media.clock`) one tick does, for all legs at once:
    anything else (RTCP, a new SSRC, SRTP, padding/extension/CSRC, garbage)
    takes a per-packet slow path that parses it with :mod:`media.rtp` and
    never raises out of the tick;
-3. **playout** -- one frame per receiving leg from a per-leg ring of
-   ``playout_slots`` frames indexed by extended sequence number: reordering
-   is absorbed, a lost frame becomes silence, an empty buffer holds its place
-   (so a slow sender's clock is followed), a buffer more than
-   ``playout_max_frames`` deep skips ahead (a fast sender's clock);
-   then one G.711 decode of all frames (:mod:`media.g711`);
+3. **playout** -- one frame per receiving leg from its jitter buffer
+   (:mod:`media.playout`: the semantics of :mod:`media.jitter` kept as
+   arrays over all legs): a ring of ``playout_slots`` frames indexed by
+   extended sequence number absorbs reordering; the depth adapts to the
+   leg's RFC 3550 interarrival jitter (``jitter_*`` settings); a lost frame
+   is concealed by repeating the last one with a fading gain; sender clock
+   drift is followed by dropping or inserting one frame at a time, in a
+   quiet frame when there is one; one G.711 decode of all frames
+   (:mod:`media.g711`);
 4. **sources** -- each active player yields its next 160-sample frame;
 5. **mix** -- :class:`media.mixer.Mixer` computes every room member's output
    as the saturated sum of what its hear set allows, all rooms in a few
@@ -74,6 +77,7 @@ from media.errors import LocalMediaError, MediaError, RemoteMediaError
 from media.events import DtmfReceived, MediaEvent, PlaybackFinished, RecordingFailed, RtpTimedOut
 from media.leg import SUPPORTED_CODECS, Direction, Leg
 from media.mixer import Mixer
+from media.playout import PlayoutBuffers, PlayoutSettings
 from media.player import Source
 from media.ports import PortAllocator
 from media.room import HearSet, MemberKind, Room, apply_hear_set
@@ -125,10 +129,24 @@ class MediaConfig:
     """``RtpTimedOut`` after this long without RTP on a receiving leg (0: off)."""
     rtcp_interval_s: float = 5.0
     """Each leg sends an SR (or RR) this often, staggered over the interval (0: off)."""
-    playout_slots: int = 8
-    """Frames a leg's playout ring holds (reorder window)."""
-    playout_max_frames: int = 4
-    """When more frames than this are buffered, skip ahead (bounds latency)."""
+    playout_slots: int = 32
+    """Frames a leg's playout ring holds (reorder window; must exceed ``jitter_max_ms`` + 4 frames)."""
+    jitter_min_ms: float = 20.0
+    """Smallest playout margin the jitter buffer aims for (:mod:`media.playout`)."""
+    jitter_max_ms: float = 200.0
+    """Largest playout margin (bounds the delay a jittery network can add)."""
+    jitter_initial_ms: float = 40.0
+    """Margin buffered before a stream's first frame plays (before jitter is known)."""
+    jitter_factor: float = 4.0
+    """Target margin = this × the RFC 3550 interarrival jitter (+ what late packets taught)."""
+    jitter_adapt_interval_s: float = 1.0
+    """At most one frame dropped or inserted per leg per interval (±2 % drift at 1 s)."""
+    jitter_quiet_level: float = 200.0
+    """A frame whose mean absolute sample is at most this is quiet: depth steps go there."""
+    jitter_quiet_wait_s: float = 1.0
+    """A depth step still waiting for a quiet frame after this long is done anyway."""
+    conceal_gains: tuple[float, ...] = (0.9, 0.6, 0.35, 0.15)
+    """Gains of the 1st, 2nd, ... consecutive concealed frame (last frame repeated), then silence."""
     max_catchup_ticks: int = 5
     """After a stall, at most this many ticks run back to back."""
     max_per_socket: int = 8
@@ -158,6 +176,16 @@ class LegStatistics:
     """Fraction of our packets the remote reported lost (last RTCP report), or None."""
     remote_jitter_ms: float | None
     """Jitter the remote reported for our stream, or None."""
+    playout_delay_ms: float = 0.0
+    """Audio buffered ahead of the leg's playout point now (the jitter buffer's delay)."""
+    target_delay_ms: float = 0.0
+    """The margin the jitter buffer aims for now (from the measured jitter and late packets)."""
+    frames_inserted: int = 0
+    """Frames the jitter buffer inserted to grow its margin (a slow sender, late packets)."""
+    frames_dropped: int = 0
+    """Frames the jitter buffer dropped to shrink its margin (a fast sender, calmer network)."""
+    resyncs: int = 0
+    """Times the playout point jumped (sequence jump, stream moved back)."""
 
 
 @dataclass(slots=True)
@@ -190,8 +218,11 @@ class MediaEngine:
 
     def __init__(self, config: MediaConfig | None = None, on_event: Callable[[MediaEvent], None] | None = None) -> None:
         self.config = c = config or MediaConfig()
-        if not 2 <= c.playout_max_frames < c.playout_slots:
-            raise LocalMediaError(f"playout_max_frames must be 2..playout_slots-1, got {c.playout_max_frames}")
+        self._jb = PlayoutBuffers(PlayoutSettings(
+            ring_frames=c.playout_slots, min_depth_ms=c.jitter_min_ms, max_depth_ms=c.jitter_max_ms,
+            initial_depth_ms=c.jitter_initial_ms, jitter_factor=c.jitter_factor,
+            adapt_interval_s=c.jitter_adapt_interval_s, quiet_level=c.jitter_quiet_level,
+            quiet_wait_s=c.jitter_quiet_wait_s, conceal_gains=tuple(c.conceal_gains), ptime_s=c.ptime_s))
         self.ports = PortAllocator(c.host, c.port_range)
         self.on_event = on_event
         self.legs: dict[str, Leg] = {}
@@ -232,7 +263,6 @@ class MediaEngine:
     def _grow(self, cap: int, pcap: int) -> None:
         """(Re)allocate the per-slot arrays, keeping existing rows."""
         old = self._cap
-        d = self.config.playout_slots
 
         def g(name: str, shape: tuple, dtype: Any, fill: Any = 0) -> None:
             new = np.full(shape, fill, dtype)
@@ -253,14 +283,9 @@ class MediaEngine:
             g("_ts_base", cap, np.int64)
             g("_marker", cap, bool)
             g("_rx_ssrc", cap, np.int64, -1)
-            g("_jb_codes", (cap, d, FRAME), np.uint8)
-            g("_jb_seq", (cap, d), np.int64, _NONE)
-            g("_next_play", cap, np.int64, _NONE)
             g("_max_seq", cap, np.int64, _NONE)
             g("_base_seq", cap, np.int64, _NONE)
             g("_received", cap, np.int64)
-            g("_late", cap, np.int64)
-            g("_concealed", cap, np.int64)
             g("_jitter_q4", cap, np.int64)
             g("_transit", cap, np.int64, _NONE)
             g("_rx_last", cap, np.float64)
@@ -269,6 +294,7 @@ class MediaEngine:
             g("_received_prior", cap, np.int64)
             g("_tx_packets", cap, np.int64)
             g("_tx_octets", cap, np.int64)
+            self._jb.grow(cap)
             self._free_slots.extend(range(cap - 1, old - 1, -1))
             self._cap = cap
             self._detector = None
@@ -381,11 +407,10 @@ class MediaEngine:
 
     def _reset_rx(self, s: int) -> None:
         self._rx_ssrc[s] = -1
-        self._jb_seq[s] = _NONE
-        self._next_play[s] = _NONE
+        self._jb.reset(s)
         self._max_seq[s] = _NONE
         self._base_seq[s] = _NONE
-        self._received[s] = self._late[s] = self._concealed[s] = 0
+        self._received[s] = 0
         self._jitter_q4[s] = 0
         self._transit[s] = _NONE
         self._expected_prior[s] = self._received_prior[s] = 0
@@ -492,13 +517,18 @@ class MediaEngine:
             packets_expected=expected,
             packets_lost=max(0, expected - int(self._received[s])),
             jitter_ms=float(self._jitter_q4[s] >> 4) / 8.0,
-            late_packets=int(self._late[s]),
-            concealed_frames=int(self._concealed[s]),
+            late_packets=int(self._jb.late[s]),
+            concealed_frames=int(self._jb.concealed[s]),
             malformed_packets=leg.malformed,
             packets_sent=int(self._tx_packets[s]),
             octets_sent=int(self._tx_octets[s]),
             remote_fraction_lost=None if rr is None else rr.fraction_lost / 256.0,
             remote_jitter_ms=None if rr is None else rr.jitter / 8.0,
+            playout_delay_ms=self._jb.depth_ms(s),
+            target_delay_ms=float(self._jb.target(np.array([s]), self._jitter_q4)[0]) / 8.0,
+            frames_inserted=int(self._jb.inserted[s]),
+            frames_dropped=int(self._jb.dropped[s]),
+            resyncs=int(self._jb.resyncs[s]),
         )
 
     # -- rooms -----------------------------------------------------------------
@@ -817,7 +847,7 @@ class MediaEngine:
         if self._dirty:
             self._compile()
         self._receive(now)
-        self._playout()
+        self._playout(tick, now)
         self._read_players()
         out = self._mixer.mix(self._inputs, self._mix_out)
         self._record(out)
@@ -939,19 +969,13 @@ class MediaEngine:
             self._base_seq[slots[unset]] = _SEQ_BASE + first[slots[unset]]
         diff = ((seq16 - (ref & 0xFFFF) + 0x8000) & 0xFFFF) - 0x8000
         ext = ref + diff
-        late = (ext < self._next_play[slots]) & (self._next_play[slots] != _NONE)
-        if late.any():
-            np.add.at(self._late, slots[late], 1)
         np.maximum.at(self._max_seq, slots, ext)
         np.add.at(self._received, slots, 1)
         self._rx_last[slots] = now
         self._timed_out[slots] = False
+        self._jb.put(slots, ext, payload, now, self._jitter_q4)
         if payload is None:
             return
-        pos = ext % self.config.playout_slots
-        ok = ~late
-        self._jb_codes[slots[ok], pos[ok]] = payload[ok]
-        self._jb_seq[slots[ok], pos[ok]] = ext[ok]
         # RFC 3550 A.8, in arrival order per leg (rounds over each leg's k-th packet)
         arrival = int(now * 8000)
         order = np.argsort(slots, kind="stable")
@@ -1026,32 +1050,14 @@ class MediaEngine:
                 if b.ssrc == leg.ssrc:
                     leg.remote_report = b
 
-    def _playout(self) -> None:
+    def _playout(self, tick: int, now: float) -> None:
         s = self._play_slots
         self._inputs[1 : 1 + self._cap] = 0
         if not len(s):
             return
-        ns = self._next_play[s]
-        mx = self._max_seq[s]
-        start = (ns == _NONE) & (mx != _NONE)
-        ns = np.where(start, mx, ns)
-        started = ns != _NONE
-        behind = started & (mx - ns >= self.config.playout_max_frames)
-        ns = np.where(behind, mx - 1, ns)  # a fast sender: drop the oldest, keep one frame of slack
-        pos = np.where(started, ns, 0) % self.config.playout_slots
-        hit = started & (self._jb_seq[s, pos] == ns)
         k = len(s)
-        codes = self._work_codes[:k]
-        d = self.config.playout_slots
-        np.take(self._jb_codes.reshape(-1, FRAME), s * d + pos, axis=0, out=codes)
-        pcm = g711.ulaw_decode(codes, out=self._work_pcm[:k])
-        alaw = self._alaw[s]
-        if alaw.any():
-            pcm[alaw] = g711.alaw_decode(codes[alaw])
-        pcm[~hit] = 0
-        lost = started & ~hit & (mx > ns)
-        self._concealed[s[started & ~hit]] += 1
-        self._next_play[s] = np.where(hit | lost, ns + 1, ns)
+        pcm = self._work_pcm[:k]
+        self._jb.play(s, self._alaw[s], now, tick, self._jitter_q4, pcm, self._work_codes[:k])
         self._inputs[1 + s] = pcm
         if len(self._inband_slots) and self._detector is not None:
             frames = self._inputs[1 + self._inband_slots]
