@@ -235,7 +235,9 @@ class CallCentre:
                                  client=TlsSettings(client_context(res(lst.tls_ca) if lst.tls_ca else None)))
         m = cfg.media
         self.media = MediaEngine(MediaConfig(host=m.host, port_range=(m.rtp_port_min, m.rtp_port_max),
-                                             rtp_timeout_s=float(m.rtp_timeout_s)),
+                                             rtp_timeout_s=float(m.rtp_timeout_s),
+                                             latch_window_s=float(m.rtp_latch_window_s),
+                                             latch_packets=m.rtp_latch_packets),
                                  on_event=self._on_media)
         try:
             await self.media.start()

@@ -265,6 +265,13 @@ class MediaSection:
     rtp_port_max: int = opt(30000, min=1025, max=65535)
     rtp_timeout_s: int = opt(30, min=0, max=3600,
                              doc="hang up a call when a leg sends no RTP for this long (0: off)")
+    rtp_latch_window_s: int = opt(10, min=0, max=3600,
+                                  doc="symmetric RTP (RFC 4961, phones behind NAT): for this long after a "
+                                      "leg's SDP address is set, it may latch to where its packets come "
+                                      "from (0: never latch; rule in docs/media.md)")
+    rtp_latch_packets: int = opt(3, min=1, max=50,
+                                 doc="valid packets in a row (the stream's SSRC, a negotiated payload "
+                                     "type) from one new source before a leg latches to it")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

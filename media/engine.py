@@ -74,9 +74,10 @@ from media import g711, rtpio
 from media.clock import MediaClock, TickStats
 from media.dtmf import DtmfDetector, rfc4733_packets
 from media.errors import LocalMediaError, MediaError, RemoteMediaError
-from media.events import DtmfReceived, MediaEvent, PlaybackFinished, RecordingFailed, RtpTimedOut
+from media.events import DtmfReceived, MediaEvent, PlaybackFinished, RecordingFailed, RtpLatched, RtpTimedOut
 from media.leg import SUPPORTED_CODECS, Direction, Leg
 from media.mixer import Mixer
+from media.latch import Latcher
 from media.playout import PlayoutBuffers, PlayoutSettings
 from media.player import Source
 from media.ports import PortAllocator
@@ -147,6 +148,11 @@ class MediaConfig:
     """A depth step still waiting for a quiet frame after this long is done anyway."""
     conceal_gains: tuple[float, ...] = (0.9, 0.6, 0.35, 0.15)
     """Gains of the 1st, 2nd, ... consecutive concealed frame (last frame repeated), then silence."""
+    latch_window_s: float = 10.0
+    """Symmetric RTP (:mod:`media.latch`): a leg may latch to the source of its packets
+    this long after its remote address was set (0: never latch)."""
+    latch_packets: int = 3
+    """Valid packets in a row from one new source address before a leg latches to it."""
     max_catchup_ticks: int = 5
     """After a stall, at most this many ticks run back to back."""
     max_per_socket: int = 8
@@ -249,6 +255,8 @@ class MediaEngine:
         self._detector: DtmfDetector | None = None
         self._slot_leg: dict[int, Leg] = {}
         self._mixer = Mixer()
+        self._latch = Latcher(c.latch_packets, c.latch_window_s)
+        self._signalled: dict[int, tuple[str, int]] = {}  # slot -> remote from the SDP, when latched
         self._mix_out = np.zeros((1, FRAME), np.int16)
         self._srtp: dict[int, Any] = {}  # slot -> media.srtp.SrtpLeg (issue 12)
         self._srtp_fds: dict[int, tuple[Any, Any]] = {}  # fd -> (SrtpLeg, socket)
@@ -295,6 +303,7 @@ class MediaEngine:
             g("_tx_packets", cap, np.int64)
             g("_tx_octets", cap, np.int64)
             self._jb.grow(cap)
+            self._latch.grow(cap)
             self._free_slots.extend(range(cap - 1, old - 1, -1))
             self._cap = cap
             self._detector = None
@@ -435,9 +444,13 @@ class MediaEngine:
             raise LocalMediaError(f"leg {leg.leg_id}: remote address {host!r} is not an IPv4 address") from None
         if not 0 < port < 65536:
             raise LocalMediaError(f"leg {leg.leg_id}: remote port {port} out of range")
+        changed = leg.remote != (host, port)
         leg.remote = (host, port)
         self._rip[leg.slot] = ip
         self._rport[leg.slot] = port
+        self._signalled.pop(leg.slot, None)
+        if changed:
+            self._latch.arm(leg.slot)
 
     def update_leg(
         self,
@@ -470,6 +483,10 @@ class MediaEngine:
             if remote is None:
                 leg.remote = None
                 self._rport[leg.slot] = 0
+                self._signalled.pop(leg.slot, None)
+                self._latch.close(leg.slot)
+            elif self._signalled.get(leg.slot) == tuple(remote):
+                pass  # the same SDP address again (hold, codec change): stay latched
             else:
                 self._set_remote(leg, remote)
         self._apply_session(leg)
@@ -497,6 +514,8 @@ class MediaEngine:
         s = leg.slot
         self._fd[s] = -1
         self._rport[s] = 0
+        self._latch.close(s)
+        self._signalled.pop(s, None)
         self._free_slots.append(s)
         self._leg_count -= 1
         self.ports.release(leg.sock)
@@ -856,6 +875,8 @@ class MediaEngine:
         self._deliver()
 
     def _receive(self, now: float) -> None:
+        if self._latch.fresh:
+            self._latch.start(now)
         buf = self._recv
         total = 0
         while True:
@@ -867,6 +888,42 @@ class MediaEngine:
                 break
 
     def _classify(self, n: int, now: float) -> None:
+        self._classify_rows(n, now)
+        if self._latch.open:
+            self._latch_rows(n, now)
+
+    def _latch_rows(self, n: int, now: float) -> None:
+        """RFC 4961 latching (:mod:`media.latch`): count this batch's valid packets per source."""
+        buf = self._recv
+        d = buf.data[:n]
+        slots = self._rx_slots[buf.owners[:n]]
+        b1 = d[:, 1]
+        pt = (b1 & 0x7F).astype(np.int64)
+        ssrc = ((d[:, 8].astype(np.int64) << 24) | (d[:, 9].astype(np.int64) << 16)
+                | (d[:, 10].astype(np.int64) << 8) | d[:, 11])
+        # rule 2: version 2, not RTCP (RFC 5761 §4), the stream's SSRC, a negotiated payload type
+        valid = ((d[:, 0] & 0xC0) == 0x80) & (buf.lengths[:n] >= 12) & ~((b1 >= 192) & (b1 <= 223))
+        valid &= (ssrc == self._rx_ssrc[slots]) & ((pt == self._pt[slots]) | (pt == self._dtmf_pt[slots]) | (pt == 13))
+        if self._srtp:  # SRTP headers are not authenticated here: such legs never latch
+            valid &= ~np.isin(slots, np.fromiter(self._srtp, np.int64, len(self._srtp)))
+        for slot, ip, port in self._latch.observe(slots, buf.ips[:n], buf.ports[:n], ssrc, valid, self._rip,
+                                                   self._rport):
+            leg = self._slot_leg.get(slot)
+            if leg is None:
+                continue
+            old = leg.remote
+            host = rtpio.int_to_ip(ip)
+            if old is not None:
+                self._signalled[slot] = old
+            leg.remote = (host, port)
+            self._rip[slot] = ip
+            self._rport[slot] = port
+            if old is None:
+                self._dirty = True
+            leg.log.info("leg %s: latched to %s:%d (SDP said %s)", leg.leg_id, host, port, old)
+            self._emit(RtpLatched(leg.leg_id, leg.call_id, old, (host, port)))
+
+    def _classify_rows(self, n: int, now: float) -> None:
         buf = self._recv
         d = buf.data[:n]
         slots = self._rx_slots[buf.owners[:n]]
@@ -1195,6 +1252,8 @@ class MediaEngine:
             lengths[i] = len(b)
 
     def _housekeeping(self, tick: int, now: float) -> None:
+        if self._latch.open and tick % 25 == 0:
+            self._latch.expire(now)
         for leg_id in list(self._dtmf_timers):
             leg = self.legs.get(leg_id)
             if leg is None or leg.dtmf_receiver.get_timer() is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MediaEvent", "DtmfReceived", "PlaybackFinished", "RtpTimedOut", "RecordingFailed"]
+__all__ = ["MediaEvent", "DtmfReceived", "PlaybackFinished", "RtpTimedOut", "RtpLatched", "RecordingFailed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,21 @@ class RtpTimedOut(MediaEvent):
     """Its call id."""
     silent_s: float
     """Seconds since the last packet (or since the leg started receiving)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RtpLatched(MediaEvent):
+    """A leg now sends to where its packets come from, not to its SDP address
+    (RFC 4961 symmetric RTP, a phone behind NAT; the rule in :mod:`media.latch`)."""
+
+    leg_id: str
+    """The leg."""
+    call_id: str
+    """Its call id."""
+    signalled: tuple[str, int] | None
+    """The address the SDP gave (None when it gave none)."""
+    latched: tuple[str, int]
+    """The packets' source address, where the leg sends from now on."""
 
 
 @dataclass(frozen=True, slots=True)
