@@ -254,6 +254,8 @@ class MediaEngine:
         self._last_timeout_check = 0.0
         self._detector: DtmfDetector | None = None
         self._slot_leg: dict[int, Leg] = {}
+        self._leg_rows: dict[str, int] = {}  # receiving leg id -> its mixer input row
+        self._out_map_valid = False
         self._mixer = Mixer()
         self._latch = Latcher(c.latch_packets, c.latch_window_s)
         self._signalled: dict[int, tuple[str, int]] = {}  # slot -> remote from the SDP, when latched
@@ -302,6 +304,11 @@ class MediaEngine:
             g("_received_prior", cap, np.int64)
             g("_tx_packets", cap, np.int64)
             g("_tx_octets", cap, np.int64)
+            # what _compile needs of each leg, kept up to date by the calls that change a leg
+            g("_on_leg", cap, bool)
+            g("_on_recv", cap, bool)
+            g("_on_send", cap, bool)
+            g("_on_inband", cap, bool)
             self._jb.grow(cap)
             self._latch.grow(cap)
             self._free_slots.extend(range(cap - 1, old - 1, -1))
@@ -317,6 +324,7 @@ class MediaEngine:
         # would be mmap'ed and page-faulted in again each time
         self._work_codes = np.zeros((self._cap, FRAME), np.uint8)
         self._work_pcm = np.zeros((self._cap, FRAME), np.int16)
+        self._out_map_valid = False
         self._lengths = np.full(self._cap, PACKET, np.int32)
         self._dirty = True
 
@@ -411,6 +419,8 @@ class MediaEngine:
         if inband_dtmf and self._detector is not None:
             self._detector.reset(s)
         self._dirty = True
+        self._slot_leg[s] = leg
+        self._leg_flags(leg)
         leg.log.info("leg %s open on port %d (%s, %s)", leg_id, leg.local_port, codec, leg.direction.value)
         return leg
 
@@ -425,6 +435,21 @@ class MediaEngine:
         self._expected_prior[s] = self._received_prior[s] = 0
         self._rx_last[s] = self._now()
         self._timed_out[s] = False
+
+    def _leg_flags(self, leg: Leg) -> None:
+        """Record what the next _compile needs of this leg (so it never loops over all legs)."""
+        s = leg.slot
+        receives = leg.direction.receives
+        self._on_leg[s] = True
+        self._on_recv[s] = receives
+        self._on_send[s] = leg.direction.sends and leg.remote is not None
+        self._on_inband[s] = receives and leg.inband_dtmf
+        if receives:
+            self._leg_rows[leg.leg_id] = 1 + s
+        else:
+            self._leg_rows.pop(leg.leg_id, None)
+        self._out_map_valid = False
+        self._dirty = True
 
     def _now(self) -> float:
         return self._loop.time() if self._loop is not None else time.monotonic()
@@ -491,6 +516,7 @@ class MediaEngine:
                 self._set_remote(leg, remote)
         self._apply_session(leg)
         self._dirty = True
+        self._leg_flags(leg)
         leg.log.debug("leg %s updated: %s %s remote=%s", leg_id, leg.codec, leg.direction.value, leg.remote)
         return leg
 
@@ -514,6 +540,9 @@ class MediaEngine:
         s = leg.slot
         self._fd[s] = -1
         self._rport[s] = 0
+        self._on_leg[s] = self._on_recv[s] = self._on_send[s] = self._on_inband[s] = False
+        self._slot_leg.pop(s, None)
+        self._leg_rows.pop(leg_id, None)
         self._latch.close(s)
         self._signalled.pop(s, None)
         self._free_slots.append(s)
@@ -698,6 +727,7 @@ class MediaEngine:
         room = self._room(room_id)
         room.join(member_id, MemberKind.RECORDER, channels=chans)
         self.recorders[(room_id, member_id)] = _Recorder(room_id, member_id, sink, recording_id)
+        self._out_map_valid = False
         self._dirty = True
 
     def stop_recording(self, room_id: str, member_id: str) -> Any:
@@ -709,6 +739,7 @@ class MediaEngine:
             sink's ``close()`` was called).
         """
         rec = self.recorders.pop((room_id, member_id), None)
+        self._out_map_valid = False
         if rec is None:
             raise LocalMediaError(f"no recorder {member_id} in room {room_id}")
         self._room(room_id).leave(member_id)
@@ -780,56 +811,58 @@ class MediaEngine:
     # -- compile -----------------------------------------------------------------
 
     def _compile(self) -> None:
-        legs = list(self.legs.values())
-        self._rx_slots = np.array([leg.slot for leg in legs], np.intp)
+        # leg sets from the per-slot flags (vectorised; slot order)
+        self._rx_slots = np.flatnonzero(self._on_leg)
         self._rx_fds = self._fd[self._rx_slots].astype(np.int32)
-        self._slot_leg = {leg.slot: leg for leg in legs}
-        self._play_slots = np.array([leg.slot for leg in legs if leg.direction.receives], np.intp)
-        self._receives_mask = np.zeros(self._cap, bool)
-        self._receives_mask[self._play_slots] = True
-        self._some_not_receiving = len(self._play_slots) != len(legs)
-        self._inband_slots = np.array([leg.slot for leg in legs if leg.inband_dtmf and leg.direction.receives], np.intp)
+        self._play_slots = np.flatnonzero(self._on_recv)
+        self._receives_mask = self._on_recv.copy()
+        self._some_not_receiving = len(self._play_slots) != len(self._rx_slots)
+        self._inband_slots = np.flatnonzero(self._on_inband)
         if len(self._inband_slots) and self._detector is None:
             self._detector = DtmfDetector(self._cap)
-        tx = [leg for leg in legs if leg.direction.sends and leg.remote is not None]
-        self._tx_slots = np.array([leg.slot for leg in tx], np.intp)
+        self._tx_slots = np.flatnonzero(self._on_send)
         self._tx_alaw = self._alaw[self._tx_slots]
         tx_pos = np.full(self._cap, -1, np.intp)
-        tx_pos[self._tx_slots] = np.arange(len(tx))
-        input_row = {leg.leg_id: 1 + leg.slot for leg in legs if leg.direction.receives}
-        input_row.update({p.player_id: 1 + self._cap + p.slot for p in self.players.values() if p.room_id})
+        tx_pos[self._tx_slots] = np.arange(len(self._tx_slots))
+        input_row = self._leg_rows
+        room_players = {p.player_id: 1 + self._cap + p.slot for p in self.players.values() if p.room_id}
+        if room_players:
+            input_row = {**input_row, **room_players}
         # only rooms whose version or speakers' input rows changed are re-packed
-        self._mixer.sync(self.rooms.values(), input_row)
+        if self._mixer.sync(self.rooms.values(), input_row):
+            self._out_map_valid = False
         if len(self._mix_out) < max(1, self._mixer.n_rows):
             self._mix_out = np.zeros((max(1, self._mixer.n_rows), FRAME), np.int16)
-        prim_rows: list[int] = []
-        prim_pos: list[int] = []
-        extra: list[tuple[int, int]] = []
-        seen: set[int] = set()
+        if not self._out_map_valid:
+            self._map_outputs(tx_pos)
+        direct = [(int(tx_pos[self.legs[p.leg_id].slot]), 1 + self._cap + p.slot)
+                  for p in self.players.values() if p.leg_id is not None and tx_pos[self.legs[p.leg_id].slot] >= 0]
+        self._direct = direct
+        self._dirty = False
+
+    def _map_outputs(self, tx_pos: np.ndarray) -> None:
+        """Output row -> sending position of its leg (primary row, extra rows of a leg in
+        several rooms) and recorder channels; redone only when the rows or the legs changed."""
+        keys = self._mixer.output_keys
+        slot_of = {leg_id: leg.slot for leg_id, leg in self.legs.items()} if len(keys) else {}
+        member = np.fromiter((-2 if k is None else slot_of.get(k[1], -1) for k in keys), np.int64, len(keys))
+        pos = np.where(member >= 0, tx_pos[np.maximum(member, 0)], -1)
+        rows = np.flatnonzero(pos >= 0)
+        p = pos[rows]
+        first = np.zeros(len(rows), bool)
+        first[np.unique(p, return_index=True)[1]] = True  # a leg's first row in output order is primary
+        self._prim_rows = rows[first].astype(np.intp)
+        self._prim_pos = p[first].astype(np.intp)
+        self._extra = list(zip(rows[~first].tolist(), p[~first].tolist()))
         rec_rows: dict[tuple[str, str], list[int]] = {}
-        for row, key in enumerate(self._mixer.output_keys):
-            if key is None:
-                continue
-            room_id, member_id, _channel = key
-            leg = self.legs.get(member_id)
-            if leg is not None:
-                pos = int(tx_pos[leg.slot])
-                if pos < 0:
-                    continue
-                if pos in seen:
-                    extra.append((row, pos))
-                else:
-                    seen.add(pos)
-                    prim_rows.append(row)
-                    prim_pos.append(pos)
-            elif (room_id, member_id) in self.recorders:
-                rec_rows.setdefault((room_id, member_id), []).append(row)
-        self._prim_rows = np.array(prim_rows, np.intp)
-        self._prim_pos = np.array(prim_pos, np.intp)
-        self._extra = extra
+        recorders = self.recorders
+        for r in np.flatnonzero(member == -1).tolist():
+            room_id, member_id, _channel = keys[r]
+            if (room_id, member_id) in recorders:
+                rec_rows.setdefault((room_id, member_id), []).append(r)
         groups: dict[int, list[_Recorder]] = {}
         self._frame_recs = []
-        for key, rec in self.recorders.items():
+        for key, rec in recorders.items():
             rec.rows = np.array(rec_rows.get(key, []), np.intp)
             if rec.recording_id is not None and len(rec.rows) == 2:
                 groups.setdefault(id(rec.sink), []).append(rec)
@@ -840,10 +873,7 @@ class MediaEngine:
              np.array([r.rows[1] for r in recs], np.intp), recs)
             for recs in groups.values()
         ]
-        direct = [(int(tx_pos[self.legs[p.leg_id].slot]), 1 + self._cap + p.slot)
-                  for p in self.players.values() if p.leg_id is not None and tx_pos[self.legs[p.leg_id].slot] >= 0]
-        self._direct = direct
-        self._dirty = False
+        self._out_map_valid = True
 
     # -- the tick ----------------------------------------------------------------
 
@@ -919,7 +949,7 @@ class MediaEngine:
             self._rip[slot] = ip
             self._rport[slot] = port
             if old is None:
-                self._dirty = True
+                self._leg_flags(leg)
             leg.log.info("leg %s: latched to %s:%d (SDP said %s)", leg.leg_id, host, port, old)
             self._emit(RtpLatched(leg.leg_id, leg.call_id, old, (host, port)))
 
@@ -1156,6 +1186,7 @@ class MediaEngine:
                 failed.append((rec, str(exc)))
         for rec, err in failed:
             self.recorders.pop((rec.room_id, rec.member_id), None)
+            self._out_map_valid = False
             if rec.member_id in self.rooms[rec.room_id].members:
                 self.rooms[rec.room_id].leave(rec.member_id)
             self._dirty = True

@@ -227,6 +227,10 @@ class Mixer:
         self.output_keys: list[tuple[str, str, int] | None] = []
         self.n_rows = 0
         self._last_rows: dict[str, int] = {}
+        # what changed since output_keys was last named (rows of released slots, re-packed rooms)
+        self._named_layout = -1
+        self._cleared: list[tuple[tuple[int, int], int]] = []
+        self._touched: set[str] = set()
 
     def sync(self, rooms: Iterable[Room], input_row: Mapping[str, int]) -> bool:
         """Bring the plan up to date; returns True when any output row changed meaning."""
@@ -261,6 +265,7 @@ class Mixer:
             b.hear[e.index] = 0
             b.hear[e.index, :no, :ni] = hear
             e.version, e.in_rows, e.outputs = room.version, in_rows, outputs
+            self._touched.add(room.room_id)
             changed = True
         for room_id in [r for r in self._rooms if r not in seen]:
             self._release(room_id)
@@ -284,6 +289,7 @@ class Mixer:
 
     def _release(self, room_id: str) -> None:
         e = self._rooms.pop(room_id)
+        self._cleared.append((e.key, e.index))
         b = self._buckets[e.key]
         b.hear[e.index] = 0
         b.in_idx[e.index] = 0
@@ -299,12 +305,28 @@ class Mixer:
         self.layout += 1
 
     def _name_rows(self) -> None:
-        keys: list[tuple[str, str, int] | None] = [None] * self.n_rows
-        for room_id, e in self._rooms.items():
+        # only the slots that changed are renamed, unless the layout moved every row
+        full = self._named_layout != self.layout or len(self.output_keys) != self.n_rows
+        if full:
+            keys: list[tuple[str, str, int] | None] = [None] * self.n_rows
+            names = self._rooms.keys()
+        else:
+            keys = self.output_keys
+            for key, index in self._cleared:
+                base = self._offsets[key] + index * key[0]
+                keys[base : base + key[0]] = [None] * key[0]
+            names = [r for r in self._touched if r in self._rooms]
+        for room_id in names:
+            e = self._rooms[room_id]
             base = self._offsets[e.key] + e.index * e.key[0]
+            if not full:
+                keys[base : base + e.key[0]] = [None] * e.key[0]
             for j, (member, channel) in enumerate(e.outputs):
                 keys[base + j] = (room_id, member, channel)
         self.output_keys = keys
+        self._named_layout = self.layout
+        self._cleared.clear()
+        self._touched.clear()
 
     def rows_of(self, room_id: str) -> list[tuple[str, int, int]]:
         """``(member_id, channel, row)`` of a room's outputs."""

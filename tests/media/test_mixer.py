@@ -129,5 +129,7 @@ def test_incremental_mixer_equals_naive_through_changes(seed: int) -> None:
         ref = mix_naive(rooms.values(), {m: frames[m] for m in row_now})
         got = {k: out[i] for i, k in enumerate(mixer.output_keys) if k is not None}
         assert set(got) == set(ref)
+        # output_keys is renamed incrementally: no stale row may name a key twice
+        assert sum(k is not None for k in mixer.output_keys) == len(ref)
         for k in ref:
             np.testing.assert_array_equal(got[k], ref[k], err_msg=str(k))
