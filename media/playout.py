@@ -60,6 +60,10 @@ stopped for silence suppression) is concealed the same way but the playout
 point *holds*, so a frame that arrives a moment late still plays; after
 the fade-out has run its course the leg goes back to buffering and the next
 packet starts playout afresh (a new talkspurt gets the full target margin).
+The last good frame is decoded again from the ring when needed
+(``last_seq``), so a tick that conceals nothing copies no frames and
+measures no levels: quietness is computed only for the legs with a depth
+step pending.
 
 Resync.  A packet further ahead than the ring holds makes the playout point
 jump to that packet minus the target margin; five late packets in a row
@@ -164,8 +168,7 @@ class PlayoutBuffers:
         g("next_play", cap, np.int64, NONE)
         g("top", cap, np.int64, NONE)
         g("start_at", cap, np.float64)
-        g("last_pcm", (cap, FRAME), np.int16)
-        g("last_quiet", cap, bool, True)
+        g("last_seq", cap, np.int64, NONE)  # the last frame played (concealment repeats it from the ring)
         g("losses", cap, np.int64)
         g("min_ahead", cap, np.int64, _BIG)
         g("late_boost", cap, np.float64)
@@ -191,8 +194,7 @@ class PlayoutBuffers:
         self.next_play[s] = NONE
         self.top[s] = NONE
         self.start_at[s] = 0.0
-        self.last_pcm[s] = 0
-        self.last_quiet[s] = True
+        self.last_seq[s] = NONE
         self.losses[s] = 0
         self.min_ahead[s] = _BIG
         self.late_boost[s] = 0.0
@@ -329,6 +331,18 @@ class PlayoutBuffers:
             pcm[alaw] = g711.alaw_decode(codes[alaw])
         return pcm
 
+    def _last_frames(self, s: npt.NDArray[np.intp], alaw: npt.NDArray[np.bool_]) -> npt.NDArray[np.int16]:
+        """The last frame each slot played, decoded again from its ring (silence when gone)."""
+        d = self.ring
+        last = self.last_seq[s]
+        pos = np.where(last == NONE, 0, last) % d
+        pcm = self._decode(self.codes[s, pos], alaw, np.empty((len(s), FRAME), np.int16))
+        pcm[~((self.ring_seq[s, pos] == last) & self.ring_audio[s, pos])] = 0
+        return pcm
+
+    def _quiet(self, pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.bool_]:
+        return np.abs(pcm, dtype=np.int32).sum(axis=1, dtype=np.int64) <= self.settings.quiet_level * FRAME
+
     def play(self, slots: npt.NDArray[np.intp], alaw: npt.NDArray[np.bool_], now: float, tick: int,
              jitter_q4: npt.NDArray[np.int64], out: npt.NDArray[np.int16], work: npt.NDArray[np.uint8]) -> None:
         """Write one 20 ms frame of each slot into ``out`` (rows in ``slots`` order).
@@ -342,66 +356,85 @@ class PlayoutBuffers:
             out: ``int16[len(slots), 160]`` receives the frames.
             work: ``uint8[len(slots), 160]`` scratch.
         """
-        out[...] = 0
         np_ = self.next_play[slots]
         active = (np_ != NONE) & (self.start_at[slots] <= now)
-        a = np.flatnonzero(active)
-        if not len(a):
-            return
-        s = slots[a]
+        everyone = bool(active.all())
+        if everyone:
+            a = slice(None)
+            s, ns, al = slots, np_, alaw
+        else:
+            out[...] = 0
+            a = np.flatnonzero(active)
+            if not len(a):
+                return
+            s, ns, al = slots[a], np_[a], alaw[a]
         if tick % self.interval_ticks == 0:
             self._adapt(s, jitter_q4)
         d = self.ring
-        ns = np_[a]
+        n = len(s)
         pos = ns % d
         hit = self.ring_seq[s, pos] == ns
-        codes = work[: len(a)]
+        codes = work[:n]
         flat = self.codes.reshape(-1, FRAME)
         np.take(flat, s * d + pos, axis=0, out=codes)
-        pcm = self._decode(codes, alaw[a], out[a])  # a fancy-index copy: written back below
-        pcm[~(hit & self.ring_audio[s, pos])] = 0
-        level = self.settings.quiet_level * FRAME
-        quiet = np.abs(pcm, dtype=np.int32).sum(axis=1, dtype=np.int64) <= level
+        # all active (the usual tick): decode in place; else into a copy written back below
+        pcm = self._decode(codes, al, out if everyone else np.empty((n, FRAME), np.int16))
+        silent = ~(hit & self.ring_audio[s, pos])
+        if silent.any():
+            pcm[silent] = 0
         pend = self.pending[s]
-        urgent = self.pending_age[s] >= self.wait_ticks
-        ins = (pend > 0) & (self.last_quiet[s] | urgent)
-        drp = (pend < 0) & hit & (quiet | urgent)
-        if drp.any():
-            nxt = ns + 1
-            drp &= self.ring_seq[s, nxt % d] == nxt
-            if drp.any():  # skip the frame at the playout point: play the next one
-                r = np.flatnonzero(drp)
-                c2 = flat[s[r] * d + nxt[r] % d]
-                p2 = self._decode(c2, alaw[a][r], np.empty((len(r), FRAME), np.int16))
-                p2[~self.ring_audio[s[r], nxt[r] % d]] = 0
-                pcm[r] = p2
+        ins = drp = np.zeros(n, bool)
+        if pend.any():  # a depth step is waiting: find the quiet frames (only these rows)
+            urgent = self.pending_age[s] >= self.wait_ticks
+            want_ins = pend > 0
+            if want_ins.any():
+                r = np.flatnonzero(want_ins)
+                ins = np.zeros(n, bool)
+                ins[r] = urgent[r] | self._quiet(self._last_frames(s[r], al[r]))
+            want_drp = (pend < 0) & hit
+            if want_drp.any():
+                r = np.flatnonzero(want_drp)
+                nxt = ns[r] + 1
+                ok = (urgent[r] | self._quiet(pcm[r])) & (self.ring_seq[s[r], nxt % d] == nxt)
+                r = r[ok]
+                if len(r):  # skip the frame at the playout point: play the next one
+                    drp = np.zeros(n, bool)
+                    drp[r] = True
+                    nxt = ns[r] + 1
+                    p2 = self._decode(flat[s[r] * d + nxt % d], al[r], np.empty((len(r), FRAME), np.int16))
+                    p2[~self.ring_audio[s[r], nxt % d]] = 0
+                    pcm[r] = p2
         play = hit & ~ins
         miss = ~hit & ~ins
-        lost = miss & (self.top[s] > ns)
-        under = miss & ~lost
         conceal = ins | miss
         if conceal.any():
-            cs = s[conceal]
+            r = np.flatnonzero(conceal)
+            cs = s[r]
             k = np.minimum(self.losses[cs], self.fade_frames)
-            pcm[conceal] = np.rint(self.last_pcm[cs] * self.ramps[k]).astype(np.int16)
+            pcm[r] = np.rint(self._last_frames(cs, al[r]) * self.ramps[k]).astype(np.int16)
             self.losses[cs] += 1
+            lost = miss & (self.top[s] > ns)
+            under = miss & ~lost
+        else:
+            lost = under = miss
         ps = s[play]
-        self.last_pcm[ps] = pcm[play]
+        self.last_seq[ps] = ns[play] + drp[play]
         self.losses[ps] = 0
-        out[a] = pcm
-        self.last_quiet[s] = np.abs(pcm, dtype=np.int32).sum(axis=1, dtype=np.int64) <= level
+        if not everyone:
+            out[a] = pcm
         self.next_play[s] = ns + np.where(play, 1 + drp, lost.astype(np.int64))
         # counters and pending steps
         self.played[ps] += 1
-        self.concealed[s[miss]] += 1
-        done = ins | drp
-        if done.any():
+        if conceal.any():
+            self.concealed[s[miss]] += 1
+            dry = under & (self.losses[s] > self.fade_frames)
+            if dry.any():  # the fade-out is over: the next packet starts a new talkspurt
+                self.start_at[s[dry]] = np.inf
+        if pend.any():
+            done = ins | drp
             self.inserted[s[ins]] += 1
             self.dropped[s[drp]] += 1
             self.pending[s[done]] = 0
             self.min_ahead[s[done]] = _BIG  # measure the new margin afresh
-        waiting = (pend != 0) & ~done
-        self.pending_age[s[waiting]] += 1
-        dry = under & (self.losses[s] > self.fade_frames)
-        if dry.any():  # the fade-out is over: the next packet starts a new talkspurt
-            self.start_at[s[dry]] = np.inf
+            waiting = (pend != 0) & ~done
+            self.pending_age[s[waiting]] += 1
