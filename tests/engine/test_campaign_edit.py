@@ -1,0 +1,182 @@
+"""engine/campaign_edit.py + campaign.update / campaign.delete over the control socket (simulated carrier,
+real SQLite store, restart from the store)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any, Callable
+
+import pytest
+
+from campaign_fakes import sim_service
+from engine.campaign import CampaignState
+from engine.campaign_edit import FIXED_KEYS, IDLE_KEYS, LIVE_KEYS, changed_keys, check_delete, plan_update
+from engine.client import ClientError
+from engine.config import Campaign, Config
+from engine.errors import Conflict, InvalidArgs, InvalidState
+from foundation_helpers import run, running_engine
+from test_campaign_service import CSV, DEFINITION, client, log_rows, until
+
+from engine import campaign_ops  # noqa: F401  (registers the ops)
+
+
+def test_every_campaign_key_has_exactly_one_edit_class() -> None:
+    fields = {f.name for f in dataclasses.fields(Campaign)}
+    assert LIVE_KEYS | IDLE_KEYS | set(FIXED_KEYS) == fields
+    assert not LIVE_KEYS & IDLE_KEYS and not (LIVE_KEYS | IDLE_KEYS) & set(FIXED_KEYS)
+
+
+def test_plan_update_rules() -> None:
+    d = {"mode": "predictive", "groups": ["sales"]}
+    running, paused = CampaignState.RUNNING, CampaignState.PAUSED
+    assert plan_update("c", d, {"max_drop_rate": 0.02}, running, 5) == {**d, "max_drop_rate": 0.02}
+    # An idle key given with its current value is no change: allowed while running.
+    assert plan_update("c", d, {"mode": "predictive", "caller_number": "+4930"}, running, 3)["caller_number"]
+    with pytest.raises(InvalidState, match="is running: pause or stop it before changing amd, mode"):
+        plan_update("c", d, {"mode": "progressive", "amd": True}, running, 0)
+    with pytest.raises(InvalidState, match="has 2 call"):
+        plan_update("c", d, {"mode": "progressive"}, paused, 2)
+    assert plan_update("c", d, {"mode": "progressive"}, paused, 0)["mode"] == "progressive"
+    with pytest.raises(InvalidArgs, match="'time_zone' cannot be changed .record zones were fixed at import"):
+        plan_update("c", d, {"time_zone": "Europe/Berlin"}, paused, 0)
+    with pytest.raises(InvalidArgs, match="unknown key 'colour'"):
+        plan_update("c", d, {"colour": "red"}, paused, 0)
+    with pytest.raises(InvalidArgs, match="no changes"):
+        plan_update("c", d, {}, paused, 0)
+    with pytest.raises(Conflict, match="configuration file"):
+        plan_update("c", d, {"max_attempts": 2}, paused, 0, source="config")
+    assert changed_keys(d, {**d, "amd": True}) == {"amd": {"from": None, "to": True}}
+
+
+def test_check_delete_rules() -> None:
+    for state in (CampaignState.CREATED, CampaignState.STOPPED, CampaignState.COMPLETED):
+        check_delete("c", state, 0)
+    for state in (CampaignState.RUNNING, CampaignState.PAUSED):
+        with pytest.raises(InvalidState, match=f"is {state.value}: stop it before deleting it"):
+            check_delete("c", state, 0)
+    with pytest.raises(InvalidState, match="still has 1 call"):
+        check_delete("c", CampaignState.STOPPED, 1)
+    with pytest.raises(Conflict, match="configuration file"):
+        check_delete("c", CampaignState.STOPPED, 0, source="config")
+
+
+async def _code(coro: Any) -> str:
+    with pytest.raises(ClientError) as err:
+        await coro
+    return err.value.code
+
+
+CONFIG_CAMPAIGN = """
+[campaigns.filed]
+groups = ["sales"]
+"""
+
+
+def test_update_and_delete_over_ops_then_restart(make_config: Callable[..., Config]) -> None:
+    config = make_config(CONFIG_CAMPAIGN)
+
+    async def first() -> None:
+        svc, port = sim_service(agents=1, talk_s=0.3)
+        async with running_engine(config, services=[svc]) as engine:
+            sup, agent, admin = (await client(engine, "sup"), await client(engine, "agent1"),
+                                 await client(engine, "admin"))
+            try:
+                await sup.request("campaign.create", name="spring", definition=DEFINITION)
+                await sup.request("campaign.import", name="spring", csv=CSV.replace("+4930100016", "+4930100015"))
+                await sup.request("campaign.start", name="spring")
+                core = svc.core("default", "spring")
+                # Live keys change while dialling; the next INVITE carries the new caller id.
+                res = await sup.request("campaign.update", name="spring",
+                                        changes={"caller_number": "+4930777", "max_drop_rate": 0.01,
+                                                 "retries": [{"outcome": "busy", "delay_s": 0, "max_attempts": 3}]})
+                assert set(res["changed"]) == {"caller_number", "max_drop_rate", "retries"}
+                assert res["changed"]["caller_number"] == {"from": "+4930999", "to": "+4930777"}
+                assert core.campaign.caller_number == "+4930777" and core.pacer.max_drop_rate == 0.01
+                assert core.book.rules["busy"].max_attempts == 3
+                # Changes that make no sense while dialling, fixed keys, bad values, scopes.
+                assert await _code(sup.request("campaign.update", name="spring",
+                                               changes={"mode": "predictive"})) == "invalid_state"
+                assert await _code(sup.request("campaign.update", name="spring",
+                                               changes={"time_zone": "Asia/Tokyo"})) == "invalid_args"
+                with pytest.raises(ClientError) as err:
+                    await sup.request("campaign.update", name="spring", changes={"max_drop_rate": 0.9})
+                assert err.value.code == "invalid_args" and "max_drop_rate" in str(err.value)
+                assert await _code(sup.request("campaign.update", name="spring",
+                                               changes={"groups": ["support"]})) == "forbidden"
+                assert await _code(sup.request("campaign.update", name="spring",
+                                               changes={"agents": ["2001"]})) == "not_found"  # acme's agent
+                assert await _code(agent.request("campaign.update", name="spring",
+                                                 changes={"max_attempts": 1})) == "forbidden"
+                assert await _code(sup.request("campaign.update", name="filed",
+                                               changes={"max_attempts": 1})) == "conflict"
+                assert await _code(sup.request("campaign.delete", name="spring")) == "invalid_state"
+                assert await _code(sup.request("campaign.delete", name="filed")) == "conflict"
+                # Paused with a call still ringing (number ending in 5): idle keys wait for it.
+                await sup.request("campaign.pause", name="spring")
+                await until(lambda: any(r.number == "+4930100015" and r.state.value == "dialing"
+                                        for r in core.book.records.values()) or core.book.counts()["waiting"] == 0)
+                if core.live:
+                    assert await _code(sup.request("campaign.update", name="spring",
+                                                   changes={"amd": False})) == "invalid_state"
+                await sup.request("campaign.stop", name="spring")      # hangs the ringing call up
+                await until(lambda: not core.live)
+                res = await sup.request("campaign.update", name="spring", changes={"amd": False, "mode": "predictive"})
+                assert set(res["changed"]) == {"amd", "mode"} and core.pacer.mode.value == "predictive"
+                deleted = await sup.request("campaign.delete", name="spring")
+                assert deleted["state"] == "deleted" and deleted["records"]["total"] == 6
+                # Gone from the engine, kept for reports; the name is not reused.
+                assert await _code(sup.request("campaign.status", name="spring")) == "not_found"
+                assert await _code(sup.request("campaign.update", name="spring",
+                                               changes={"max_attempts": 1})) == "not_found"
+                assert [c["name"] for c in (await sup.request("campaign.list"))["campaigns"]] == ["filed"]
+                listed = (await sup.request("campaign.list", deleted=True))["campaigns"]
+                assert listed == [{"name": "spring", "tenant": "default", "mode": "predictive", "state": "deleted"}]
+                rep = await sup.request("campaign.report", name="spring", from_ts=time.time() - 60, interval_s=120)
+                attempts = sum(1 for r in log_rows(engine.store, "spring") if r["event"] == "attempt")
+                assert rep["intervals"][0]["attempts"] == attempts >= 1
+                assert await _code(sup.request("campaign.create", name="spring",
+                                               definition=DEFINITION)) == "conflict"
+                # Another tenant's admin sees nothing of it.
+                acme = await client(engine, "acme_admin")
+                try:
+                    assert (await acme.request("campaign.list", deleted=True))["campaigns"] == []
+                    assert await _code(acme.request("campaign.report", name="spring",
+                                                    from_ts=0)) == "not_found"
+                finally:
+                    await acme.close()
+                rows = log_rows(engine.store, "spring")
+                updated = [json.loads(r["data"]) for r in rows if r["event"] == "updated"]
+                assert [sorted(u["changes"]) for u in updated] == [["caller_number", "max_drop_rate", "retries"],
+                                                                   ["amd", "mode"]]
+                assert all(u["user"] == "sup" for u in updated)
+                assert [r["event"] for r in rows][-1] == "deleted"
+                audit = engine.store.select("audit_log", {"user": "sup"}, limit=1000)
+                ops = [(a["op"], a["result"]) for a in audit if a["op"] in ("campaign.update", "campaign.delete")]
+                assert ("campaign.update", "ok") in ops and ("campaign.update", "error:invalid_state") in ops
+                assert ("campaign.delete", "ok") in ops and ("campaign.delete", "error:conflict") in ops
+                await admin.request("campaign.create", name="autumn", definition=DEFINITION)
+                await admin.request("campaign.update", name="autumn", changes={"caller_number": "+4930555"})
+            finally:
+                for c in (sup, agent, admin):
+                    await c.close()
+
+    async def second() -> None:
+        svc, _ = sim_service(agents=1)
+        async with running_engine(config, services=[svc]) as engine:
+            assert ("default", "spring") not in svc.cores and ("default", "spring") in svc.deleted
+            autumn = svc.core("default", "autumn")
+            assert autumn.campaign.caller_number == "+4930555" and autumn.book.state.value == "created"
+            sup = await client(engine, "sup")
+            try:
+                assert await _code(sup.request("campaign.create", name="spring",
+                                               definition=DEFINITION)) == "conflict"
+                rep = await sup.request("campaign.report", name="spring", from_ts=time.time() - 120,
+                                        interval_s=240)
+                attempts = sum(1 for r in log_rows(engine.store, "spring") if r["event"] == "attempt")
+                assert rep["intervals"][0]["attempts"] == attempts >= 1
+            finally:
+                await sup.close()
+
+    run(first())
+    run(second())
