@@ -40,6 +40,7 @@ def config_text(tmp: pathlib.Path, sip_port: int, ctl_port: int, carrier_port: i
     rtp = 21000 + (sip_port % 40) * 200
     agent_tables = "".join(f"""
 [agents.{1100 + i}]
+name = "Agent {i}"
 password = "{hash_password(f'pw-{1100 + i}', n=1024)}"
 extension = "{2100 + i}"
 groups = ["sales"]
@@ -102,6 +103,7 @@ class SipRun:
     invites: dict[str, set[str]]          # dialled number -> Call-IDs of the INVITEs the carrier got
     report: dict[str, Any]                 # campaign.report over the dialling window (one interval)
     pacing: dict[str, Any] = field(default_factory=dict)
+    loop_lag_s: float = 0.0                # worst event-loop lag seen (the machine's load shows here)
 
     def count(self, event: str, outcome: str | None = None) -> int:
         return sum(1 for r in self.rows if r["event"] == event and (outcome is None or r["outcome"] == outcome))
@@ -129,7 +131,7 @@ class SipRun:
                 "dropped": self.dropped, "drop_rate": round(self.drop_rate, 4),
                 "drop_rate_upper95": round(binomial_upper(self.dropped, self.connects + self.dropped), 4),
                 "attempts_per_s": round(self.attempts / self.dial_s, 3), "talk_share": t["talk_share"],
-                "idle_share": t["idle_share"], "pacing": self.pacing}
+                "idle_share": t["idle_share"], "max_loop_lag_s": round(self.loop_lag_s, 3), "pacing": self.pacing}
 
 
 def binomial_upper(k: int, n: int, confidence: float = 0.95) -> float:
@@ -179,8 +181,12 @@ async def run_campaign(tmp: pathlib.Path, mode: str, *, agents: int = 8, dial_s:
     sipp = start_sipp(["-sf", str(SIPP / "carrier_mix.xml"), "-i", "127.0.0.1", "-p", str(carrier_port),
                        "-mp", str(free_port()), "-timeout", str(int(dial_s + 60)), "-trace_msg",
                        "-message_file", str(tmp / "carrier_msg.log"), "-max_socket", "2000"], tmp)
-    cfg = parse_config(config_text(tmp, sip_port, ctl_port, carrier_port, agents, mode, max_drop_rate),
-                       str(tmp / "engine.toml"))
+    try:
+        cfg = parse_config(config_text(tmp, sip_port, ctl_port, carrier_port, agents, mode, max_drop_rate),
+                           str(tmp / "engine.toml"))
+    except BaseException:
+        stop_proc(sipp)
+        raise
     centre = CallCentre()
     svc = CampaignService(tick_s=0.1)
     engine = Engine(cfg, services=[centre, svc])
@@ -202,7 +208,9 @@ async def run_campaign(tmp: pathlib.Path, mode: str, *, agents: int = 8, dial_s:
         await admin.request("campaign.import", name="run", csv=csv)
         start = time.time()
         await admin.request("campaign.start", name="run")
+        lag = asyncio.get_running_loop().create_task(_loop_lag(dial_s))
         await asyncio.sleep(dial_s)
+        loop_lag_s = await lag
         await admin.request("campaign.pause", name="run")
         core = svc.core("default", "run")
         pacing = core.pacer.stats().describe()
@@ -223,7 +231,19 @@ async def run_campaign(tmp: pathlib.Path, mode: str, *, agents: int = 8, dial_s:
     log = tmp / "carrier_msg.log"
     invites = carrier_invites(log.read_text(errors="replace")) if log.exists() else {}
     return SipRun(mode=mode, dial_s=dial_s, rows=rows, invites=invites, report=rep["intervals"][0],
-                  pacing=json.loads(json.dumps(pacing)))
+                  pacing=json.loads(json.dumps(pacing)), loop_lag_s=loop_lag_s)
+
+
+async def _loop_lag(duration_s: float, step_s: float = 0.05) -> float:
+    """The worst lateness of a ``step_s`` sleep over ``duration_s`` (an overloaded machine delays every
+    SIP answer; a 2 s connect deadline then drops calls that a free agent would have taken)."""
+    loop = asyncio.get_running_loop()
+    end, worst = loop.time() + duration_s, 0.0
+    while loop.time() < end:
+        t = loop.time()
+        await asyncio.sleep(step_s)
+        worst = max(worst, loop.time() - t - step_s)
+    return worst
 
 
 __all__ = ["SipRun", "binomial_upper", "carrier_invites", "run_campaign"]
