@@ -77,6 +77,8 @@ def plan_update(name: str, definition: dict[str, Any], changes: dict[str, Any], 
         raise Conflict(f"campaign {name!r} is defined in the configuration file: edit the file and reload")
     if not changes:
         raise InvalidArgs("campaign.update: no changes given")
+    if not all(isinstance(k, str) for k in changes):
+        raise InvalidArgs("campaign.update: every key of 'changes' must be a string")
     for key in sorted(changes):
         if key in FIXED_KEYS:
             raise InvalidArgs(f"campaign.update: {key!r} cannot be changed ({FIXED_KEYS[key]})")

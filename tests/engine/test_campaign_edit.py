@@ -44,6 +44,8 @@ def test_plan_update_rules() -> None:
         plan_update("c", d, {"colour": "red"}, paused, 0)
     with pytest.raises(InvalidArgs, match="no changes"):
         plan_update("c", d, {}, paused, 0)
+    with pytest.raises(InvalidArgs, match="must be a string"):
+        plan_update("c", d, {1: "x", "mode": "preview"}, paused, 0)
     with pytest.raises(Conflict, match="configuration file"):
         plan_update("c", d, {"max_attempts": 2}, paused, 0, source="config")
     assert changed_keys(d, {**d, "amd": True}) == {"amd": {"from": None, "to": True}}
