@@ -139,6 +139,14 @@ def test_update_and_delete_over_ops_then_restart(make_config: Callable[..., Conf
                 rep = await sup.request("campaign.report", name="spring", from_ts=time.time() - 60, interval_s=120)
                 attempts = sum(1 for r in log_rows(engine.store, "spring") if r["event"] == "attempt")
                 assert rep["intervals"][0]["attempts"] == attempts >= 1
+                assert rep["intervals"][0]["agents"]["1001"]["talk_share"] is None   # no call path: no state rows
+                since = time.time() - 60
+                xlsx = await sup.request("campaign.report", name="spring", from_ts=since, format="xlsx")
+                assert xlsx["format"] == "xlsx" and xlsx["data"][:2] == b"PK"          # a zip: the workbook
+                per_agent = (await sup.request("campaign.report", name="spring", from_ts=since, format="csv",
+                                               table="agents"))["csv"].splitlines()
+                assert per_agent[0].startswith("start_ts,end_ts,agent,logged_in_s,talk_s,wrapup_s,idle_s")
+                assert [line.split(",")[2] for line in per_agent[1:]] == ["1001"]
                 assert await _code(sup.request("campaign.create", name="spring",
                                                definition=DEFINITION)) == "conflict"
                 # Another tenant's admin sees nothing of it.
