@@ -68,12 +68,16 @@ async def op_campaign_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, 
 
 def _check_references(ctx: OpContext, op: str, tenant: str, definition: dict[str, Any]) -> None:
     """The session supervises the definition's groups; its groups, agents and trunk are the tenant's."""
-    groups = set(definition.get("groups") or ())
+    def names(key: str) -> list[Any]:  # a wrong type is left to the configuration check's message
+        v = definition.get(key) or []
+        return [v] if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) else []
+
+    groups = {g for g in names("groups") if isinstance(g, str)}
     ctx.session.require(tenant=tenant, groups=groups)
     cfg = ctx.engine.config
-    for what, table, names in (("group", cfg.groups, groups), ("agent", cfg.agents, definition.get("agents") or ()),
-                               ("trunk", cfg.trunks, [definition["trunk"]] if definition.get("trunk") else [])):
-        for n in names:  # another tenant's object answers like a missing one (nothing about it leaks)
+    for what, table, refs in (("group", cfg.groups, groups), ("agent", cfg.agents, names("agents")),
+                              ("trunk", cfg.trunks, names("trunk"))):
+        for n in refs:  # another tenant's object answers like a missing one (nothing about it leaks)
             if isinstance(n, str) and (n not in table or table[n].tenant != tenant):
                 raise NotFound(f"{op}: no {what} {n!r} in tenant {tenant!r}")
 

@@ -109,6 +109,8 @@ def test_update_and_delete_over_ops_then_restart(make_config: Callable[..., Conf
                 assert await _code(sup.request("campaign.update", name="spring",
                                                changes={"groups": ["support"]})) == "forbidden"
                 assert await _code(sup.request("campaign.update", name="spring",
+                                               changes={"groups": "sales"})) == "invalid_args"   # not a list
+                assert await _code(sup.request("campaign.update", name="spring",
                                                changes={"agents": ["2001"]})) == "not_found"  # acme's agent
                 assert await _code(agent.request("campaign.update", name="spring",
                                                  changes={"max_attempts": 1})) == "forbidden"
