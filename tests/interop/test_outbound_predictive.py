@@ -6,7 +6,8 @@ call not connected to an agent within connect_timeout_s = 3 s, see conftest_outb
 3 % cap; there are enough connects (30 or more; about 35-45 on this loaded 2-core machine) for the figure to
 mean something; every number was dialled at most once (one attempt row
 per number, one INVITE Call-ID per number at the carrier, and the carrier saw exactly the numbers of the
-attempt rows); the per-campaign agent talk/idle shares of ``campaign.report`` add up. The one-sided 95 %
+attempt rows); the per-campaign agent talk/idle shares of ``campaign.report`` add up, and the agents' busy
+time on the campaign's calls matches the dialer's talk seconds. The one-sided 95 %
 Clopper-Pearson upper bound of the true drop rate is computed and printed (docs/outbound.md states it).
 """
 from __future__ import annotations
@@ -66,5 +67,8 @@ def test_predictive_drop_rate_under_the_cap_over_sip(tmp_path: pathlib.Path) -> 
     assert t["logged_in_s"] > 8 * 40 and t["talk_s"] > 0 and 0 < t["talk_share"] <= 1 and 0 <= t["idle_share"] < 1
     assert t["talk_s"] + t["wrapup_s"] + t["idle_s"] + t["other_s"] == pytest.approx(t["logged_in_s"], abs=0.05)
     assert len(run.report["agents"]) == 8 and run.report["connects"] == run.connects
+    # Two independent measures of the talk time agree: the agents' busy time on the campaign's calls
+    # (agent_state_log, written by the call path) and the dialer's connected→ended seconds (campaign_log).
+    assert t["talk_s"] == pytest.approx(run.report["talk_s"], abs=0.2 * run.connects + 1.0), (t, run.report["talk_s"])
     print(f"drop rate {run.drop_rate:.4f} over {live} answered calls; one-sided 95 % upper bound "
           f"{binomial_upper(run.dropped, live):.4f}")
