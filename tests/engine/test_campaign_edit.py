@@ -211,3 +211,37 @@ def test_documented_update_example_is_accepted(make_config: Callable[..., Config
     merged = plan_update("spring", definition, changes, CampaignState.RUNNING, 3)
     c = build_campaign(cfg, "spring", merged)
     assert c.caller_number == "+4930999222" and c.retries[0].max_attempts == 4 and c.agents == ("1002",)
+
+
+def test_pacer_retune_keeps_measurements_and_the_newest_window() -> None:
+    from engine.pacing import Pacer, PacingMode
+
+    p = Pacer(PacingMode.PROGRESSIVE, max_drop_rate=0.03, drop_window_calls=100)
+    for i in range(60):
+        p.answered_call(dropped=i < 10)          # the 10 oldest answered calls were dropped
+        p.attempt_finished(True, 1.0)
+        p.handle_finished(30.0)
+    assert p.window_drop_rate == pytest.approx(10 / 60)
+    before = (p.answer_rate, p.mean_ring_s, p.mean_handle_s)
+    p.retune(PacingMode.PREDICTIVE, max_drop_rate=0.02, drop_window_calls=50, connect_timeout_s=3.0)
+    assert p.mode is PacingMode.PREDICTIVE and p.max_drop_rate == 0.02 and p.connect_timeout_s == 3.0
+    assert p.window_drop_rate == 0.0             # the newest 50 answered calls had no drop
+    assert (p.answer_rate, p.mean_ring_s, p.mean_handle_s) == before and p.mean_handle_s == 30.0
+    with pytest.raises(ValueError, match="not in"):
+        p.retune(PacingMode.PREDICTIVE, max_drop_rate=1.5, drop_window_calls=50, connect_timeout_s=3.0)
+
+
+def test_dialer_reconfigure_swaps_the_definition() -> None:
+    from engine.campaign import CampaignBook
+    from engine.config import CampaignRetry
+    from engine.dialer import DialerCore
+
+    c = Campaign(name="c", mode="progressive", retries=(CampaignRetry(outcome="busy", delay_s=60),))
+    core = DialerCore(CampaignBook(c))
+    new = dataclasses.replace(c, mode="predictive", caller_number="+4930777", max_drop_rate=0.01,
+                              retries=(CampaignRetry(outcome="no_answer", delay_s=5),))
+    core.reconfigure(new)
+    assert core.campaign is new and core.book.campaign is new and core.pacer.mode.value == "predictive"
+    assert set(core.book.rules) == {"no_answer"} and core.pacer.max_drop_rate == 0.01
+    with pytest.raises(InvalidArgs, match="cannot reconfigure"):
+        core.reconfigure(dataclasses.replace(c, name="other"))
