@@ -38,7 +38,12 @@ custom fields of its CSV row (shown on the agent's screen pop).
 Campaign states are an enum with a transition table (STYLE.md §2):
 ``created → running ⇄ paused``, ``running|paused → stopped``,
 ``running → completed`` when no record can come due any more, and
-``stopped|completed → running`` (restart, e.g. after an import).
+``stopped|completed → running`` (restart, e.g. after an import), and
+``created|stopped|completed → deleted`` (``campaign.delete``: a soft
+delete, the records and the log stay for reports; nothing leaves
+``deleted``).  :meth:`CampaignBook.reconfigure` swaps in an edited
+definition (``campaign.update``); which keys may change in which state is
+decided by :mod:`engine.campaign_edit`.
 The module reads no clock: ``now`` (Unix seconds) is passed in.
 """
 from __future__ import annotations
@@ -72,6 +77,7 @@ class CampaignState(enum.Enum):
     PAUSED = "paused"
     STOPPED = "stopped"
     COMPLETED = "completed"
+    DELETED = "deleted"
 
 
 class CampaignTrigger(enum.Enum):
@@ -79,18 +85,23 @@ class CampaignTrigger(enum.Enum):
     PAUSE = "pause"
     STOP = "stop"
     COMPLETE = "complete"
+    DELETE = "delete"
 
 
 CAMPAIGN_TRANSITIONS: dict[CampaignState, dict[CampaignTrigger, CampaignState]] = {
     CampaignState.CREATED: {CampaignTrigger.START: CampaignState.RUNNING,
-                            CampaignTrigger.STOP: CampaignState.STOPPED},
+                            CampaignTrigger.STOP: CampaignState.STOPPED,
+                            CampaignTrigger.DELETE: CampaignState.DELETED},
     CampaignState.RUNNING: {CampaignTrigger.PAUSE: CampaignState.PAUSED,
                             CampaignTrigger.STOP: CampaignState.STOPPED,
                             CampaignTrigger.COMPLETE: CampaignState.COMPLETED},
     CampaignState.PAUSED: {CampaignTrigger.START: CampaignState.RUNNING,
                            CampaignTrigger.STOP: CampaignState.STOPPED},
-    CampaignState.STOPPED: {CampaignTrigger.START: CampaignState.RUNNING},
-    CampaignState.COMPLETED: {CampaignTrigger.START: CampaignState.RUNNING},
+    CampaignState.STOPPED: {CampaignTrigger.START: CampaignState.RUNNING,
+                            CampaignTrigger.DELETE: CampaignState.DELETED},
+    CampaignState.COMPLETED: {CampaignTrigger.START: CampaignState.RUNNING,
+                              CampaignTrigger.DELETE: CampaignState.DELETED},
+    CampaignState.DELETED: {},
 }
 
 
@@ -310,6 +321,19 @@ class CampaignBook:
             raise Conflict(f"campaign {self.name!r} is {self.state.value}: cannot {trigger.value}")
         self.state = target
         return {"tenant": self.tenant, "name": self.name, "ts": now, "state": target.value, "user": user}
+
+    def reconfigure(self, campaign: Campaign) -> None:
+        """Use the edited definition ``campaign`` (same name and tenant) from now on.
+
+        Retry rules and attempt limits apply to the *next* outcome of each
+        record; retries already scheduled keep their time.  Record zones
+        were fixed at import, so the zone keys are not editable
+        (:mod:`engine.campaign_edit`).
+        """
+        if (campaign.tenant, campaign.name) != (self.tenant, self.name):
+            raise CampaignError(f"cannot reconfigure campaign {self.name!r} with campaign {campaign.name!r}")
+        self.campaign = campaign
+        self.rules = {r.outcome: r for r in campaign.retries}
 
     # ------------------------------------------------------------ import
 

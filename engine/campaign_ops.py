@@ -10,18 +10,21 @@ records whose last call they took.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from engine.campaign import CampaignTrigger, normalise_number
-from engine.campaign_report import campaign_report, report_csv
+from engine.campaign_agents import agent_share, read_state_rows
+from engine.campaign_report import agent_csv, campaign_report, merge_agent_share, report_csv, report_xlsx
 from engine.campaign_service import _select_all, find_campaigns
-from engine.config import GLOBAL_TENANT
+from engine.config import GLOBAL_TENANT, Campaign
 from engine.dialer import DialerCore, PlaceCall, PreviewOffered
 from engine.errors import ConfigError, Forbidden, InvalidArgs, NotFound
 from engine.ops import AGENT_ROLES, READ_ROLES, SUPERVISOR_ROLES, Arg, OpContext, registry
+from engine.reporting import open_reader
 
 _NAME = Arg("name", str, doc="campaign name")
 _TENANT = Arg("tenant", str, default="", doc="tenant (admins of tenant '*' only; default: the session's)")
@@ -36,9 +39,7 @@ def _tenant(ctx: OpContext, tenant: str) -> str:
 
 
 def _agents_of(ctx: OpContext, core: DialerCore) -> set[str]:
-    c = core.campaign
-    groups = set(c.groups)
-    return set(c.agents) | {n for n, a in ctx.engine.config.agents.items() if groups & set(a.groups)}
+    return _assigned_agents(ctx, core.campaign)
 
 
 def _core(ctx: OpContext, args: dict[str, Any], *, agent_ok: bool = False) -> DialerCore:
@@ -59,23 +60,60 @@ async def op_campaign_create(ctx: OpContext, args: dict[str, Any]) -> dict[str, 
     """Create a campaign at run time (state ``created``); checked like the config file."""
     svc = find_campaigns(ctx.engine)
     tenant = _tenant(ctx, args["tenant"])
-    definition = args["definition"]
-    groups = set(definition.get("groups") or ())
+    _check_references(ctx, "campaign.create", tenant, args["definition"])
+    with _config_errors():
+        core = svc.create(tenant, args["name"], args["definition"], user=ctx.session.user)
+    return svc.status(core)
+
+
+def _check_references(ctx: OpContext, op: str, tenant: str, definition: dict[str, Any]) -> None:
+    """The session supervises the definition's groups; its groups, agents and trunk are the tenant's."""
+    def names(key: str) -> list[Any]:  # a wrong type is left to the configuration check's message
+        v = definition.get(key) or []
+        return [v] if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) else []
+
+    groups = {g for g in names("groups") if isinstance(g, str)}
     ctx.session.require(tenant=tenant, groups=groups)
     cfg = ctx.engine.config
-    for what, table, names in (("group", cfg.groups, groups), ("agent", cfg.agents, definition.get("agents") or ()),
-                               ("trunk", cfg.trunks, [definition["trunk"]] if definition.get("trunk") else [])):
-        for n in names:  # another tenant's object answers like a missing one (nothing about it leaks)
+    for what, table, refs in (("group", cfg.groups, groups), ("agent", cfg.agents, names("agents")),
+                              ("trunk", cfg.trunks, names("trunk"))):
+        for n in refs:  # another tenant's object answers like a missing one (nothing about it leaks)
             if isinstance(n, str) and (n not in table or table[n].tenant != tenant):
-                raise NotFound(f"campaign.create: no {what} {n!r} in tenant {tenant!r}")
+                raise NotFound(f"{op}: no {what} {n!r} in tenant {tenant!r}")
+
+
+@contextlib.contextmanager
+def _config_errors() -> Iterator[None]:
+    """A :class:`ConfigError` of a run-time definition as ``invalid_args`` (every problem listed)."""
     try:
-        core = svc.create(tenant, args["name"], args["definition"], user=ctx.session.user)
+        yield
     except ConfigError as exc:
         text = "; ".join(exc.lines) if hasattr(exc, "lines") else str(exc)
         # A reference to another tenant's group/agent/trunk must not name that tenant.
         text = re.sub(r"belongs to tenant '[^']*', not '[^']*'", "belongs to another tenant", text)
         raise InvalidArgs(text) from None
-    return svc.status(core)
+
+
+@registry.op("campaign.update", roles=SUPERVISOR_ROLES, changes_state=True,
+             args=[_NAME, _TENANT, Arg("changes", dict, doc="keys of a [campaigns.NAME] table to change")])
+async def op_campaign_update(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Edit a run-time campaign; mode, trunk, queue, AMD, message and flow only while not dialling."""
+    core = _core(ctx, args)
+    changes = args["changes"]
+    if "groups" in changes or "agents" in changes or "trunk" in changes:
+        _check_references(ctx, "campaign.update", core.book.tenant,
+                          {k: changes[k] for k in ("groups", "agents", "trunk") if k in changes})
+    svc = find_campaigns(ctx.engine)
+    with _config_errors():
+        changed = svc.update(core, changes, user=ctx.session.user)
+    return {**svc.status(core), "changed": changed}
+
+
+@registry.op("campaign.delete", roles=SUPERVISOR_ROLES, changes_state=True, args=[_NAME, _TENANT])
+async def op_campaign_delete(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Soft-delete a stopped, completed or never started run-time campaign; its records and log are kept."""
+    core = _core(ctx, args)
+    return find_campaigns(ctx.engine).delete(core, user=ctx.session.user)
 
 
 @registry.op("campaign.import", roles=SUPERVISOR_ROLES, changes_state=True,
@@ -113,12 +151,18 @@ async def op_campaign_status(ctx: OpContext, args: dict[str, Any]) -> dict[str, 
     return find_campaigns(ctx.engine).status(core)
 
 
-@registry.op("campaign.list", roles=READ_ROLES, args=[])
+@registry.op("campaign.list", roles=READ_ROLES,
+             args=[Arg("deleted", bool, default=False, doc="list the deleted campaigns instead")])
 async def op_campaign_list(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Campaigns the session may see."""
+    """Campaigns the session may see (or the deleted ones, whose reports stay available)."""
     svc = find_campaigns(ctx.engine)
     s = ctx.session
     out = []
+    if args["deleted"]:
+        for (tenant, name), c in sorted(svc.deleted.items()):
+            if s.role != "agent" and s.sees(tenant=tenant, groups=set(c.groups)):
+                out.append({"name": name, "tenant": tenant, "mode": c.mode, "state": "deleted"})
+        return {"campaigns": out}
     for core in svc.cores.values():
         if s.role == "agent":
             if s.sees_tenant(core.book.tenant) and s.agent in _agents_of(ctx, core):
@@ -226,24 +270,65 @@ async def op_campaign_dnc(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any
     return {"number": number, "action": args["action"], "campaign": args["campaign"]}
 
 
+def _report_campaign(ctx: OpContext, args: dict[str, Any]) -> Campaign:
+    """The campaign to report: a live one (scoped as every op), else a deleted one (same scope)."""
+    svc = find_campaigns(ctx.engine)
+    tenant = _tenant(ctx, args["tenant"])
+    c = svc.deleted.get((tenant, args["name"]))
+    if c is None or (tenant, args["name"]) in svc.cores:
+        return _core(ctx, args).campaign
+    ctx.session.require(tenant=c.tenant, groups=set(c.groups))
+    return c
+
+
 @registry.op("campaign.report", roles=SUPERVISOR_ROLES | {"reporting"},
              args=[_NAME, _TENANT, Arg("from_ts", (int, float), doc="interval start (Unix seconds)"),
                    Arg("to_ts", (int, float), default=0, doc="end (default: now)"),
                    Arg("interval_s", (int, float), default=3600, doc="bucket length"),
-                   Arg("format", str, default="json", choices=("json", "csv"))])
+                   Arg("format", str, default="json", choices=("json", "csv", "xlsx")),
+                   Arg("table", str, default="intervals", choices=("intervals", "agents"),
+                       doc="csv: one line per interval, or per interval and agent")])
 async def op_campaign_report(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Attempts, connects, connect rate, drops and drop rate, AMD outcomes, dispositions per interval."""
-    core = _core(ctx, args)
+    """Attempts, connects, connect rate, drops and drop rate, AMD outcomes, dispositions, agent talk and idle
+    share per interval."""
+    campaign = _report_campaign(ctx, args)
     store = ctx.engine.require_store()
     await store.aflush()
-    rows = await asyncio.get_running_loop().run_in_executor(
-        None, _select_all, store, "campaign_log", {"tenant": core.book.tenant, "campaign": core.book.name})
-    to_ts = float(args["to_ts"]) or time.time()
+    now = time.time()
+    from_ts, to_ts, interval_s = float(args["from_ts"]), float(args["to_ts"]) or now, float(args["interval_s"])
+    path = getattr(store, "path", None)
+    agents = _assigned_agents(ctx, campaign)
+
+    def work() -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        rows = _select_all(store, "campaign_log", {"tenant": campaign.tenant, "campaign": campaign.name})
+        if not path or path == ":memory:":
+            return rows, None
+        conn = open_reader(path)
+        try:
+            took = {r["agent"] for r in rows if r["event"] == "connected" and r.get("agent")}
+            return rows, read_state_rows(conn, campaign.tenant, agents | took, from_ts, to_ts)
+        finally:
+            conn.close()
+
+    rows, state_rows = await asyncio.get_running_loop().run_in_executor(None, work)
     try:
-        buckets = campaign_report(rows, from_ts=float(args["from_ts"]), to_ts=to_ts,
-                                  interval_s=float(args["interval_s"]))
+        buckets = campaign_report(rows, from_ts=from_ts, to_ts=to_ts, interval_s=interval_s)
+        if state_rows is not None:
+            calls = {r["call_id"] for r in rows if r["event"] == "attempt" and r.get("call_id")}
+            took = {r["agent"] for r in rows if r["event"] == "connected" and r.get("agent")}
+            merge_agent_share(buckets, agent_share(state_rows, calls, agents | took, from_ts=from_ts, to_ts=to_ts,
+                                                   interval_s=interval_s, until=now))
     except ValueError as exc:
         raise InvalidArgs(str(exc)) from None
     if args["format"] == "csv":
-        return {"csv": report_csv(buckets)}
-    return {"campaign": core.book.name, "intervals": json.loads(json.dumps(buckets))}
+        return {"csv": agent_csv(buckets) if args["table"] == "agents" else report_csv(buckets)}
+    if args["format"] == "xlsx":
+        return {"format": "xlsx", "data": report_xlsx(buckets)}
+    return {"campaign": campaign.name, "intervals": json.loads(json.dumps(buckets))}
+
+
+def _assigned_agents(ctx: OpContext, campaign: Campaign) -> set[str]:
+    """The campaign's agents: named in ``agents`` or members of its ``groups`` (current configuration)."""
+    groups = set(campaign.groups)
+    return set(campaign.agents) | {n for n, a in ctx.engine.config.agents.items()
+                                   if a.tenant == campaign.tenant and groups & set(a.groups)}

@@ -16,14 +16,27 @@ Each interval ``[start, start + interval_s)`` counts, from the log events:
   ``mean_wait_s``: answer-to-agent time of the connects;
 * ``confirmed`` / ``not_confirmed``: notification calls whose callee
   pressed the campaign's ``confirm_digit`` / did not (``confirmed`` and
-  ``not_confirmed`` rows, counted in the interval of the key or the end).
+  ``not_confirmed`` rows, counted in the interval of the key or the end);
+* ``agent_time`` (all agents) and ``agents`` (per agent): logged-in, talk,
+  wrap-up, idle and other seconds, ``talk_share`` and ``idle_share`` from
+  the ``agent_state_log`` (:mod:`engine.campaign_agents` defines them),
+  merged in by :func:`merge_agent_share`.
+
+Export: :func:`report_csv` (one line per interval), :func:`agent_csv`
+(one line per interval and agent) and :func:`report_xlsx` (both as
+sheets ``intervals`` and ``agents``, written like CDR exports by
+:func:`engine.cdr_query.write_xlsx`).
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections import Counter
 from typing import Any, Iterable
+
+from engine.campaign_agents import SHARE_FIELDS
+from engine.cdr_query import write_csv, write_xlsx
 
 
 def _data(row: dict[str, Any]) -> dict[str, Any]:
@@ -90,19 +103,63 @@ def _empty(start: float, interval_s: float) -> dict[str, Any]:
             "dispositions": Counter()}
 
 
-def report_csv(buckets: list[dict[str, Any]]) -> str:
-    """The report as CSV (one line per interval; counters as ``key=n;...``), for export like CDRs."""
-    cols = ["start_ts", "end_ts", "attempts", "answered", "connects", "connect_rate", "dropped", "drop_rate",
-            "machines", "blocked", "talk_s", "mean_wait_s", "outcomes", "amd", "dispositions", "confirmed",
-            "not_confirmed"]
-    lines = [",".join(cols)]
+INTERVAL_COLUMNS = ("start_ts", "end_ts", "attempts", "answered", "connects", "connect_rate", "dropped",
+                    "drop_rate", "machines", "blocked", "talk_s", "mean_wait_s", "outcomes", "amd", "dispositions",
+                    "confirmed", "not_confirmed")
+AGENT_TIME_COLUMNS = tuple(f"agent_{k}" if k.endswith("_s") else k for k in SHARE_FIELDS)
+AGENT_COLUMNS = ("start_ts", "end_ts", "agent") + SHARE_FIELDS
+
+
+def merge_agent_share(buckets: list[dict[str, Any]], shares: list[dict[str, Any]]) -> None:
+    """Add ``agent_time`` and ``agents`` of :func:`engine.campaign_agents.agent_share` (same intervals)."""
+    if len(buckets) != len(shares):
+        raise ValueError(f"{len(buckets)} report intervals but {len(shares)} agent-share intervals")
+    for b, sh in zip(buckets, shares):
+        b["agent_time"] = sh["total"]
+        b["agents"] = sh["agents"]
+
+
+def interval_rows(buckets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per interval (counters as ``key=n;...``; agent totals as ``agent_*`` columns)."""
+    out = []
     for b in buckets:
-        vals = []
-        for c in cols:
-            v = b[c]
-            vals.append(";".join(f"{k}={n}" for k, n in v.items()) if isinstance(v, dict) else str(v))
-        lines.append(",".join(vals))
-    return "\n".join(lines) + "\n"
+        row = {c: (";".join(f"{k}={n}" for k, n in b[c].items()) if isinstance(b[c], dict) else b[c])
+               for c in INTERVAL_COLUMNS}
+        total = b.get("agent_time") or {}
+        row.update({col: total.get(k) for col, k in zip(AGENT_TIME_COLUMNS, SHARE_FIELDS)})
+        out.append(row)
+    return out
 
 
-__all__ = ["campaign_report", "report_csv"]
+def agent_rows(buckets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per interval and agent."""
+    return [{"start_ts": b["start_ts"], "end_ts": b["end_ts"], "agent": agent, **fig}
+            for b in buckets for agent, fig in (b.get("agents") or {}).items()]
+
+
+def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    write_csv(({k: ("" if v is None else v) for k, v in r.items()} for r in rows), buf, columns)
+    return buf.getvalue()
+
+
+def report_csv(buckets: list[dict[str, Any]]) -> str:
+    """The report as CSV (RFC 4180, one line per interval), for export like CDRs."""
+    return _csv(interval_rows(buckets), INTERVAL_COLUMNS + AGENT_TIME_COLUMNS)
+
+
+def agent_csv(buckets: list[dict[str, Any]]) -> str:
+    """Per-agent talk and idle figures as CSV (one line per interval and agent)."""
+    return _csv(agent_rows(buckets), AGENT_COLUMNS)
+
+
+def report_xlsx(buckets: list[dict[str, Any]]) -> bytes:
+    """The report as an XLSX workbook: sheets ``intervals`` and ``agents``."""
+    bio = io.BytesIO()
+    write_xlsx([("intervals", INTERVAL_COLUMNS + AGENT_TIME_COLUMNS, interval_rows(buckets)),
+                ("agents", AGENT_COLUMNS, agent_rows(buckets))], bio)
+    return bio.getvalue()
+
+
+__all__ = ["AGENT_COLUMNS", "AGENT_TIME_COLUMNS", "INTERVAL_COLUMNS", "agent_csv", "agent_rows", "campaign_report",
+           "interval_rows", "merge_agent_share", "report_csv", "report_xlsx"]

@@ -43,6 +43,7 @@ import time
 from typing import Any, Callable, Protocol
 
 from engine.campaign import CampaignBook, CampaignState, CampaignTrigger, DncList, ScreenHook
+from engine.campaign_edit import changed_keys, check_delete, plan_update
 from engine.config import Campaign, build_campaign
 from engine.dialer import (Action, AgentCounts, CampaignCompleted, ConnectAgent, DialerCore, Hangup, PersistRows,
                            PlaceCall, PlayMessage, PreviewOffered, RunFlow, StartAmd)
@@ -84,6 +85,8 @@ class CampaignService:
         self.engine: Any = None
         self.cores: dict[tuple[str, str], DialerCore] = {}
         self.sources: dict[tuple[str, str], str] = {}      # "config" or "runtime"
+        self.definitions: dict[tuple[str, str], dict[str, Any]] = {}   # runtime: stored definition
+        self.deleted: dict[tuple[str, str], Campaign] = {}  # soft-deleted: last definition (reports)
         self.dnc = DncList()
         self.screen_hooks: list[ScreenHook] = []
         self.on_preview: Callable[[PreviewOffered, DialerCore], None] | None = None
@@ -137,13 +140,20 @@ class CampaignService:
             for row in _select_all(store, "campaigns", {}):
                 key = (row["tenant"], row["name"])
                 states[key] = row["state"]
-                if row["source"] == "runtime" and row["state"] == "created":
+                definition = json.loads(row["definition"] or "{}")
+                # The first row ("created") and every campaign.update row carry the whole definition.
+                if row["source"] == "runtime" and (row["state"] == "created" or definition):
                     try:
-                        defs[key] = (build_campaign(cfg, row["name"], json.loads(row["definition"])), "runtime")
+                        defs[key] = (build_campaign(cfg, row["name"], definition), "runtime")
+                        self.definitions[key] = {k: v for k, v in definition.items() if k != "tenant"}
                     except Exception as exc:  # a definition the current config no longer accepts
                         logger.error("campaign %s/%s cannot be loaded: %s", *key, exc)
         now = time.time()
         for key, (c, source) in defs.items():
+            if source == "runtime" and states.get(key) == "deleted":
+                self.deleted[key] = c
+                self.definitions.pop(key, None)
+                continue
             core = self._new_core(c, source)
             if store is not None:
                 where = {"tenant": c.tenant, "campaign": c.name}
@@ -195,12 +205,55 @@ class CampaignService:
         """Validate and add a runtime campaign (``Conflict`` if the name exists)."""
         if (tenant, name) in self.cores:
             raise Conflict(f"campaign {name!r} already exists in tenant {tenant!r}")
+        if (tenant, name) in self.deleted:
+            raise Conflict(f"campaign {name!r} of tenant {tenant!r} was deleted and its log is kept under "
+                           "that name: choose another name")
         c = build_campaign(self.engine.config, name, {**definition, "tenant": tenant})
         core = self._new_core(c, "runtime")
         definition = {k: v for k, v in definition.items() if k != "tenant"}
+        self.definitions[(tenant, name)] = definition
         self._append("campaigns", {"tenant": tenant, "name": name, "ts": time.time(), "state": "created",
                                    "source": "runtime", "user": user, "definition": {**definition, "tenant": tenant}})
         return core
+
+    def in_progress(self, core: DialerCore) -> int:
+        """Calls of ``core`` in progress plus its preview records held (edits and deletes wait for them)."""
+        return len(core.live) + len(core.preview_held)
+
+    def update(self, core: DialerCore, changes: dict[str, Any], user: str = "") -> dict[str, Any]:
+        """Apply ``campaign.update`` ``changes`` (rules: engine/campaign_edit.py); returns the changed keys."""
+        key = (core.book.tenant, core.book.name)
+        old = self.definitions.get(key, {})
+        merged = plan_update(core.book.name, old, changes, core.book.state, self.in_progress(core),
+                             source=self.sources[key])
+        c = build_campaign(self.engine.config, core.book.name, {**merged, "tenant": core.book.tenant})
+        changed = changed_keys(old, merged)
+        if not changed:
+            return changed
+        core.reconfigure(c)
+        self.definitions[key] = merged
+        now = time.time()
+        self._append("campaigns", {"tenant": key[0], "name": key[1], "ts": now, "state": core.book.state.value,
+                                   "source": "runtime", "user": user, "definition": {**merged, "tenant": key[0]}})
+        self._append("campaign_log", core.book.log_row(now, "updated", data={"changes": changed, "user": user}))
+        logger.info("campaign %s/%s updated by %s: %s", *key, user or "?", ", ".join(changed))
+        self._wake.set()
+        return changed
+
+    def delete(self, core: DialerCore, user: str = "") -> dict[str, Any]:
+        """Soft-delete ``core`` (rules: engine/campaign_edit.py): it leaves the engine, its rows stay."""
+        key = (core.book.tenant, core.book.name)
+        check_delete(core.book.name, core.book.state, self.in_progress(core), source=self.sources[key])
+        counts = core.book.counts()
+        now = time.time()
+        self._persist_state(core, core.book.transition(CampaignTrigger.DELETE, now, user))
+        self._append("campaign_log", core.book.log_row(now, "deleted", data={"user": user, "records": counts}))
+        del self.cores[key]
+        self.sources.pop(key, None)
+        self.definitions.pop(key, None)
+        self.deleted[key] = core.campaign
+        logger.info("campaign %s/%s deleted by %s (records and log kept): %s", *key, user or "?", counts)
+        return {"name": key[1], "tenant": key[0], "state": "deleted", "records": counts}
 
     def transition(self, core: DialerCore, trigger: CampaignTrigger, user: str = "") -> None:
         if trigger is CampaignTrigger.START and self.port is None:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.campaign import ANSWERED, CampaignBook, CampaignState, CampaignTrigger, render_message
+from engine.config import Campaign
 from engine.errors import Conflict
 from engine.pacing import MODE_OF_CAMPAIGN, Pacer, PacingMode
 
@@ -189,6 +190,17 @@ class DialerCore:
         self.preview_held: dict[str, tuple[str, float]] = {}   # record id -> (agent, expires)
         self._seq = 0
         self._prefix = call_id_prefix or f"{c.tenant}-{c.name}"
+
+    def reconfigure(self, campaign: Campaign) -> None:
+        """Use the edited definition from now on (``campaign.update``; checked by engine/campaign_edit.py).
+
+        Calls in progress keep what they were given (an armed connect
+        deadline, a reserved preview agent); new decisions use the new values.
+        """
+        self.book.reconfigure(campaign)
+        self.campaign = campaign
+        self.pacer.retune(MODE_OF_CAMPAIGN[campaign.mode], max_drop_rate=campaign.max_drop_rate,
+                          drop_window_calls=campaign.drop_window_calls, connect_timeout_s=campaign.connect_timeout_s)
 
     # ------------------------------------------------------------ helpers
 

@@ -166,6 +166,21 @@ class Pacer:
         self.answered_total = 0
         self.dropped_total = 0
 
+    def retune(self, mode: PacingMode, *, max_drop_rate: float, drop_window_calls: int,
+               connect_timeout_s: float) -> None:
+        """New parameters (``campaign.update``); the measurements are kept.
+
+        A shorter drop window keeps its newest answered calls; a longer one
+        fills up as calls are answered.
+        """
+        if not 0.0 <= max_drop_rate < 1.0:
+            raise ValueError(f"max_drop_rate {max_drop_rate} is not in [0, 1)")
+        self.mode = mode
+        self.max_drop_rate = max_drop_rate
+        self.connect_timeout_s = connect_timeout_s
+        if self._connects.maxlen != drop_window_calls:
+            self._connects = collections.deque(self._connects, maxlen=drop_window_calls)
+
     # ------------------------------------------------------------ measurements
 
     def attempt_finished(self, answered: bool, ring_s: float) -> None:

@@ -302,6 +302,10 @@ CASES: dict[str, Case] = {
     "campaign.preview_skip": T(*({**v, "record_id": "1"} for v in B_CAMP)),
     "campaign.dnc": T({"number": "+4930999", "tenant": "tb"}),
     "campaign.report": T(*({**v, "from_ts": SINCE} for v in B_CAMP)),
+    "campaign.update": T(*({**v, "changes": {"max_attempts": 2}} for v in B_CAMP),
+                         {"name": "ta_camp", "changes": {"groups": ["tb_sales"]}},
+                         {"name": "ta_camp", "changes": {"trunk": "tb_trunk"}}),
+    "campaign.delete": T(*B_CAMP),
 }
 
 # ops whose "list" answer is expected to contain tb data for the global admin
