@@ -194,6 +194,7 @@ def test_baresip_collect_and_lookup_speaks_balance_and_screen_pop_has_it(eng: Iv
     assert at_account < at_balance
     # Another balance's words do not match what was heard as well.
     assert heard_match(heard, other)[0] < heard_match(heard, balance)[0]
+    assert heard_match(heard, tts(eng, SURVEY_PROMPT))[0] < 0.8  # a prompt this caller never got
     # Barge-in: the caller heard less of the menu than the whole prompt before the account prompt began.
     before = envelope(heard[:at_account * 160])
     menu_heard_s = float(np.count_nonzero(before > LOUD_DB)) * 0.02
