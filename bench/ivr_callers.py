@@ -207,7 +207,9 @@ async def run_callers(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- the engine (parent)
 
 
-STAGES = ("_receive", "_playout", "_read_players", "mix", "_record", "_send", "_housekeeping", "_deliver")
+STAGES = ("_receive", "_playout", "_read_players", "mix", "_record", "_send", "_housekeeping", "_deliver",
+          "_transmit")
+"""The tick's stages (methods of MediaEngine, ``mix`` of its Mixer); ``_transmit`` (sendmmsg) is part of ``_send``."""
 
 
 def instrument_stages(media: Any) -> dict[str, float]:

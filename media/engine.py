@@ -814,6 +814,7 @@ class MediaEngine:
         self._direct = direct
         self._direct_pos = np.array([pos for pos, _ in direct], np.intp)
         self._direct_rows = np.array([row for _, row in direct], np.intp)
+        self._direct_unique = len(set(self._direct_pos.tolist())) == len(direct)
         self._dirty = False
 
     # -- the tick ----------------------------------------------------------------
@@ -1136,9 +1137,16 @@ class MediaEngine:
             acc = pcm.astype(np.int32)
             for row, pos in self._extra:
                 acc[pos] += out[row]
-            if self._direct:
-                # one scatter-add for every leg's own player (an IVR prompt)
-                np.add.at(acc, self._direct_pos, self._inputs[self._direct_rows])
+            if self._direct and self._batch_prompts:
+                # every leg's own player (an IVR prompt) in one fancy-index add;
+                # np.add.at (unbuffered, slow for rows) only when a leg has two
+                if self._direct_unique:
+                    acc[self._direct_pos] += self._inputs[self._direct_rows]
+                else:
+                    np.add.at(acc, self._direct_pos, self._inputs[self._direct_rows])
+            else:  # the reference path: one row at a time
+                for pos, row in self._direct:
+                    acc[pos] += self._inputs[row]
             np.clip(acc, -32768, 32767, out=acc)
             pcm = acc.astype(np.int16)
         pkt = self._tx_buf[:k]
