@@ -17,6 +17,7 @@ first packet, an update every 20 ms with the duration so far, and the final
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pathlib
@@ -32,7 +33,7 @@ import wave
 import numpy as np
 
 from conftest_inbound import free_port
-from engine.sim import envelope, envelope_match
+from engine.sim import LOUD_DB, envelope, envelope_match
 
 SHARED = pathlib.Path(__file__).resolve().parents[3] / "shared" / "testpeers"
 sys.path.insert(0, str(SHARED))
@@ -147,6 +148,7 @@ class BaresipCaller:
         self.tone_s = tone_s
         self.proc: subprocess.Popen | None = None
         self.ctl: BaresipCtl | None = None
+        self.mark = 0  # samples of the recording already waited through (see wait_prompt)
 
     def start(self) -> None:
         baresip = shutil.which("baresip")
@@ -229,6 +231,52 @@ class BaresipCaller:
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+    def received_so_far(self) -> np.ndarray:
+        """The samples of the (growing) received-audio dump, read while the call is up.
+
+        sndfile writes each decoded frame as it plays it; the WAV header's
+        sizes are only final at the end, so the data chunk is read to EOF.
+        """
+        dumps = sorted(self.rec.glob("dump-*-dec.wav"))
+        if not dumps:
+            return np.zeros(0, np.int16)
+        data = dumps[-1].read_bytes()
+        at = data.find(b"data", 12)
+        if at < 0:
+            return np.zeros(0, np.int16)
+        body = data[at + 8:]
+        return np.frombuffer(body[:len(body) // 2 * 2], "<i2")
+
+    async def wait_prompt(self, speech_s: float = 0.5, quiet_s: float = 0.6, timeout_s: float = 15.0) -> float:
+        """Wait until baresip has received at least ``speech_s`` of sound since the last wait
+        followed by ``quiet_s`` of silence (a whole prompt heard); returns the seconds of sound."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        quiet = int(round(quiet_s / 0.02))
+        loud_s = 0.0
+        while loop.time() < deadline:
+            x = self.received_so_far()
+            loud = envelope(x[self.mark:]) > LOUD_DB
+            loud_s = float(np.count_nonzero(loud)) * 0.02
+            if loud_s >= speech_s and len(loud) >= quiet and not loud[-quiet:].any():
+                self.mark = len(x)
+                return loud_s
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"baresip heard {loud_s:.2f} s of sound then no {quiet_s} s pause "
+                             f"within {timeout_s} s:\n{self.log()}")
+
+    async def wait_sound(self, seconds: float, timeout_s: float = 15.0) -> None:
+        """Wait until baresip has received ``seconds`` of sound since the last wait (a prompt playing)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            x = self.received_so_far()
+            if np.count_nonzero(envelope(x[self.mark:]) > LOUD_DB) * 0.02 >= seconds:
+                self.mark = len(x)
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"baresip did not hear {seconds} s of sound within {timeout_s} s:\n{self.log()}")
 
     def heard(self) -> np.ndarray:
         """The decoded audio baresip received in its (single) call, int16 at 8 kHz."""

@@ -63,8 +63,9 @@ def tts(eng: IvrEngine, *texts: str) -> np.ndarray:
     return np.concatenate([t.load(x, language="en") for x in texts])
 
 
-def seconds(pcm: np.ndarray) -> float:
-    return len(pcm) / 8000.0
+def sound_s(pcm: np.ndarray) -> float:
+    """Seconds of audible 20 ms frames in ``pcm`` (a prompt's speech without its pauses)."""
+    return float(np.count_nonzero(envelope(pcm) > LOUD_DB)) * 0.02
 
 
 def assert_heard(heard: np.ndarray, expected: np.ndarray, what: str) -> int:
@@ -103,9 +104,9 @@ def test_baresip_walks_two_level_menu_then_answers_post_call_survey(eng: IvrEngi
             client, phone = await p.agent("1002")
             await in_thread(caller.start)
             await in_thread(caller.dial, f"sip:{DIALED}@127.0.0.1:{eng.sip_port}")
-            await asyncio.sleep(seconds(menu) + 0.7)     # the whole main menu prompt
+            await caller.wait_prompt(0.7 * sound_s(menu))     # the whole main menu prompt
             await in_thread(caller.press, "2")
-            await asyncio.sleep(seconds(support) + 0.7)  # the whole support menu prompt
+            await caller.wait_prompt(0.7 * sound_s(support))  # the whole support menu prompt
             await in_thread(caller.press, "1")
             ringing = await next_event_named(client, "call.ringing", 10)
             assert ringing["data"]["queue"] == "support"
@@ -121,7 +122,8 @@ def test_baresip_walks_two_level_menu_then_answers_post_call_survey(eng: IvrEngi
 
             phone.hangup()                   # the agent hangs up first: the caller stays for the survey
             await wait_agent_state(client, "wrapup")
-            await asyncio.sleep(seconds(survey) + 0.7)
+            caller.mark = len(caller.received_so_far())
+            await caller.wait_prompt(0.7 * sound_s(survey))   # the whole survey question
             await in_thread(caller.press, "4")
             await in_thread(caller.wait_closed, 15)  # the survey's hangup node ends the call
             ended = await next_event_named(client, "call.ended", 10)
@@ -168,9 +170,9 @@ def test_baresip_collect_and_lookup_speaks_balance_and_screen_pop_has_it(eng: Iv
             client, phone = await p.agent("1002")
             await in_thread(caller.start)
             await in_thread(caller.dial, f"sip:{DIALED}@127.0.0.1:{eng.sip_port}")
-            await asyncio.sleep(1.0)
+            await caller.wait_sound(0.8)
             await in_thread(caller.press, "3")           # barge-in: the menu prompt stops at the digit
-            await asyncio.sleep(seconds(account_prompt) + 0.7)
+            await caller.wait_prompt(0.7 * sound_s(account_prompt))  # the whole account prompt
             await in_thread(caller.press, ACCOUNT)
             ringing = await next_event_named(client, "call.ringing", 20)
             variables = ringing["data"]["variables"]
@@ -198,7 +200,7 @@ def test_baresip_collect_and_lookup_speaks_balance_and_screen_pop_has_it(eng: Iv
     # Barge-in: the caller heard less of the menu than the whole prompt before the account prompt began.
     before = envelope(heard[:at_account * 160])
     menu_heard_s = float(np.count_nonzero(before > LOUD_DB)) * 0.02
-    menu_s = float(np.count_nonzero(envelope(menu) > LOUD_DB)) * 0.02
+    menu_s = sound_s(menu)
     assert 0.3 < menu_heard_s < menu_s - 0.5, (menu_heard_s, menu_s)
 
     (cdr,) = eng.db_rows("SELECT * FROM cdr WHERE call_id = ?", call_id)
