@@ -286,7 +286,11 @@ async def phase(centre: Any, sip_port: int, calls: int, args: argparse.Namespace
     assert proc.stdout is not None
     result: dict[str, Any] = {"callers": calls}
     try:
-        line = await asyncio.wait_for(proc.stdout.readline(), ramp_s + 60)
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), ramp_s + 60)
+        except asyncio.TimeoutError:  # the engine did not answer every caller: measure what it carries
+            line = b"CONNECTED (not all)"
+            result["connected_all"] = False
         if not line.startswith(b"CONNECTED"):
             raise RuntimeError(f"callers did not connect: {line!r}")
         await asyncio.sleep(args.settle_s)
