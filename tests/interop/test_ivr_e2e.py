@@ -10,7 +10,7 @@ the caller being a real peer, not the project's own stack.
   collect), hears its balance spoken, and the agent's screen pop carries the
   looked-up fields.
 - SIPp replays RFC 4733 digit pcaps written by :mod:`ivr_peers` (a second,
-  independent RTP sender with its own SSRC per pcap) through the same
+  independent RTP sender whose events carry an SSRC other than its audio's) through the same
   collect + lookup for the other account.
 
 Agents' phones are :mod:`engine.sim` phones (they are not under test here);
@@ -232,7 +232,8 @@ def test_sipp_pcap_digits_collect_and_lookup(eng: IvrEngine, tmp_path: pathlib.P
     other account number; the agent's screen pop and the CDR carry its lookup."""
     d = sipp_dir(tmp_path, "sipp", int(CALLER_TONE), 4.0)
     write_rfc4733_pcap(d / "menu3.pcap", "3")
-    write_rfc4733_pcap(d / "account.pcap", OTHER_ACCOUNT)
+    # the same stream continued: later sequence numbers and timestamps (SIPp replays them verbatim)
+    write_rfc4733_pcap(d / "account.pcap", OTHER_ACCOUNT, seq=1100, timestamp=200000)
     sip_port = free_port()
     sipp = start_sipp(["-sf", str(SIPP_SCENARIOS / "caller_ivr_pcap_dtmf.xml"), f"127.0.0.1:{eng.sip_port}",
                        "-s", DIALED, "-i", "127.0.0.1", "-p", str(sip_port), "-mp", str(free_port()),
