@@ -81,6 +81,7 @@ from media.latch import Latcher
 from media.playout import PlayoutBuffers, PlayoutSettings
 from media.player import Source
 from media.ports import PortAllocator
+from media.prompttable import PromptTable, batchable
 from media.room import HearSet, MemberKind, Room, apply_hear_set
 from media.rtp import (
     PayloadTypeMap,
@@ -266,6 +267,13 @@ class MediaEngine:
         # classified and counted in batches (False: one by one on the slow
         # path, the reference the tests and benchmarks compare against)
         self._batch_events = True
+        # prompts played to one leg from a plain array are read for all legs
+        # in one gather (media.prompttable); False: one source.read() per
+        # player per tick, the reference the tests and benchmarks compare against
+        self._batch_prompts = True
+        self._prompts = PromptTable()
+        self._loose_players: dict[str, _Player] = {}  # players read one by one
+        self._table_players: dict[int, _Player] = {}  # player slot -> player read from the prompt table
         self._grow(64, 16)
 
     # -- storage ---------------------------------------------------------------
@@ -317,6 +325,7 @@ class MediaEngine:
         if pcap != self._pcap:
             self._free_player_slots.extend(range(pcap - 1, self._pcap - 1, -1))
             self._pcap = pcap
+            self._prompts.ensure_slots(pcap)
         self._inputs = np.zeros((1 + self._cap + self._pcap, FRAME), np.int16)
         self._recv = rtpio.RecvBuffers(max(256, 2 * self._cap), 256)
         self._tx_buf = np.zeros((self._cap, PACKET), np.uint8)
@@ -675,7 +684,12 @@ class MediaEngine:
             room.join(player_id, MemberKind.PLAYER, hears=set(), heard_by=heard_by)
             self._member_rooms.setdefault(player_id, set()).add(room_id)  # type: ignore[arg-type]
         slot = self._player_slot()
-        self.players[player_id] = _Player(player_id, source, slot, leg_id, room_id)
+        player = self.players[player_id] = _Player(player_id, source, slot, leg_id, room_id)
+        if self._batch_prompts and leg_id is not None and batchable(source):
+            self._prompts.start(slot, source.samples)
+            self._table_players[slot] = player
+        else:
+            self._loose_players[player_id] = player
         self._dirty = True
         return player_id
 
@@ -689,6 +703,10 @@ class MediaEngine:
     def _finish_player(self, p: _Player, reason: str, in_room: bool = True) -> None:
         if self.players.pop(p.player_id, None) is None:
             return
+        if self._loose_players.pop(p.player_id, None) is None:
+            self._table_players.pop(p.slot, None)
+            self._prompts.stop(p.slot)
+            p.source.finished = True  # the table played it: the source object was never read
         if reason == "stopped" and callable(getattr(p.source, "stop", None)):
             p.source.stop()
         self._free_player_slots.append(p.slot)
@@ -838,6 +856,9 @@ class MediaEngine:
         direct = [(int(tx_pos[self.legs[p.leg_id].slot]), 1 + self._cap + p.slot)
                   for p in self.players.values() if p.leg_id is not None and tx_pos[self.legs[p.leg_id].slot] >= 0]
         self._direct = direct
+        self._direct_pos = np.array([pos for pos, _ in direct], np.intp)
+        self._direct_rows = np.array([row for _, row in direct], np.intp)
+        self._direct_unique = len(set(self._direct_pos.tolist())) == len(direct)
         self._dirty = False
 
     def _map_outputs(self, tx_pos: np.ndarray) -> None:
@@ -1156,7 +1177,11 @@ class MediaEngine:
     def _read_players(self) -> None:
         base = 1 + self._cap
         done: list[_Player] = []
-        for p in self.players.values():
+        if self._table_players:
+            for slot in self._prompts.read(self._inputs, base).tolist():
+                # its last frame is in its row already: it is sent this tick, then the player ends
+                done.append(self._table_players[slot])
+        for p in self._loose_players.values():
             try:
                 frame = p.source.read()
             except (MediaError, OSError) as exc:
@@ -1206,8 +1231,16 @@ class MediaEngine:
             acc = pcm.astype(np.int32)
             for row, pos in self._extra:
                 acc[pos] += out[row]
-            for pos, row in self._direct:
-                acc[pos] += self._inputs[row]
+            if self._direct and self._batch_prompts:
+                # every leg's own player (an IVR prompt) in one fancy-index add;
+                # np.add.at (unbuffered, slow for rows) only when a leg has two
+                if self._direct_unique:
+                    acc[self._direct_pos] += self._inputs[self._direct_rows]
+                else:
+                    np.add.at(acc, self._direct_pos, self._inputs[self._direct_rows])
+            else:  # the reference path: one row at a time
+                for pos, row in self._direct:
+                    acc[pos] += self._inputs[row]
             np.clip(acc, -32768, 32767, out=acc)
             pcm = acc.astype(np.int16)
         pkt = self._tx_buf[:k]

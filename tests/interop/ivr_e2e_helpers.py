@@ -1,6 +1,7 @@
 """IVR end-to-end helpers: an engine subprocess (free ports) with a two-level
-menu, a collect + lookup and a post-call survey, driven by the simulated
-parties of :mod:`engine.sim` (real SIP, real RTP, real espeak-ng prompts)."""
+menu, a collect + lookup and a post-call survey; the agents' phones and
+control clients (the simulated phones of :mod:`engine.sim`: real SIP, real
+RTP).  The callers are real peers (:mod:`ivr_peers`: baresip, SIPp)."""
 from __future__ import annotations
 
 import asyncio
