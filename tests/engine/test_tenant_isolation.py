@@ -87,10 +87,23 @@ stats_interval_s = 60
 [tenants.ta]
 [tenants.tb]
 
+[departments.ta_sales_dept]
+tenant = "ta"
+[departments.ta_support_dept]
+tenant = "ta"
+[teams.ta_team_a]
+tenant = "ta"
+department = "ta_sales_dept"
+[teams.ta_team_s]
+tenant = "ta"
+department = "ta_support_dept"
+
 [groups.ta_sales]
 tenant = "ta"
+department = "ta_sales_dept"
 [groups.ta_support]
 tenant = "ta"
+department = "ta_support_dept"
 [groups.tb_sales]
 tenant = "tb"
 
@@ -100,12 +113,21 @@ tenant = "ta"
 password = "{HASH}"
 extension = "2901"
 groups = ["ta_sales"]
+team = "ta_team_a"
 [agents.1002]
 name = "Al"
 tenant = "ta"
 password = "{HASH}"
 extension = "2902"
 groups = ["ta_support"]
+team = "ta_team_s"
+[agents.1003]
+name = "Ada"
+tenant = "ta"
+password = "{HASH}"
+extension = "2903"
+groups = ["ta_sales"]
+department = "ta_sales_dept"
 [agents.9001]
 name = "Bea"
 tenant = "tb"
@@ -183,6 +205,30 @@ tenant = "ta"
 password = "{HASH}"
 role = "admin"
 tenant = "tb"
+[users.ta_dept_sup]
+password = "{HASH}"
+role = "supervisor"
+tenant = "ta"
+scope = "department"
+department = "ta_sales_dept"
+[users.ta_dept_admin]
+password = "{HASH}"
+role = "admin"
+tenant = "ta"
+scope = "department"
+department = "ta_sales_dept"
+[users.ta_team_rep]
+password = "{HASH}"
+role = "reporting"
+tenant = "ta"
+scope = "team"
+team = "ta_team_a"
+[users.ta_team_sup]
+password = "{HASH}"
+role = "supervisor"
+tenant = "ta"
+scope = "team"
+team = "ta_team_a"
 """
 
 
