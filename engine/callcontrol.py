@@ -965,7 +965,8 @@ class CallControl:
         return {"call_id": call.call_id, "digits": digits, "to": to}
 
     # ------------------------------------------------------------------ click-to-dial
-    def dial(self, rec: Any, number: str, *, trunk: str = "", caller_number: str | None = None) -> Call:
+    def dial(self, rec: Any, number: str, *, trunk: str = "", caller_number: str | None = None,
+             role: str = "") -> Call:
         """Click-to-dial: ring the agent's phone, then dial ``number`` out; returns the new outbound call.
 
         Raises:
@@ -988,7 +989,7 @@ class CallControl:
         call.grp = centre.group_for(call, rec.number)
         centre.calls[call_id] = call
         st = self.state(call)
-        st.dial = {"number": number, "trunk": trunk, "caller_number": shown}
+        st.dial = {"number": number, "trunk": trunk, "caller_number": shown, "role": role}
         centre._cancel_wrapup(rec)
         centre.acd.busy(rec.acd_id, centre.now())
         rec.call_id = call_id
@@ -1022,7 +1023,7 @@ class CallControl:
                 out = centre.legs.dial_trunk(st.dial["trunk"], st.dial["number"], call_id=call.call_id,
                                              tenant=call.tenant, caller_number=st.dial["caller_number"],
                                              ring_timeout_s=DIAL_RING_TIMEOUT_S, leg_id=f"{call.call_id}/far",
-                                             agent=call.agent, purpose="dial",
+                                             agent=call.agent, purpose="dial", role=st.dial.get("role", ""),
                                              on_event=lambda e: self._dial_far_event(call, e))
             except Exception as exc:
                 self._dial_failed(call, "rejected", 0, str(exc))

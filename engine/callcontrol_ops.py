@@ -93,7 +93,17 @@ async def op_call_send_dtmf(ctx: OpContext, args: dict[str, Any]) -> dict[str, A
 async def op_call_dial(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Click-to-dial: ring the agent's phone, then dial the number through a trunk."""
     centre, rec = _agent_for(ctx, args["agent"])
+    toll_check(centre, rec.tenant, ctx.session.role, args["number"])
     call = centre.callcontrol.dial(rec, args["number"], trunk=args["trunk"],
-                                   caller_number=args["caller_number"] or None)
+                                   caller_number=args["caller_number"] or None, role=ctx.session.role)
     return {**call.describe(), "direction": "outbound"}
 
+
+def toll_check(centre: Any, tenant: str, role: str, number: str) -> None:
+    """Refuse at once (before the agent's phone rings) a number the session's role may not call:
+    ``forbidden`` (pattern) or ``busy`` (a cap); the leg is checked again when it is dialled."""
+    policy = getattr(centre, "toll_fraud", None)
+    if policy is not None:
+        import time
+
+        policy.require(tenant, role, number, time.time())

@@ -198,6 +198,9 @@ class DialCheck:
     """The agent on whose behalf the engine dials (``""``: the engine itself, e.g. an IVR)."""
     purpose: str = ""
     """``"transfer"``, ``"consult"``, ``"dial"``, ``"forward"``, ``"ivr_transfer"``, ``"dialer"`` ..."""
+    role: str = ""
+    """Role of whoever caused the leg (the control user of ``call.dial``/``callback.dial``);
+    ``""``: derived from ``agent``/``purpose`` (engine.tollfraud.role_of)."""
 
 
 DialPolicy = Callable[[DialCheck], "str | None"]
@@ -522,7 +525,7 @@ class Legs:
                    caller_number: str | None = None, ring_timeout_s: float | None = 60.0,
                    leg_id: str | None = None, agent: str = "", purpose: str = "",
                    headers: Iterable[tuple[str, str]] = (),
-                   on_event: Callable[[LegEvent], None] | None = None) -> OutgoingLeg:
+                   on_event: Callable[[LegEvent], None] | None = None, role: str = "") -> OutgoingLeg:
         """Dial ``number`` out through ``[trunks.<trunk>]``.
 
         Args:
@@ -560,7 +563,7 @@ class Legs:
         policy = getattr(self.centre, "dial_policy", None)
         if policy is not None:
             try:
-                refusal = policy(DialCheck(tenant, trunk, number, caller, call_id, agent, purpose))
+                refusal = policy(DialCheck(tenant, trunk, number, caller, call_id, agent, purpose, role))
             except Exception:
                 leg.log.exception("dial policy failed on %s: refusing", number)
                 refusal = "dial policy failed"

@@ -212,13 +212,16 @@ def seed_from_store(policy: TollFraudPolicy, path: str, wall_time: float) -> dic
     return counts
 
 
-def role_of(agent: str, purpose: str) -> str:
+def role_of(agent: str, purpose: str, role: str = "") -> str:
     """The policy role of a leg call control dials (``engine.legs.DialCheck``).
 
-    ``ivr*`` purposes are the IVR's (``ivr``); a leg dialled on an agent's
-    behalf is the ``agent`` role's; anything else (forwards, dialer, legs a
-    supervisor or administrator starts without an agent) is ``system``.
+    ``role`` given (the control user who caused the leg: ``call.dial``,
+    ``callback.dial``) wins; else ``ivr*`` purposes are the IVR's (``ivr``);
+    a leg dialled on an agent's behalf is the ``agent`` role's; anything
+    else (forwards, dialer) is ``system``.
     """
+    if role:
+        return role
     if purpose.startswith("ivr"):
         return "ivr"
     return "agent" if agent else "system"
@@ -232,7 +235,7 @@ def dial_policy(policy: TollFraudPolicy, clock: Callable[[], float]) -> Callable
     """
     def check(dc: Any) -> str | None:
         now = clock()
-        decision = policy.check(dc.tenant, role_of(dc.agent, dc.purpose), dc.number, now)
+        decision = policy.check(dc.tenant, role_of(dc.agent, dc.purpose, getattr(dc, "role", "")), dc.number, now)
         if not decision.allowed:
             logger.warning("[%s] %s call to %s via %s refused: %s", dc.call_id, dc.purpose or "outbound",
                            dc.number, dc.trunk, decision.reason)

@@ -108,3 +108,23 @@ max_calls_per_day = 3
         finally:
             await eng.stop()
     run(main(), timeout=30)
+
+
+def test_dial_check_carries_the_control_users_role() -> None:
+    """A leg caused by a control user (call.dial, callback.dial) is checked against that user's role's
+    patterns, not against 'agent' because an agent's phone is involved."""
+    from engine.legs import DialCheck
+    from engine.tollfraud import dial_policy, role_of
+
+    cfg = parse_config('[toll_fraud.default]\nallow = ["+49*"]\n'
+                       'roles = { agent = ["+4930*"], supervisor = ["+4940*"] }\n')
+    policy = TollFraudPolicy(cfg.toll_fraud, "UTC")
+    check = dial_policy(policy, lambda: T0)
+    by_agent = DialCheck("default", "out", "+4940123", "", "c1", agent="1001", purpose="dial")
+    assert role_of(by_agent.agent, by_agent.purpose, by_agent.role) == "agent"
+    assert "roles.agent" in (check(by_agent) or "")
+    by_sup = DialCheck("default", "out", "+4940123", "", "c2", agent="1001", purpose="dial", role="supervisor")
+    assert check(by_sup) is None  # the supervisor's list allows +4940*
+    by_sup_far = DialCheck("default", "out", "+4930123", "", "c3", agent="1001", purpose="dial", role="supervisor")
+    assert "roles.supervisor" in (check(by_sup_far) or "")
+    assert role_of("", "ivr_transfer") == "ivr" and role_of("", "forward") == "system"
