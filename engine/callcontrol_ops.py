@@ -102,8 +102,10 @@ async def op_call_dial(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 def toll_check(centre: Any, tenant: str, role: str, number: str) -> None:
     """Refuse at once (before the agent's phone rings) a number the session's role may not call:
     ``forbidden`` (pattern) or ``busy`` (a cap); the leg is checked again when it is dialled."""
+    from engine.legs import NUMBER_RE
+
     policy = getattr(centre, "toll_fraud", None)
-    if policy is not None:
+    if policy is not None and NUMBER_RE.match(number or ""):  # not a number: invalid_args from the dial
         import time
 
         policy.require(tenant, role, number, time.time())
