@@ -988,6 +988,8 @@ class CallControl:
         call.agent = rec.number
         call.grp = centre.group_for(call, rec.number)
         centre.calls[call_id] = call
+        from engine.recovery import journal_row
+        centre._store("call_journal", journal_row(call))  # crash recovery (engine/recovery.py)
         st = self.state(call)
         st.dial = {"number": number, "trunk": trunk, "caller_number": shown, "role": role}
         centre._cancel_wrapup(rec)

@@ -247,6 +247,8 @@ class CentrePort:
         call.answered_ts = None
         call.flow = route_flow
         centre.calls[call.call_id] = call
+        from engine.recovery import journal_row
+        centre._store("call_journal", journal_row(call))  # crash recovery (engine/recovery.py)
         centre.calls_by_acd[call.acd_id] = call
         o.call = call
         return call
