@@ -311,7 +311,7 @@ class CallControl:
         Raises:
             NotFound: no such agent, queue, flow or trunk.  InvalidArgs: a
             kind not allowed here, or a number that cannot be dialled.
-            Forbidden: another tenant's object.
+            NotFound: unknown, or another tenant's, agent/queue/flow/trunk.
         """
         centre, cfg = self.centre, self.centre.config
         kind, sep, value = target.partition(":")
@@ -324,26 +324,22 @@ class CallControl:
         if kind == "agent":
             rec = centre.agents.get(value) or next(
                 (r for r in centre.agents.values() if r.extension == value and r.state != "logged_out"), None)
-            if rec is None:
+            if rec is None or rec.tenant != call.tenant:  # another tenant's: as if absent (docs/tenants.md)
                 raise NotFound(f"no agent {value!r}")
-            if rec.tenant != call.tenant:
-                raise Forbidden(f"agent {value} belongs to another tenant")
             if rec.number == call.agent:
                 raise InvalidArgs(f"agent {rec.number} is already on call {call.call_id}")
             return Target("agent", rec.number, rec)
         if kind == "queue":
             q = cfg.queues.get(value)
-            if q is None:
+            if q is None or q.tenant != call.tenant:
                 raise NotFound(f"no queue {value!r}")
-            if q.tenant != call.tenant:
-                raise Forbidden(f"queue {value} belongs to another tenant")
             return Target("queue", value)
         if kind == "flow":
             f = cfg.flows.get(value)
-            if f is None or centre._flow(value) is None:
-                raise NotFound(f"no flow {value!r}" if f is None else f"flow {value!r} cannot be loaded")
-            if f.tenant != call.tenant:
-                raise Forbidden(f"flow {value} belongs to another tenant")
+            if f is None or f.tenant != call.tenant:
+                raise NotFound(f"no flow {value!r}")
+            if centre._flow(value) is None:
+                raise NotFound(f"flow {value!r} cannot be loaded")
             return Target("flow", value)
         from engine.legs import NUMBER_RE
 
@@ -365,10 +361,8 @@ class CallControl:
         trunks = self.centre.config.trunks
         if preferred:
             t = trunks.get(preferred)
-            if t is None:
+            if t is None or t.tenant != tenant:
                 raise NotFound(f"no trunk {preferred!r}")
-            if t.tenant != tenant:
-                raise Forbidden(f"trunk {preferred} belongs to another tenant")
             return preferred
         for name, t in sorted(trunks.items()):
             if t.tenant == tenant:

@@ -92,7 +92,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from engine.app import CallLogger
-from engine.errors import Forbidden, InvalidArgs, NotFound
+from engine.errors import InvalidArgs, NotFound
 from sip.events import DialogTerminated, Event, RequestReceived, ResponseReceived, TransactionTimedOut
 from sip.sdp import SdpSession, SessionDescription
 
@@ -544,15 +544,13 @@ class Legs:
             (policy) or ``congestion`` (``max_channels`` reached), status 0.
 
         Raises:
-            NotFound: no such trunk.  Forbidden: the trunk belongs to another
-            tenant.  InvalidArgs: ``number`` is not a dialable number.
+            NotFound: no such trunk, or the trunk belongs to another tenant.
+            InvalidArgs: ``number`` is not a dialable number.
         """
         cfg = self.centre.config
         conf = cfg.trunks.get(trunk)
-        if conf is None:
+        if conf is None or conf.tenant != tenant:  # another tenant's trunk: as if absent (docs/tenants.md)
             raise NotFound(f"no trunk {trunk!r}")
-        if conf.tenant != tenant:
-            raise Forbidden(f"trunk {trunk} belongs to another tenant")  # never name the other tenant
         if not NUMBER_RE.match(number or ""):
             raise InvalidArgs(f"{number!r} is not a dialable number (digits, *, #, optional leading +)")
         caller = conf.caller_number if caller_number is None else caller_number

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from engine.config import GLOBAL_TENANT, ROLES
-from engine.errors import EngineError, Forbidden, InvalidArgs, Unauthorized, UnknownOp, error_reply
+from engine.errors import EngineError, Forbidden, InvalidArgs, NotFound, Unauthorized, UnknownOp, error_reply
 from engine.orgscope import ROLE_DEFAULT_SCOPE, DataScope
 
 if TYPE_CHECKING:
@@ -142,7 +142,11 @@ class Session:
             raise Forbidden(f"{what} is organisation-wide: user {self.user!r} has scope {self.scope_kind!r}")
 
     def require(self, **scope: Any) -> None:
-        """Raise ``forbidden`` unless :meth:`sees` the described object."""
+        """Raise unless :meth:`sees` the described object: ``not_found`` for another
+        tenant's object (its existence is not confirmed), ``forbidden`` for one of
+        the user's tenant outside its scope."""
+        if not self.sees_tenant(scope.get("tenant", "")):
+            raise NotFound("no such object visible to this user")
         if not self.sees(**scope):
             raise Forbidden(f"user {self.user!r} ({self.role}) may not act on that object")
 

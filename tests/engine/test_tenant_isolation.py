@@ -567,6 +567,49 @@ def test_every_op_across_tenants(tmp_path: pathlib.Path) -> None:
     assert not problems, "tenant leaks:\n" + "\n".join(problems)
 
 
+# Variants that name the other tenant itself (not one of its objects): forbidden is the answer there.
+NAMES_A_TENANT = ("tenant", "tenants")
+# Phones are one numbering plan: hot-desking onto (or a supervisor phone on) another tenant's extension is
+# refused as forbidden, since a free extension is accepted and not_found would not hide anything.
+PHONE_CASES = {("agent.login", "extension"), ("supervisor.phone_login", "extension")}
+# Query filters narrow the scope: naming another tenant's object answers like naming nothing (no rows).
+QUERY_FILTERS = {"kpi.report"}
+
+
+def test_other_tenants_objects_answer_not_found(tmp_path: pathlib.Path) -> None:
+    """Uniform refusal (docs/tenants.md): ta's admin naming a tb object gets not_found (its existence is
+    not confirmed), whatever the op; naming tenant tb itself is forbidden."""
+    async def main() -> list[str]:
+        problems: list[str] = []
+        async with two_tenants(tmp_path) as (eng, centre):
+            ids = await seed(eng, centre, tmp_path)
+            admin = await session(eng, "ta_admin")
+            # ta's agent logged in, so that call.dial gets as far as its trunk check
+            assert (await admin.call("agent.login", agent="1001", password=PW))["ok"]
+            try:
+                for name in registry.names():
+                    case = CASES[name]
+                    if case.kind != "target":
+                        continue
+                    for variant in case.variants:
+                        args = resolve({k: v for k, v in variant.items() if not k.startswith("_")}, ids)
+                        reply = await admin.call(name, **args)
+                        code = None if reply["ok"] else reply["error"]["code"]
+                        names_tenant = any(args.get(k) in ("tb", ["tb"]) for k in NAMES_A_TENANT)
+                        phone = any((name, k) in PHONE_CASES for k in args)
+                        want = "forbidden" if names_tenant or phone else "not_found"
+                        if name in QUERY_FILTERS and reply["ok"] and not reply["result"]["rows"]:
+                            continue  # a filter naming a tb object: no rows, as for a name that exists nowhere
+                        if code != want:
+                            problems.append(f"{name}{args}: expected {want}, got {reply}")
+            finally:
+                await admin.close()
+        return problems
+
+    problems = run(main(), timeout=60)
+    assert not problems, "non-uniform refusals:\n" + "\n".join(problems)
+
+
 def test_engine_status_counts_only_own_tenant(tmp_path: pathlib.Path) -> None:
     """engine.status of a tenant user counts that tenant's calls only; the global admin counts all."""
     async def main() -> None:
