@@ -84,6 +84,7 @@ class CampaignService:
         self.engine: Any = None
         self.cores: dict[tuple[str, str], DialerCore] = {}
         self.sources: dict[tuple[str, str], str] = {}      # "config" or "runtime"
+        self.creators: dict[tuple[str, str], str] = {}     # runtime campaigns: the control user who created it
         self.dnc = DncList()
         self.screen_hooks: list[ScreenHook] = []
         self.on_preview: Callable[[PreviewOffered, DialerCore], None] | None = None
@@ -138,6 +139,7 @@ class CampaignService:
                 key = (row["tenant"], row["name"])
                 states[key] = row["state"]
                 if row["source"] == "runtime" and row["state"] == "created":
+                    self.creators[key] = row.get("user") or ""
                     try:
                         defs[key] = (build_campaign(cfg, row["name"], json.loads(row["definition"])), "runtime")
                     except Exception as exc:  # a definition the current config no longer accepts
@@ -197,10 +199,19 @@ class CampaignService:
             raise Conflict(f"campaign {name!r} already exists in tenant {tenant!r}")
         c = build_campaign(self.engine.config, name, {**definition, "tenant": tenant})
         core = self._new_core(c, "runtime")
+        self.creators[(tenant, name)] = user
         definition = {k: v for k, v in definition.items() if k != "tenant"}
         self._append("campaigns", {"tenant": tenant, "name": name, "ts": time.time(), "state": "created",
                                    "source": "runtime", "user": user, "definition": {**definition, "tenant": tenant}})
         return core
+
+    def creator_role(self, campaign: Campaign) -> str:
+        """Toll-fraud role of a campaign's legs (engine.legs.DialCheck.role): the role of the control
+        user who created it at run time (``campaign.create``); ``""`` for configured campaigns
+        (then ``system``, or ``agent`` for a leg dialled on an agent's behalf)."""
+        user = self.creators.get((campaign.tenant, campaign.name), "")
+        conf = self.engine.config.users.get(user) if user else None
+        return conf.role if conf is not None else ""
 
     def transition(self, core: DialerCore, trigger: CampaignTrigger, user: str = "") -> None:
         if trigger is CampaignTrigger.START and self.port is None:
