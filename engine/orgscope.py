@@ -173,17 +173,11 @@ def _check_user_scope(cfg: "Config", p: tuple, u: "User", add: Add, known: Calla
         add(p + ("scope",), "scope 'groups' is for supervisors (the groups in 'groups')")
     if u.groups and kind != "groups":
         add(p + ("groups",), f"'groups' is for scope 'groups'; scope {kind!r} does not use it")
-    if kind == "department":
-        if not u.department:
-            add(p, "scope 'department' needs 'department' (the [departments] entry the user sees)")
-        else:
-            known(p + ("department",), "department", u.department, cfg.departments, "departments", u.tenant)
-    elif u.department:
-        add(p + ("department",), "'department' is for scope = 'department'")
-    if kind == "team":
-        if not u.team:
-            add(p, "scope 'team' needs 'team' (the [teams] entry the user sees)")
-        else:
-            known(p + ("team",), "team", u.team, cfg.teams, "teams", u.tenant)
-    elif u.team:
-        add(p + ("team",), "'team' is for scope = 'team'")
+    for unit, table, section in (("department", cfg.departments, "departments"), ("team", cfg.teams, "teams")):
+        value = getattr(u, unit)
+        if kind == unit and not value:
+            add(p, f"scope {unit!r} needs {unit!r} (the [{section}] entry the user sees)")
+        elif kind == unit:
+            known(p + (unit,), unit, value, table, section, u.tenant)
+        elif value:
+            add(p + (unit,), f"{unit!r} is for scope = {unit!r}")
