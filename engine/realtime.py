@@ -139,7 +139,7 @@ def snapshot(engine: Any, session: Any, today: dict[str, dict[str, dict[str, Any
 
     visible_calls = [c for c in calls if session.sees_tenant(c.tenant) and
                      (session.role != "agent" or (c.agent or c.offered_agent) == session.agent) and
-                     (not session.scope_kind in ("department", "team") or session.sees(
+                     (session.scope_kind not in ("department", "team") or session.sees(
                          tenant=c.tenant, agent=c.agent or c.offered_agent or "",
                          groups=set(cfg.queues[c.queue].groups) if c.queue in cfg.queues else set()))]
     states = [c.state.value for c in visible_calls]
