@@ -125,6 +125,9 @@ class Target:
     rec: Any = None
     """The target agent's record."""
     trunk: str = ""
+    role: str = ""
+    """External targets: role of the control user who asked (toll fraud, engine.legs.DialCheck.role);
+    ``""``: the agent on the call's (or ``system``)."""
 
     def describe(self) -> str:
         return f"{'number' if self.kind == 'external' else self.kind}:{self.number}"
@@ -397,7 +400,7 @@ class CallControl:
         else:
             out = centre.legs.dial_trunk(target.trunk, target.number, call_id=call.call_id, tenant=call.tenant,
                                          ring_timeout_s=self._ring_timeout(call), leg_id=f"{call.call_id}/{op}-ext-{n}",
-                                         agent=call.agent, purpose=op, on_event=on_event)
+                                         agent=call.agent, purpose=op, on_event=on_event, role=target.role)
         party = Party(target, out, op, by)
         holder.append(party)
         return party

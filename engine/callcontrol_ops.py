@@ -45,7 +45,7 @@ async def op_call_transfer(ctx: OpContext, args: dict[str, Any]) -> dict[str, An
     """Blind transfer to an agent, a queue, an IVR flow or an external number."""
     cc, call = _control(ctx, args["call_id"])
     target = cc.resolve(call, args["target"], allow=("agent", "queue", "flow", "external"), trunk=args["trunk"])
-    return cc.transfer(call, target)
+    return cc.transfer(call, _as_user(ctx, cc, call, target))
 
 
 @registry.op("call.consult", roles=AGENT_ROLES, changes_state=True, args=[_CALL, _TARGET, _TRUNK])
@@ -53,7 +53,7 @@ async def op_call_consult(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any
     """Hold the caller and call an agent, a queue's first free agent or an external number."""
     cc, call = _control(ctx, args["call_id"])
     target = cc.resolve(call, args["target"], allow=("agent", "queue", "external"), trunk=args["trunk"])
-    return cc.consult(call, target)
+    return cc.consult(call, _as_user(ctx, cc, call, target))
 
 
 @registry.op("call.transfer_complete", roles=AGENT_ROLES, changes_state=True, args=[_CALL])
@@ -109,3 +109,13 @@ def toll_check(centre: Any, tenant: str, role: str, number: str) -> None:
         import time
 
         policy.require(tenant, role, number, time.time())
+
+
+def _as_user(ctx: OpContext, cc: Any, call: Any, target: Any) -> Any:
+    """An external target dialled for the session's user: toll-checked with its role at once, and
+    its leg carries that role (engine.legs.DialCheck.role)."""
+    if target.kind != "external":
+        return target
+    toll_check(cc.centre, call.tenant, ctx.session.role, target.number)
+    target.role = ctx.session.role
+    return target

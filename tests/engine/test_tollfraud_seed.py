@@ -128,3 +128,36 @@ def test_dial_check_carries_the_control_users_role() -> None:
     by_sup_far = DialCheck("default", "out", "+4930123", "", "c3", agent="1001", purpose="dial", role="supervisor")
     assert "roles.supervisor" in (check(by_sup_far) or "")
     assert role_of("", "ivr_transfer") == "ivr" and role_of("", "forward") == "system"
+
+
+def test_ops_check_numbers_with_the_callers_role(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """call.dial, call.transfer and call.consult to an external number are checked against the
+    *control user's* role at once (forbidden before any phone rings); another role's list is not used."""
+    import test_tenant_isolation as ti
+
+    base = ti.config_text
+    nobody = ti._free_port()  # the supervisor's allowed legs go to a UDP port nobody answers
+    trunk = '[trunks.ta_trunk]\ntenant = "ta"\nhost = "127.0.0.1"\n'
+    monkeypatch.setattr(ti, "config_text", lambda tmp, port: base(tmp, port).replace(
+        trunk, trunk + f"port = {nobody}\n") + '\n[toll_fraud.ta]\nallow = ["*"]\nroles = { admin = ["+4930*"] }\n')
+
+    async def main() -> None:
+        async with ti.two_tenants(tmp_path) as (eng, centre):
+            await ti.seed(eng, centre, tmp_path)
+            admin, sup = await ti.session(eng, "ta_admin"), await ti.session(eng, "ta_sup")
+            try:
+                assert centre.config.trunks["ta_trunk"].port == nobody
+                assert (await admin.call("agent.login", agent="1001", password=ti.PW))["ok"]
+                for op, args in (("call.dial", {"agent": "1001", "number": "+4940111"}),
+                                 ("call.transfer", {"call_id": "tacall1", "target": "number:+4940111"}),
+                                 ("call.consult", {"call_id": "tacall1", "target": "number:+4940111"})):
+                    r = await admin.call(op, **args)
+                    assert not r["ok"] and r["error"]["code"] == "forbidden", (op, r)
+                    assert "roles.admin" in r["error"]["message"], (op, r)
+                    # the supervisor's role has no list of its own: allow = ["*"] lets the number through
+                    r = await sup.call(op, **args)
+                    assert r["ok"] or "roles." not in r["error"]["message"], (op, r)
+            finally:
+                await admin.close()
+                await sup.close()
+    run(main(), timeout=40)
