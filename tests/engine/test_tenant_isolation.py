@@ -43,6 +43,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PW = "pw-secret"
 HASH = hash_password(PW, n=1024)
 A_ROLES = {"ta_admin": "admin", "ta_sup": "supervisor", "ta_agent": "agent", "ta_rep": "reporting"}
+# ta's users of scope department / team (test_org_scopes.py checks them inside ta): across tenants too
+A_SCOPED = {"ta_dept_admin": "admin", "ta_dept_sup": "supervisor", "ta_team_sup": "supervisor",
+            "ta_team_rep": "reporting"}
 NOW = time.time()
 
 # Everything of tenant tb carries a marker: the tenant "tb", names with "tb_",
@@ -513,12 +516,13 @@ def test_every_op_has_a_case() -> None:
 
 
 def test_every_op_across_tenants(tmp_path: pathlib.Path) -> None:
-    """Each role of tenant ta, every op, against tb's objects: forbidden/not_found or no tb data."""
+    """Each role (and each department/team scope) of tenant ta, every op, against tb's objects:
+    forbidden/not_found or no tb data."""
     async def main() -> list[str]:
         problems: list[str] = []
         async with two_tenants(tmp_path) as (eng, centre):
             ids = await seed(eng, centre, tmp_path)
-            conns = {u: await session(eng, u) for u in A_ROLES}
+            conns = {u: await session(eng, u) for u in (*A_ROLES, *A_SCOPED)}
             root = await session(eng, "root")
             # ta's agent logged in, so that call.dial gets as far as its trunk check
             assert (await root.call("agent.login", agent="1001", password=PW))["ok"]
@@ -527,7 +531,7 @@ def test_every_op_across_tenants(tmp_path: pathlib.Path) -> None:
                     case = CASES[name]
                     if case.kind == "skip":
                         continue
-                    for user, role in A_ROLES.items():
+                    for user, role in {**A_ROLES, **A_SCOPED}.items():
                         for variant in case.variants:
                             args = resolve(variant, ids)
                             kind = "list" if args.pop("_scoped", False) else case.kind
