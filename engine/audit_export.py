@@ -188,6 +188,7 @@ async def op_audit_export(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any
         except ValueError as exc:
             raise InvalidArgs(f"audit.export: argument {key!r}: {exc}") from None
     session = ctx.session
+    session.require_organisation("the audit log")
     tenant = args["tenant"]
     if session.tenant != GLOBAL_TENANT:
         if tenant and tenant != session.tenant:

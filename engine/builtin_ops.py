@@ -16,6 +16,7 @@ from engine import __version__
 from engine.bus import Subscription
 from engine.errors import Forbidden, InvalidArgs, NotFound, Unauthorized
 from engine.ops import ADMIN, ALL_ROLES, Arg, OpContext, registry, sees_engine_wide
+from engine.orgscope import queues_of_groups, resolve_scope
 from engine.passwords import verify_password
 
 
@@ -45,6 +46,7 @@ async def op_auth(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     session.tenant = user.tenant
     session.groups = frozenset(user.groups)
     session.agent = user.agent
+    session.apply_scope(resolve_scope(engine.config, user))
     session.authenticated_at = time.time()
     session.failures = 0
     engine.audit(user=user.name, role=user.role, tenant=user.tenant, op="auth", args="{}", result="ok",
@@ -102,11 +104,17 @@ async def op_events_subscribe(ctx: OpContext, args: dict[str, Any]) -> dict[str,
     for t in args["tenants"]:
         if not session.sees_tenant(t):
             raise Forbidden(f"user {session.user!r} may not see tenant {t!r}")
-    if session.role == "supervisor":
+    kind = session.scope_kind
+    if kind in ("groups", "department", "team"):
         outside = set(args["groups"]) - session.groups
         if outside:
             raise Forbidden(f"user {session.user!r} does not supervise {', '.join(sorted(outside))}")
-    if session.role == "agent" and set(args["agents"]) - {session.agent}:
+    if kind in ("department", "team"):
+        outside = (set(args["agents"]) - session.agents) | \
+            (set(args["queues"]) - set(queues_of_groups(ctx.engine.config, session.groups)))
+        if outside:
+            raise Forbidden(f"outside the {kind} scope of user {session.user!r}: {', '.join(sorted(outside))}")
+    if session.self_scoped and set(args["agents"]) - {session.agent}:
         raise Forbidden(f"agent user {session.user!r} may only follow agent {session.agent!r}")
     sub = Subscription(id=ctx.engine.bus.next_subscription_id(), patterns=tuple(args["events"]),
                        tenants=frozenset(args["tenants"]), groups=frozenset(args["groups"]),
@@ -151,6 +159,7 @@ async def op_ops_list(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, An
     Arg("offset", int, default=0)])
 async def op_audit_query(ctx: OpContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     """Newest audit rows first, within the admin's tenant."""
+    ctx.session.require_organisation("the audit log")
     if not 1 <= args["limit"] <= 10000 or args["offset"] < 0:
         raise InvalidArgs("audit.query: limit must be 1..10000 and offset >= 0")
     store = ctx.engine.require_store()

@@ -284,7 +284,10 @@ async def op_callback_dial(ctx: OpContext, args: dict[str, Any]) -> dict[str, An
     if cb["assigned_agent"] and cb["assigned_agent"] != number:
         raise Forbidden(f"callback {cb['id']} is assigned to agent {cb['assigned_agent']}")
     next_state(cb["state"], CallbackTrigger.DIAL, cb["id"])  # refuse before ringing anyone
-    call = control.dial(centre.agent(number), cb["caller_number"], trunk=args["trunk"])
+    from engine.callcontrol_ops import toll_check
+
+    toll_check(centre, cb["tenant"], ctx.session.role, cb["caller_number"])
+    call = control.dial(centre.agent(number), cb["caller_number"], trunk=args["trunk"], role=ctx.session.role)
     from engine.realtime import find_stats
 
     svc = find_stats(ctx.engine)

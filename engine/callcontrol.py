@@ -125,6 +125,9 @@ class Target:
     rec: Any = None
     """The target agent's record."""
     trunk: str = ""
+    role: str = ""
+    """External targets: role of the control user who asked (toll fraud, engine.legs.DialCheck.role);
+    ``""``: the agent on the call's (or ``system``)."""
 
     def describe(self) -> str:
         return f"{'number' if self.kind == 'external' else self.kind}:{self.number}"
@@ -311,7 +314,7 @@ class CallControl:
         Raises:
             NotFound: no such agent, queue, flow or trunk.  InvalidArgs: a
             kind not allowed here, or a number that cannot be dialled.
-            Forbidden: another tenant's object.
+            NotFound: unknown, or another tenant's, agent/queue/flow/trunk.
         """
         centre, cfg = self.centre, self.centre.config
         kind, sep, value = target.partition(":")
@@ -324,26 +327,22 @@ class CallControl:
         if kind == "agent":
             rec = centre.agents.get(value) or next(
                 (r for r in centre.agents.values() if r.extension == value and r.state != "logged_out"), None)
-            if rec is None:
+            if rec is None or rec.tenant != call.tenant:  # another tenant's: as if absent (docs/tenants.md)
                 raise NotFound(f"no agent {value!r}")
-            if rec.tenant != call.tenant:
-                raise Forbidden(f"agent {value} belongs to another tenant")
             if rec.number == call.agent:
                 raise InvalidArgs(f"agent {rec.number} is already on call {call.call_id}")
             return Target("agent", rec.number, rec)
         if kind == "queue":
             q = cfg.queues.get(value)
-            if q is None:
+            if q is None or q.tenant != call.tenant:
                 raise NotFound(f"no queue {value!r}")
-            if q.tenant != call.tenant:
-                raise Forbidden(f"queue {value} belongs to another tenant")
             return Target("queue", value)
         if kind == "flow":
             f = cfg.flows.get(value)
-            if f is None or centre._flow(value) is None:
-                raise NotFound(f"no flow {value!r}" if f is None else f"flow {value!r} cannot be loaded")
-            if f.tenant != call.tenant:
-                raise Forbidden(f"flow {value} belongs to another tenant")
+            if f is None or f.tenant != call.tenant:
+                raise NotFound(f"no flow {value!r}")
+            if centre._flow(value) is None:
+                raise NotFound(f"flow {value!r} cannot be loaded")
             return Target("flow", value)
         from engine.legs import NUMBER_RE
 
@@ -365,10 +364,8 @@ class CallControl:
         trunks = self.centre.config.trunks
         if preferred:
             t = trunks.get(preferred)
-            if t is None:
+            if t is None or t.tenant != tenant:
                 raise NotFound(f"no trunk {preferred!r}")
-            if t.tenant != tenant:
-                raise Forbidden(f"trunk {preferred} belongs to another tenant")
             return preferred
         for name, t in sorted(trunks.items()):
             if t.tenant == tenant:
@@ -403,7 +400,7 @@ class CallControl:
         else:
             out = centre.legs.dial_trunk(target.trunk, target.number, call_id=call.call_id, tenant=call.tenant,
                                          ring_timeout_s=self._ring_timeout(call), leg_id=f"{call.call_id}/{op}-ext-{n}",
-                                         agent=call.agent, purpose=op, on_event=on_event)
+                                         agent=call.agent, purpose=op, on_event=on_event, role=target.role)
         party = Party(target, out, op, by)
         holder.append(party)
         return party
@@ -965,7 +962,8 @@ class CallControl:
         return {"call_id": call.call_id, "digits": digits, "to": to}
 
     # ------------------------------------------------------------------ click-to-dial
-    def dial(self, rec: Any, number: str, *, trunk: str = "", caller_number: str | None = None) -> Call:
+    def dial(self, rec: Any, number: str, *, trunk: str = "", caller_number: str | None = None,
+             role: str = "") -> Call:
         """Click-to-dial: ring the agent's phone, then dial ``number`` out; returns the new outbound call.
 
         Raises:
@@ -987,8 +985,10 @@ class CallControl:
         call.agent = rec.number
         call.grp = centre.group_for(call, rec.number)
         centre.calls[call_id] = call
+        from engine.recovery import journal_row
+        centre._store("call_journal", journal_row(call))  # crash recovery (engine/recovery.py)
         st = self.state(call)
-        st.dial = {"number": number, "trunk": trunk, "caller_number": shown}
+        st.dial = {"number": number, "trunk": trunk, "caller_number": shown, "role": role}
         centre._cancel_wrapup(rec)
         centre.acd.busy(rec.acd_id, centre.now())
         rec.call_id = call_id
@@ -1022,7 +1022,7 @@ class CallControl:
                 out = centre.legs.dial_trunk(st.dial["trunk"], st.dial["number"], call_id=call.call_id,
                                              tenant=call.tenant, caller_number=st.dial["caller_number"],
                                              ring_timeout_s=DIAL_RING_TIMEOUT_S, leg_id=f"{call.call_id}/far",
-                                             agent=call.agent, purpose="dial",
+                                             agent=call.agent, purpose="dial", role=st.dial.get("role", ""),
                                              on_event=lambda e: self._dial_far_event(call, e))
             except Exception as exc:
                 self._dial_failed(call, "rejected", 0, str(exc))

@@ -45,7 +45,7 @@ async def op_call_transfer(ctx: OpContext, args: dict[str, Any]) -> dict[str, An
     """Blind transfer to an agent, a queue, an IVR flow or an external number."""
     cc, call = _control(ctx, args["call_id"])
     target = cc.resolve(call, args["target"], allow=("agent", "queue", "flow", "external"), trunk=args["trunk"])
-    return cc.transfer(call, target)
+    return cc.transfer(call, _as_user(ctx, cc, call, target))
 
 
 @registry.op("call.consult", roles=AGENT_ROLES, changes_state=True, args=[_CALL, _TARGET, _TRUNK])
@@ -53,7 +53,7 @@ async def op_call_consult(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any
     """Hold the caller and call an agent, a queue's first free agent or an external number."""
     cc, call = _control(ctx, args["call_id"])
     target = cc.resolve(call, args["target"], allow=("agent", "queue", "external"), trunk=args["trunk"])
-    return cc.consult(call, target)
+    return cc.consult(call, _as_user(ctx, cc, call, target))
 
 
 @registry.op("call.transfer_complete", roles=AGENT_ROLES, changes_state=True, args=[_CALL])
@@ -93,7 +93,29 @@ async def op_call_send_dtmf(ctx: OpContext, args: dict[str, Any]) -> dict[str, A
 async def op_call_dial(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     """Click-to-dial: ring the agent's phone, then dial the number through a trunk."""
     centre, rec = _agent_for(ctx, args["agent"])
+    toll_check(centre, rec.tenant, ctx.session.role, args["number"])
     call = centre.callcontrol.dial(rec, args["number"], trunk=args["trunk"],
-                                   caller_number=args["caller_number"] or None)
+                                   caller_number=args["caller_number"] or None, role=ctx.session.role)
     return {**call.describe(), "direction": "outbound"}
 
+
+def toll_check(centre: Any, tenant: str, role: str, number: str) -> None:
+    """Refuse at once (before the agent's phone rings) a number the session's role may not call:
+    ``forbidden`` (pattern) or ``busy`` (a cap); the leg is checked again when it is dialled."""
+    from engine.legs import NUMBER_RE
+
+    policy = getattr(centre, "toll_fraud", None)
+    if policy is not None and NUMBER_RE.match(number or ""):  # not a number: invalid_args from the dial
+        import time
+
+        policy.require(tenant, role, number, time.time())
+
+
+def _as_user(ctx: OpContext, cc: Any, call: Any, target: Any) -> Any:
+    """An external target dialled for the session's user: toll-checked with its role at once, and
+    its leg carries that role (engine.legs.DialCheck.role)."""
+    if target.kind != "external":
+        return target
+    toll_check(cc.centre, call.tenant, ctx.session.role, target.number)
+    target.role = ctx.session.role
+    return target

@@ -215,6 +215,9 @@ class CallCentre:
         self.toll_fraud = TollFraudPolicy(cfg.toll_fraud, cfg.engine.time_zone, live_outbound=lambda tenant: sum(
             1 for leg in self.legs._live.values() if leg.target.kind == "trunk" and leg.tenant == tenant))
         self.dial_policy = dial_policy(self.toll_fraud, time.time)
+        if engine.store is not None and store_path != ":memory:":  # max_calls_per_day survives a restart
+            from engine.tollfraud import seed_from_store
+            await self.loop.run_in_executor(None, seed_from_store, self.toll_fraud, store_path, time.time())
         for tenant in self.toll_fraud.unguarded_tenants({"default"} | set(cfg.tenants)):
             if any(t.tenant == tenant for t in cfg.trunks.values()):
                 logger.warning("tenant %s has no [toll_fraud.%s] policy: outbound calls are unrestricted",
@@ -1304,7 +1307,7 @@ class CallCentre:
             agent = call.agent or call.offered_agent or None
             if session.role == "agent" and agent != session.agent:
                 continue
-            if session.sees(tenant=call.tenant, groups=groups):
+            if session.sees(tenant=call.tenant, groups=groups, agent=agent or ""):
                 out.append(call.describe())
         return out
 

@@ -226,6 +226,9 @@ def _preview_agent(ctx: OpContext, core: DialerCore, agent: str) -> str:
         raise InvalidArgs("give the agent number (this user is not an agent)")
     if ctx.session.role == "agent" and agent != ctx.session.agent:
         raise Forbidden(f"agent {ctx.session.agent} may not act for agent {agent}")
+    conf = ctx.engine.config.agents.get(agent)
+    if conf is None or not ctx.session.sees_tenant(conf.tenant) or conf.tenant != core.book.tenant:
+        raise NotFound(f"no agent {agent!r}")  # another tenant's agent: as if absent (docs/tenants.md)
     if agent not in _agents_of(ctx, core):
         raise Forbidden(f"agent {agent} does not work campaign {core.book.name!r}")
     return agent

@@ -87,6 +87,7 @@ class CampaignService:
         self.sources: dict[tuple[str, str], str] = {}      # "config" or "runtime"
         self.definitions: dict[tuple[str, str], dict[str, Any]] = {}   # runtime: stored definition
         self.deleted: dict[tuple[str, str], Campaign] = {}  # soft-deleted: last definition (reports)
+        self.creators: dict[tuple[str, str], str] = {}     # runtime campaigns: the control user who created it
         self.dnc = DncList()
         self.screen_hooks: list[ScreenHook] = []
         self.on_preview: Callable[[PreviewOffered, DialerCore], None] | None = None
@@ -141,6 +142,8 @@ class CampaignService:
                 key = (row["tenant"], row["name"])
                 states[key] = row["state"]
                 definition = json.loads(row["definition"] or "{}")
+                if row["source"] == "runtime" and row["state"] == "created":
+                    self.creators[key] = row.get("user") or ""
                 # The first row ("created") and every campaign.update row carry the whole definition.
                 if row["source"] == "runtime" and (row["state"] == "created" or definition):
                     try:
@@ -210,6 +213,7 @@ class CampaignService:
                            "that name: choose another name")
         c = build_campaign(self.engine.config, name, {**definition, "tenant": tenant})
         core = self._new_core(c, "runtime")
+        self.creators[(tenant, name)] = user
         definition = {k: v for k, v in definition.items() if k != "tenant"}
         self.definitions[(tenant, name)] = definition
         self._append("campaigns", {"tenant": tenant, "name": name, "ts": time.time(), "state": "created",
@@ -254,6 +258,14 @@ class CampaignService:
         self.deleted[key] = core.campaign
         logger.info("campaign %s/%s deleted by %s (records and log kept): %s", *key, user or "?", counts)
         return {"name": key[1], "tenant": key[0], "state": "deleted", "records": counts}
+
+    def creator_role(self, campaign: Campaign) -> str:
+        """Toll-fraud role of a campaign's legs (engine.legs.DialCheck.role): the role of the control
+        user who created it at run time (``campaign.create``); ``""`` for configured campaigns
+        (then ``system``, or ``agent`` for a leg dialled on an agent's behalf)."""
+        user = self.creators.get((campaign.tenant, campaign.name), "")
+        conf = self.engine.config.users.get(user) if user else None
+        return conf.role if conf is not None else ""
 
     def transition(self, core: DialerCore, trigger: CampaignTrigger, user: str = "") -> None:
         if trigger is CampaignTrigger.START and self.port is None:

@@ -14,7 +14,9 @@ caller_number < '+4931'``), not ``LIKE``, so it uses the caller index.
 
 :class:`ReadScope` is who may see which rows: tenants (``None``: every
 tenant, for global users), and for supervisors their groups plus the
-queues and agents of those groups, for agents their own calls.  It adds
+queues and agents of those groups, for department and team scopes
+(:mod:`engine.orgscope`) their agents, groups and those groups' queues,
+for agents their own calls.  It adds
 its own ``AND (...)`` to every query, so no filter a client sends can widen
 it.  The same scope applies to ``recordings`` (which carries ``grp``,
 ``queue`` and ``agent`` too).
@@ -75,16 +77,21 @@ def scope_for(session: Any, config: Any) -> ReadScope:
     """The :class:`ReadScope` of a control session (tenant; supervisor groups; agent self)."""
     from engine.config import GLOBAL_TENANT
 
+    from engine.orgscope import queues_of_groups
+
     tenants = None if session.tenant == GLOBAL_TENANT else (session.tenant,)
-    if session.role == "agent":
+    kind = getattr(session, "scope_kind", "")
+    if session.role == "agent" or kind == "self":
         return ReadScope(tenants=tenants, agent=session.agent or "\0none")
-    if session.role == "supervisor":
+    if session.role == "supervisor" and kind in ("", "groups"):
         groups = set(session.groups)
-        queues = [n for n, q in config.queues.items()
-                  if groups & (set(q.groups) | {g for t in q.tiers for g in t.groups})]
         agents = [n for n, a in config.agents.items() if groups & set(a.groups)]
-        return ReadScope(tenants=tenants, groups=tuple(sorted(groups)), queues=tuple(sorted(queues)),
+        return ReadScope(tenants=tenants, groups=tuple(sorted(groups)), queues=tuple(queues_of_groups(config, groups)),
                          agents=tuple(sorted(agents)))
+    if kind in ("department", "team"):  # engine.orgscope: its agents, its groups and their queues
+        groups = set(session.groups)
+        return ReadScope(tenants=tenants, groups=tuple(sorted(groups)), queues=tuple(queues_of_groups(config, groups)),
+                         agents=tuple(sorted(session.agents)))
     return ReadScope(tenants=tenants)
 
 

@@ -358,8 +358,13 @@ class User:
     password: str = opt(check=_check_password_hash)
     role: str = opt(choices=ROLES)
     tenant: str = opt(DEFAULT_TENANT)
-    groups: tuple[str, ...] = opt((), doc="groups a supervisor supervises")
+    groups: tuple[str, ...] = opt((), doc="groups a supervisor supervises (scope 'groups')")
     agent: str = opt("", doc="the agent number a user of role 'agent' acts as")
+    scope: str = opt("", choices=("", "organisation", "department", "team", "groups", "self"),
+                     doc="data scope (docs/tenants.md); empty: the role's default (admin, reporting: "
+                         "organisation; supervisor: groups; agent: self)")
+    department: str = opt("", doc="scope = 'department': the [departments] entry the user sees")
+    team: str = opt("", doc="scope = 'team': the [teams] entry the user sees")
     allow_networks: tuple[str, ...] = opt((), check=_each(_check_network))
     extension: str = opt("", check=_check_number,
                          doc="supervisor/admin: own phone extension, rung by supervisor.listen/whisper/barge/intercept")
@@ -377,6 +382,22 @@ class Group:
     name: str = opt(key=True)
     tenant: str = opt(DEFAULT_TENANT)
     description: str = opt("")
+    department: str = opt("", doc="the department owning this group (and the queues it serves)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Department:
+    name: str = opt(key=True)
+    tenant: str = opt(DEFAULT_TENANT)
+    description: str = opt("")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Team:
+    name: str = opt(key=True)
+    tenant: str = opt(DEFAULT_TENANT)
+    department: str = opt("", doc="the department the team belongs to")
+    description: str = opt("")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -393,6 +414,8 @@ class Agent:
                                   "(the call's trunk); empty: next agent")
     auto_answer: bool = opt(False, doc="offers ask the phone to answer at once (Call-Info answer-after=0)")
     wrapup_s: int | None = opt(None, min=0, max=3600, doc="overrides the queue's wrapup_s")
+    team: str = opt("", doc="the [teams] entry the agent belongs to (gives its department)")
+    department: str = opt("", doc="the agent's department (when in no team; must match its team's)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -589,6 +612,8 @@ class Config:
     users: dict[str, User] = opt({})
     skills: dict[str, Skill] = opt({})
     groups: dict[str, Group] = opt({})
+    departments: dict[str, Department] = opt({})
+    teams: dict[str, Team] = opt({})
     agents: dict[str, Agent] = opt({})
     trunks: dict[str, Trunk] = opt({})
     queues: dict[str, Queue] = opt({})
@@ -888,7 +913,7 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
                     errors.add(p + ("groups", i), f"unknown group {g!r} (no [groups.{g}])")
             else:
                 known(p + ("groups", i), "group", g, cfg.groups, "groups", u.tenant)
-        if u.role == "supervisor" and not u.groups:
+        if u.role == "supervisor" and not u.groups and u.scope in ("", "groups"):
             errors.add(p + ("groups",), "a supervisor needs at least one supervised group")
         if u.role == "agent":
             if not u.agent:
@@ -1004,6 +1029,8 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
             errors.add(p + ("confirm_digit",), f"not a DTMF digit {cp.confirm_digit!r}")
     for name, tf in cfg.toll_fraud.items():
         _check_toll_fraud(("toll_fraud", name), tf, tenants, errors)
+    from engine.orgscope import check_organisation
+    check_organisation(cfg, errors.add, known, tenant_ok)
 
 
 def _check_listener_tls(cfg: Config, p: Path, lst: Any, errors: _Errors, tls_transport: str) -> None:

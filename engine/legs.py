@@ -92,7 +92,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from engine.app import CallLogger
-from engine.errors import Forbidden, InvalidArgs, NotFound
+from engine.errors import InvalidArgs, NotFound
 from sip.events import DialogTerminated, Event, RequestReceived, ResponseReceived, TransactionTimedOut
 from sip.sdp import SdpSession, SessionDescription
 
@@ -198,6 +198,9 @@ class DialCheck:
     """The agent on whose behalf the engine dials (``""``: the engine itself, e.g. an IVR)."""
     purpose: str = ""
     """``"transfer"``, ``"consult"``, ``"dial"``, ``"forward"``, ``"ivr_transfer"``, ``"dialer"`` ..."""
+    role: str = ""
+    """Role of whoever caused the leg (the control user of ``call.dial``/``callback.dial``);
+    ``""``: derived from ``agent``/``purpose`` (engine.tollfraud.role_of)."""
 
 
 DialPolicy = Callable[[DialCheck], "str | None"]
@@ -522,7 +525,7 @@ class Legs:
                    caller_number: str | None = None, ring_timeout_s: float | None = 60.0,
                    leg_id: str | None = None, agent: str = "", purpose: str = "",
                    headers: Iterable[tuple[str, str]] = (),
-                   on_event: Callable[[LegEvent], None] | None = None) -> OutgoingLeg:
+                   on_event: Callable[[LegEvent], None] | None = None, role: str = "") -> OutgoingLeg:
         """Dial ``number`` out through ``[trunks.<trunk>]``.
 
         Args:
@@ -541,15 +544,13 @@ class Legs:
             (policy) or ``congestion`` (``max_channels`` reached), status 0.
 
         Raises:
-            NotFound: no such trunk.  Forbidden: the trunk belongs to another
-            tenant.  InvalidArgs: ``number`` is not a dialable number.
+            NotFound: no such trunk, or the trunk belongs to another tenant.
+            InvalidArgs: ``number`` is not a dialable number.
         """
         cfg = self.centre.config
         conf = cfg.trunks.get(trunk)
-        if conf is None:
+        if conf is None or conf.tenant != tenant:  # another tenant's trunk: as if absent (docs/tenants.md)
             raise NotFound(f"no trunk {trunk!r}")
-        if conf.tenant != tenant:
-            raise Forbidden(f"trunk {trunk} belongs to another tenant")  # never name the other tenant
         if not NUMBER_RE.match(number or ""):
             raise InvalidArgs(f"{number!r} is not a dialable number (digits, *, #, optional leading +)")
         caller = conf.caller_number if caller_number is None else caller_number
@@ -560,7 +561,7 @@ class Legs:
         policy = getattr(self.centre, "dial_policy", None)
         if policy is not None:
             try:
-                refusal = policy(DialCheck(tenant, trunk, number, caller, call_id, agent, purpose))
+                refusal = policy(DialCheck(tenant, trunk, number, caller, call_id, agent, purpose, role))
             except Exception:
                 leg.log.exception("dial policy failed on %s: refusing", number)
                 refusal = "dial policy failed"

@@ -13,8 +13,9 @@ Before the handler runs, :meth:`OpRegistry.dispatch` checks, in this order:
 the op exists (``unknown_op``), the session is authenticated unless the op
 is public (``unauthorized``), the role is allowed (``forbidden``), the
 arguments match the schema (``invalid_args``: unknown key, missing required,
-wrong type; defaults filled in).  Data scopes (tenant, supervised groups,
-own agent) are the handler's to check with the helpers on
+wrong type; defaults filled in).  Data scopes (tenant, then organisation,
+department, team, supervised groups or own agent: :mod:`engine.orgscope`)
+are the handler's to check with the helpers on
 :class:`Session`, since only the handler knows which object an op touches.
 Ops with ``changes_state=True`` write an audit row whatever the outcome.
 
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from engine.config import GLOBAL_TENANT, ROLES
-from engine.errors import EngineError, Forbidden, InvalidArgs, Unauthorized, UnknownOp, error_reply
+from engine.errors import EngineError, Forbidden, InvalidArgs, NotFound, Unauthorized, UnknownOp, error_reply
+from engine.orgscope import ROLE_DEFAULT_SCOPE, DataScope
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -73,10 +75,38 @@ class Session:
     agent: str = ""
     authenticated_at: float = 0.0
     failures: int = 0
+    scope: str = ""
+    """Data scope kind (:mod:`engine.orgscope`); empty: the role's default."""
+    scope_name: str = ""
+    """The department or team of a ``department``/``team`` scope."""
+    agents: frozenset[str] = frozenset()
+    """Agents in a ``department``/``team`` scope."""
 
     @property
     def authenticated(self) -> bool:
         return bool(self.user)
+
+    @property
+    def scope_kind(self) -> str:
+        """``organisation``, ``department``, ``team``, ``groups`` or ``self``."""
+        return self.scope or ROLE_DEFAULT_SCOPE.get(self.role, "organisation")
+
+    @property
+    def self_scoped(self) -> bool:
+        """True for users who see only their own agent (agents)."""
+        return self.scope_kind == "self"
+
+    @property
+    def narrowed(self) -> bool:
+        """True when the scope is narrower than the whole tenant."""
+        return self.scope_kind != "organisation"
+
+    def apply_scope(self, scope: DataScope) -> None:
+        """Take the user's resolved scope (``auth``)."""
+        self.scope, self.scope_name = scope.kind, scope.name
+        self.agents = scope.agents
+        if scope.kind in ("groups", "department"):
+            self.groups = scope.groups
 
     def sees_tenant(self, tenant: str) -> bool:
         """True when this user may see objects of ``tenant``."""
@@ -84,31 +114,46 @@ class Session:
 
     def sees(self, *, tenant: str, group: str | None = None, groups: frozenset[str] | set[str] | None = None,
              agent: str | None = None) -> bool:
-        """Data scope: tenant always; supervisors their groups; agents themselves.
+        """Data scope: tenant always, then the user's scope (:mod:`engine.orgscope`).
 
         ``group``/``groups``/``agent`` describe the object; ``None`` means the
-        object is not tied to one (e.g. an engine-wide event), so only the
-        tenant applies.  Reporting users see their whole tenant, read-only.
+        object is not tied to one (e.g. a tenant-wide event), ``""`` for
+        ``agent`` that it could be but is not (a call with no agent yet).
+        ``groups`` scope (supervisors): an object with groups must share one.
+        ``self`` scope (agents): an object tied to an agent must be its own.
+        ``department``/``team``: the object's agent is in scope, or one of its
+        groups is; an object tied to neither is outside.
         """
         if not self.sees_tenant(tenant):
             return False
-        if self.role == "supervisor":
-            obj_groups = set(groups or ()) | ({group} if group else set())
-            if obj_groups and not obj_groups & self.groups:
-                return False
-        if self.role == "agent":
-            if agent is not None and agent != self.agent:
-                return False
-        return True
+        kind = self.scope_kind
+        if kind == "organisation":
+            return True
+        obj_groups = set(groups or ()) | ({group} if group else set())
+        if kind == "groups":
+            return not obj_groups or bool(obj_groups & self.groups)
+        if kind == "self":
+            return agent is None or agent == self.agent
+        return bool(agent and agent in self.agents) or bool(obj_groups & self.groups)
+
+    def require_organisation(self, what: str) -> None:
+        """Raise ``forbidden`` for a narrowed scope: ``what`` is organisation-wide (the audit log)."""
+        if self.narrowed and self.role == "admin":
+            raise Forbidden(f"{what} is organisation-wide: user {self.user!r} has scope {self.scope_kind!r}")
 
     def require(self, **scope: Any) -> None:
-        """Raise ``forbidden`` unless :meth:`sees` the described object."""
+        """Raise unless :meth:`sees` the described object: ``not_found`` for another
+        tenant's object (its existence is not confirmed), ``forbidden`` for one of
+        the user's tenant outside its scope."""
+        if not self.sees_tenant(scope.get("tenant", "")):
+            raise NotFound("no such object visible to this user")
         if not self.sees(**scope):
             raise Forbidden(f"user {self.user!r} ({self.role}) may not act on that object")
 
     def describe(self) -> dict[str, Any]:
         return {"user": self.user, "role": self.role, "tenant": self.tenant,
-                "groups": sorted(self.groups), "agent": self.agent}
+                "groups": sorted(self.groups), "agent": self.agent, "scope": self.scope_kind,
+                "scope_name": self.scope_name}
 
 
 def sees_engine_wide(session: Session, config: Any) -> bool:
@@ -118,6 +163,8 @@ def sees_engine_wide(session: Session, config: Any) -> bool:
     (then engine-wide is tenant-wide).  In a multi-tenant engine a tenant's
     user never does: the figures would count other tenants' calls and phones.
     """
+    if session.scope_kind in ("department", "team"):
+        return False  # engine-wide counts would include other departments' calls
     return session.tenant == GLOBAL_TENANT or not getattr(config, "tenants", None)
 
 

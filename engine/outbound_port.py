@@ -136,6 +136,15 @@ class CentrePort:
                 return name
         raise LookupError(f"tenant {campaign.tenant} has no trunk to dial out")
 
+    def _creator_role(self, campaign: Campaign) -> str:
+        from engine.campaign_service import find_campaigns
+        from engine.errors import Unavailable
+
+        try:
+            return find_campaigns(self.centre.engine).creator_role(campaign)
+        except Unavailable:  # a port driven without the campaign service (tests, embedding)
+            return ""
+
     def dial(self, action: PlaceCall, campaign: Campaign) -> None:
         o = _Out(action, campaign)
         self.calls[action.call_id] = o
@@ -143,7 +152,8 @@ class CentrePort:
             self._trunk(campaign), action.number, call_id=action.call_id, tenant=campaign.tenant,
             caller_number=action.caller_number or None, ring_timeout_s=action.ring_timeout_s,
             leg_id=f"{action.call_id}/callee", agent=action.agent, purpose="dialer",
-            on_event=lambda ev: self._leg_event(action.call_id, ev))
+            on_event=lambda ev: self._leg_event(action.call_id, ev),
+            role=self._creator_role(campaign))  # toll fraud: the role of the campaign's creator
 
     def _leg_event(self, call_id: str, ev: Any) -> None:
         from engine.legs import LegAnswered, LegEnded, LegFailed
@@ -247,6 +257,8 @@ class CentrePort:
         call.answered_ts = None
         call.flow = route_flow
         centre.calls[call.call_id] = call
+        from engine.recovery import journal_row
+        centre._store("call_journal", journal_row(call))  # crash recovery (engine/recovery.py)
         centre.calls_by_acd[call.acd_id] = call
         o.call = call
         return call

@@ -137,8 +137,11 @@ def snapshot(engine: Any, session: Any, today: dict[str, dict[str, dict[str, Any
                            "average_speed_of_answer_s": _round(t.get("average_speed_of_answer_s")),
                            "abandon_rate_today": _round(t.get("abandon_rate"))})
 
-    visible_calls = [c for c in calls if session.sees(tenant=c.tenant) and
-                     (session.role != "agent" or (c.agent or c.offered_agent) == session.agent)]
+    visible_calls = [c for c in calls if session.sees_tenant(c.tenant) and
+                     (session.role != "agent" or (c.agent or c.offered_agent) == session.agent) and
+                     (session.scope_kind not in ("department", "team") or session.sees(
+                         tenant=c.tenant, agent=c.agent or c.offered_agent or "",
+                         groups=set(cfg.queues[c.queue].groups) if c.queue in cfg.queues else set()))]
     states = [c.state.value for c in visible_calls]
     eng: dict[str, Any] = {"calls": len(visible_calls),
                            "in_ivr": sum(1 for c in visible_calls if c.state.value == "routing"),
@@ -308,7 +311,8 @@ class StatsService:
             probe = BusEvent(name="stats", data={}, ts=now, tenant=session.tenant or "default")
             if not any(s.wants(probe) for s in subs.values()):
                 continue
-            key = (session.tenant, session.role, tuple(sorted(session.groups)), session.agent)
+            key = (session.tenant, session.role, tuple(sorted(session.groups)), session.agent,
+                   getattr(session, "scope_kind", ""), getattr(session, "scope_name", ""))
             data = cache.get(key)
             if data is None:
                 data = cache[key] = snapshot(self.engine, session, self.today, now)

@@ -8,7 +8,10 @@ the agents that were logged in have no closing ``agent_state_log`` row.  Two
 things make that recoverable:
 
 * the call path appends a ``call_journal`` row when it accepts a call
-  (:func:`journal_row`), through the same batched writer as everything else;
+  (:func:`journal_row`), through the same batched writer as everything else:
+  a trunk call when it arrives, a click-to-dial (``call.dial``,
+  ``callback.dial``) call when the agent's phone is rung, a campaign call
+  when the callee answers (``direction = "outbound"`` for the last two);
 * at start-up, before the SIP listener opens, :func:`recover` runs once on its
   own SQLite connection, in one transaction:
 
@@ -58,7 +61,7 @@ class RecoveryReport:
 
 def journal_row(call: Any) -> dict[str, Any]:
     """The ``call_journal`` row of a call just accepted (an :class:`engine.calls.Call`)."""
-    return {"call_id": call.call_id, "tenant": call.tenant, "direction": "inbound",
+    return {"call_id": call.call_id, "tenant": call.tenant, "direction": getattr(call, "direction", "") or "inbound",
             "caller_number": call.caller_number, "dialed_number": call.dialed_number, "trunk": call.trunk,
             "route": call.route, "queue": call.queue, "start_ts": call.start_ts}
 

@@ -107,9 +107,9 @@ async def op_kpi_report(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         if dim is not Dimension.AGENT:
             raise Forbidden("agents may only see the 'agent' dimension (their own figures)")
         allowed = {s.agent}
-    elif s.role == "supervisor":
+    elif s.role == "supervisor" or s.scope_kind in ("department", "team"):
         if dim not in (Dimension.QUEUE, Dimension.GROUP, Dimension.AGENT):
-            raise Forbidden("supervisors may see the queue, group and agent dimensions of their groups")
+            raise Forbidden(f"scope {s.scope_kind!r} covers the queue, group and agent dimensions only")
         sc = scope_for(s, ctx.engine.config)
         allowed = set({Dimension.QUEUE: sc.queues, Dimension.GROUP: sc.groups or (), Dimension.AGENT: sc.agents}[dim])
     keys = set(args["keys"])

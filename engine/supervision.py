@@ -256,7 +256,8 @@ class Supervision:
         if rec is None or not session.sees_tenant(rec.tenant):
             raise NotFound(f"no agent {agent!r}")
         groups = set(c.config.agents[rec.number].groups)  # type: ignore[union-attr]
-        if session.role == "supervisor" and not groups & session.groups:
+        if (session.scope_kind == "groups" and not groups & session.groups) or \
+                not session.sees(tenant=rec.tenant, groups=groups, agent=rec.number):
             # name only what the caller named: not the agent behind a call id, nor its groups
             raise Forbidden(f"user {session.user!r} does not supervise {named}")
         if call is not None and call.agent != rec.number and call.offered_agent != rec.number:
@@ -668,5 +669,5 @@ class Supervision:
     def snapshot(self, session: "Session") -> list[dict[str, Any]]:
         """Live monitors the session may see (``supervisor.list``)."""
         return [m.describe() for m in self.monitors.values()
-                if session.sees(tenant=m.tenant, groups=set(m.groups)) and
-                (session.role != "supervisor" or set(m.groups) & session.groups)]
+                if session.sees(tenant=m.tenant, groups=set(m.groups), agent=m.agent) and
+                (session.scope_kind != "groups" or set(m.groups) & session.groups)]

@@ -175,14 +175,53 @@ class TollFraudPolicy:
     def _day(self, wall_time: float) -> str:
         return dt.datetime.fromtimestamp(wall_time, self.zone).date().isoformat()
 
+    def day_start(self, wall_time: float) -> float:
+        """Unix time of the local midnight that began the day of ``wall_time``."""
+        local = dt.datetime.fromtimestamp(wall_time, self.zone)
+        return dt.datetime.combine(local.date(), dt.time(), tzinfo=self.zone).timestamp()
 
-def role_of(agent: str, purpose: str) -> str:
+
+def seed_from_store(policy: TollFraudPolicy, path: str, wall_time: float) -> dict[str, int]:
+    """Seed today's ``max_calls_per_day`` counts from the store at ``path`` (engine start).
+
+    Counts, per tenant with a policy, the ``outbound`` CDRs (click-to-dial,
+    campaign and callback calls, including those :func:`engine.recovery.recover`
+    just closed as interrupted) started since the local midnight of
+    ``wall_time``, so an engine restart does not reset the daily cap.
+    Returns ``tenant -> count``.  Runs on its own connection (a worker thread).
+    """
+    import sqlite3
+
+    counts: dict[str, int] = {}
+    tenants = sorted(t for t, pol in policy.policies.items() if pol.max_calls_per_day)
+    if not tenants:
+        return counts
+    since = policy.day_start(wall_time)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        for tenant in tenants:
+            n = conn.execute("SELECT COUNT(*) FROM cdr WHERE tenant = ? AND direction = 'outbound' AND start_ts >= ?",
+                             (tenant, since)).fetchone()[0]
+            policy.seed_today(tenant, int(n), wall_time)
+            counts[tenant] = int(n)
+    finally:
+        conn.close()
+    if any(counts.values()):
+        logger.info("toll fraud: today's outbound calls so far: %s",
+                    ", ".join(f"{t} {n}" for t, n in counts.items()))
+    return counts
+
+
+def role_of(agent: str, purpose: str, role: str = "") -> str:
     """The policy role of a leg call control dials (``engine.legs.DialCheck``).
 
-    ``ivr*`` purposes are the IVR's (``ivr``); a leg dialled on an agent's
-    behalf is the ``agent`` role's; anything else (forwards, dialer, legs a
-    supervisor or administrator starts without an agent) is ``system``.
+    ``role`` given (the control user who caused the leg: ``call.dial``,
+    ``callback.dial``) wins; else ``ivr*`` purposes are the IVR's (``ivr``);
+    a leg dialled on an agent's behalf is the ``agent`` role's; anything
+    else (forwards, dialer) is ``system``.
     """
+    if role:
+        return role
     if purpose.startswith("ivr"):
         return "ivr"
     return "agent" if agent else "system"
@@ -196,7 +235,7 @@ def dial_policy(policy: TollFraudPolicy, clock: Callable[[], float]) -> Callable
     """
     def check(dc: Any) -> str | None:
         now = clock()
-        decision = policy.check(dc.tenant, role_of(dc.agent, dc.purpose), dc.number, now)
+        decision = policy.check(dc.tenant, role_of(dc.agent, dc.purpose, getattr(dc, "role", "")), dc.number, now)
         if not decision.allowed:
             logger.warning("[%s] %s call to %s via %s refused: %s", dc.call_id, dc.purpose or "outbound",
                            dc.number, dc.trunk, decision.reason)

@@ -270,3 +270,24 @@ def test_preview_over_ops_agent_accepts_and_skips(make_config: Callable[..., Con
                 await sup.close()
                 await agent.close()
     run(main())
+
+
+def test_campaign_legs_carry_the_creators_role(make_config: Callable[..., Config]) -> None:
+    """Toll fraud: a runtime campaign's legs are checked against the role of the user who created it
+    (kept across a restart, from the campaigns rows); a configured campaign has none (system/agent)."""
+    async def main() -> None:
+        cfg = make_config()
+        svc, _port = sim_service(agents=2)
+        async with running_engine(cfg, services=[svc]) as engine:
+            sup = await client(engine, "sup")
+            await sup.request("campaign.create", name="spring", definition=DEFINITION)
+            await sup.close()
+            assert svc.creator_role(svc.core("default", "spring").campaign) == "supervisor"
+            engine.store.flush()
+        svc2, _port2 = sim_service(agents=2)
+        async with running_engine(cfg, services=[svc2]):
+            assert svc2.creator_role(svc2.core("default", "spring").campaign) == "supervisor"
+            import dataclasses
+            configured = dataclasses.replace(svc2.core("default", "spring").campaign, name="from_config")
+            assert svc2.creator_role(configured) == ""
+    run(main(), timeout=30)

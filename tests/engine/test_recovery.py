@@ -59,3 +59,21 @@ def test_recover_on_a_clean_store_finds_nothing(tmp_path):
     SqliteStore(path).close()
     report = recover(path)
     assert (report.calls, report.agents, report.integrity) == ([], [], "ok")
+
+
+def test_outbound_journal_rows_recover_as_outbound(tmp_path):
+    """A click-to-dial or campaign call journalled as outbound gets an outbound engine_restart CDR."""
+    from engine.calls import Call
+    from engine.recovery import journal_row
+
+    path = str(tmp_path / "out.db")
+    store = SqliteStore(path, batch_interval_ms=5)
+    call = Call("dial-1", "acme", "+4930999", "+4940123", "carrier", "", direction="outbound")
+    row = journal_row(call)
+    assert row["direction"] == "outbound" and row["dialed_number"] == "+4940123"
+    store.append("call_journal", row)
+    store.flush(5)
+    store.close()
+    assert recover(path).calls == ["dial-1"]
+    got = sqlite3.connect(path).execute("SELECT tenant, direction, dialed_number, end_reason FROM cdr").fetchall()
+    assert got == [("acme", "outbound", "+4940123", END_REASON)]

@@ -43,6 +43,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PW = "pw-secret"
 HASH = hash_password(PW, n=1024)
 A_ROLES = {"ta_admin": "admin", "ta_sup": "supervisor", "ta_agent": "agent", "ta_rep": "reporting"}
+# ta's users of scope department / team (test_org_scopes.py checks them inside ta): across tenants too
+A_SCOPED = {"ta_dept_admin": "admin", "ta_dept_sup": "supervisor", "ta_team_sup": "supervisor",
+            "ta_team_rep": "reporting"}
 NOW = time.time()
 
 # Everything of tenant tb carries a marker: the tenant "tb", names with "tb_",
@@ -87,10 +90,23 @@ stats_interval_s = 60
 [tenants.ta]
 [tenants.tb]
 
+[departments.ta_sales_dept]
+tenant = "ta"
+[departments.ta_support_dept]
+tenant = "ta"
+[teams.ta_team_a]
+tenant = "ta"
+department = "ta_sales_dept"
+[teams.ta_team_s]
+tenant = "ta"
+department = "ta_support_dept"
+
 [groups.ta_sales]
 tenant = "ta"
+department = "ta_sales_dept"
 [groups.ta_support]
 tenant = "ta"
+department = "ta_support_dept"
 [groups.tb_sales]
 tenant = "tb"
 
@@ -100,12 +116,21 @@ tenant = "ta"
 password = "{HASH}"
 extension = "2901"
 groups = ["ta_sales"]
+team = "ta_team_a"
 [agents.1002]
 name = "Al"
 tenant = "ta"
 password = "{HASH}"
 extension = "2902"
 groups = ["ta_support"]
+team = "ta_team_s"
+[agents.1003]
+name = "Ada"
+tenant = "ta"
+password = "{HASH}"
+extension = "2903"
+groups = ["ta_sales"]
+department = "ta_sales_dept"
 [agents.9001]
 name = "Bea"
 tenant = "tb"
@@ -183,6 +208,30 @@ tenant = "ta"
 password = "{HASH}"
 role = "admin"
 tenant = "tb"
+[users.ta_dept_sup]
+password = "{HASH}"
+role = "supervisor"
+tenant = "ta"
+scope = "department"
+department = "ta_sales_dept"
+[users.ta_dept_admin]
+password = "{HASH}"
+role = "admin"
+tenant = "ta"
+scope = "department"
+department = "ta_sales_dept"
+[users.ta_team_rep]
+password = "{HASH}"
+role = "reporting"
+tenant = "ta"
+scope = "team"
+team = "ta_team_a"
+[users.ta_team_sup]
+password = "{HASH}"
+role = "supervisor"
+tenant = "ta"
+scope = "team"
+team = "ta_team_a"
 """
 
 
@@ -471,12 +520,13 @@ def test_every_op_has_a_case() -> None:
 
 
 def test_every_op_across_tenants(tmp_path: pathlib.Path) -> None:
-    """Each role of tenant ta, every op, against tb's objects: forbidden/not_found or no tb data."""
+    """Each role (and each department/team scope) of tenant ta, every op, against tb's objects:
+    forbidden/not_found or no tb data."""
     async def main() -> list[str]:
         problems: list[str] = []
         async with two_tenants(tmp_path) as (eng, centre):
             ids = await seed(eng, centre, tmp_path)
-            conns = {u: await session(eng, u) for u in A_ROLES}
+            conns = {u: await session(eng, u) for u in (*A_ROLES, *A_SCOPED)}
             root = await session(eng, "root")
             # ta's agent logged in, so that call.dial gets as far as its trunk check
             assert (await root.call("agent.login", agent="1001", password=PW))["ok"]
@@ -485,7 +535,7 @@ def test_every_op_across_tenants(tmp_path: pathlib.Path) -> None:
                     case = CASES[name]
                     if case.kind == "skip":
                         continue
-                    for user, role in A_ROLES.items():
+                    for user, role in {**A_ROLES, **A_SCOPED}.items():
                         for variant in case.variants:
                             args = resolve(variant, ids)
                             kind = "list" if args.pop("_scoped", False) else case.kind
@@ -523,6 +573,49 @@ def test_every_op_across_tenants(tmp_path: pathlib.Path) -> None:
 
     problems = run(main(), timeout=60)
     assert not problems, "tenant leaks:\n" + "\n".join(problems)
+
+
+# Variants that name the other tenant itself (not one of its objects): forbidden is the answer there.
+NAMES_A_TENANT = ("tenant", "tenants")
+# Phones are one numbering plan: hot-desking onto (or a supervisor phone on) another tenant's extension is
+# refused as forbidden, since a free extension is accepted and not_found would not hide anything.
+PHONE_CASES = {("agent.login", "extension"), ("supervisor.phone_login", "extension")}
+# Query filters narrow the scope: naming another tenant's object answers like naming nothing (no rows).
+QUERY_FILTERS = {"kpi.report"}
+
+
+def test_other_tenants_objects_answer_not_found(tmp_path: pathlib.Path) -> None:
+    """Uniform refusal (docs/tenants.md): ta's admin naming a tb object gets not_found (its existence is
+    not confirmed), whatever the op; naming tenant tb itself is forbidden."""
+    async def main() -> list[str]:
+        problems: list[str] = []
+        async with two_tenants(tmp_path) as (eng, centre):
+            ids = await seed(eng, centre, tmp_path)
+            admin = await session(eng, "ta_admin")
+            # ta's agent logged in, so that call.dial gets as far as its trunk check
+            assert (await admin.call("agent.login", agent="1001", password=PW))["ok"]
+            try:
+                for name in registry.names():
+                    case = CASES[name]
+                    if case.kind != "target":
+                        continue
+                    for variant in case.variants:
+                        args = resolve({k: v for k, v in variant.items() if not k.startswith("_")}, ids)
+                        reply = await admin.call(name, **args)
+                        code = None if reply["ok"] else reply["error"]["code"]
+                        names_tenant = any(args.get(k) in ("tb", ["tb"]) for k in NAMES_A_TENANT)
+                        phone = any((name, k) in PHONE_CASES for k in args)
+                        want = "forbidden" if names_tenant or phone else "not_found"
+                        if name in QUERY_FILTERS and reply["ok"] and not reply["result"]["rows"]:
+                            continue  # a filter naming a tb object: no rows, as for a name that exists nowhere
+                        if code != want:
+                            problems.append(f"{name}{args}: expected {want}, got {reply}")
+            finally:
+                await admin.close()
+        return problems
+
+    problems = run(main(), timeout=60)
+    assert not problems, "non-uniform refusals:\n" + "\n".join(problems)
 
 
 def test_engine_status_counts_only_own_tenant(tmp_path: pathlib.Path) -> None:

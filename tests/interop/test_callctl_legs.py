@@ -13,7 +13,7 @@ from conftest_callctl import (
     AGENT_PASSWORDS, InProcessEngine, Phone, ToneParty, heard_set, trunk_section,
 )
 from conftest_inbound import free_port, sipp_dir, start_sipp, stop_proc, wait_udp_bound
-from engine.errors import Forbidden, InvalidArgs, NotFound
+from engine.errors import InvalidArgs, NotFound
 from engine.legs import (
     DialCheck, LegAnswered, LegEnded, LegFailed, LegOutcome, LegRinging, LegState, classify,
 )
@@ -211,7 +211,7 @@ def test_policy_channels_errors_and_extension_leg(tmp_path):
             assert first.outcome is LegOutcome.CANCELLED and centre.legs.trunk_channels("small") == 0
             with pytest.raises(NotFound):
                 centre.legs.dial_trunk("nope", "+4930555", call_id="c4", tenant="default")
-            with pytest.raises(Forbidden):
+            with pytest.raises(NotFound, match="no trunk 'other'"):  # another tenant's: as if absent
                 centre.legs.dial_trunk("other", "+4930555", call_id="c4", tenant="acme")
             with pytest.raises(InvalidArgs):
                 centre.legs.dial_trunk("other", "sip:evil@example.com", call_id="c4", tenant="default")

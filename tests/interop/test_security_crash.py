@@ -1,5 +1,6 @@
 """Crash safety: `ctiengine run` (a real subprocess on free ports) is killed with
-SIGKILL while calls are up and an agent is logged in, then restarted on the same
+SIGKILL while calls are up (two trunk calls, one click-to-dial call) and an agent
+is logged in, then restarted on the same
 store: the store opens cleanly, the interrupted calls get CDRs with end_reason
 engine_restart, the completed call's CDR is intact, and the agent is back
 logged out with an agent_state_log row saying why."""
@@ -46,13 +47,15 @@ def test_kill_9_mid_calls_then_restart_closes_everything(tmp_path):
                 assert final.response.status_code == 200
                 up.append(final.response.call_id)
                 await ep.stop()  # sockets closed without a BYE: the engine still has the call
+            # A click-to-dial call up at the crash (alice's phone is being rung for it).
+            dialed = await alice.request("call.dial", number="+4930111222")
             status = await alice.request("engine.status")
-            assert status["counts"]["calls"] == 2
+            assert status["counts"]["calls"] == 3
             await asyncio.sleep(0.5)  # > store.batch_interval_ms: the journal rows are committed
             await alice.close()
-            return done_call, up
+            return done_call, up, dialed["call_id"]
 
-        done_call, up = run(before_crash())
+        done_call, up, dial_call = run(before_crash())
         os.killpg(eng.proc.pid, signal.SIGKILL)
         eng.proc.wait(5)
         assert eng.proc.returncode == -signal.SIGKILL
@@ -80,8 +83,11 @@ def test_kill_9_mid_calls_then_restart_closes_everything(tmp_path):
     assert cdrs[done_call][0] == before[done_call]  # the completed CDR is untouched
     for i, call_id in enumerate(up):
         assert cdrs[call_id] == ("engine_restart", "interrupted", f"+49170000{20 + i}"), cdrs
+    dial = db.execute("SELECT direction, dialed_number, agent, end_reason, disposition FROM cdr WHERE call_id = ?",
+                      (dial_call,)).fetchone()
+    assert dial == ("outbound", "+4930111222", "1001", "engine_restart", "interrupted"), dial
     rows = db.execute("SELECT state, previous_state, reason_code FROM agent_state_log WHERE agent = '1001'"
                       " ORDER BY id").fetchall()
-    assert rows[-1] == ("logged_out", "not_ready", "engine_restart"), rows
+    assert rows[-1] == ("logged_out", "busy", "engine_restart"), rows  # busy with the click-to-dial call
     assert db.execute("SELECT COUNT(*) FROM call_journal").fetchone()[0] == 0
-    assert "recovered after an unclean stop: 2 call(s)" in eng.log.read_text(errors="replace")
+    assert "recovered after an unclean stop: 3 call(s)" in eng.log.read_text(errors="replace")

@@ -18,7 +18,7 @@ POLICY = """
 [toll_fraud.default]
 allow = ["+4930*"]
 deny = ["+49309*"]
-roles = { agent = ["+4930555*"] }
+roles = { agent = ["+4930555*"], supervisor = ["+4930777*"] }
 max_concurrent_outbound = 1
 max_calls_per_day = 3
 """
@@ -31,15 +31,18 @@ def test_dial_policy_refuses_by_pattern_role_and_caps(tmp_path):
         await eng.start()
         legs = eng.centre.legs
         try:
-            def dial(number: str, agent: str = "", purpose: str = "dial", n: int = 0):
+            def dial(number: str, agent: str = "", purpose: str = "dial", n: int = 0, role: str = ""):
                 return legs.dial_trunk("out", number, call_id=f"c{n}", tenant="default", agent=agent,
-                                       purpose=purpose, ring_timeout_s=5)
+                                       purpose=purpose, ring_timeout_s=5, role=role)
 
             refused = [dial("+4930900111", n=1), dial("+4940111", n=2), dial("+4930666", agent="1001", n=3)]
             assert [leg.outcome for leg in refused] == [LegOutcome.DENIED] * 3
             assert "denied pattern '+49309*'" in refused[0].reason
             assert "outside the allow patterns" in refused[1].reason
             assert "roles.agent" in refused[2].reason
+            # a control user's click-to-dial carries its role: a supervisor's list, not the agent's
+            by_sup = dial("+4930555002", agent="1001", n=9, role="supervisor")
+            assert by_sup.outcome is LegOutcome.DENIED and "roles.supervisor" in by_sup.reason
             first = dial("+4930555001", agent="1001", n=4)  # the agent's own list allows it
             assert first.state is LegState.CALLING
             busy = dial("+4930666", n=5)
