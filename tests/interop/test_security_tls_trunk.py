@@ -53,8 +53,13 @@ class Sink:
     def close(self) -> None:
         pass
 
-    def pcm(self) -> np.ndarray:
-        return np.concatenate(self.frames) if self.frames else np.zeros(0, np.int16)
+    def heard_frames(self) -> int:
+        return sum(1 for f in self.frames if f.any())
+
+    def heard(self) -> np.ndarray:
+        """The frames that carried sound (the far end's audio starts after some silence)."""
+        frames = [f for f in self.frames if f.any()]
+        return np.concatenate(frames) if frames else np.zeros(0, np.int16)
 
 
 def tone(hz: float, seconds: float) -> np.ndarray:
@@ -62,11 +67,12 @@ def tone(hz: float, seconds: float) -> np.ndarray:
     return np.round(8000 * np.sin(2 * np.pi * hz * n / 8000.0)).astype(np.int16)
 
 
-async def until(ep: SipEndpoint, cls: type, timeout: float = 5.0, final: bool = False):
+async def until(ep: SipEndpoint, cls: type, timeout: float = 5.0, final: str = ""):
+    """The next ``cls`` event; with ``final``, the next final response to a ``final`` request."""
     while True:
         ev = await ep.next_event(timeout)
         if isinstance(ev, cls):
-            if final and isinstance(ev, ResponseReceived) and ev.response.status_code < 200:
+            if final and (ev.response.status_code < 200 or ev.response.cseq[1] != final):
                 continue
             return ev
 
@@ -76,7 +82,7 @@ def play_and_record(media: MediaEngine, leg: str, hz: float) -> Sink:
     media.create_room("r")
     media.join("r", leg)
     media.record("r", "rec", sink, [[leg]])
-    media.play(ArraySource(tone(hz, 4.0)), leg_id=leg)
+    media.play(ArraySource(tone(hz, 10.0)), leg_id=leg)
     return sink
 
 
@@ -122,7 +128,7 @@ def test_tls_trunk_call_with_srtp_to_an_agent_on_tls(tmp_path):
             phone.request("REGISTER", f"sip:{DOMAIN}", from_=aor, to=aor, dest=("127.0.0.1", tls_port),
                           transport="TLS", auth=DigestClient("2001", AGENT_PASSWORDS["1001"]),
                           headers=[("Contact", f"<sip:2001@127.0.0.1:{phone.address[1]};transport=tls>")])
-            reg = await until(phone, ResponseReceived, final=True)
+            reg = await until(phone, ResponseReceived, final="REGISTER")
             assert reg.response.status_code == 200
             centre.set_ready(centre.agent("1001"))
 
@@ -148,7 +154,7 @@ def test_tls_trunk_call_with_srtp_to_an_agent_on_tls(tmp_path):
             media_p.update_leg("p", remote=(neg_p.remote_address, neg_p.remote_port), codec=neg_p.codec)
             phone.respond(inv.transaction, 200, body=bytes(answer_p), content_type="application/sdp")
 
-            ok = await until(carrier, ResponseReceived, final=True)
+            ok = await until(carrier, ResponseReceived, final="INVITE")
             assert ok.response.status_code == 200, ok.response.status_code
             assert ok.response.headers.get("Contact").startswith("<sips:"), ok.response.headers.get("Contact")
             neg_c, keys_c = accept_answer(sdp_c, SessionDescription.parse(ok.response.body), crypto)
@@ -156,14 +162,18 @@ def test_tls_trunk_call_with_srtp_to_an_agent_on_tls(tmp_path):
             media_c.update_leg("c", remote=(neg_c.remote_address, neg_c.remote_port), codec=neg_c.codec)
 
             sinks = {"c": play_and_record(media_c, "c", CARRIER_HZ), "p": play_and_record(media_p, "p", AGENT_HZ)}
-            await asyncio.sleep(2.5)
+            for _ in range(150):  # 1 s of audio heard at each end (longer on a loaded machine)
+                await asyncio.sleep(0.1)
+                if min(sink.heard_frames() for sink in sinks.values()) >= 50:
+                    break
+            talk = {name: sink.heard() for name, sink in sinks.items()}  # what each end decrypted
             (call,) = centre.calls.values()
             for leg_id in (call.caller.leg_id, call.agent_leg.leg_id):
                 srtp = centre.media.srtp_leg(leg_id)
-                assert srtp is not None and srtp.unprotected >= 50 and srtp.protected >= 50, (leg_id, srtp)
+                assert srtp is not None and srtp.unprotected >= 25 and srtp.protected >= 25, (leg_id, srtp.unprotected)
                 assert srtp.auth_failures == 0
             for media, leg in ((media_c, "c"), (media_p, "p")):
-                assert media.srtp_leg(leg).unprotected >= 50
+                assert media.srtp_leg(leg).unprotected >= 25
             (dialog,) = carrier.stack.dialogs
             carrier.bye(dialog)
             await asyncio.sleep(0.3)
@@ -172,13 +182,13 @@ def test_tls_trunk_call_with_srtp_to_an_agent_on_tls(tmp_path):
             carrier.invite(f"sip:{DIALED}@127.0.0.1:{eng.sip_port}", from_="<sip:+4930999@carrier.test>",
                            transport="UDP", body=bytes(sdp_c.offer(leg_c.local_port)),
                            content_type="application/sdp")
-            refused = await until(carrier, ResponseReceived, final=True)
+            refused = await until(carrier, ResponseReceived, final="INVITE")
             assert refused.response.status_code == 403 and "TLS required" in refused.response.reason
             # --- over TLS but a plain offer on an srtp = "required" trunk: 488
             carrier.invite(f"sips:{DIALED}@127.0.0.1:{tls_port}", from_="<sips:+4930999@carrier.test>",
                            body=bytes(SdpSession("127.0.0.1", 3).offer(leg_c.local_port)),
                            content_type="application/sdp")
-            plain = await until(carrier, ResponseReceived, final=True)
+            plain = await until(carrier, ResponseReceived, final="INVITE")
             assert plain.response.status_code == 488
 
             # --- out through the trunk: sips: over TLS (engine's client certificate checked), SRTP offer
@@ -191,7 +201,7 @@ def test_tls_trunk_call_with_srtp_to_an_agent_on_tls(tmp_path):
             carrier.respond(got.transaction, 486)
             await asyncio.sleep(0.3)
             assert out.outcome is LegOutcome.BUSY
-            return sinks
+            return talk
         finally:
             for media in (media_c, media_p):
                 await media.stop()
@@ -201,11 +211,11 @@ def test_tls_trunk_call_with_srtp_to_an_agent_on_tls(tmp_path):
             await phone.stop()
             await carrier.stop()
 
-    sinks = asyncio.run(asyncio.wait_for(scenario(), 45))
+    talk = asyncio.run(asyncio.wait_for(scenario(), 90))
     for name, own, other in (("c", CARRIER_HZ, AGENT_HZ), ("p", AGENT_HZ, CARRIER_HZ)):
-        pcm = sinks[name].pcm()
-        assert len(pcm) >= 8000, name
-        window = pcm[len(pcm) // 3: len(pcm) // 3 + 4000]
+        pcm = talk[name]
+        assert len(pcm) >= 8000, (name, len(pcm))
+        window = pcm[len(pcm) // 2: len(pcm) // 2 + 4000]  # 0.5 s in the middle of the talk
         heard_other, heard_own = goertzel_power(window, other), goertzel_power(window, own)
         assert heard_other > 1e6, (name, heard_other)  # through two SRTP legs and the engine's mixer
         assert heard_own < heard_other / 100, (name, heard_own, heard_other)
