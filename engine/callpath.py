@@ -260,6 +260,10 @@ class CallCentre:
         engine.add_counter("registrations", self.registration_count)
         engine.add_counter("legs", lambda: len(self.media.legs) if self.media else 0)
         engine.add_counter("calls", lambda: len(self.calls))
+        # Media clock health (media/clock.py), e.g. under a SIP flood (issue 12).
+        engine.add_counter("media_late_ticks", lambda: self.media.clock.late_ticks if self.media and self.media.clock else 0)
+        engine.add_counter("media_skipped_ticks",
+                           lambda: self.media.clock.skipped_ticks if self.media and self.media.clock else 0)
         engine.add_snapshot("agents", self._snapshot_agents)
         engine.add_snapshot("calls", self._snapshot_calls)
         engine.add_snapshot("queues", self._snapshot_queues)
