@@ -17,8 +17,9 @@ Trunks (``[trunks.NAME] transport = "tls"``):
   (:meth:`install`).  A failed check fails the leg; nothing goes out in clear.
 * **accepting** (:meth:`admit_trunk_invite`): an INVITE from a TLS trunk's
   addresses that did not arrive over TLS is refused (403), and with
-  ``tls_verify_name`` the client certificate the carrier presented to a
-  listener with ``tls_client_ca`` must carry that name (RFC 5922 §7.1).
+  ``tls_verify_name`` a client certificate the carrier presented (to a
+  listener with ``tls_client_ca``, which verified its chain) must carry that
+  name (RFC 5922 §7.1).
   Source addresses are still checked first (``host`` / ``accept_networks``).
 
 SRTP with SDES keys (RFC 4568) is only ever negotiated on a leg whose
@@ -137,10 +138,10 @@ class MediaSecurity:
         if trunk.tls_verify_name:
             from sip.tls import certificate_names, peer_certificate
 
+            # A listener without tls_client_ca asks for no certificate (the address and TLS
+            # are the check); one with it has verified the chain, and the name must match.
             cert = peer_certificate(self.centre.endpoint.transport, ev.source)
-            if cert is None:
-                return "no client certificate"
-            if trunk.tls_verify_name.lower() not in certificate_names(cert):
+            if cert is not None and trunk.tls_verify_name.lower() not in certificate_names(cert):
                 return f"certificate is not {trunk.tls_verify_name}"
         return None
 

@@ -132,6 +132,17 @@ def test_trunk_targets_and_tls_only_acceptance() -> None:
     assert sec.admit_trunk_invite(udp, SimpleNamespace(transport="UDP", source=("192.0.2.20", 5060))) is None
     assert sec.admit_trunk_invite(tls, SimpleNamespace(transport="UDP", source=("192.0.2.10", 5060))) \
         == "TLS required"
+    # a listener that asked for no client certificate: address + TLS suffice
+    source = ("192.0.2.10", 40000)
     sec.centre.endpoint = SimpleNamespace(transport=SimpleNamespace(_tcp_conns={}))
-    assert sec.admit_trunk_invite(tls, SimpleNamespace(transport="TLS", source=("192.0.2.10", 40000))) \
-        == "no client certificate"
+    assert sec.admit_trunk_invite(tls, SimpleNamespace(transport="TLS", source=source)) is None
+
+    def conn(names):  # a mutual-TLS connection whose verified client certificate has these names
+        cert = {"subjectAltName": tuple(("DNS", n) for n in names)}
+        return SimpleNamespace(name="TLS", transport=SimpleNamespace(get_extra_info=lambda key: cert))
+
+    sec.centre.endpoint.transport._tcp_conns[source] = conn(["phone.test"])
+    assert sec.admit_trunk_invite(tls, SimpleNamespace(transport="TLS", source=source)) \
+        == "certificate is not sbc.test"
+    sec.centre.endpoint.transport._tcp_conns[source] = conn(["SBC.test"])
+    assert sec.admit_trunk_invite(tls, SimpleNamespace(transport="TLS", source=source)) is None

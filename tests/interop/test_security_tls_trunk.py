@@ -7,7 +7,8 @@ SRTP (``RTP/SAVP``, trunk ``srtp = "required"``) into the engine and SRTP
 (opportunistic ``RTP/AVP`` + ``a=crypto``, ``[sip] phone_srtp = "optional"``)
 out to the phone; each end's tone is found by Goertzel in what the other end
 decrypted.  Then: an INVITE from the carrier's address over UDP gets 403,
-a plain offer over TLS gets 488, and a call out through the trunk leaves as
+a plain offer over TLS gets 488, a client certificate without the trunk's
+name gets 403, and a call out through the trunk leaves as
 ``sips:`` over TLS with an SRTP offer."""
 from __future__ import annotations
 
@@ -190,6 +191,20 @@ def test_tls_trunk_call_with_srtp_to_an_agent_on_tls(tmp_path):
                            content_type="application/sdp")
             plain = await until(carrier, ResponseReceived, final="INVITE")
             assert plain.response.status_code == 488
+
+            # --- the carrier's address over mutual TLS, but a certificate of another name (a phone's): 403
+            impostor = SipEndpoint("127.0.0.1", 0, tcp=False, user="impostor")
+            await impostor.start()
+            try:
+                await enable_tls(impostor, client=TlsSettings(client_context(pki.ca, cert=pki.client_cert,
+                                                                             key=pki.client_key)))
+                impostor.invite(f"sips:{DIALED}@127.0.0.1:{tls_port}", from_="<sips:+4930999@carrier.test>",
+                                body=bytes(offer), content_type="application/sdp")
+                wrong = await until(impostor, ResponseReceived, final="INVITE")
+                assert wrong.response.status_code == 403
+                assert wrong.response.reason == "Forbidden (certificate is not carrier.test)"
+            finally:
+                await impostor.stop()
 
             # --- out through the trunk: sips: over TLS (engine's client certificate checked), SRTP offer
             out = centre.legs.dial_trunk("carrier", "+4930111222", call_id="out-1", tenant="default",
