@@ -161,6 +161,10 @@ class CallCentre:
         self.credentials: dict[str, str] = {}
         self.recorder: Any = None
         self.legs = Legs(self)
+        from engine.mediasec import MediaSecurity
+
+        self.mediasec = MediaSecurity(self)
+        """Per-trunk TLS and SDES-SRTP of TLS legs (engine/mediasec.py)."""
         self.dial_policy: Any = None  # toll-fraud guard for trunk legs (engine/tollfraud.py), set in start()
         """Every leg the engine places (engine/legs.py): agent offers, transfers, consults, dial-outs."""
         self.dial_policy: DialPolicy | None = None
@@ -236,6 +240,7 @@ class CallCentre:
                                  server=server_context(res(lst.tls_cert), res(lst.tls_key),
                                                       res(lst.tls_client_ca) if lst.tls_client_ca else None),
                                  client=TlsSettings(client_context(res(lst.tls_ca) if lst.tls_ca else None)))
+        self.mediasec.install()  # TLS trunks: their own CA, name and client certificate
         m = cfg.media
         self.media = MediaEngine(MediaConfig(host=m.host, port_range=(m.rtp_port_min, m.rtp_port_max),
                                              rtp_timeout_s=float(m.rtp_timeout_s),
@@ -260,6 +265,10 @@ class CallCentre:
         engine.add_counter("registrations", self.registration_count)
         engine.add_counter("legs", lambda: len(self.media.legs) if self.media else 0)
         engine.add_counter("calls", lambda: len(self.calls))
+        # Media clock health (media/clock.py), e.g. under a SIP flood (issue 12).
+        engine.add_counter("media_late_ticks", lambda: self.media.clock.late_ticks if self.media and self.media.clock else 0)
+        engine.add_counter("media_skipped_ticks",
+                           lambda: self.media.clock.skipped_ticks if self.media and self.media.clock else 0)
         engine.add_snapshot("agents", self._snapshot_agents)
         engine.add_snapshot("calls", self._snapshot_calls)
         engine.add_snapshot("queues", self._snapshot_queues)
@@ -495,7 +504,8 @@ class CallCentre:
             return
         try:
             offer = SessionDescription.parse(ev.request.body)
-            answer, neg = leg.sdp.answer(offer, media.legs[leg.leg_id].local_port)
+            answer, neg = self.mediasec.reanswer(leg.leg_id, ev.transport, leg.sdp, offer,
+                                                 media.legs[leg.leg_id].local_port)
             media.update_leg(leg.leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
                              codec=neg.codec, payload_types=sdp_payload_types(offer))
         except Exception as exc:
@@ -536,6 +546,12 @@ class CallCentre:
             log.warning("INVITE from %s:%d: not a configured trunk", *ev.source)
             ep.respond(ev.transaction, 403, "Forbidden (not a trunk)")
             self.defence.not_a_trunk(ev.source)
+            return
+        refusal = self.mediasec.admit_trunk_invite(trunk, ev)  # TLS trunks (engine/mediasec.py)
+        if refusal is not None:
+            log.warning("INVITE from %s:%d over %s refused for trunk %s: %s", *ev.source, ev.transport,
+                        trunk.name, refusal)
+            ep.respond(ev.transaction, 403, f"Forbidden ({refusal})")
             return
         dialed = getattr(req.uri, "user", None) or ""
         caller_number = getattr(req.from_.uri, "user", None) or ""
@@ -598,7 +614,7 @@ class CallCentre:
             ep.respond(ev.transaction, 488, "Not Acceptable Here")
             return None
         try:
-            answer, neg = sdp.answer(offer, leg.local_port)
+            answer, neg = self.mediasec.answer(leg_id, trunk.srtp_mode, ev.transport, sdp, offer, leg.local_port)
             self.media.update_leg(leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
                                   codec=neg.codec)
         except (NoCommonCodecError, SdpError, Exception) as exc:

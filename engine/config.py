@@ -210,6 +210,10 @@ class EngineSection:
     time_zone: str = opt("UTC", check=_check_zone, doc="IANA zone for business hours and reports")
 
 
+SRTP_MODES = ("required", "optional", "off")
+"""SDES-SRTP modes of trunks and TLS phones (engine/mediasec.py, docs/security.md)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SipListener:
     transport: str = opt(choices=("udp", "tcp", "tls"))
@@ -256,6 +260,10 @@ class SipSection:
     registration_min_expires_s: int = opt(60, min=1, max=86400)
     registration_max_expires_s: int = opt(3600, min=1, max=86400)
     abuse: SipAbuse = _factory(SipAbuse)
+    phone_srtp: str = opt("optional", choices=SRTP_MODES,
+                          doc="SRTP (SDES) towards phones registered over TLS: 'required' offers RTP/SAVP only, "
+                              "'optional' offers RTP/AVP with a=crypto (RFC 8643), 'off' plain RTP; "
+                              "phones on UDP/TCP always get plain RTP (docs/security.md)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -422,8 +430,19 @@ class Agent:
 class Trunk:
     name: str = opt(key=True)
     host: str = opt()
-    port: int = opt(5060, min=1, max=65535)
-    transport: str = opt("udp", choices=("udp", "tcp"))
+    port: int = opt(0, min=0, max=65535, doc="0: 5061 for transport 'tls', else 5060")
+    transport: str = opt("udp", choices=("udp", "tcp", "tls"),
+                         doc="'tls': SIP over TLS both ways (RFC 3261 §26), sips: URIs, SDES-SRTP per `srtp`")
+    tls_ca: str = opt("", doc="transport 'tls': CA bundle the carrier's server certificate must chain to "
+                              "(empty: the system's)")
+    tls_verify_name: str = opt("", doc="transport 'tls': name the carrier's certificate must carry (empty: "
+                                       "host); also required of its client certificate when a TLS listener "
+                                       "has tls_client_ca")
+    tls_cert: str = opt("", doc="transport 'tls': our client certificate (chain) for carriers that ask for one")
+    tls_key: str = opt("", doc="transport 'tls': private key of tls_cert")
+    srtp: str = opt("optional", choices=SRTP_MODES,
+                    doc="SDES-SRTP on this trunk's calls (RFC 4568): 'required' (plain offers get 488), "
+                        "'optional', 'off'; only with transport 'tls' (keys never travel in clear)")
     username: str = opt("", doc="digest user for outbound calls and registration")
     password: str = opt("", doc="digest password (plain: needed to answer challenges)")
     accept_networks: tuple[str, ...] = opt((), check=_each(_check_network),
@@ -432,6 +451,16 @@ class Trunk:
     dialed_numbers: tuple[str, ...] = opt((), check=_each(_check_number_pattern))
     max_channels: int = opt(0, min=0, max=100000, doc="0: unlimited")
     tenant: str = opt(DEFAULT_TENANT)
+
+    @property
+    def sip_port(self) -> int:
+        """``port``, or the transport's default (5061 for TLS, RFC 3261 §26.2.2; else 5060)."""
+        return self.port or (5061 if self.transport == "tls" else 5060)
+
+    @property
+    def srtp_mode(self) -> str:
+        """``srtp`` in effect: always ``"off"`` unless the trunk runs over TLS (RFC 4568 §8.3)."""
+        return self.srtp if self.transport == "tls" else "off"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -926,6 +955,7 @@ def _check_references(cfg: Config, raw: dict[str, Any], errors: _Errors) -> None
             _check_supervisor_extension(cfg, errors, p, u)
     for name, t in cfg.trunks.items():
         tenant_ok(("trunks", name), t.tenant)
+        _check_trunk_tls(cfg, ("trunks", name), t, errors)
     for name, h in cfg.hours.items():
         p = ("hours", name)
         tenant_ok(p, h.tenant)
@@ -1049,6 +1079,23 @@ def _check_listener_tls(cfg: Config, p: Path, lst: Any, errors: _Errors, tls_tra
         errors.add(p + ("tls_client_ca",), "'tls_client_ca' needs 'tls_cert' and 'tls_key'")
     for key in ("tls_cert", "tls_key", "tls_client_ca", "tls_ca"):
         value = getattr(lst, key, "")
+        if value and not os.path.isfile(cfg.resolve_path(value)):
+            errors.add(p + (key,), f"no such file: {cfg.resolve_path(value)}")
+
+
+def _check_trunk_tls(cfg: Config, p: Path, t: Any, errors: _Errors) -> None:
+    # Per-trunk TLS (engine/mediasec.py): keys only on a TLS trunk, files exist.
+    if t.transport != "tls":
+        for key in ("tls_ca", "tls_verify_name", "tls_cert", "tls_key"):
+            if getattr(t, key):
+                errors.add(p + (key,), f"'{key}' needs transport = 'tls'")
+        if t.srtp == "required":
+            errors.add(p + ("srtp",), "srtp = 'required' needs transport = 'tls' (SDES keys never travel in clear)")
+        return
+    if bool(t.tls_cert) != bool(t.tls_key):
+        errors.add(p + ("tls_key" if t.tls_cert else "tls_cert",), "'tls_cert' and 'tls_key' go together")
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        value = getattr(t, key)
         if value and not os.path.isfile(cfg.resolve_path(value)):
             errors.add(p + (key,), f"no such file: {cfg.resolve_path(value)}")
 

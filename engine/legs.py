@@ -518,7 +518,8 @@ class Legs:
         self._invite(leg, binding.contact, dest=contact_destination(binding), transport=binding.transport,
                      from_=f"<sip:{caller_number or 'anonymous'}@{host}:{port}>",
                      to=f"<sip:{extension}@{cfg.sip.domain}>", auth=None,
-                     headers=[("X-Call-Id", call_id), *headers], ring_timeout_s=ring_timeout_s)
+                     headers=[("X-Call-Id", call_id), *headers], ring_timeout_s=ring_timeout_s,
+                     srtp=self.centre.mediasec.phone_mode(binding))
         return leg
 
     def dial_trunk(self, trunk: str, number: str, *, call_id: str, tenant: str,
@@ -574,15 +575,14 @@ class Legs:
             return leg
         from sip.auth import DigestClient
 
-        host = self._resolve(conf.host)
         ep = self.centre.endpoint
         lhost, lport = ep.address
-        transport = conf.transport.upper()
-        uri = f"sip:{number}@{conf.host}:{conf.port}" + (";transport=tcp" if transport == "TCP" else "")
-        self._invite(leg, uri, dest=(host, conf.port), transport=transport,
-                     from_=f"<sip:{caller or 'anonymous'}@{lhost}:{lport}>", to=f"<sip:{number}@{conf.host}>",
+        target = self.centre.mediasec.trunk_target(conf, number)  # sips: over TLS trunks (engine/mediasec.py)
+        scheme = target.uri.split(":", 1)[0]
+        self._invite(leg, target.uri, dest=target.dest, transport=target.transport,
+                     from_=f"<{scheme}:{caller or 'anonymous'}@{lhost}:{lport}>", to=f"<{scheme}:{number}@{conf.host}>",
                      auth=DigestClient(conf.username, conf.password) if conf.username else None,
-                     headers=list(headers), ring_timeout_s=ring_timeout_s)
+                     headers=list(headers), ring_timeout_s=ring_timeout_s, srtp=target.srtp)
         return leg
 
     def _resolve(self, host: str) -> str:
@@ -597,7 +597,7 @@ class Legs:
         return self._resolved[host]
 
     def _invite(self, leg: OutgoingLeg, uri: str, *, dest: tuple[str, int], transport: str, from_: str, to: str,
-                auth: Any, headers: list[tuple[str, str]], ring_timeout_s: float | None) -> None:
+                auth: Any, headers: list[tuple[str, str]], ring_timeout_s: float | None, srtp: str = "off") -> None:
         centre = self.centre
         media, ep = centre.media, centre.endpoint
         leg.sdp = SdpSession(centre.config.media.host, int(time.time()) * 1000 + self._session_seq)
@@ -607,7 +607,7 @@ class Legs:
             leg._fail(LegOutcome.CONGESTION, 0, f"no media leg: {exc}", soon=True)
             return
         leg.media_open = True
-        offer = leg.sdp.offer(mleg.local_port)
+        offer = centre.mediasec.offer(leg.leg_id, srtp if transport == "TLS" else "off", leg.sdp, mleg.local_port)
         try:
             txn = ep.invite(uri, dest=dest, transport=transport, from_=from_, to=to, headers=headers,
                             body=bytes(offer), content_type="application/sdp", auth=auth)
@@ -728,7 +728,7 @@ class Legs:
         media = self.centre.media
         try:
             sd = SessionDescription.parse(body)
-            neg = leg.sdp.process_answer(sd)  # type: ignore[union-attr]
+            neg = self.centre.mediasec.accept(leg.leg_id, leg.sdp, sd)  # SDES-SRTP (engine/mediasec.py)
             media.update_leg(leg.leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
                              codec=neg.codec, payload_types=sdp_payload_types(sd))
         except Exception as exc:
@@ -770,7 +770,8 @@ class Legs:
             return
         try:
             offer = SessionDescription.parse(ev.request.body)
-            answer, neg = leg.sdp.answer(offer, media.legs[leg.leg_id].local_port)  # type: ignore[union-attr]
+            answer, neg = self.centre.mediasec.reanswer(leg.leg_id, ev.transport, leg.sdp,  # type: ignore[arg-type]
+                                                        offer, media.legs[leg.leg_id].local_port)
             media.update_leg(leg.leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address else None,
                              codec=neg.codec, payload_types=sdp_payload_types(offer), direction=neg.direction)
         except Exception as exc:

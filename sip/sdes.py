@@ -19,7 +19,9 @@ negotiates codecs for ``RTP/AVP`` only, so the functions here wrap it:
 our crypto line; :func:`secure_answer` strips the peer's offer to plain
 ``RTP/AVP`` for :meth:`SdpSession.answer`, chooses the first acceptable
 crypto line and puts ours (same tag, fresh key) into the answer;
-:func:`accept_answer` reads the peer's answer to our offer.  Each returns
+:func:`accept_answer` reads the peer's answer to our offer.
+:func:`opportunistic_offer` is RFC 8643's "best effort" variant: an
+``RTP/AVP`` offer with a crypto line, encrypted when the peer answers one.  Each returns
 :class:`SrtpKeys`: the suite and the two master keys (ours for sending, the
 peer's for receiving), ready for :mod:`media.srtp`.
 
@@ -136,37 +138,81 @@ def secure_offer(session: SdpSession, rtp_port: int, *, crypto: CryptoAttribute 
     return _with_media(plain, 0, SAVP, crypto), crypto
 
 
+def opportunistic_offer(session: SdpSession, rtp_port: int, *, crypto: CryptoAttribute | None = None,
+                        direction: str = "sendrecv") -> tuple[SessionDescription, CryptoAttribute]:
+    """An ``RTP/AVP`` offer that also carries our crypto line (RFC 8643, opportunistic SRTP).
+
+    A peer that knows SDES answers with its own crypto line and both sides
+    encrypt; a peer that does not ignores the attribute and the call runs on
+    plain RTP (read the answer with ``accept_answer(..., opportunistic=True)``).
+    """
+    crypto = crypto or new_crypto()
+    plain = session.offer(rtp_port, direction=direction)
+    return _with_media(plain, 0, AVP, crypto), crypto
+
+
 def secure_answer(session: SdpSession, offer: SessionDescription, rtp_port: int, *,
                   direction: str = "sendrecv", random_bytes: Callable[[int], bytes] = os.urandom,
-                  ) -> tuple[SessionDescription, NegotiatedMedia, SrtpKeys]:
+                  opportunistic: bool = False) -> tuple[SessionDescription, NegotiatedMedia, SrtpKeys]:
     """Answer an ``RTP/SAVP`` offer (RFC 4568 §7.1.2).
+
+    With ``opportunistic``, an ``RTP/AVP`` stream with a usable crypto line
+    (RFC 8643) is accepted too and answered in its own profile.
 
     Raises:
         NoCommonCodecError: no ``RTP/SAVP`` audio stream, or no usable crypto
             line (answer 488), or no common codec.
         SdpError: a malformed crypto line.
     """
-    index = next((i for i, m in enumerate(offer.media) if m.media == "audio" and m.port and m.proto == SAVP), None)
+    protos = (SAVP, AVP) if opportunistic else (SAVP,)
+    index = next((i for i, m in enumerate(offer.media) if m.media == "audio" and m.port and m.proto in protos), None)
     if index is None:
         raise NoCommonCodecError("no RTP/SAVP audio stream in the offer (SRTP required)")
     chosen = next((c for c in crypto_lines(offer, index) if c.usable), None)
     if chosen is None:
         raise NoCommonCodecError(f"no usable a=crypto line (we support {', '.join(SUITES)} without MKI)")
+    proto = offer.media[index].proto
     plain_offer = _with_media(offer, index, AVP, None)
     answer, neg = session.answer(plain_offer, rtp_port, direction=direction)
     ours = new_crypto(chosen.tag, chosen.suite, random_bytes)
-    return _with_media(answer, index, SAVP, ours), neg, SrtpKeys(chosen.suite, ours.key, chosen.key)
+    return _with_media(answer, index, proto, ours), neg, SrtpKeys(chosen.suite, ours.key, chosen.key)
 
 
-def accept_answer(session: SdpSession, answer: SessionDescription,
-                  offered: CryptoAttribute) -> tuple[NegotiatedMedia, SrtpKeys]:
-    """Read the answer to our :func:`secure_offer`.
+def offers_crypto(offer: SessionDescription) -> tuple[str, bool] | None:
+    """(profile, has a usable crypto line) of the offer's first live audio stream; None without one.
+
+    Malformed crypto lines count as unusable here (the answer path raises on them).
+    """
+    for i, m in enumerate(offer.media):
+        if m.media == "audio" and m.port:
+            usable = False
+            for value in m.attribute_values("crypto"):
+                try:
+                    usable = usable or CryptoAttribute.parse(value).usable
+                except SdpError:
+                    continue
+            return m.proto, usable
+    return None
+
+
+def accept_answer(session: SdpSession, answer: SessionDescription, offered: CryptoAttribute, *,
+                  opportunistic: bool = False) -> tuple[NegotiatedMedia, SrtpKeys | None]:
+    """Read the answer to our :func:`secure_offer` (or :func:`opportunistic_offer`).
+
+    Returns:
+        The negotiated media and the keys; with ``opportunistic``, keys None
+        when the peer answered plain ``RTP/AVP`` without our tag (plain RTP).
 
     Raises:
         NoCommonCodecError: the answer is not ``RTP/SAVP`` or names no crypto
             line with our tag and suite (RFC 4568 §7.1.3).
     """
-    if not answer.media or answer.media[0].proto != SAVP:
+    proto = answer.media[0].proto if answer.media else ""
+    if opportunistic and proto == AVP:
+        theirs = next((c for c in crypto_lines(answer) if c.tag == offered.tag), None)
+        if theirs is None:
+            return session.process_answer(answer), None
+    elif proto != SAVP:
         raise NoCommonCodecError("the answer dropped SRTP (not RTP/SAVP)")
     theirs = next((c for c in crypto_lines(answer) if c.tag == offered.tag), None)
     if theirs is None or theirs.suite != offered.suite or not theirs.usable:

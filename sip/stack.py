@@ -142,6 +142,8 @@ class SipStack:
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
         self.user = user
         self.contact = ""
+        self.tls_contact = ""
+        """``<sips:user@host:port>`` of our TLS listener (set by :func:`sip.tls.enable_tls`)."""
         self.bind(local_addr)
         self._extra_headers: tuple[tuple[str, str], ...] = (
             (("User-Agent", user_agent),) if user_agent else ())
@@ -153,6 +155,17 @@ class SipStack:
         self.local_addr = local_addr
         host, port = local_addr
         self.contact = f"<sip:{self.user}@{host}:{port}>"
+
+    def contact_for(self, transport: str) -> str:
+        """Our Contact for a message over ``transport``: ``sips:`` over TLS when a TLS listener is set.
+
+        RFC 3261 §8.1.1.8 / §12.1.1 and RFC 5630 §4.1: a dialog set up over
+        TLS gets a SIPS Contact, so the peer's in-dialog requests come back
+        over TLS and never in the clear.
+        """
+        if transport == "TLS" and self.tls_contact:
+            return self.tls_contact
+        return self.contact
 
     # ================================================================ sans-IO
     def receive_datagram(self, data: bytes, addr: Address, now: float, transport: str = "UDP") -> None:
@@ -422,7 +435,7 @@ class SipStack:
         extra = list(self._extra_headers)
         dialog: Dialog | None = None
         if method == "INVITE" and 100 < status < 300:
-            extra.append(("Contact", self.contact))
+            extra.append(("Contact", self.contact_for(txn.transport)))
         extra.extend(headers)
         resp = make_response(req, status, reason, to_tag=txn.to_tag, headers=extra, body=body,
                              content_type=content_type)
@@ -455,7 +468,8 @@ class SipStack:
             local_party=f"{req.headers.get('To')};tag={txn.to_tag}",
             remote_party=req.headers.get("From") or "", local_seq=0, remote_seq=req.cseq[0],
             remote_target=remote_target, route_set=req.headers.get_all("Record-Route"),
-            peer=txn.source, transport=txn.transport, local_contact=self.contact, tenant=self.tenant)
+            peer=txn.source, transport=txn.transport, local_contact=self.contact_for(txn.transport),
+            tenant=self.tenant)
         dialog.invite_seq = req.cseq[0]
         dialog.server_invite = txn  # pending until its final response
         self._dialogs[dialog.id] = dialog
@@ -529,7 +543,8 @@ class SipStack:
         from_value = f"{from_ or self.contact};tag={self.new_tag()}"
         req = make_request(method, uri, via=self._via("UDP", "z9hG4bK-unset"), from_=from_value,
                            to=to or f"<{uri}>", call_id=call_id or self.new_call_id(), cseq=cseq,
-                           contact=self.contact if method in ("INVITE", "SUBSCRIBE", "REFER") else None,
+                           contact=self.contact_for("TLS" if transport == "TLS" or uri[:5].lower() == "sips:"
+                                                    else "") if method in ("INVITE", "SUBSCRIBE", "REFER") else None,
                            headers=list(self._extra_headers) + list(headers), body=body,
                            content_type=content_type)
         return self.send_request(req, now, dest=dest, transport=transport, auth=auth)
@@ -759,7 +774,8 @@ class SipStack:
                             remote_party=resp.headers.get("To") or "", local_seq=cseq, remote_seq=0,
                             remote_target=remote_target,
                             route_set=list(reversed(resp.headers.get_all("Record-Route"))),
-                            peer=peer, transport=transport, local_contact=self.contact, tenant=self.tenant)
+                            peer=peer, transport=transport, local_contact=self.contact_for(transport),
+                            tenant=self.tenant)
             dialog.invite_seq = cseq
             dialog.auth = txn.auth
             self._dialogs[did] = dialog

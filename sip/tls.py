@@ -27,8 +27,13 @@ came on, §18.2.2).  What this module adds:
 an in-dialog target in the ``sips`` scheme is only ever sent over TLS.  A
 certificate that fails the checks makes the connect fail: the transaction
 gets a transport error (§17.1.4: the TU sees a 503/timeout), nothing is sent
-in the clear.  The stack does not (yet) rewrite its own Contact to ``sips:``
-(see docs/security.md).
+in the clear.  Once a TLS listener is enabled, the stack's Contact in
+dialogs over TLS is ``sips:`` at that listener (RFC 3261 §12.1.1, RFC 5630
+§4.1), so the peer's in-dialog requests also come back over TLS.  A
+connection never falls back to plain TCP: a TLS send without client
+settings fails like a failed handshake.  :func:`peer_certificate` and
+:func:`certificate_names` give the application the identity a TLS client
+proved (mutual TLS), e.g. to tie a trunk to its certificate (RFC 5922 §7).
 """
 from __future__ import annotations
 
@@ -93,10 +98,39 @@ class TlsSettings:
     """A :func:`client_context` (certificate checks on)."""
     server_names: dict[Address, str] = field(default_factory=dict)
     """Name to verify per destination address (a trunk's host name)."""
+    contexts: dict[Address, ssl.SSLContext] = field(default_factory=dict)
+    """A context of its own per destination (a trunk's CA bundle and client certificate)."""
 
     def connect_args(self, addr: Address) -> dict[str, Any]:
         """Keyword arguments for ``loop.create_connection`` to ``addr``."""
-        return {"ssl": self.context, "server_hostname": self.server_names.get(addr, addr[0])}
+        return {"ssl": self.contexts.get(addr, self.context), "server_hostname": self.server_names.get(addr, addr[0])}
+
+
+def peer_certificate(transport: SipTransport, addr: Address) -> dict[str, Any] | None:
+    """The verified certificate the peer at ``addr`` presented on its TLS connection, or None.
+
+    None for a connection that is not TLS, for a client that sent no
+    certificate (the listener has no ``client_ca``), and once the connection
+    is gone.  The dict is :meth:`ssl.SSLSocket.getpeercert`'s.
+    """
+    conn = transport._tcp_conns.get(addr)
+    if conn is None or conn.name != "TLS" or conn.transport is None:
+        return None
+    cert = conn.transport.get_extra_info("peercert")
+    return cert or None
+
+
+def certificate_names(cert: dict[str, Any]) -> set[str]:
+    """DNS names and IP addresses of a certificate's subjectAltName (RFC 5922 §7.1), lower-cased.
+
+    RFC 5922 §7.1: the identities are the subjectAltName entries; the
+    subject CN is consulted only when there is no subjectAltName at all.
+    """
+    names = {value.lower().strip() for kind, value in cert.get("subjectAltName", ()) if kind in ("DNS", "IP Address")}
+    if not names:
+        for rdn in cert.get("subject", ()):
+            names.update(value.lower() for key, value in rdn if key == "commonName")
+    return names
 
 
 class _TlsProtocol(_TcpProtocol):
@@ -140,4 +174,10 @@ async def enable_tls(endpoint: Any, *, server: ssl.SSLContext | None = None,
         tr.tls = client
     if server is None:
         return None
-    return await listen_tls(tr, server, host or endpoint.host, port)
+    addr = await listen_tls(tr, server, host or endpoint.host, port)
+    # RFC 3261 §12.1.1 / RFC 5630 §4.1: dialogs over TLS get a sips: Contact at this listener.
+    stack = endpoint.stack
+    contact_host = addr[0] if addr[0] not in ("0.0.0.0", "::") else stack.local_addr[0]
+    contact_host = f"[{contact_host}]" if ":" in contact_host else contact_host
+    stack.tls_contact = f"<sips:{stack.user}@{contact_host}:{addr[1]}>"
+    return addr

@@ -305,7 +305,9 @@ class SipTransport:
                 udp.sendto(data, addr)
             else:
                 conn = self._tcp_conns.get(addr)
-                if conn is None or conn.closed:
+                # RFC 3261 §26.2.1: a TLS message never leaves over a plain TCP
+                # connection that happens to go to the same address.
+                if conn is None or conn.closed or (transport == "TLS" and conn.name != "TLS"):
                     conn = self._connect(addr, transport)
                 conn.write(data)
 
@@ -316,13 +318,13 @@ class SipTransport:
         tls: dict[str, Any] = {}
         if transport == "TLS":  # RFC 3261 §26.3.1: server certificate checked (sip/tls.py)
             proto.name = "TLS"
-            if self.tls is None:
-                logger.error("no TLS client settings to connect to %s:%d", *addr)
-            else:
+            if self.tls is not None:
                 tls = self.tls.connect_args(addr)
 
         async def connect() -> None:
             try:
+                if proto.name == "TLS" and not tls:  # never fall back to plain TCP
+                    raise OSError("no TLS client settings for this transport")
                 await self.loop.create_connection(lambda: proto, addr[0], addr[1], **tls)
             except OSError as exc:  # ssl.SSLError (a failed certificate check) is an OSError
                 logger.warning("%s connect to %s:%d failed: %s", proto.name, addr[0], addr[1], exc)

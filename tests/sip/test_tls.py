@@ -151,3 +151,39 @@ def test_mutual_tls_requires_a_client_certificate(pki):
             for ep in (anonymous, known, b):
                 await ep.stop()
     run(scenario())
+
+
+def test_no_plain_tcp_fallback_and_sips_contact_on_tls_dialogs(pki):
+    """A TLS send without client settings, or to an address we hold a plain TCP
+    connection to, never goes out in clear; dialogs over TLS carry a sips: Contact
+    at the TLS listener (RFC 3261 §12.1.1, RFC 5630 §4.1), others keep sip:."""
+    async def scenario():
+        from sip.tls import certificate_names, peer_certificate
+
+        b, _, addr = await server(pki, client_ca=pki.ca)
+        plain = SipEndpoint("127.0.0.1", 0, tcp=True, user="carol")
+        await plain.start()
+        bare = SipEndpoint("127.0.0.1", 0, tcp=True, user="dave")  # no TLS settings at all
+        await bare.start()
+        a = await client(pki.ca, cert=pki.client_cert, key=pki.client_key, server_names={addr: "sip.test"})
+        try:
+            bare.request("OPTIONS", f"sips:carol@127.0.0.1:{plain.address[1]}", from_="<sips:dave@sip.test>")
+            ev = await final(bare)
+            assert isinstance(ev, TransactionTimedOut) and ev.reason == "transport error", ev
+            with pytest.raises((TimeoutError, asyncio.TimeoutError)):
+                await plain.next_event(0.3)  # nothing reached the plain TCP listener
+            assert b.stack.tls_contact == f"<sips:bob@127.0.0.1:{addr[1]}>"
+            a.invite(f"sips:bob@127.0.0.1:{addr[1]}", from_="<sips:alice@sip.test>", body=SDP,
+                     content_type="application/sdp")
+            inv = await until(b, RequestReceived)
+            assert inv.request.headers.get("Contact").startswith("<sip:alice@")  # a has no TLS listener
+            cert = peer_certificate(b.transport, inv.source)
+            assert cert is not None and "phone.test" in certificate_names(cert)  # mutual TLS identity
+            b.respond(inv.transaction, 200, body=SDP, content_type="application/sdp")
+            resp = await final(a)
+            assert resp.response.headers.get("Contact") == b.stack.tls_contact
+            assert b.stack.contact_for("UDP").startswith("<sip:bob@")
+        finally:
+            for ep in (a, bare, plain, b):
+                await ep.stop()
+    run(scenario())

@@ -1,0 +1,258 @@
+"""A TLS trunk end to end through a running engine (issue 12, per-trunk TLS + SDES-SRTP).
+
+The carrier is one of our own endpoints with a TLS listener (mutual TLS both
+ways, certificates from a test CA made by the openssl CLI); the agent's phone
+registers over the engine's TLS listener.  A call from the carrier runs
+SRTP (``RTP/SAVP``, trunk ``srtp = "required"``) into the engine and SRTP
+(opportunistic ``RTP/AVP`` + ``a=crypto``, ``[sip] phone_srtp = "optional"``)
+out to the phone; each end's tone is found by Goertzel in what the other end
+decrypted.  Then: an INVITE from the carrier's address over UDP gets 403,
+a plain offer over TLS gets 488, a client certificate without the trunk's
+name gets 403, and a call out through the trunk leaves as
+``sips:`` over TLS with an SRTP offer."""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+from conftest_callctl import InProcessEngine, goertzel_power
+from conftest_inbound import AGENT_PASSWORDS, DIALED, DOMAIN, free_port
+from engine.legs import LegOutcome
+from media.engine import MediaConfig, MediaEngine
+from media.player import ArraySource
+from sip.auth import DigestClient
+from sip.events import RequestReceived, ResponseReceived, TransactionTimedOut
+from sip.sdes import accept_answer, secure_answer, secure_offer
+from sip.sdp import SdpSession, SessionDescription
+from sip.tls import TlsSettings, client_context, enable_tls, server_context
+from sip.useragent import SipEndpoint
+
+pytestmark = pytest.mark.interop
+
+if "tls_certs" not in sys.modules:  # the PKI helper beside the SIP TLS tests
+    _spec = importlib.util.spec_from_file_location(
+        "tls_certs", pathlib.Path(__file__).resolve().parents[1] / "sip" / "tls_certs.py")
+    sys.modules["tls_certs"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["tls_certs"])  # type: ignore[union-attr]
+tls_certs = sys.modules["tls_certs"]
+
+CARRIER_HZ, AGENT_HZ = 697.0, 1209.0
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+
+    def write_frame(self, frame: np.ndarray) -> None:
+        self.frames.append(frame[0].copy())
+
+    def close(self) -> None:
+        pass
+
+    def heard_frames(self) -> int:
+        return sum(1 for f in self.frames if f.any())
+
+    def heard(self) -> np.ndarray:
+        """The frames that carried sound (the far end's audio starts after some silence)."""
+        frames = [f for f in self.frames if f.any()]
+        return np.concatenate(frames) if frames else np.zeros(0, np.int16)
+
+
+def tone(hz: float, seconds: float) -> np.ndarray:
+    n = np.arange(int(8000 * seconds))
+    return np.round(8000 * np.sin(2 * np.pi * hz * n / 8000.0)).astype(np.int16)
+
+
+async def until(ep: SipEndpoint, cls: type, timeout: float = 5.0, final: str = ""):
+    """The next ``cls`` event; with ``final``, the next final response to a ``final`` request."""
+    while True:
+        ev = await ep.next_event(timeout)
+        if isinstance(ev, cls):
+            if final and (ev.response.status_code < 200 or ev.response.cseq[1] != final):
+                continue
+            return ev
+
+
+def play_and_record(media: MediaEngine, leg: str, hz: float) -> Sink:
+    sink = Sink()
+    media.create_room("r")
+    media.join("r", leg)
+    media.record("r", "rec", sink, [[leg]])
+    media.play(ArraySource(tone(hz, 10.0)), leg_id=leg)
+    return sink
+
+
+def test_tls_trunk_call_with_srtp_to_an_agent_on_tls(tmp_path):
+    d = tmp_path / "pki"
+    pki = tls_certs.make_pki(d)
+    tls_certs._leaf(d, "carrier", "ca", "DNS:carrier.test,IP:127.0.0.1", "serverAuth,clientAuth")
+    carrier_cert, carrier_key = str(d / "carrier.pem"), str(d / "carrier.key")
+    tls_port = free_port()
+
+    async def scenario():
+        carrier = SipEndpoint("127.0.0.1", 0, tcp=False, user="carrier")
+        phone = SipEndpoint("127.0.0.1", 0, tcp=False, user="2001")
+        media_c = MediaEngine(MediaConfig(port_range=None, rtcp_interval_s=1))
+        media_p = MediaEngine(MediaConfig(port_range=None, rtcp_interval_s=1))
+        eng = None
+        try:
+            await carrier.start()
+            await phone.start()
+            carrier_tls = await enable_tls(
+                carrier, server=server_context(carrier_cert, carrier_key, client_ca=pki.ca),
+                client=TlsSettings(client_context(pki.ca, cert=carrier_cert, key=carrier_key),
+                                   {("127.0.0.1", tls_port): "sip.test"}))
+            await enable_tls(phone, client=TlsSettings(client_context(pki.ca, cert=pki.client_cert,
+                                                                      key=pki.client_key)))
+            eng = InProcessEngine(tmp_path)
+            text = eng.text.replace(
+                f'{{ transport = "tcp", host = "127.0.0.1", port = {eng.sip_port} }},',
+                f'{{ transport = "tcp", host = "127.0.0.1", port = {eng.sip_port} }},\n'
+                f'  {{ transport = "tls", host = "127.0.0.1", port = {tls_port}, tls_cert = "{pki.server_cert}", '
+                f'tls_key = "{pki.server_key}", tls_client_ca = "{pki.ca}" }},', 1)
+            text = text.replace(
+                '[trunks.carrier]\nhost = "127.0.0.1"\n',
+                f'[trunks.carrier]\nhost = "127.0.0.1"\ntransport = "tls"\nport = {carrier_tls[1]}\n'
+                f'tls_ca = "{pki.ca}"\ntls_verify_name = "carrier.test"\ntls_cert = "{pki.client_cert}"\n'
+                f'tls_key = "{pki.client_key}"\nsrtp = "required"\n', 1)
+            assert 'transport = "tls"\nport' in text and "tls_client_ca" in text
+            eng.text = text
+            await eng.start()
+            centre = eng.centre
+            await centre.login("1001", AGENT_PASSWORDS["1001"], "2001")
+            aor = f"<sip:2001@{DOMAIN}>"
+            phone.request("REGISTER", f"sip:{DOMAIN}", from_=aor, to=aor, dest=("127.0.0.1", tls_port),
+                          transport="TLS", auth=DigestClient("2001", AGENT_PASSWORDS["1001"]),
+                          headers=[("Contact", f"<sip:2001@127.0.0.1:{phone.address[1]};transport=tls>")])
+            reg = await until(phone, ResponseReceived, final="REGISTER")
+            assert reg.response.status_code == 200
+            centre.set_ready(centre.agent("1001"))
+
+            # --- the carrier calls in over TLS with an RTP/SAVP offer
+            await media_c.start()
+            await media_p.start()
+            leg_c = media_c.create_leg("c", call_id="tls-trunk")
+            sdp_c = SdpSession("127.0.0.1", 1)
+            offer, crypto = secure_offer(sdp_c, leg_c.local_port)
+            carrier.invite(f"sips:{DIALED}@127.0.0.1:{tls_port}", from_="<sips:+4930999@carrier.test>",
+                           body=bytes(offer), content_type="application/sdp")
+
+            # --- the engine offers the call to the phone over its TLS connection, with SDES
+            inv = await until(phone, RequestReceived)
+            assert inv.request.method == "INVITE" and inv.transport == "TLS"
+            assert inv.request.headers.get("Contact").startswith("<sips:"), inv.request.headers.get("Contact")
+            assert b"a=crypto:" in inv.request.body and b"RTP/AVP" in inv.request.body  # RFC 8643 offer
+            leg_p = media_p.create_leg("p", call_id="tls-trunk")
+            answer_p, neg_p, keys_p = secure_answer(SdpSession("127.0.0.1", 2),
+                                                    SessionDescription.parse(inv.request.body), leg_p.local_port,
+                                                    opportunistic=True)
+            media_p.set_srtp("p", keys_p.suite, keys_p.local_key, keys_p.remote_key)
+            media_p.update_leg("p", remote=(neg_p.remote_address, neg_p.remote_port), codec=neg_p.codec)
+            phone.respond(inv.transaction, 200, body=bytes(answer_p), content_type="application/sdp")
+
+            ok = await until(carrier, ResponseReceived, final="INVITE")
+            assert ok.response.status_code == 200, ok.response.status_code
+            assert ok.response.headers.get("Contact").startswith("<sips:"), ok.response.headers.get("Contact")
+            neg_c, keys_c = accept_answer(sdp_c, SessionDescription.parse(ok.response.body), crypto)
+            media_c.set_srtp("c", keys_c.suite, keys_c.local_key, keys_c.remote_key)
+            media_c.update_leg("c", remote=(neg_c.remote_address, neg_c.remote_port), codec=neg_c.codec)
+
+            sinks = {"c": play_and_record(media_c, "c", CARRIER_HZ), "p": play_and_record(media_p, "p", AGENT_HZ)}
+            for _ in range(150):  # 1 s of audio heard at each end (longer on a loaded machine)
+                await asyncio.sleep(0.1)
+                if min(sink.heard_frames() for sink in sinks.values()) >= 50:
+                    break
+            talk = {name: sink.heard() for name, sink in sinks.items()}  # what each end decrypted
+            (call,) = centre.calls.values()
+            for leg_id in (call.caller.leg_id, call.agent_leg.leg_id):
+                srtp = centre.media.srtp_leg(leg_id)
+                assert srtp is not None and srtp.unprotected >= 25 and srtp.protected >= 25, (leg_id, srtp.unprotected)
+                assert srtp.auth_failures == 0
+            for media, leg in ((media_c, "c"), (media_p, "p")):
+                assert media.srtp_leg(leg).unprotected >= 25
+            (dialog,) = carrier.stack.dialogs
+            carrier.bye(dialog)
+            await asyncio.sleep(0.3)
+
+            # --- the carrier's address, but not over TLS: refused before any routing
+            carrier.invite(f"sip:{DIALED}@127.0.0.1:{eng.sip_port}", from_="<sip:+4930999@carrier.test>",
+                           transport="UDP", body=bytes(sdp_c.offer(leg_c.local_port)),
+                           content_type="application/sdp")
+            refused = await until(carrier, ResponseReceived, final="INVITE")
+            assert refused.response.status_code == 403 and "TLS required" in refused.response.reason
+            # --- over TLS but a plain offer on an srtp = "required" trunk: 488
+            carrier.invite(f"sips:{DIALED}@127.0.0.1:{tls_port}", from_="<sips:+4930999@carrier.test>",
+                           body=bytes(SdpSession("127.0.0.1", 3).offer(leg_c.local_port)),
+                           content_type="application/sdp")
+            plain = await until(carrier, ResponseReceived, final="INVITE")
+            assert plain.response.status_code == 488
+
+            # --- the carrier's address over mutual TLS, but a certificate of another name (a phone's): 403
+            impostor = SipEndpoint("127.0.0.1", 0, tcp=False, user="impostor")
+            await impostor.start()
+            try:
+                await enable_tls(impostor, client=TlsSettings(client_context(pki.ca, cert=pki.client_cert,
+                                                                             key=pki.client_key)))
+                impostor.invite(f"sips:{DIALED}@127.0.0.1:{tls_port}", from_="<sips:+4930999@carrier.test>",
+                                body=bytes(offer), content_type="application/sdp")
+                wrong = await until(impostor, ResponseReceived, final="INVITE")
+                assert wrong.response.status_code == 403
+                assert wrong.response.reason == "Forbidden (certificate is not carrier.test)"
+            finally:
+                await impostor.stop()
+
+            # --- out through the trunk: sips: over TLS (engine's client certificate checked), SRTP offer
+            out = centre.legs.dial_trunk("carrier", "+4930111222", call_id="out-1", tenant="default",
+                                         ring_timeout_s=5)
+            got = await until(carrier, RequestReceived)
+            assert got.request.method == "INVITE" and got.transport == "TLS"
+            assert got.request.uri_text.startswith("sips:+4930111222@"), got.request.uri_text
+            assert b"RTP/SAVP" in got.request.body and b"a=crypto:" in got.request.body
+            carrier.respond(got.transaction, 486)
+            await asyncio.sleep(0.3)
+            assert out.outcome is LegOutcome.BUSY
+            return talk
+        finally:
+            for media in (media_c, media_p):
+                await media.stop()
+                media.close()
+            if eng is not None:
+                await eng.stop()
+            await phone.stop()
+            await carrier.stop()
+
+    talk = asyncio.run(asyncio.wait_for(scenario(), 90))
+    for name, own, other in (("c", CARRIER_HZ, AGENT_HZ), ("p", AGENT_HZ, CARRIER_HZ)):
+        pcm = talk[name]
+        assert len(pcm) >= 8000, (name, len(pcm))
+        window = pcm[len(pcm) // 2: len(pcm) // 2 + 4000]  # 0.5 s in the middle of the talk
+        heard_other, heard_own = goertzel_power(window, other), goertzel_power(window, own)
+        assert heard_other > 1e6, (name, heard_other)  # through two SRTP legs and the engine's mixer
+        assert heard_own < heard_other / 100, (name, heard_own, heard_other)
+
+
+def test_trunk_tls_config_is_checked(tmp_path):
+    from engine.config import ConfigError, parse_config
+
+    eng = InProcessEngine(tmp_path)
+    bad = eng.text.replace('[trunks.carrier]\nhost = "127.0.0.1"\n',
+                           '[trunks.carrier]\nhost = "127.0.0.1"\nsrtp = "required"\ntls_ca = "nope.pem"\n', 1)
+    with pytest.raises(ConfigError) as err:
+        parse_config(bad, str(tmp_path / "engine.toml"))
+    text = str(err.value)
+    assert "srtp = 'required' needs transport = 'tls'" in text and "'tls_ca' needs transport = 'tls'" in text
+    tls = eng.text.replace('[trunks.carrier]\nhost = "127.0.0.1"\n',
+                           '[trunks.carrier]\nhost = "127.0.0.1"\ntransport = "tls"\ntls_ca = "missing.pem"\n', 1)
+    with pytest.raises(ConfigError, match="no such file"):
+        parse_config(tls, str(tmp_path / "engine.toml"))
+    cfg = parse_config(eng.text.replace('[trunks.carrier]\nhost = "127.0.0.1"\n',
+                                        '[trunks.carrier]\nhost = "127.0.0.1"\ntransport = "tls"\n', 1),
+                       str(tmp_path / "engine.toml"))
+    trunk = cfg.trunks["carrier"]
+    assert (trunk.sip_port, trunk.srtp_mode) == (5061, "optional")
+    assert parse_config(eng.text, str(tmp_path / "engine.toml")).trunks["carrier"].srtp_mode == "off"
