@@ -465,8 +465,14 @@ class Via:
         return default
 
     def has_param(self, name: str) -> bool:
+        params = self.params
+        if name in params:
+            return True
         lname = name.lower()
-        return any(k.lower() == lname for k in self.params)
+        for key in params:  # a plain loop: a generator costs more than the scan
+            if key.lower() == lname:
+                return True
+        return False
 
     @property
     def branch(self) -> str | None:

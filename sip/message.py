@@ -56,7 +56,7 @@ from collections.abc import Iterable
 from typing import Union
 
 from sip.errors import LocalProtocolError, RemoteProtocolError
-from sip.grammar import is_token
+from sip.grammar import is_token, split_commas
 from sip.headers import (
     _HEADER_TABLE,
     _VIA_RE,
@@ -194,10 +194,19 @@ class Message:
     @property
     def via(self) -> list[Via]:
         """Every Via value, top first (parsed on first access, cached)."""
-        cache = self.headers._cache
+        h = self.headers
+        cache = h._cache
         value = cache.get("via")
         if value is None:
-            value = cache["via"] = [Via.parse(v) for v in self.headers.get_all("via")]
+            # Same values as h.get_all("via"), without the name lookup.
+            texts: list[str] = []
+            for k, _, v in h._items:
+                if k == "via":
+                    if "," in v:
+                        texts.extend(split_commas(v, "Via header"))
+                    else:
+                        texts.append(v)
+            value = cache["via"] = [Via.parse(v) for v in texts]
         return value  # type: ignore[return-value]
 
     @property
@@ -227,11 +236,17 @@ class Message:
 
     @property
     def from_tag(self) -> str | None:
-        return self.from_.tag
+        value = self.headers._cache.get("from")
+        if value is None:
+            value = self._name_addr("from", "From")
+        return value.tag  # type: ignore[attr-defined]
 
     @property
     def to_tag(self) -> str | None:
-        return self.to.tag
+        value = self.headers._cache.get("to")
+        if value is None:
+            value = self._name_addr("to", "To")
+        return value.tag  # type: ignore[attr-defined]
 
     def _name_addr_list(self, key: str, display: str) -> list[NameAddr]:
         cache = self.headers._cache
@@ -251,8 +266,13 @@ class Message:
     @property
     def contact_is_wildcard(self) -> bool:
         """True for ``Contact: *`` (REGISTER remove-all, RFC 3261 §10.2.2)."""
-        lines = self.headers.get_lines("contact")
-        return len(lines) == 1 and lines[0].strip() == "*"
+        first = None
+        for k, _, v in self.headers._items:
+            if k == "contact":
+                if first is not None:
+                    return False  # several lines
+                first = v
+        return first is not None and first.strip() == "*"
 
     @property
     def route(self) -> list[NameAddr]:
@@ -616,17 +636,20 @@ def parse_message(data: bytes | bytearray | memoryview, *, validate: bool = True
     if start_line.startswith("SIP/") or start_line[:4].upper() == "SIP/":
         code, reason = _parse_status_line(start_line)
         msg = Response.__new__(Response)
-        Message.__init__(msg, Headers(), b"")
         msg.status_code = code
         msg.reason = reason
         method = None
     else:
         method, uri = _parse_request_line(start_line)
         msg = Request.__new__(Request)
-        Message.__init__(msg, Headers(), b"")
         msg.method = method
         msg._uri_text = uri
         msg._uri = None
+    # What Message.__init__(msg, Headers(), b"") sets, without the calls.
+    headers = Headers.__new__(Headers)
+    headers._cache = {}
+    msg.headers = headers
+    msg.version = SIP_VERSION
 
     # -- header lines (RFC 3261 §7.3) --
     if "\r\n " in head or "\r\n\t" in head:
@@ -664,7 +687,6 @@ def parse_message(data: bytes | bytearray | memoryview, *, validate: bool = True
                 singles[key] = value
             elif key == "via":
                 has_via = True
-    headers = msg.headers
     headers._items = items
     headers._raw = data[line_end + 2 : head_end + 2] if line_end < head_end else b""
     msg._start = data[start : line_end + 2]
@@ -752,13 +774,21 @@ def make_response(
             items.append(item)
     if to_tag is not None and status_code != 100 and to_line is not None and request.to.tag is None:
         items[items.index(to_line)] = ("to", "To", f"{to_line[2]};tag={to_tag}")
+    # Extra lines are checked and named exactly as Headers.add/set would.
+    entry = Headers._entry
+    for name, value in headers:
+        items.append(entry(name, value))
+    if content_type is not None:
+        ct = entry("Content-Type", content_type)
+        for i, item in enumerate(items):
+            if item[0] == "content-type":  # Headers.set: one line, at the first's position
+                items[i : len(items)] = [ct] + [it for it in items[i + 1 :] if it[0] != "content-type"]
+                break
+        else:
+            items.append(ct)
     resp = Response(status_code, reason)
     resp.headers._items = items
-    for name, value in headers:
-        resp.headers.add(name, value)
-    if content_type is not None:
-        resp.headers.set("Content-Type", content_type)
-    resp.body = bytes(body)
+    resp.body = body if type(body) is bytes else bytes(body)
     return resp
 
 
@@ -909,10 +939,14 @@ def _error_response(data: bytes, error: RemoteProtocolError) -> Response | None:
     return resp
 
 
+_DEFAULT_SCHEMES = ("sip", "sips", "tel")
+_DEFAULT_SCHEME_SET = frozenset(_DEFAULT_SCHEMES)
+
+
 def check_request(
     request: Request,
     *,
-    schemes: Iterable[str] = ("sip", "sips", "tel"),
+    schemes: Iterable[str] = _DEFAULT_SCHEMES,
     extensions: Iterable[str] = (),
     content_types: Iterable[str] | None = ("application/sdp",),
 ) -> None:
@@ -928,17 +962,17 @@ def check_request(
         RemoteProtocolError: with status_hint 416, 420 or 415.
     """
     uri = request.uri
-    allowed_schemes = {s.lower() for s in schemes}
+    allowed_schemes = _DEFAULT_SCHEME_SET if schemes is _DEFAULT_SCHEMES else {s.lower() for s in schemes}
     if uri.scheme not in allowed_schemes:
         raise RemoteProtocolError(f"Request-URI scheme {uri.scheme!r} is not supported", 416)
-    if request.method not in ("ACK", "CANCEL"):
+    if request.method not in ("ACK", "CANCEL") and request.headers._first("require") is not None:
         supported = {e.lower() for e in extensions}
         missing = [tag for tag in request.require if tag.lower() not in supported]
         if missing:
             raise BadExtensionError(missing)
     if content_types is not None and request.body and request.method != "ACK":
         ctype = request.content_type
-        if ctype is not None and ctype not in {c.lower() for c in content_types}:
+        if ctype is not None and ctype not in content_types and ctype not in {c.lower() for c in content_types}:
             raise RemoteProtocolError(f"Content-Type {ctype} is not supported", 415)
 
 

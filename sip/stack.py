@@ -298,7 +298,8 @@ class SipStack:
             txn.receive_request(now)  # retransmission: absorbed or answered again
             return
         call_id = req.call_id
-        if req.to_tag is None or method == "INVITE":
+        to_tag = req.to_tag
+        if to_tag is None or method == "INVITE":
             # What the TU and the dialog will use must be valid before a
             # transaction exists (a bad one is answered 400 by the caller).
             req.via, req.uri, req.from_, req.contact, req.record_route  # noqa: B018
@@ -312,7 +313,6 @@ class SipStack:
             self._receive_cancel(req, txn, (branch, via.host, via.port, "INVITE"), now)
             return
         cseq = req.cseq[0]
-        to_tag = req.to_tag
         if to_tag is None:
             # §8.2.2.2: a merged request (same From tag, Call-ID, CSeq; another branch).
             mkey = (req.from_tag, call_id, cseq, method)
@@ -379,10 +379,14 @@ class SipStack:
         stamped = Via(via.transport, via.host, via.port, params, via.protocol)
         h = req.headers
         rest = h.get_all("Via")[1:]
-        h.remove("Via")
-        for value in reversed(rest):
-            h.prepend("Via", value)
-        h.prepend("Via", str(stamped))
+        # The Via values move to the top, one per line, the stamped one first
+        # (what remove + prepend would do); only the cached Via parse is stale.
+        items = [("via", "Via", str(stamped))]
+        items.extend([("via", "Via", value) for value in rest])
+        items.extend([item for item in h._items if item[0] != "via"])
+        h._items = items
+        h._raw = None
+        h._cache.pop("via", None)
 
     def _send_trying(self, txn: object, now: float) -> None:
         assert isinstance(txn, ServerTransaction)
@@ -465,8 +469,8 @@ class SipStack:
         remote_target = contact[0].uri_text if contact else req.uri_text
         dialog = Dialog(
             req.call_id, txn.to_tag or "", req.from_tag or "", "uas",
-            local_party=f"{req.headers.get('To')};tag={txn.to_tag}",
-            remote_party=req.headers.get("From") or "", local_seq=0, remote_seq=req.cseq[0],
+            local_party=f"{req.headers._first('to')};tag={txn.to_tag}",
+            remote_party=req.headers._first("from") or "", local_seq=0, remote_seq=req.cseq[0],
             remote_target=remote_target, route_set=req.headers.get_all("Record-Route"),
             peer=txn.source, transport=txn.transport, local_contact=self.contact_for(txn.transport),
             tenant=self.tenant)
