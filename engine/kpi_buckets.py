@@ -69,7 +69,7 @@ from dataclasses import asdict, fields
 from typing import Any, Mapping, Sequence
 
 from engine.kpi import (STAFFED_STATES, Calendar, Dimension, KpiSettings, Membership, Period, Report, Tally)
-from engine.kpi_sql import callbacks_into, tally_sqlite
+from engine.kpi_sql import callbacks_into, segments, tally_sqlite
 
 logger = logging.getLogger(__name__)
 
@@ -317,35 +317,47 @@ def report_from_buckets(conn: sqlite3.Connection, st: Mapping[str, Any], *, peri
         return rep
     raw(since, a)
     raw(b, until)
-    tsql, tp = ("", []) if tenants is None else (
-        f" AND tenant IN ({', '.join('?' for _ in tenants)})", list(tenants))
-    starts: dict[int, float] = {}
-    cols = ", ".join((*SUM_FIELDS, *STATE_COLUMNS))
-    n = len(SUM_FIELDS)
-    longest = SUM_FIELDS.index("longest_wait_s")
-    acc: dict[tuple[float, str], list[float]] = {}
-    # Plain lists while rolling up (a Tally per bucket row is the slow part for
-    # per-agent months); longest_wait_s is a maximum, everything else a sum.
-    for row in conn.execute(f"SELECT bucket_start, key, {cols} FROM kpi_bucket WHERE dimension = ? "
-                            f"AND bucket_start >= ? AND bucket_start < ?{tsql}", [dimension.value, a, b, *tp]):
-        bs = row[0]
-        start = starts.get(bs)
-        if start is None:
-            start = starts[bs] = cal.period_start(float(bs), period)
-        k = (start, row[1])
-        cur = acc.get(k)
-        if cur is None:
-            acc[k] = list(row[2:])
-        else:
-            lw = max(cur[longest], row[2 + longest])
-            acc[k] = cur = [x + y for x, y in zip(cur, row[2:])]
-            cur[longest] = lw
-    for k, vals in acc.items():
-        t = Tally(**dict(zip(SUM_FIELDS, vals[:n])),
-                  state_s={s: v for s, v in zip(STAFFED_STATES, vals[n:]) if v})
-        rep.tally(*k).add(t)
+    rollup_into(conn, rep, tenants, a, b)
     callbacks_into(conn, rep, tenants, float(a), float(b))
     return rep
+
+
+def rollup_sql(tenants: Sequence[str] | None) -> str:
+    """The roll-up of sealed buckets into local periods, one ``GROUP BY`` in
+    SQLite.  Parameters: slot shift and width, dimension, bucket range
+    ``[a, b)`` of one constant-offset piece, tenants."""
+    tsql = "" if tenants is None else f" AND tenant IN ({', '.join('?' for _ in tenants)})"
+    aggs = ", ".join(f"MAX({c})" if c == "longest_wait_s" else f"SUM({c})" for c in (*SUM_FIELDS, *STATE_COLUMNS))
+    return (f"SELECT CAST((bucket_start + ?) / ? AS INTEGER) AS slot, key, {aggs} FROM kpi_bucket "
+            f"WHERE dimension = ? AND bucket_start >= ? AND bucket_start < ?{tsql} GROUP BY slot, key")
+
+
+def rollup_into(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | None, a: int, b: int) -> None:
+    """Add the sealed buckets of ``[a, b)`` (aligned) to ``rep``, rolled up in SQLite.
+
+    The range is cut where the zone's offset changes
+    (:func:`engine.kpi_sql.segments`); inside a piece every 30-minute UTC
+    bucket lies in one local period (:func:`offsets_ok`), which SQLite
+    computes as a slot (:class:`engine.kpi_sql.Slots`) and groups by, so
+    Python sees one row per (local period, key) and piece, however many
+    buckets and agents the range holds.  ``longest_wait_s`` is a maximum,
+    every other quantity a sum, as in :meth:`engine.kpi.Tally.add`.
+    Callbacks are not in buckets (:func:`engine.kpi_sql.callbacks_into`).
+    """
+    sql = rollup_sql(tenants)
+    tp = [] if tenants is None else list(tenants)
+    n = len(SUM_FIELDS)
+    tallies = rep.tallies
+    for slots in segments(rep.cal, rep.period, float(a), float(b)):
+        for row in conn.execute(sql, [slots.shift, slots.width, rep.dimension.value, slots.a, slots.b, *tp]):
+            t = Tally(**dict(zip(SUM_FIELDS, row[2:2 + n])),
+                      state_s={s: v for s, v in zip(STAFFED_STATES, row[2 + n:]) if v})
+            k = (slots.start(row[0]), row[1])
+            have = tallies.get(k)
+            if have is None:  # most keys: one piece, nothing to add to
+                tallies[k] = t
+            else:
+                have.add(t)
 
 
 # ---------------------------------------------------------------- service
@@ -411,4 +423,5 @@ class SealService:
 
 
 __all__ = ["BUCKET_S", "SEAL_INTERVAL_S", "SEAL_LAG_S", "SEAL_MAX_BUCKETS", "SealService", "compute_buckets",
-           "fingerprint", "offsets_ok", "report_from_buckets", "seal", "seal_all", "seal_state", "usable"]
+           "fingerprint", "offsets_ok", "report_from_buckets", "rollup_into", "rollup_sql", "seal", "seal_all",
+           "seal_state", "usable"]
