@@ -28,13 +28,12 @@ import csv
 import datetime as _dt
 import io
 import json
-import os
 import sqlite3
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, TextIO
 
 from engine.config import GLOBAL_TENANT
-from engine.errors import Forbidden, InvalidArgs, StoreError, Unavailable
+from engine.errors import Forbidden, InvalidArgs, Unavailable
 from engine.ops import ADMIN, Arg, OpContext, registry
 from engine.store import open_query_only
 

@@ -95,7 +95,7 @@ def test_bucket_month_roll_up_equals_plain_recomputation(sealed: sqlite3.Connect
     change, against the independent plain recomputation (kpi_fixtures.plain_report)."""
     want = fx.plain_report("month", dimension.value, CALLS, STATES, QLOG, CBS)
     got = _bucket_report(sealed, Period.MONTH, dimension)
-    assert len(got) >= 3 and sum(r["offered"] for r in got.values()) > 100
+    assert len(got) >= 2 and sum(r["offered"] for r in got.values()) > 100
     assert_reports_equal(got, want, f"buckets month/{dimension.value} vs plain")
 
 
