@@ -237,3 +237,41 @@ def test_repeat_caller_ties_outbound_calls_and_window_edge(tmp_path: pathlib.Pat
             assert [(r["received"], r["repeat_calls"]) for r in rep.rows()] == [(6, 2)], seek_max
     finally:
         conn.close()
+
+
+def test_long_span_closed_after_the_range_counts_in_it(tmp_path: pathlib.Path) -> None:
+    """The span look-ahead is the longest staffed span logged (engine.kpi_sql.span_lookahead, an index
+    seek): a 9-day not_ready span closed 5 days after the range still counts its hours inside it, and a
+    long logged_out span does not stretch the look-ahead."""
+    import sqlite3
+
+    from engine.kpi_sql import span_lookahead
+
+    end = fx.UNTIL + 5 * 86400
+    states = [{"ts": end, "tenant": "acme", "agent": "1001", "state": "ready", "previous_state": "not_ready",
+               "duration_s": 9 * 86400.0, "call_id": ""},
+              {"ts": fx.SINCE + 3600, "tenant": "acme", "agent": "1002", "state": "ready",
+               "previous_state": "ready", "duration_s": 600.0, "call_id": ""},
+              {"ts": fx.UNTIL + 86400, "tenant": "acme", "agent": "1003", "state": "ready",
+               "previous_state": "logged_out", "duration_s": 40 * 86400.0, "call_id": ""}]
+    path = tmp_path / "spans.db"
+    store = SqliteStore(str(path))
+    for r in states:
+        store.append("agent_state_log", r)
+    store.close()
+    conn = sqlite3.connect(str(path))
+    try:
+        assert span_lookahead(conn) == 9 * 86400.0 + 1
+        plan = " ".join(r[3] for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT MAX(duration_s) FROM agent_state_log WHERE previous_state IN "
+            "('not_ready', 'ready', 'reserved', 'busy', 'wrapup')"))
+        assert "agent_state_log_staffed_duration" in plan
+        rep = tally_sqlite(conn, period=Period.DAY, dimension=Dimension.AGENT, since=fx.SINCE, until=fx.UNTIL,
+                           settings=KpiSettings(), cal=Calendar(fx.ZONE), tenants=["acme"], members=fx.MEMBERS)
+        want = tally_rows(period=Period.DAY, dimension=Dimension.AGENT, since=fx.SINCE, until=fx.UNTIL,
+                          settings=KpiSettings(), cal=Calendar(fx.ZONE), agent_states=states, members=fx.MEMBERS)
+        got = {(r["start_ts"], r["agent"]): r for r in rep.rows()}
+        assert_reports_equal(got, {(r["start_ts"], r["agent"]): r for r in want.rows()}, "long span")
+        assert sum(r["staffed_s"] for r in got.values() if r["agent"] == "1001") == fx.UNTIL - fx.SINCE
+    finally:
+        conn.close()
