@@ -12,28 +12,30 @@
    offered, answered) and 4 agent-state rows (reserved, busy, wrapup,
    ready), per abandoned call 2 queue-log rows, 4 % ring-no-answer rows:
    about 3 queue-log and 3.4 agent-state rows per CDR.
-2. Times, best of ``--repeat`` runs each (cold-ish: a new connection each):
-   * ``month_interval_report_raw``: the month by 30-minute interval and
-     queue, every KPI (tenant ``default``) from raw rows
-     (:func:`engine.kpi_sql.tally_sqlite`, once: the "before");
-   * ``sealing``: migrates the file and seals the month into KPI buckets
-     (:func:`engine.kpi_buckets.seal_all`, a week per run; a no-op when the
-     file is already sealed);
-   * ``month_interval_report``: ``kpi.report``'s computation
-     (:func:`engine.reporting.build_report`, sealed buckets) for the same
-     report, checked equal to the raw one;
-   * ``month_daily_agent_report``: the month by day and agent;
-   * ``filtered_cdr_query``: ``cdr.query``'s SQL (:func:`engine.cdr_query.query`)
-     for a month of one queue's abandoned calls that waited >= 30 s from a
-     caller prefix, newest first, first page of 100 with the total count;
-   * ``caller_history_query``: one caller's calls in the month;
-   * baseline ``full_scan``: ``SELECT COUNT(*), SUM(wait_s) FROM cdr`` (a
-     full table read, the floor any unindexed query pays), same run;
-   and prints ``EXPLAIN QUERY PLAN`` of each query (the indexes used).
+2. Seals the month into KPI buckets through the engine's own code path
+   (:func:`engine.kpi_buckets.seal_all`, a week per step; a no-op when the
+   file is already sealed), then times, best of ``--repeat`` runs each
+   (a new query-only connection each), in the same run:
+   * baseline ``full_scan``: ``SELECT COUNT(*), SUM(wait_s) FROM cdr``;
+   * ``week_interval_report_raw``: the first week by 30 minutes and queue
+     from raw rows (:func:`engine.kpi_sql.tally_sqlite`, once: the raw
+     month takes over a minute here; ``--raw-month`` adds it) and the same
+     week through ``build_report`` (buckets), checked equal;
+   * ``kpi.report``'s computation (:func:`engine.reporting.build_report`)
+     for the month: 30 minutes by queue, group and agent; day by agent;
+     month by agent, group, queue, dialled number and tenant;
+   * ``python_rollup_*``: the previous Python roll-up of the bucket rows
+     (the "before" of the SQL roll-up);
+   * ``month_interval_report_live_tail``: the month with its last 2.5 hours
+     unsealed (raw tail), checked equal to the sealed report;
+   * ``filtered_cdr_query`` (with and without the total count) and
+     ``caller_history_query`` (:func:`engine.cdr_query.query`);
+   and records ``EXPLAIN QUERY PLAN`` of each query (the indexes used).
 3. Writes everything to ``bench/results/reporting_month.json``.
 
-Bounded: generation is linear in ``--calls`` (about 1 minute per million on
-an idle core), each measurement is a handful of runs.
+Bounded: generation is linear in ``--calls`` (bulk-load pragmas, 200,000
+calls per transaction; 15 minutes per million on this shared VM at load
+9-23), sealing a week per step, each measurement a handful of runs.
 """
 from __future__ import annotations
 
