@@ -86,6 +86,9 @@ SUM_FIELDS = tuple(f.name for f in fields(Tally)
                    if f.name not in ("state_s", "callbacks_requested", "callbacks_completed"))
 """The :class:`Tally` quantities stored per bucket (``longest_wait_s`` is a maximum)."""
 STATE_COLUMNS = tuple(f"state_{s}_s" for s in STAFFED_STATES)
+_TALLY_FIELDS = tuple(f.name for f in fields(Tally))
+# Positional Tally construction in rollup_into relies on this order.
+assert _TALLY_FIELDS == (*SUM_FIELDS, "callbacks_requested", "callbacks_completed", "state_s")
 _COLUMNS = ("tenant", "bucket_start", "dimension", "key", *SUM_FIELDS, *STATE_COLUMNS)
 _UTC = Calendar("UTC")
 
@@ -322,12 +325,18 @@ def report_from_buckets(conn: sqlite3.Connection, st: Mapping[str, Any], *, peri
     return rep
 
 
-def rollup_sql(tenants: Sequence[str] | None) -> str:
+def rollup_sql(tenants: Sequence[str] | None, *, grouped: bool = True) -> str:
     """The roll-up of sealed buckets into local periods, one ``GROUP BY`` in
     SQLite.  Parameters: slot shift and width, dimension, bucket range
-    ``[a, b)`` of one constant-offset piece, tenants."""
+    ``[a, b)`` of one constant-offset piece, tenants.  ``grouped=False``:
+    the bucket rows themselves (30-minute periods of one tenant, where each
+    (slot, key) has exactly one row: ``kpi_bucket_key`` is unique)."""
     tsql = "" if tenants is None else f" AND tenant IN ({', '.join('?' for _ in tenants)})"
-    aggs = ", ".join(f"MAX({c})" if c == "longest_wait_s" else f"SUM({c})" for c in (*SUM_FIELDS, *STATE_COLUMNS))
+    cols = (*SUM_FIELDS, *STATE_COLUMNS)
+    if not grouped:
+        return (f"SELECT CAST((bucket_start + ?) / ? AS INTEGER) AS slot, key, {', '.join(cols)} FROM kpi_bucket "
+                f"WHERE dimension = ? AND bucket_start >= ? AND bucket_start < ?{tsql}")
+    aggs = ", ".join(f"MAX({c})" if c == "longest_wait_s" else f"SUM({c})" for c in cols)
     return (f"SELECT CAST((bucket_start + ?) / ? AS INTEGER) AS slot, key, {aggs} FROM kpi_bucket "
             f"WHERE dimension = ? AND bucket_start >= ? AND bucket_start < ?{tsql} GROUP BY slot, key")
 
@@ -344,14 +353,17 @@ def rollup_into(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | 
     every other quantity a sum, as in :meth:`engine.kpi.Tally.add`.
     Callbacks are not in buckets (:func:`engine.kpi_sql.callbacks_into`).
     """
-    sql = rollup_sql(tenants)
+    # 30-minute periods of one tenant: one bucket row per (slot, key), no
+    # GROUP BY (its sort is most of the SQLite time for a month by agent).
+    sql = rollup_sql(tenants, grouped=not (rep.period is Period.INTERVAL_30 and tenants is not None
+                                           and len(set(tenants)) == 1))
     tp = [] if tenants is None else list(tenants)
     n = len(SUM_FIELDS)
     tallies = rep.tallies
+    pad = (0,) * (len(_TALLY_FIELDS) - 1 - n)  # the callback counts (not in buckets)
     for slots in segments(rep.cal, rep.period, float(a), float(b)):
         for row in conn.execute(sql, [slots.shift, slots.width, rep.dimension.value, slots.a, slots.b, *tp]):
-            t = Tally(**dict(zip(SUM_FIELDS, row[2:2 + n])),
-                      state_s={s: v for s, v in zip(STAFFED_STATES, row[2 + n:]) if v})
+            t = Tally(*row[2:2 + n], *pad, {s: v for s, v in zip(STAFFED_STATES, row[2 + n:]) if v})
             k = (slots.start(row[0]), row[1])
             have = tallies.get(k)
             if have is None:  # most keys: one piece, nothing to add to
