@@ -28,14 +28,14 @@ import csv
 import datetime as _dt
 import io
 import json
-import os
 import sqlite3
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, TextIO
 
 from engine.config import GLOBAL_TENANT
-from engine.errors import Forbidden, InvalidArgs, StoreError, Unavailable
+from engine.errors import Forbidden, InvalidArgs, Unavailable
 from engine.ops import ADMIN, Arg, OpContext, registry
+from engine.store import open_query_only
 
 COLUMNS = ("id", "ts", "time", "tenant", "user", "role", "op", "args", "result", "peer")
 FORMATS = ("csv", "jsonl")
@@ -94,21 +94,9 @@ def iso_time(ts: float) -> str:
 
 
 def open_readonly(db_path: str) -> sqlite3.Connection:
-    """A query-only connection to an existing store with an ``audit_log`` table."""
-    if not os.path.isfile(db_path):
-        raise StoreError(f"{db_path}: no store database there")
-    conn = sqlite3.connect(db_path, timeout=30)
-    conn.row_factory = sqlite3.Row
-    try:
-        conn.execute("PRAGMA query_only=ON")
-        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'").fetchone()
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StoreError(f"{db_path}: cannot read the database: {exc}") from None
-    if found is None:
-        conn.close()
-        raise StoreError(f"{db_path}: has no audit_log table (not a ctiengine store?)")
-    return conn
+    """A query-only connection to an existing store with an ``audit_log`` table
+    (:func:`engine.store.open_query_only`; ``StoreError`` otherwise)."""
+    return open_query_only(db_path, "audit_log")
 
 
 def query_rows(conn: sqlite3.Connection, flt: AuditFilter, *, limit: int | None = None,

@@ -202,14 +202,19 @@ def query(conn: sqlite3.Connection, flt: CdrFilter, scope: ReadScope, *, offset:
 
 
 def iter_rows(conn: sqlite3.Connection, flt: CdrFilter, scope: ReadScope, page: int = 5000) -> Iterator[dict]:
-    """Every matching row, oldest first, read in pages."""
-    offset = 0
-    while True:
-        res = query(conn, flt, scope, offset=offset, limit=page)
-        yield from res["rows"]
-        if res["next_offset"] is None:
-            return
-        offset = res["next_offset"]
+    """Every matching row, oldest first, streamed from one cursor ``page`` rows at a
+    time (memory stays flat for a month of CDRs; no OFFSET re-scans)."""
+    sql, params = query_sql(flt, scope)
+    cur = conn.execute(sql, [*params, -1, 0])  # LIMIT -1: no limit
+    try:
+        while True:
+            batch = cur.fetchmany(page)
+            if not batch:
+                return
+            for r in batch:
+                yield dict(zip(CDR_COLUMNS, r))
+    finally:
+        cur.close()
 
 
 def write_csv(rows: Iterable[dict[str, Any]], out: io.TextIOBase | Any, columns: Sequence[str] = CDR_COLUMNS, *,
@@ -225,18 +230,36 @@ def write_csv(rows: Iterable[dict[str, Any]], out: io.TextIOBase | Any, columns:
     return n
 
 
+XLSX_MAX_ROWS = 1_048_576
+"""Rows of one worksheet (ECMA-376 / Excel limit), header included."""
+
+
 def write_xlsx(sheets: Sequence[tuple[str, Sequence[str], Iterable[dict[str, Any]]]], out: Any) -> int:
     """Workbook with one sheet per ``(title, columns, rows)`` written to ``out``
-    (path or binary file); returns the total row count.  Needs openpyxl."""
+    (path or binary file); returns the total row count.  Needs openpyxl.
+
+    openpyxl's write-only mode streams each row to a temporary file, so memory
+    stays flat whatever ``rows`` yields; a sheet that reaches
+    :data:`XLSX_MAX_ROWS` continues on ``"<title> (2)"``, ``(3)``...
+    """
     from openpyxl import Workbook
 
     wb = Workbook(write_only=True)
     n = 0
     for title, columns, rows in sheets:
+        part = 1
         ws = wb.create_sheet(title=title[:31])
         ws.append(list(columns))
+        used = 1
         for r in rows:
+            if used >= XLSX_MAX_ROWS:
+                part += 1
+                suffix = f" ({part})"
+                ws = wb.create_sheet(title=title[:31 - len(suffix)] + suffix)
+                ws.append(list(columns))
+                used = 1
             ws.append([_cell(r.get(c)) for c in columns])
+            used += 1
             n += 1
     wb.save(out)
     return n
@@ -263,4 +286,4 @@ def export_bytes(rows: Iterable[dict[str, Any]], fmt: str, *, header: bool = Tru
 
 
 __all__ = ["CDR_COLUMNS", "CdrFilter", "EXPORT_FORMATS", "FILTER_FIELDS", "QUERY_MAX_ROWS", "ReadScope",
-           "export_bytes", "iter_rows", "query", "query_sql", "scope_for", "write_csv", "write_xlsx"]
+           "XLSX_MAX_ROWS", "export_bytes", "iter_rows", "query", "query_sql", "scope_for", "write_csv", "write_xlsx"]

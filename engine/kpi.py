@@ -434,9 +434,12 @@ class Report:
         """Report rows ordered by bucket then key: ``start_ts``, ``start``
         (local ISO), ``end_ts``, the dimension key, then :data:`FIGURES`."""
         out = []
+        bounds: dict[float, tuple[str, float]] = {}  # per bucket start: label and end (many keys share one)
         for (b, key) in sorted(self.tallies):
-            row = {"start_ts": b, "start": self.cal.label(b), "end_ts": self.cal.next_start(b, self.period),
-                   self.dimension.value: key}
+            hit = bounds.get(b)
+            if hit is None:
+                hit = bounds[b] = (self.cal.label(b), self.cal.next_start(b, self.period))
+            row = {"start_ts": b, "start": hit[0], "end_ts": hit[1], self.dimension.value: key}
             row.update(self.tallies[(b, key)].figures(self.settings))
             out.append(row)
         return out

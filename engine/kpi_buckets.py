@@ -69,7 +69,7 @@ from dataclasses import asdict, fields
 from typing import Any, Mapping, Sequence
 
 from engine.kpi import (STAFFED_STATES, Calendar, Dimension, KpiSettings, Membership, Period, Report, Tally)
-from engine.kpi_sql import callbacks_into, tally_sqlite
+from engine.kpi_sql import callbacks_into, segments, tally_sqlite
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ SUM_FIELDS = tuple(f.name for f in fields(Tally)
                    if f.name not in ("state_s", "callbacks_requested", "callbacks_completed"))
 """The :class:`Tally` quantities stored per bucket (``longest_wait_s`` is a maximum)."""
 STATE_COLUMNS = tuple(f"state_{s}_s" for s in STAFFED_STATES)
+_TALLY_FIELDS = tuple(f.name for f in fields(Tally))
+# Positional Tally construction in rollup_into relies on this order.
+assert _TALLY_FIELDS == (*SUM_FIELDS, "callbacks_requested", "callbacks_completed", "state_s")
 _COLUMNS = ("tenant", "bucket_start", "dimension", "key", *SUM_FIELDS, *STATE_COLUMNS)
 _UTC = Calendar("UTC")
 
@@ -317,35 +320,56 @@ def report_from_buckets(conn: sqlite3.Connection, st: Mapping[str, Any], *, peri
         return rep
     raw(since, a)
     raw(b, until)
-    tsql, tp = ("", []) if tenants is None else (
-        f" AND tenant IN ({', '.join('?' for _ in tenants)})", list(tenants))
-    starts: dict[int, float] = {}
-    cols = ", ".join((*SUM_FIELDS, *STATE_COLUMNS))
-    n = len(SUM_FIELDS)
-    longest = SUM_FIELDS.index("longest_wait_s")
-    acc: dict[tuple[float, str], list[float]] = {}
-    # Plain lists while rolling up (a Tally per bucket row is the slow part for
-    # per-agent months); longest_wait_s is a maximum, everything else a sum.
-    for row in conn.execute(f"SELECT bucket_start, key, {cols} FROM kpi_bucket WHERE dimension = ? "
-                            f"AND bucket_start >= ? AND bucket_start < ?{tsql}", [dimension.value, a, b, *tp]):
-        bs = row[0]
-        start = starts.get(bs)
-        if start is None:
-            start = starts[bs] = cal.period_start(float(bs), period)
-        k = (start, row[1])
-        cur = acc.get(k)
-        if cur is None:
-            acc[k] = list(row[2:])
-        else:
-            lw = max(cur[longest], row[2 + longest])
-            acc[k] = cur = [x + y for x, y in zip(cur, row[2:])]
-            cur[longest] = lw
-    for k, vals in acc.items():
-        t = Tally(**dict(zip(SUM_FIELDS, vals[:n])),
-                  state_s={s: v for s, v in zip(STAFFED_STATES, vals[n:]) if v})
-        rep.tally(*k).add(t)
+    rollup_into(conn, rep, tenants, a, b)
     callbacks_into(conn, rep, tenants, float(a), float(b))
     return rep
+
+
+def rollup_sql(tenants: Sequence[str] | None, *, grouped: bool = True) -> str:
+    """The roll-up of sealed buckets into local periods, one ``GROUP BY`` in
+    SQLite.  Parameters: slot shift and width, dimension, bucket range
+    ``[a, b)`` of one constant-offset piece, tenants.  ``grouped=False``:
+    the bucket rows themselves (30-minute periods of one tenant, where each
+    (slot, key) has exactly one row: ``kpi_bucket_key`` is unique)."""
+    tsql = "" if tenants is None else f" AND tenant IN ({', '.join('?' for _ in tenants)})"
+    cols = (*SUM_FIELDS, *STATE_COLUMNS)
+    if not grouped:
+        return (f"SELECT CAST((bucket_start + ?) / ? AS INTEGER) AS slot, key, {', '.join(cols)} FROM kpi_bucket "
+                f"WHERE dimension = ? AND bucket_start >= ? AND bucket_start < ?{tsql}")
+    aggs = ", ".join(f"MAX({c})" if c == "longest_wait_s" else f"SUM({c})" for c in cols)
+    return (f"SELECT CAST((bucket_start + ?) / ? AS INTEGER) AS slot, key, {aggs} FROM kpi_bucket "
+            f"WHERE dimension = ? AND bucket_start >= ? AND bucket_start < ?{tsql} GROUP BY slot, key")
+
+
+def rollup_into(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | None, a: int, b: int) -> None:
+    """Add the sealed buckets of ``[a, b)`` (aligned) to ``rep``, rolled up in SQLite.
+
+    The range is cut where the zone's offset changes
+    (:func:`engine.kpi_sql.segments`); inside a piece every 30-minute UTC
+    bucket lies in one local period (:func:`offsets_ok`), which SQLite
+    computes as a slot (:class:`engine.kpi_sql.Slots`) and groups by, so
+    Python sees one row per (local period, key) and piece, however many
+    buckets and agents the range holds.  ``longest_wait_s`` is a maximum,
+    every other quantity a sum, as in :meth:`engine.kpi.Tally.add`.
+    Callbacks are not in buckets (:func:`engine.kpi_sql.callbacks_into`).
+    """
+    # 30-minute periods of one tenant: one bucket row per (slot, key), no
+    # GROUP BY (its sort is most of the SQLite time for a month by agent).
+    sql = rollup_sql(tenants, grouped=not (rep.period is Period.INTERVAL_30 and tenants is not None
+                                           and len(set(tenants)) == 1))
+    tp = [] if tenants is None else list(tenants)
+    n = len(SUM_FIELDS)
+    tallies = rep.tallies
+    pad = (0,) * (len(_TALLY_FIELDS) - 1 - n)  # the callback counts (not in buckets)
+    for slots in segments(rep.cal, rep.period, float(a), float(b)):
+        for row in conn.execute(sql, [slots.shift, slots.width, rep.dimension.value, slots.a, slots.b, *tp]):
+            t = Tally(*row[2:2 + n], *pad, {s: v for s, v in zip(STAFFED_STATES, row[2 + n:]) if v})
+            k = (slots.start(row[0]), row[1])
+            have = tallies.get(k)
+            if have is None:  # most keys: one piece, nothing to add to
+                tallies[k] = t
+            else:
+                have.add(t)
 
 
 # ---------------------------------------------------------------- service
@@ -411,4 +435,5 @@ class SealService:
 
 
 __all__ = ["BUCKET_S", "SEAL_INTERVAL_S", "SEAL_LAG_S", "SEAL_MAX_BUCKETS", "SealService", "compute_buckets",
-           "fingerprint", "offsets_ok", "report_from_buckets", "seal", "seal_all", "seal_state", "usable"]
+           "fingerprint", "offsets_ok", "report_from_buckets", "rollup_into", "rollup_sql", "seal", "seal_all",
+           "seal_state", "usable"]

@@ -30,7 +30,7 @@ path (:meth:`engine.kpi.Calendar.base_bucket_ok`).
   queues/groups by a joined ``VALUES`` table; only spans covering whole
   slots between return to Python.
 * **ring no answer** (agent dimension) from ``queue_log``, **callbacks**
-  from ``callbacks`` (a small table) through the reference code.
+  from ``callbacks``, each one ``GROUP BY`` (slot, key) as well.
 
 All values are bound parameters; the key column comes from a fixed map.
 """
@@ -42,12 +42,15 @@ import sqlite3
 from typing import Any, Sequence
 
 from engine.kpi import (BLOCKED_DISPOSITIONS, STAFFED_STATES, Calendar, Dimension, KpiSettings,
-                        Membership, Period, Report, Tally, agent_keys, tally_rows)
+                        Membership, Period, Report, Tally, agent_keys)
 
 IVR_LOOKBACK_S = 86400.0
 """Longest time from a call's start to its queue entry the fast path looks back."""
 SPAN_LOOKAHEAD_S = 31 * 86400.0
 """Longest agent-state span (logged ``duration_s``) reaching into the range from after it."""
+SEEK_MAX_RANGE_S = 2 * 86400.0
+"""Ranges up to this long find each call's previous call by an index seek
+(:func:`calls_sql` ``seek``), longer ones by a window function."""
 
 _CALL_KEY = {Dimension.TENANT: "tenant", Dimension.QUEUE: "queue", Dimension.GROUP: "grp",
              Dimension.AGENT: "agent", Dimension.DIALED_NUMBER: "dialed_number"}
@@ -61,13 +64,28 @@ def _tenant_clause(tenants: Sequence[str] | None, col: str = "tenant") -> tuple[
     return f"{col} IN ({', '.join('?' for _ in tenants)})", list(tenants)
 
 
-def calls_sql(dimension: Dimension, tenants: Sequence[str] | None) -> str:
+def calls_sql(dimension: Dimension, tenants: Sequence[str] | None, *, seek: bool = False) -> str:
     """The ``cdr`` aggregation query.  Parameters: tenants, start_ts range
     (with look-back), slot shift and width, T, short-abandon threshold,
-    repeat window, offer-time range."""
+    repeat window, offer-time range.
+
+    ``prev_ts`` (the same caller's previous inbound call) comes from a window
+    function over the range and its repeat look-back (one sort of every row
+    read: the cheaper way for long ranges) or, with ``seek``, from one
+    ``cdr_caller`` index seek per call (no look-back rows read: the cheaper
+    way for short ranges such as a report's raw tail or one sealing run; the
+    start_ts lower bound then needs only the IVR look-back).  Both give the
+    immediately preceding call in (``start_ts``, ``call_id``) order.
+    """
     key = _CALL_KEY[dimension]
     tclause, _ = _tenant_clause(tenants)
     blocked = ", ".join(f"'{d}'" for d in sorted(BLOCKED_DISPOSITIONS))
+    if seek:
+        prev = ("(SELECT p.start_ts FROM cdr AS p WHERE p.tenant = cdr.tenant AND p.caller_number = cdr.caller_number "
+                "AND p.start_ts <= cdr.start_ts AND p.direction = 'inbound' AND (p.start_ts < cdr.start_ts OR "
+                "p.call_id < cdr.call_id) ORDER BY p.start_ts DESC LIMIT 1)")
+    else:
+        prev = "LAG(start_ts) OVER (PARTITION BY tenant, caller_number ORDER BY start_ts, call_id)"
     return f"""
 WITH c AS (
   SELECT call_id, tenant, {key} AS k,
@@ -75,7 +93,7 @@ WITH c AS (
          transferred, ring_no_answer_count, survey_score,
          COALESCE(queued_ts, start_ts) AS t,
          CASE WHEN caller_number = '' THEN NULL
-              ELSE LAG(start_ts) OVER (PARTITION BY tenant, caller_number ORDER BY start_ts, call_id) END AS prev_ts
+              ELSE {prev} END AS prev_ts
   FROM cdr
   WHERE {tclause} AND direction = 'inbound' AND start_ts >= ? AND start_ts < ?
 )
@@ -130,9 +148,11 @@ def tally_sqlite(conn: sqlite3.Connection, *, period: Period, dimension: Dimensi
     per_agent = dimension is Dimension.AGENT
     longest = _CALL_FIELDS.index("longest_wait_s")
     rna = _CALL_FIELDS.index("ring_no_answer")
-    sql = calls_sql(dimension, tenants)
     for slots in segments(cal, period, since, until):
-        params = [*tparams, slots.a - IVR_LOOKBACK_S - window_s, slots.b, slots.shift, slots.width,
+        seek = slots.b - slots.a <= SEEK_MAX_RANGE_S
+        sql = calls_sql(dimension, tenants, seek=seek)
+        lookback = IVR_LOOKBACK_S + (0.0 if seek else window_s)
+        params = [*tparams, slots.a - lookback, slots.b, slots.shift, slots.width,
                   settings.service_level_s, settings.short_abandon_s, window_s, slots.a, slots.b]
         acc: dict[tuple[float, str], list[float]] = {}
         for row in conn.execute(sql, params):
@@ -161,21 +181,30 @@ def tally_sqlite(conn: sqlite3.Connection, *, period: Period, dimension: Dimensi
     return rep
 
 
+_CALLBACK_KEY = {Dimension.TENANT: "CASE WHEN tenant = '' THEN 'default' ELSE tenant END",
+                 Dimension.QUEUE: "queue", Dimension.AGENT: "assigned_agent"}
+
+
 def callbacks_into(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | None,
                    since: float, until: float) -> None:
-    """Add the callbacks requested / completed in ``[since, until)`` to ``rep``
-    (a small table, read through the reference code)."""
-    if rep.dimension not in (Dimension.TENANT, Dimension.QUEUE, Dimension.AGENT):
+    """Add the callbacks requested / completed in ``[since, until)`` to ``rep``.
+
+    One ``GROUP BY`` (local period slot, key) per instant column and
+    constant-offset piece (:func:`segments`), the rules of
+    :func:`engine.kpi.tally_rows`: a callback counts under its tenant,
+    queue or assigned agent (none for groups and dialled numbers).
+    """
+    key = _CALLBACK_KEY.get(rep.dimension)
+    if key is None:
         return
     tclause, tp = _tenant_clause(tenants)
-    cbs = conn.execute(f"SELECT tenant, queue, assigned_agent, requested_ts, completed_ts FROM callbacks "
-                       f"WHERE {tclause} AND ((requested_ts >= ? AND requested_ts < ?) "
-                       "OR (completed_ts >= ? AND completed_ts < ?))", [*tp, since, until, since, until])
-    cb_rows = [dict(zip(("tenant", "queue", "assigned_agent", "requested_ts", "completed_ts"), r)) for r in cbs]
-    part = tally_rows(period=rep.period, dimension=rep.dimension, since=since, until=until, settings=rep.settings,
-                      cal=rep.cal, callbacks=cb_rows)
-    for k, t in part.tallies.items():
-        rep.tally(*k).add(t)
+    for col, attr in (("requested_ts", "callbacks_requested"), ("completed_ts", "callbacks_completed")):
+        sql = (f"SELECT CAST(({col} + ?) / ? AS INTEGER) AS slot, {key} AS k, COUNT(*) FROM callbacks "
+               f"WHERE {tclause} AND {col} >= ? AND {col} < ? AND k != '' GROUP BY slot, k")
+        for slots in segments(rep.cal, rep.period, since, until):
+            for slot, k, n in conn.execute(sql, [slots.shift, slots.width, *tp, slots.a, slots.b]):
+                t = rep.tally(slots.start(slot), k)
+                setattr(t, attr, getattr(t, attr) + n)
 
 
 class Slots:
@@ -238,6 +267,22 @@ def segments(cal: Calendar, period: Period, since: float, until: float) -> list[
     return out
 
 
+def span_lookahead(conn: sqlite3.Connection) -> float:
+    """How far after a range an agent-state row can close a span reaching into it:
+    the longest staffed span logged (plus a second), at most :data:`SPAN_LOOKAHEAD_S`.
+
+    One seek in the partial index ``agent_state_log_staffed_duration``
+    (migration 10); a range then reads the spans closed inside it plus that
+    margin, not a month beyond it.  Exact: a span closed at ``ts`` started
+    at ``ts - duration_s``, so one closed later than ``b + longest`` started
+    after ``b``.
+    """
+    states = ", ".join(f"'{st}'" for st in STAFFED_STATES)
+    sql = f"SELECT MAX(duration_s) FROM agent_state_log WHERE previous_state IN ({states})"
+    longest = conn.execute(sql).fetchone()[0]
+    return SPAN_LOOKAHEAD_S if longest is None else min(SPAN_LOOKAHEAD_S, float(longest) + 1.0)
+
+
 def _agent_time(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | None,
                 members: dict[str, Membership], slots: Slots) -> None:
     """Agent seconds by state and key, split at slot boundaries inside SQLite.
@@ -275,7 +320,8 @@ def _agent_time(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | 
              f"AND previous_state IN ({states})), "
              f"b AS MATERIALIZED (SELECT {key} AS k, st, s, e, CAST(s / {w} AS INTEGER) AS b0, "
              f"CAST(e / {w} AS INTEGER) AS b1 FROM sp WHERE e > s) ")
-    params = [*pairs, slots.a, slots.shift, slots.b, slots.shift, *tp, slots.a, slots.b + SPAN_LOOKAHEAD_S, slots.b]
+    params = [*pairs, slots.a, slots.shift, slots.b, slots.shift, *tp, slots.a, slots.b + span_lookahead(conn),
+              slots.b]
     parts = (f"SELECT b0 AS slot, k, st, TOTAL(MIN(e, (b0 + 1) * {w}) - s) AS secs FROM b GROUP BY 1, 2, 3 "
              f"UNION ALL SELECT b1, k, st, TOTAL(e - b1 * {w}) FROM b "
              f"WHERE b1 > b0 AND e > b1 * {w} GROUP BY 1, 2, 3")
@@ -299,4 +345,5 @@ def _agent_time(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | 
             state_s[st] = state_s.get(st, 0.0) + amount
 
 
-__all__ = ["IVR_LOOKBACK_S", "SPAN_LOOKAHEAD_S", "Slots", "callbacks_into", "calls_sql", "segments", "tally_sqlite"]
+__all__ = ["IVR_LOOKBACK_S", "SEEK_MAX_RANGE_S", "SPAN_LOOKAHEAD_S", "Slots", "callbacks_into", "calls_sql", "segments",
+           "span_lookahead", "tally_sqlite"]

@@ -20,14 +20,13 @@ writer), in a worker thread when called from the event loop.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import sqlite3
 import zoneinfo
 from typing import Any, Sequence
 
-from engine.errors import StoreError
 from engine.kpi import Calendar, Dimension, KpiSettings, Period, Report, memberships_from_config, tally_rows
 from engine.kpi_sql import IVR_LOOKBACK_S, SPAN_LOOKAHEAD_S, tally_sqlite
+from engine.store import open_query_only
 
 
 def settings_from_config(config: Any) -> KpiSettings:
@@ -62,25 +61,9 @@ def parse_local_time(value: Any, time_zone: str) -> float:
 
 
 def open_reader(db_path: str) -> sqlite3.Connection:
-    """A query-only connection to an existing store file (``StoreError`` otherwise)."""
-    if not db_path or db_path == ":memory:" or not os.path.isfile(db_path):
-        raise StoreError(f"{db_path or '(none)'}: no store database there")
-    conn = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    try:
-        conn.execute("PRAGMA query_only=ON")
-        # Reports sort and group hundreds of thousands of rows: keep the temporary
-        # B-trees in memory and give the reader a 64 MiB page cache.
-        conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA cache_size=-65536")
-        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cdr'").fetchone()
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StoreError(f"{db_path}: cannot read the database: {exc}") from None
-    if found is None:
-        conn.close()
-        raise StoreError(f"{db_path}: has no cdr table (not a ctiengine store?)")
-    return conn
+    """A query-only connection to an existing store file with a ``cdr`` table
+    (:func:`engine.store.open_query_only`; ``StoreError`` otherwise)."""
+    return open_query_only(db_path, "cdr")
 
 
 def build_report(conn: sqlite3.Connection, config: Any, *, period: Period, dimension: Dimension, since: float,

@@ -354,6 +354,10 @@ CREATE TABLE kpi_seal (
     updated_ts REAL NOT NULL
 );
 """),
+    (10, "longest staffed agent span by index seek (engine/kpi_sql.py span look-ahead)", """
+CREATE INDEX agent_state_log_staffed_duration ON agent_state_log (duration_s)
+    WHERE previous_state IN ('not_ready', 'ready', 'reserved', 'busy', 'wrapup')
+"""),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -658,6 +662,32 @@ def open_store(section: StoreSection, path: str) -> Store:
     if section.backend != "sqlite":  # pragma: no cover - the schema allows only sqlite today
         raise StoreError(f"unsupported store backend {section.backend!r}")
     return SqliteStore.from_config(section, path)
+
+
+def open_query_only(db_path: str, table: str) -> sqlite3.Connection:
+    """A query-only reader of an existing store file that has ``table`` (``StoreError`` otherwise).
+
+    For reports, queries and exports beside the running engine (WAL:
+    readers never block its writer): rows as :class:`sqlite3.Row`, usable
+    from a worker thread, temporary B-trees in memory and a 64 MiB page
+    cache (reports sort and group hundreds of thousands of rows).
+    """
+    if not db_path or db_path == ":memory:" or not os.path.isfile(db_path):
+        raise StoreError(f"{db_path or '(none)'}: no store database there")
+    conn = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute("PRAGMA query_only=ON")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA cache_size=-65536")
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"{db_path}: cannot read the database: {exc}") from None
+    if found is None:
+        conn.close()
+        raise StoreError(f"{db_path}: has no {table} table (not a ctiengine store?)")
+    return conn
 
 
 __all__ = ["AuditEntry", "LATEST_VERSION", "MIGRATIONS", "SqliteStore", "Store", "current_version",

@@ -182,3 +182,96 @@ def test_unknown_zone_is_a_clear_error() -> None:
 def test_fixture_db_is_a_real_store(db: Any) -> None:
     assert db.execute("SELECT COUNT(*) FROM cdr").fetchone()[0] == len(CALLS)
     assert pathlib.Path(db.execute("PRAGMA database_list").fetchone()[2]).exists()
+
+
+@pytest.mark.parametrize("seek_max", [0.0, 1e9], ids=["window", "seek"])
+@pytest.mark.parametrize("dimension", [Dimension.QUEUE, Dimension.AGENT, Dimension.TENANT], ids=lambda x: x.value)
+def test_repeat_callers_by_window_function_and_by_index_seek(db: Any, monkeypatch: pytest.MonkeyPatch,
+                                                             seek_max: float, dimension: Dimension) -> None:
+    """Both ways of finding a caller's previous call (engine.kpi_sql.calls_sql) give the reference figures."""
+    import engine.kpi_sql as kpi_sql
+
+    monkeypatch.setattr(kpi_sql, "SEEK_MAX_RANGE_S", seek_max)
+    rep = tally_sqlite(db, period=Period.DAY, dimension=dimension, since=fx.SINCE, until=fx.UNTIL,
+                       settings=KpiSettings(), cal=Calendar(fx.ZONE), tenants=["acme"], members=fx.MEMBERS)
+    got = {(r["start_ts"], r[dimension.value]): r for r in rep.rows()}
+    want = engine_report(Period.DAY, dimension, KpiSettings())
+    assert sum(r["repeat_calls"] for r in want.values()) > 5  # the case is not vacuous
+    assert_reports_equal(got, want, f"seek_max={seek_max}")
+
+
+def test_repeat_caller_ties_outbound_calls_and_window_edge(tmp_path: pathlib.Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same start_ts: ordered by call_id; an outbound call is no previous call; exactly 7 days apart is a
+    repeat, a second more is not; another tenant's call is no previous call."""
+    import engine.kpi_sql as kpi_sql
+
+    t = fx.SINCE + 3 * 3600
+    week = 7 * 86400.0
+    calls = [fx._cdr("b", caller_number="+491", start_ts=t, queue="sales"),
+             fx._cdr("a", caller_number="+491", start_ts=t, queue="sales"),  # tie: "a" first, "b" repeats
+             fx._cdr("o", caller_number="+492", start_ts=t, queue="sales", direction="outbound"),
+             fx._cdr("p", caller_number="+492", start_ts=t + 60, queue="sales"),  # outbound before: no repeat
+             fx._cdr("x", caller_number="+493", start_ts=t - week, queue="sales"),
+             fx._cdr("y", caller_number="+493", start_ts=t, queue="sales"),  # exactly 7 days: repeat
+             fx._cdr("u", caller_number="+494", start_ts=t - week - 1, queue="sales"),
+             fx._cdr("v", caller_number="+494", start_ts=t, queue="sales"),  # 7 days + 1 s: no repeat
+             fx._cdr("w", caller_number="+495", start_ts=t - 60, queue="sales", tenant="other"),
+             fx._cdr("z", caller_number="+495", start_ts=t, queue="sales")]  # other tenant: no repeat
+    path = tmp_path / "ties.db"
+    store = SqliteStore(str(path))
+    for r in calls:
+        store.append("cdr", r)
+    store.close()
+    import sqlite3
+
+    conn = sqlite3.connect(str(path))
+    want = tally_rows(period=Period.DAY, dimension=Dimension.QUEUE, since=fx.SINCE, until=fx.UNTIL,
+                      settings=KpiSettings(), cal=Calendar(fx.ZONE), cdr=[c for c in calls if c["tenant"] == "acme"])
+    assert [r["repeat_calls"] for r in want.rows()] == [2]  # "b" and "y"
+    try:
+        for seek_max in (0.0, 1e9):
+            monkeypatch.setattr(kpi_sql, "SEEK_MAX_RANGE_S", seek_max)
+            rep = tally_sqlite(conn, period=Period.DAY, dimension=Dimension.QUEUE, since=fx.SINCE, until=fx.UNTIL,
+                               settings=KpiSettings(), cal=Calendar(fx.ZONE), tenants=["acme"])
+            assert [(r["received"], r["repeat_calls"]) for r in rep.rows()] == [(6, 2)], seek_max
+    finally:
+        conn.close()
+
+
+def test_long_span_closed_after_the_range_counts_in_it(tmp_path: pathlib.Path) -> None:
+    """The span look-ahead is the longest staffed span logged (engine.kpi_sql.span_lookahead, an index
+    seek): a 9-day not_ready span closed 5 days after the range still counts its hours inside it, and a
+    long logged_out span does not stretch the look-ahead."""
+    import sqlite3
+
+    from engine.kpi_sql import span_lookahead
+
+    end = fx.UNTIL + 5 * 86400
+    states = [{"ts": end, "tenant": "acme", "agent": "1001", "state": "ready", "previous_state": "not_ready",
+               "duration_s": 9 * 86400.0, "call_id": ""},
+              {"ts": fx.SINCE + 3600, "tenant": "acme", "agent": "1002", "state": "ready",
+               "previous_state": "ready", "duration_s": 600.0, "call_id": ""},
+              {"ts": fx.UNTIL + 86400, "tenant": "acme", "agent": "1003", "state": "ready",
+               "previous_state": "logged_out", "duration_s": 40 * 86400.0, "call_id": ""}]
+    path = tmp_path / "spans.db"
+    store = SqliteStore(str(path))
+    for r in states:
+        store.append("agent_state_log", r)
+    store.close()
+    conn = sqlite3.connect(str(path))
+    try:
+        assert span_lookahead(conn) == 9 * 86400.0 + 1
+        plan = " ".join(r[3] for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT MAX(duration_s) FROM agent_state_log WHERE previous_state IN "
+            "('not_ready', 'ready', 'reserved', 'busy', 'wrapup')"))
+        assert "agent_state_log_staffed_duration" in plan
+        rep = tally_sqlite(conn, period=Period.DAY, dimension=Dimension.AGENT, since=fx.SINCE, until=fx.UNTIL,
+                           settings=KpiSettings(), cal=Calendar(fx.ZONE), tenants=["acme"], members=fx.MEMBERS)
+        want = tally_rows(period=Period.DAY, dimension=Dimension.AGENT, since=fx.SINCE, until=fx.UNTIL,
+                          settings=KpiSettings(), cal=Calendar(fx.ZONE), agent_states=states, members=fx.MEMBERS)
+        got = {(r["start_ts"], r["agent"]): r for r in rep.rows()}
+        assert_reports_equal(got, {(r["start_ts"], r["agent"]): r for r in want.rows()}, "long span")
+        assert sum(r["staffed_s"] for r in got.values() if r["agent"] == "1001") == fx.UNTIL - fx.SINCE
+    finally:
+        conn.close()
