@@ -134,13 +134,13 @@ def test_security_md_examples_are_valid():
 
     text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
     blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     cfg = parse_config(blocks[0], "security.md")  # [sip.abuse] with a trusted carrier
     assert cfg.sip.abuse.unknown_sources == "drop" and cfg.trunks["carrier"].accept_networks == ("192.0.2.0/28",)
     cfg = parse_config(blocks[1], "security.md")  # [toll_fraud.default]
     policy = TollFraudPolicy(cfg.toll_fraud)
     assert not policy.check("default", "admin", "+49900123", T0).allowed
     assert policy.check("default", "ivr", "+4930555001", T0).allowed
-    for block in blocks[2:]:  # the TLS listeners name files of a real site
+    for block in blocks[2:]:  # the TLS listeners and the TLS trunk name files of a real site
         with pytest.raises(ConfigError, match="no such file"):
             parse_config(block, "security.md")
