@@ -28,6 +28,11 @@ from engine.acd_types import (
 DEF NLEVELS = 10
 DEF RANK_SHIFT = 21
 DEF AGENT_MASK = 0x1FFFFF
+# A class scans its dense array per decision while it holds at most INDEX_HI
+# free agents; above that it also keeps a heap per heap-family container,
+# dropped again below INDEX_LO (hysteresis: no flapping at the boundary).
+DEF INDEX_HI = 256
+DEF INDEX_LO = 64
 
 # agent states / triggers (values of acd_types enums)
 DEF ST_LOGGED_OUT = 0
@@ -97,13 +102,34 @@ cdef struct HVec:
     int cap
 
 cdef struct Cont:          # a free-agent container, one cache line
-    HVec h                 # heap families
-    IVec o                 # ordered family (round_robin / random / ring_all)
-    int live               # free agents held (h also holds stale entries)
+    HVec h                 # heap families (only while its class is indexed)
+    IVec o                 # ordered family (round_robin / random / ring_all / top_down)
+    int cls                # the eligibility class whose free agents it orders
     int kind               # strategy giving the key (S_ROUND_ROBIN: ordered)
     double idle_weight     # weighted only
     double skill_weight
     int64_t pad
+
+cdef struct DEntry:        # a free agent in a class's dense array
+    double idle            # the key inputs, frozen while the agent is free
+    double talk
+    double calls
+    double score
+    int64_t key            # rank << RANK_SHIFT | agent
+    int64_t epoch          # stale when the agent's epoch moved on
+
+cdef struct DVec:
+    DEntry* d
+    int n
+    int cap
+
+cdef struct Cls:           # free agents of one tier prefix (eligibility class)
+    DVec d                 # every free agent (plus stale entries), unordered
+    int live               # free agents held
+    int indexed            # heap containers maintained (live above idx_hi)
+    int ord                # its ordered-family container or -1
+    int n_hc               # its heap-family containers
+    int* hc
 
 cdef struct TEntry:
     double t
@@ -214,6 +240,25 @@ cdef HEntry hvec_pop(HVec* h) noexcept:
         h_siftdown(h, 0)
     return top
 
+cdef inline void _hkey(int s, double iw, double sw, DEntry* d, HEntry* e) noexcept:
+    """The heap entry of free agent ``d`` for strategy ``s`` (PyAcd._heap_key)."""
+    e.agent = <int>(d.key & AGENT_MASK)
+    e.epoch = d.epoch
+    e.k2 = 0.0
+    if s == S_LONGEST_IDLE:
+        e.k1 = d.idle
+    elif s == S_FEWEST_CALLS:
+        e.k1 = d.calls
+        e.k2 = d.idle
+    elif s == S_LEAST_TALK_TIME:
+        e.k1 = d.talk
+        e.k2 = d.idle
+    elif s == S_BEST_SKILL:
+        e.k1 = -d.score
+        e.k2 = d.idle
+    else:
+        e.k1 = iw * d.idle - sw * d.score
+
 cdef inline bint t_lt(TEntry* a, TEntry* b) noexcept:
     if a.t != b.t:
         return a.t < b.t
@@ -237,7 +282,7 @@ cdef inline uint64_t ht_hash(int64_t key) noexcept:
 # ------------------------------------------------------------------ records
 cdef struct AgentCont:
     double score
-    int cont
+    int cont               # an eligibility class (Cls) id
 
 cdef struct AgentRec:
     int state
@@ -253,8 +298,8 @@ cdef struct AgentRec:
     int* memb_queue
     int* memb_tier
     double* memb_score
-    int n_ac              # distinct free containers of the memberships
-    AgentCont* ac        # (container, score) pairs: one array, fewer cache misses
+    int n_ac              # distinct eligibility classes of the memberships
+    AgentCont* ac        # (class, score) pairs: one array, fewer cache misses
     IVec sticky           # caller slots waiting for this agent only
 
 cdef struct QueueRec:
@@ -334,9 +379,15 @@ cdef class Acd:
     cdef Cont* cn           # free containers
     cdef int n_cont
     cdef int cap_cont
-    cdef int64_t* cmark     # per container: stamp used to dedupe memberships
-    cdef int64_t stamp
     cdef dict cont_ids      # container signature -> id
+    cdef Cls* cl            # eligibility classes
+    cdef int n_cls
+    cdef int cap_cls
+    cdef int64_t* cmark     # per class: stamp used to dedupe memberships
+    cdef int64_t stamp
+    cdef dict cls_ids       # tier-prefix signature -> class id
+    cdef int idx_hi         # a class with more free agents gets heap indexes
+    cdef int idx_lo         # ... and drops them below this many
     cdef object index       # QueueIndex
 
     def __cinit__(self, uint64_t seed=0):
@@ -349,6 +400,9 @@ cdef class Acd:
         self.groups = {}
         self.members = {}
         self.cont_ids = {}
+        self.cls_ids = {}
+        self.idx_hi = INDEX_HI
+        self.idx_lo = INDEX_LO
         self.index = QueueIndex()
 
     def __init__(self, seed=0):
@@ -378,6 +432,10 @@ cdef class Acd:
             free(self.cn[i].h.d)
             free(self.cn[i].o.d)
         free(self.cn)
+        for i in range(self.n_cls):
+            free(self.cl[i].d.d)
+            free(self.cl[i].hc)
+        free(self.cl)
         free(self.cmark)
         for i in range(self.n_cs):
             free(self.cs[i].excl.d)
@@ -568,7 +626,12 @@ cdef class Acd:
         else:
             family = (s,)
         for t in range(n):
-            sig = (family, tuple((tr.skills, tr.groups) for tr in config.tiers[:t + 1]))
+            prefix = tuple((tr.skills, tr.groups) for tr in config.tiers[:t + 1])
+            clid = self.cls_ids.get(prefix)
+            if clid is None:
+                clid = self._new_class()
+                self.cls_ids[prefix] = clid
+            sig = (family, prefix)
             cid = self.cont_ids.get(sig)
             if cid is None:
                 cid = self._new_container()
@@ -576,6 +639,7 @@ cdef class Acd:
                 self.cn[<int>cid].kind = S_ROUND_ROBIN if len(family) == 1 and family[0] == S_ROUND_ROBIN else s
                 self.cn[<int>cid].idle_weight = q.idle_weight
                 self.cn[<int>cid].skill_weight = q.skill_weight
+                self._class_add_cont(clid, cid)
             q.cont[t] = cid
         q.handle_times = <double*>calloc(q.window, sizeof(double))
         q.rr_last = -1
@@ -592,11 +656,12 @@ cdef class Acd:
             members[aid] = tier
             a = &self.ag[aid]
             score = float(config.score(self.skills[aid]))
-            shared = self._has_cont(aid, q.cont[tier])
+            clid = self.cn[q.cont[tier]].cls
+            shared = self._has_cont(aid, clid)
             self._memb_add(aid, qid, tier, score)
             self._rebuild_ac(aid)
             if not shared and a.state == ST_READY:
-                self._push_free(q.cont[tier], aid, score)
+                self._push_free(clid, aid, score)
 
     cdef int _new_container(self) except -1:
         cdef int cap
@@ -613,9 +678,60 @@ cdef class Acd:
             self.cmark = <int64_t*>p
             self.cap_cont = cap
         memset(&self.cn[self.n_cont], 0, sizeof(Cont))
-        self.cmark[self.n_cont] = 0
         self.n_cont += 1
         return self.n_cont - 1
+
+    cdef int _new_class(self) except -1:
+        cdef int cap
+        cdef void* p
+        if self.n_cls == self.cap_cls:
+            cap = self.cap_cls * 2 if self.cap_cls else 64
+            p = realloc(self.cl, cap * sizeof(Cls))
+            if p == NULL:
+                raise MemoryError()
+            self.cl = <Cls*>p
+            p = realloc(self.cmark, cap * sizeof(int64_t))
+            if p == NULL:
+                raise MemoryError()
+            self.cmark = <int64_t*>p
+            self.cap_cls = cap
+        memset(&self.cl[self.n_cls], 0, sizeof(Cls))
+        self.cl[self.n_cls].ord = -1
+        self.cmark[self.n_cls] = 0
+        self.n_cls += 1
+        return self.n_cls - 1
+
+    cdef int _class_add_cont(self, int clid, int cid) except -1:
+        """Attach new container ``cid`` to class ``clid``, filled with the
+        class's current free agents (add_queue on a live ACD)."""
+        cdef Cls* k = &self.cl[clid]
+        cdef Cont* q = &self.cn[cid]
+        cdef int* p
+        cdef int i
+        q.cls = clid
+        self._dense_compact(clid)
+        if q.kind == S_ROUND_ROBIN:
+            k.ord = cid
+            for i in range(k.d.n):
+                ivec_insert(&q.o, ivec_bisect_right(&q.o, k.d.d[i].key), k.d.d[i].key)
+            return 0
+        p = <int*>realloc(k.hc, (k.n_hc + 1) * sizeof(int))
+        if p == NULL:
+            raise MemoryError()
+        k.hc = p
+        k.hc[k.n_hc] = cid
+        k.n_hc += 1
+        if k.indexed:
+            self._fill_heap(clid, cid)
+        return 0
+
+    def _set_index_limits(self, int hi, int lo):
+        """Test hook: a class gets heap indexes above ``hi`` free agents and
+        drops them below ``lo`` (decisions never depend on these)."""
+        if not 0 <= lo <= hi:
+            raise ValueError(f"need 0 <= lo <= hi, got lo={lo} hi={hi}")
+        self.idx_hi = hi
+        self.idx_lo = lo
 
     cdef bint _has_cont(self, int aid, int cid) noexcept:
         cdef AgentRec* a = &self.ag[aid]
@@ -626,8 +742,8 @@ cdef class Acd:
         return False
 
     cdef int _rebuild_ac(self, int aid) except -1:
-        """Recompute the agent's distinct free containers from its
-        memberships (queues sharing a container share its content)."""
+        """Recompute the agent's distinct eligibility classes from its
+        memberships (queues sharing a class share its free agents)."""
         cdef AgentRec* a = &self.ag[aid]
         cdef int i, k, cid, n = a.n_memb
         cdef AgentCont* p = <AgentCont*>realloc(a.ac, (n + 1) * sizeof(AgentCont))
@@ -637,7 +753,7 @@ cdef class Acd:
         self.stamp += 1
         k = 0
         for i in range(n):
-            cid = self.qs[a.memb_queue[i]].cont[a.memb_tier[i]]
+            cid = self.cn[self.qs[a.memb_queue[i]].cont[a.memb_tier[i]]].cls
             if self.cmark[cid] == self.stamp:
                 continue
             self.cmark[cid] = self.stamp
@@ -1116,37 +1232,89 @@ cdef class Acd:
         return 0
 
     # ---- free containers
-    cdef int _push_free(self, int cid, int aid, double score) except -1:
-        """Add free agent ``aid`` (skill score ``score``) to container ``cid``."""
-        cdef Cont* q = &self.cn[cid]
+    # A free agent sits once in each of its eligibility classes (Cls): an
+    # append to the class's dense array, plus a sorted insert when the class
+    # has an ordered-family container.  A small class answers a heap-family
+    # query by scanning its dense array for the minimum key (dropping stale
+    # entries in the same pass); a class above idx_hi free agents also keeps
+    # one heap per heap-family container, as PyAcd does for every container.
+    # Both give the minimum of the same keys over the same free agents, so
+    # the decisions are PyAcd's.
+    cdef int _push_free(self, int clid, int aid, double score) except -1:
+        """Add free agent ``aid`` (skill score ``score``) to class ``clid``."""
+        cdef Cls* k = &self.cl[clid]
         cdef AgentRec* a = &self.ag[aid]
         cdef IVec* lst
+        cdef DEntry* d
         cdef HEntry e
-        cdef int s = q.kind
-        q.live += 1
-        if s == S_ROUND_ROBIN:
-            lst = &q.o
+        cdef Cont* q
+        cdef DVec* v = &k.d
+        cdef int i, cap
+        cdef void* p
+        k.live += 1
+        if k.ord >= 0:
+            lst = &self.cn[k.ord].o
             ivec_insert(lst, ivec_bisect_right(lst, a.key), a.key)
-            return 0
-        e.agent = aid
-        e.epoch = self.ep[aid]
-        e.k2 = 0.0
-        if s == S_LONGEST_IDLE:
-            e.k1 = a.idle_since
-        elif s == S_FEWEST_CALLS:
-            e.k1 = <double>a.calls
-            e.k2 = a.idle_since
-        elif s == S_LEAST_TALK_TIME:
-            e.k1 = a.talk_s
-            e.k2 = a.idle_since
-        elif s == S_BEST_SKILL:
-            e.k1 = -score
-            e.k2 = a.idle_since
-        else:
-            e.k1 = q.idle_weight * a.idle_since - q.skill_weight * score
-        hvec_push(&q.h, e)
-        if q.h.n > 2 * q.live + 64:
-            self._compact(&q.h)
+        if v.n == v.cap:
+            cap = v.cap * 2 if v.cap else 16
+            p = realloc(v.d, cap * sizeof(DEntry))
+            if p == NULL:
+                raise MemoryError()
+            v.d = <DEntry*>p
+            v.cap = cap
+        d = &v.d[v.n]
+        v.n += 1
+        d.idle = a.idle_since
+        d.talk = a.talk_s
+        d.calls = <double>a.calls
+        d.score = score
+        d.key = a.key
+        d.epoch = self.ep[aid]
+        if k.indexed:
+            for i in range(k.n_hc):
+                q = &self.cn[k.hc[i]]
+                _hkey(q.kind, q.idle_weight, q.skill_weight, d, &e)
+                hvec_push(&q.h, e)
+                if q.h.n > 2 * k.live + 64:
+                    self._compact(&q.h)
+            if v.n > 2 * k.live + 64:
+                self._dense_compact(clid)
+        elif k.live > self.idx_hi and k.n_hc:
+            self._dense_compact(clid)
+            k.indexed = 1
+            for i in range(k.n_hc):
+                self._fill_heap(clid, k.hc[i])
+        elif v.n > 2 * k.live + 64:
+            self._dense_compact(clid)
+        return 0
+
+    cdef void _dense_compact(self, int clid) noexcept:
+        cdef DVec* v = &self.cl[clid].d
+        cdef int i, j = 0
+        for i in range(v.n):
+            if self.ep[<int>(v.d[i].key & AGENT_MASK)] == v.d[i].epoch:
+                if j != i:
+                    v.d[j] = v.d[i]
+                j += 1
+        v.n = j
+
+    cdef int _fill_heap(self, int clid, int cid) except -1:
+        """Heap of container ``cid`` from its class's (compacted) dense array."""
+        cdef DVec* v = &self.cl[clid].d
+        cdef Cont* q = &self.cn[cid]
+        cdef HEntry* p
+        cdef int i
+        if q.h.cap < v.n:
+            p = <HEntry*>realloc(q.h.d, v.n * sizeof(HEntry))
+            if p == NULL:
+                raise MemoryError()
+            q.h.d = p
+            q.h.cap = v.n
+        for i in range(v.n):
+            _hkey(q.kind, q.idle_weight, q.skill_weight, &v.d[i], &q.h.d[i])
+        q.h.n = v.n
+        for i in range(v.n // 2 - 1, -1, -1):
+            h_siftdown(&q.h, i)
         return 0
 
     cdef void _compact(self, HVec* h) noexcept:
@@ -1166,17 +1334,44 @@ cdef class Acd:
 
     cdef void _unfree(self, int aid) noexcept:
         cdef AgentRec* a = &self.ag[aid]
-        cdef int i
-        cdef Cont* k
+        cdef int i, j
+        cdef Cls* k
         cdef IVec* lst
         self.epoch_counter += 1
         self.ep[aid] = self.epoch_counter
         for i in range(a.n_ac):
-            k = &self.cn[a.ac[i].cont]
+            k = &self.cl[a.ac[i].cont]
             k.live -= 1
-            if k.kind == S_ROUND_ROBIN:
-                lst = &k.o
+            if k.ord >= 0:
+                lst = &self.cn[k.ord].o
                 ivec_delete(lst, ivec_bisect_left(lst, a.key))
+            if k.indexed and k.live < self.idx_lo:
+                k.indexed = 0
+                for j in range(k.n_hc):
+                    self.cn[k.hc[j]].h.n = 0
+
+    cdef void _scan(self, int clid, Cont* q, CallerRec* c, HEntry* best, bint* have) noexcept:
+        """Minimum key of container ``q`` over its class's free agents not
+        excluded by ``c`` into best/have; drops stale entries as it goes."""
+        cdef DVec* v = &self.cl[clid].d
+        cdef DEntry* d
+        cdef HEntry e
+        cdef int i, j = 0, aid
+        for i in range(v.n):
+            d = &v.d[i]
+            aid = <int>(d.key & AGENT_MASK)
+            if self.ep[aid] != d.epoch:
+                continue
+            if j != i:
+                v.d[j] = d[0]
+            j += 1
+            if c.excl.n and self._excluded(c, aid):
+                continue
+            _hkey(q.kind, q.idle_weight, q.skill_weight, d, &e)
+            if not have[0] or h_lt(&e, best):
+                best[0] = e
+                have[0] = True
+        v.n = j
 
     cdef inline bint _excluded(self, CallerRec* c, int aid) noexcept:
         cdef int i
@@ -1251,6 +1446,7 @@ cdef class Acd:
         best.agent = 0
         best.epoch = 0
         cdef HVec* heap
+        cdef Cont* cont
         cdef HVec held
         cdef int live
         if s == S_TOP_DOWN:  # smallest non-excluded key over the tiers
@@ -1326,8 +1522,12 @@ cdef class Acd:
         held.n = held.cap = 0
         try:
             for t in range(ntiers):
-                heap = &self.cn[q.cont[t]].h
-                live = self.cn[q.cont[t]].live
+                cont = &self.cn[q.cont[t]]
+                if not self.cl[cont.cls].indexed:
+                    self._scan(cont.cls, cont, c, &best, &have)
+                    continue
+                heap = &cont.h
+                live = self.cl[cont.cls].live
                 if heap.n > live + (live >> 1) + 16:
                     # mostly stale: one linear filter + heapify is cheaper
                     # than a sift-down per stale head (same minimum either way)
