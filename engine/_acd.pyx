@@ -1356,7 +1356,8 @@ cdef class Acd:
         cdef DVec* v = &self.cl[clid].d
         cdef DEntry* d
         cdef HEntry e
-        cdef int i, j = 0, aid
+        cdef int i, j = 0, aid, s = q.kind
+        cdef double k1, iw = q.idle_weight, sw = q.skill_weight
         for i in range(v.n):
             d = &v.d[i]
             aid = <int>(d.key & AGENT_MASK)
@@ -1365,9 +1366,22 @@ cdef class Acd:
             if j != i:
                 v.d[j] = d[0]
             j += 1
+            # cheap reject on the first key component (most entries)
+            if s == S_LONGEST_IDLE:
+                k1 = d.idle
+            elif s == S_FEWEST_CALLS:
+                k1 = d.calls
+            elif s == S_LEAST_TALK_TIME:
+                k1 = d.talk
+            elif s == S_BEST_SKILL:
+                k1 = -d.score
+            else:
+                k1 = iw * d.idle - sw * d.score
+            if have[0] and k1 > best.k1:
+                continue
             if c.excl.n and self._excluded(c, aid):
                 continue
-            _hkey(q.kind, q.idle_weight, q.skill_weight, d, &e)
+            _hkey(s, iw, sw, d, &e)
             if not have[0] or h_lt(&e, best):
                 best[0] = e
                 have[0] = True
@@ -1850,6 +1864,8 @@ cdef class Acd:
             if now != now:
                 raise AcdStateError("now is NaN")
             raise AcdStateError(f"time went backwards: now={now} after {self.now}")
+        if now == INF or now == -INF:
+            raise AcdStateError(f"now must be finite, got {now}")
         self.now = now
         cdef TEntry e
         cdef CallerRec* c
