@@ -4,9 +4,12 @@
 docstring for the theory of operation) on C arrays.
 
 Agents and queues live in arrays indexed by their small int ids, callers in
-a slot array with a free list (a dict maps caller id -> slot), free agents
-in C binary heaps or sorted int64 arrays shared by the (queue, tier) pairs
-with the same strategy family and tier prefix (``Cont``), waiting callers
+a slot array with a free list (a C hash table maps caller id -> slot),
+free agents once per eligibility class (``Cls``: the queues' tier prefix)
+in a dense array scanned per decision, plus sorted int64 arrays for the
+ordered family and, for classes above INDEX_HI free agents only, C binary
+heaps per (strategy family, tier prefix) container (``Cont``; see "free
+containers" below: same minimum as PyAcd's heaps), waiting callers
 in per-(queue, priority level) sorted slot arrays, deadlines in one C heap.
 Python objects appear only at the edges: arguments, the decision tuples,
 configuration (skills, QueueConfig) and the query methods.
@@ -31,8 +34,8 @@ DEF AGENT_MASK = 0x1FFFFF
 # A class scans its dense array per decision while it holds at most INDEX_HI
 # free agents; above that it also keeps a heap per heap-family container,
 # dropped again below INDEX_LO (hysteresis: no flapping at the boundary).
-DEF INDEX_HI = 256
-DEF INDEX_LO = 64
+DEF INDEX_HI = 512
+DEF INDEX_LO = 128
 
 # agent states / triggers (values of acd_types enums)
 DEF ST_LOGGED_OUT = 0

@@ -168,7 +168,7 @@ def test_identical_decisions_across_index_switches(hi, lo, strategies):
 
 def test_identical_decisions_with_large_free_pool():
     """Default limits with hundreds of free agents in one class: the class
-    gets its heaps (more than 256 free), loses them as agents get busy and
+    gets its heaps (more than 512 free), loses them as agents get busy and
     queues added on the live ACD attach to indexed classes."""
     from engine.acd_types import QueueConfig, Tier
 
@@ -176,7 +176,7 @@ def test_identical_decisions_with_large_free_pool():
     acds = (ref, got)
     now = 0.0
     for acd in acds:
-        for a in range(700):
+        for a in range(1100):
             acd.login(a, 0.0, {0: 1 + a % 10, 1: 1 + a % 7})
             acd.ready(a, 0.0)
     strategies = [s for s in Strategy if s != Strategy.RING_ALL]
@@ -190,9 +190,9 @@ def test_identical_decisions_with_large_free_pool():
     import random
 
     rnd = random.Random(4)
-    for step in range(3000):
+    for step in range(4000):
         now += 0.01
-        if rnd.random() < (0.8 if step < 1500 else 0.3):
+        if rnd.random() < (0.8 if step < 2000 else 0.3):
             cid += 1
             q = rnd.randrange(len(strategies))
             outs = []
@@ -225,7 +225,7 @@ def test_identical_decisions_with_large_free_pool():
                 cfg = QueueConfig(strategies[q2 % len(strategies)], (Tier(0.0, ((q2 % 2, 1 + q2 % 3),)),))
                 for acd in acds:
                     acd.add_queue(q2, cfg)
-    assert most_busy > 650 and len(busy) < 400  # below the 64 drop limit and back above 256
+    assert most_busy > 1050 and len(busy) < 500  # below the 128 drop limit and back above 512
     for q in range(len(strategies) + 4):
         assert ref.free_agents(q) == got.free_agents(q)
         assert ref.waiting_callers(q) == got.waiting_callers(q)
