@@ -93,11 +93,12 @@ cdef struct IVec:          # growable int64 array
     int n
     int cap
 
-cdef struct HEntry:
-    double k1
+cdef struct HEntry:        # one heap for free agents and caller timers:
+    double k1              # ordered by (k1, k2, a, b) like Python tuples
     double k2
-    int agent
-    int64_t epoch
+    int64_t a              # free agents: agent id; timers: caller seq
+    int64_t b              # free agents: epoch; timers: version
+    int x                  # timers: caller slot (not part of the order)
 
 cdef struct HVec:
     HEntry* d
@@ -133,12 +134,6 @@ cdef struct Cls:           # free agents of one tier prefix (eligibility class)
     int ord                # its ordered-family container or -1
     int n_hc               # its heap-family containers
     int* hc
-
-cdef struct TEntry:
-    double t
-    int64_t seq
-    int64_t ver
-    int slot
 
 cdef inline int ivec_reserve(IVec* v, int need) except -1:
     cdef int cap
@@ -193,9 +188,9 @@ cdef inline bint h_lt(HEntry* a, HEntry* b) noexcept:
         return a.k1 < b.k1
     if a.k2 != b.k2:
         return a.k2 < b.k2
-    if a.agent != b.agent:
-        return a.agent < b.agent
-    return a.epoch < b.epoch
+    if a.a != b.a:
+        return a.a < b.a
+    return a.b < b.b
 
 cdef int hvec_push(HVec* h, HEntry e) except -1:
     cdef int i, parent, cap
@@ -245,8 +240,8 @@ cdef HEntry hvec_pop(HVec* h) noexcept:
 
 cdef inline void _hkey(int s, double iw, double sw, DEntry* d, HEntry* e) noexcept:
     """The heap entry of free agent ``d`` for strategy ``s`` (PyAcd._heap_key)."""
-    e.agent = <int>(d.key & AGENT_MASK)
-    e.epoch = d.epoch
+    e.a = d.key & AGENT_MASK
+    e.b = d.epoch
     e.k2 = 0.0
     if s == S_LONGEST_IDLE:
         e.k1 = d.idle
@@ -261,13 +256,6 @@ cdef inline void _hkey(int s, double iw, double sw, DEntry* d, HEntry* e) noexce
         e.k2 = d.idle
     else:
         e.k1 = iw * d.idle - sw * d.score
-
-cdef inline bint t_lt(TEntry* a, TEntry* b) noexcept:
-    if a.t != b.t:
-        return a.t < b.t
-    if a.seq != b.seq:
-        return a.seq < b.seq
-    return a.ver < b.ver
 
 
 # caller id -> slot: open addressing, linear probing, backward-shift deletion
@@ -363,9 +351,7 @@ cdef class Acd:
     cdef CallerRec* cs
     cdef int n_cs
     cdef IVec free_slots
-    cdef TEntry* tm
-    cdef int n_tm
-    cdef int cap_tm
+    cdef HVec tm            # caller deadlines: (t, 0, seq, version), slot in x
     cdef int64_t seq_counter
     cdef int64_t ver_counter
     cdef int64_t epoch_counter
@@ -445,7 +431,7 @@ cdef class Acd:
             free(self.cs[i].offers.d)
         free(self.cs)
         free(self.free_slots.d)
-        free(self.tm)
+        free(self.tm.d)
         free(self.ht)
 
     # ------------------------------------------------------------ growth
@@ -1102,12 +1088,12 @@ cdef class Acd:
         self._advance(now)
 
     def next_deadline(self):
-        cdef TEntry e
-        while self.n_tm:
-            e = self.tm[0]
-            if self.cs[e.slot].in_use and self.cs[e.slot].ver == e.ver:
-                return e.t
-            self._tm_pop()
+        cdef HEntry e
+        while self.tm.n:
+            e = self.tm.d[0]
+            if self.cs[e.x].in_use and self.cs[e.x].ver == e.b:
+                return e.k1
+            hvec_pop(&self.tm)
         return INF
 
     def pop_decisions(self):
@@ -1333,7 +1319,7 @@ cdef class Acd:
     cdef inline bint _valid(self, HEntry* e) noexcept:
         # Every exit from READY bumps the epoch, so a matching epoch means
         # the agent is still READY since the push (PyAcd also checks state).
-        return self.ep[e.agent] == e.epoch
+        return self.ep[e.a] == e.b
 
     cdef void _unfree(self, int aid) noexcept:
         cdef AgentRec* a = &self.ag[aid]
@@ -1460,8 +1446,9 @@ cdef class Acd:
         cdef bint have = False
         best.k1 = 0.0
         best.k2 = 0.0
-        best.agent = 0
-        best.epoch = 0
+        best.a = 0
+        best.b = 0
+        best.x = 0
         cdef HVec* heap
         cdef Cont* cont
         cdef HVec held
@@ -1554,7 +1541,7 @@ cdef class Acd:
                     e = heap.d[0]
                     if not self._valid(&e):
                         hvec_pop(heap)
-                    elif c.excl.n and self._excluded(c, e.agent):
+                    elif c.excl.n and self._excluded(c, <int>e.a):
                         hvec_push(&held, hvec_pop(heap))
                     else:
                         if not have or h_lt(&e, &best):
@@ -1566,7 +1553,7 @@ cdef class Acd:
         finally:
             free(held.d)
         if have:
-            ivec_insert(res, 0, best.agent)
+            ivec_insert(res, 0, best.a)
         return 0
 
     cdef int _offer(self, int slot, IVec* agents, bint in_free) except -1:
@@ -1777,59 +1764,17 @@ cdef class Acd:
     cdef int _schedule(self, int slot) except -1:
         cdef CallerRec* c = &self.cs[slot]
         cdef double t = self._next_time(slot)
-        cdef TEntry e
+        cdef HEntry e
         self.ver_counter += 1
         c.ver = self.ver_counter
         if t < INF:
-            e.t = t
-            e.seq = c.seq
-            e.ver = self.ver_counter
-            e.slot = slot
-            self._tm_push(e)
+            e.k1 = t
+            e.k2 = 0.0
+            e.a = c.seq
+            e.b = self.ver_counter
+            e.x = slot
+            hvec_push(&self.tm, e)
         return 0
-
-    cdef int _tm_push(self, TEntry e) except -1:
-        cdef int i, parent, cap
-        cdef TEntry* p
-        if self.n_tm == self.cap_tm:
-            cap = self.cap_tm * 2 if self.cap_tm else 64
-            p = <TEntry*>realloc(self.tm, cap * sizeof(TEntry))
-            if p == NULL:
-                raise MemoryError()
-            self.tm = p
-            self.cap_tm = cap
-        i = self.n_tm
-        self.n_tm += 1
-        while i > 0:
-            parent = (i - 1) >> 1
-            if t_lt(&e, &self.tm[parent]):
-                self.tm[i] = self.tm[parent]
-                i = parent
-            else:
-                break
-        self.tm[i] = e
-        return 0
-
-    cdef TEntry _tm_pop(self) noexcept:
-        cdef TEntry top = self.tm[0], e
-        cdef int i = 0, child, n
-        self.n_tm -= 1
-        n = self.n_tm
-        if n > 0:
-            e = self.tm[n]
-            while True:
-                child = 2 * i + 1
-                if child >= n:
-                    break
-                if child + 1 < n and t_lt(&self.tm[child + 1], &self.tm[child]):
-                    child += 1
-                if t_lt(&self.tm[child], &e):
-                    self.tm[i] = self.tm[child]
-                    i = child
-                else:
-                    break
-            self.tm[i] = e
-        return top
 
     cdef bint _due(self, int slot, double now) noexcept:
         cdef CallerRec* c = &self.cs[slot]
@@ -1870,14 +1815,14 @@ cdef class Acd:
         if now == INF or now == -INF:
             raise AcdStateError(f"now must be finite, got {now}")
         self.now = now
-        cdef TEntry e
+        cdef HEntry e
         cdef CallerRec* c
-        while self.n_tm and self.tm[0].t <= now:
-            e = self._tm_pop()
-            c = &self.cs[e.slot]
-            if not c.in_use or c.ver != e.ver:
+        while self.tm.n and self.tm.d[0].k1 <= now:
+            e = hvec_pop(&self.tm)
+            c = &self.cs[e.x]
+            if not c.in_use or c.ver != e.b:
                 continue
-            self._on_timer(e.slot, now)
+            self._on_timer(e.x, now)
         return 0
 
     cdef int _on_timer(self, int slot, double now) except -1:
