@@ -190,35 +190,29 @@ def test_identical_decisions_with_large_free_pool():
     import random
 
     rnd = random.Random(4)
+
+    def both(*calls) -> None:
+        """Apply ``(method, *args)`` calls to both, compare the decisions
+        and answer every offer."""
+        outs = []
+        for acd in acds:
+            for name, *args in calls:
+                getattr(acd, name)(*args)
+            outs.append(acd.pop_decisions())
+        assert outs[0] == outs[1]
+        for d in outs[0]:
+            if d[0] == 0:
+                both(("accept", d[1], d[2], now))
+                busy.append(d[2])
+
     for step in range(4000):
         now += 0.01
         if rnd.random() < (0.8 if step < 2000 else 0.3):
             cid += 1
-            q = rnd.randrange(len(strategies))
-            outs = []
-            for acd in acds:
-                acd.enqueue(cid, q, now)
-                outs.append(acd.pop_decisions())
-            assert outs[0] == outs[1]
-            for d in outs[0]:
-                if d[0] == 0:
-                    for acd in acds:
-                        acd.accept(d[1], d[2], now)
-                        assert acd.pop_decisions() == []
-                    busy.append(d[2])
+            both(("enqueue", cid, rnd.randrange(len(strategies)), now))
         elif busy:
             agent = busy.pop(rnd.randrange(len(busy)))
-            outs = []
-            for acd in acds:
-                acd.call_ended(agent, now)
-                acd.wrapup_done(agent, now)
-                outs.append(acd.pop_decisions())
-            assert outs[0] == outs[1]
-            for d in outs[0]:
-                if d[0] == 0:
-                    for acd in acds:
-                        acd.accept(d[1], d[2], now)
-                    busy.append(d[2])
+            both(("call_ended", agent, now), ("wrapup_done", agent, now))
         most_busy = max(most_busy, len(busy))
         if step == 1000:  # late queues on classes that are indexed by now
             for q2 in range(len(strategies), len(strategies) + 4):
