@@ -4,9 +4,12 @@
 docstring for the theory of operation) on C arrays.
 
 Agents and queues live in arrays indexed by their small int ids, callers in
-a slot array with a free list (a dict maps caller id -> slot), free agents
-in C binary heaps or sorted int64 arrays shared by the (queue, tier) pairs
-with the same strategy family and tier prefix (``Cont``), waiting callers
+a slot array with a free list (a C hash table maps caller id -> slot),
+free agents once per eligibility class (``Cls``: the queues' tier prefix)
+in a dense array scanned per decision, plus sorted int64 arrays for the
+ordered family and, for classes above INDEX_HI free agents only, C binary
+heaps per (strategy family, tier prefix) container (``Cont``; see "free
+containers" below: same minimum as PyAcd's heaps), waiting callers
 in per-(queue, priority level) sorted slot arrays, deadlines in one C heap.
 Python objects appear only at the edges: arguments, the decision tuples,
 configuration (skills, QueueConfig) and the query methods.
@@ -28,6 +31,11 @@ from engine.acd_types import (
 DEF NLEVELS = 10
 DEF RANK_SHIFT = 21
 DEF AGENT_MASK = 0x1FFFFF
+# A class scans its dense array per decision while it holds at most INDEX_HI
+# free agents; above that it also keeps a heap per heap-family container,
+# dropped again below INDEX_LO (hysteresis: no flapping at the boundary).
+DEF INDEX_HI = 512
+DEF INDEX_LO = 128
 
 # agent states / triggers (values of acd_types enums)
 DEF ST_LOGGED_OUT = 0
@@ -85,11 +93,12 @@ cdef struct IVec:          # growable int64 array
     int n
     int cap
 
-cdef struct HEntry:
-    double k1
+cdef struct HEntry:        # one heap for free agents and caller timers:
+    double k1              # ordered by (k1, k2, a, b) like Python tuples
     double k2
-    int agent
-    int64_t epoch
+    int64_t a              # free agents: agent id; timers: caller seq
+    int64_t b              # free agents: epoch; timers: version
+    int x                  # timers: caller slot (not part of the order)
 
 cdef struct HVec:
     HEntry* d
@@ -97,19 +106,34 @@ cdef struct HVec:
     int cap
 
 cdef struct Cont:          # a free-agent container, one cache line
-    HVec h                 # heap families
-    IVec o                 # ordered family (round_robin / random / ring_all)
-    int live               # free agents held (h also holds stale entries)
+    HVec h                 # heap families (only while its class is indexed)
+    IVec o                 # ordered family (round_robin / random / ring_all / top_down)
+    int cls                # the eligibility class whose free agents it orders
     int kind               # strategy giving the key (S_ROUND_ROBIN: ordered)
     double idle_weight     # weighted only
     double skill_weight
     int64_t pad
 
-cdef struct TEntry:
-    double t
-    int64_t seq
-    int64_t ver
-    int slot
+cdef struct DEntry:        # a free agent in a class's dense array
+    double idle            # the key inputs, frozen while the agent is free
+    double talk
+    double calls
+    double score
+    int64_t key            # rank << RANK_SHIFT | agent
+    int64_t epoch          # stale when the agent's epoch moved on
+
+cdef struct DVec:
+    DEntry* d
+    int n
+    int cap
+
+cdef struct Cls:           # free agents of one tier prefix (eligibility class)
+    DVec d                 # every free agent (plus stale entries), unordered
+    int live               # free agents held
+    int indexed            # heap containers maintained (live above idx_hi)
+    int ord                # its ordered-family container or -1
+    int n_hc               # its heap-family containers
+    int* hc
 
 cdef inline int ivec_reserve(IVec* v, int need) except -1:
     cdef int cap
@@ -164,9 +188,9 @@ cdef inline bint h_lt(HEntry* a, HEntry* b) noexcept:
         return a.k1 < b.k1
     if a.k2 != b.k2:
         return a.k2 < b.k2
-    if a.agent != b.agent:
-        return a.agent < b.agent
-    return a.epoch < b.epoch
+    if a.a != b.a:
+        return a.a < b.a
+    return a.b < b.b
 
 cdef int hvec_push(HVec* h, HEntry e) except -1:
     cdef int i, parent, cap
@@ -214,12 +238,24 @@ cdef HEntry hvec_pop(HVec* h) noexcept:
         h_siftdown(h, 0)
     return top
 
-cdef inline bint t_lt(TEntry* a, TEntry* b) noexcept:
-    if a.t != b.t:
-        return a.t < b.t
-    if a.seq != b.seq:
-        return a.seq < b.seq
-    return a.ver < b.ver
+cdef inline void _hkey(int s, double iw, double sw, DEntry* d, HEntry* e) noexcept:
+    """The heap entry of free agent ``d`` for strategy ``s`` (PyAcd._heap_key)."""
+    e.a = d.key & AGENT_MASK
+    e.b = d.epoch
+    e.k2 = 0.0
+    if s == S_LONGEST_IDLE:
+        e.k1 = d.idle
+    elif s == S_FEWEST_CALLS:
+        e.k1 = d.calls
+        e.k2 = d.idle
+    elif s == S_LEAST_TALK_TIME:
+        e.k1 = d.talk
+        e.k2 = d.idle
+    elif s == S_BEST_SKILL:
+        e.k1 = -d.score
+        e.k2 = d.idle
+    else:
+        e.k1 = iw * d.idle - sw * d.score
 
 
 # caller id -> slot: open addressing, linear probing, backward-shift deletion
@@ -237,7 +273,7 @@ cdef inline uint64_t ht_hash(int64_t key) noexcept:
 # ------------------------------------------------------------------ records
 cdef struct AgentCont:
     double score
-    int cont
+    int cont               # an eligibility class (Cls) id
 
 cdef struct AgentRec:
     int state
@@ -253,8 +289,8 @@ cdef struct AgentRec:
     int* memb_queue
     int* memb_tier
     double* memb_score
-    int n_ac              # distinct free containers of the memberships
-    AgentCont* ac        # (container, score) pairs: one array, fewer cache misses
+    int n_ac              # distinct eligibility classes of the memberships
+    AgentCont* ac        # (class, score) pairs: one array, fewer cache misses
     IVec sticky           # caller slots waiting for this agent only
 
 cdef struct QueueRec:
@@ -315,9 +351,7 @@ cdef class Acd:
     cdef CallerRec* cs
     cdef int n_cs
     cdef IVec free_slots
-    cdef TEntry* tm
-    cdef int n_tm
-    cdef int cap_tm
+    cdef HVec tm            # caller deadlines: (t, 0, seq, version), slot in x
     cdef int64_t seq_counter
     cdef int64_t ver_counter
     cdef int64_t epoch_counter
@@ -334,9 +368,15 @@ cdef class Acd:
     cdef Cont* cn           # free containers
     cdef int n_cont
     cdef int cap_cont
-    cdef int64_t* cmark     # per container: stamp used to dedupe memberships
-    cdef int64_t stamp
     cdef dict cont_ids      # container signature -> id
+    cdef Cls* cl            # eligibility classes
+    cdef int n_cls
+    cdef int cap_cls
+    cdef int64_t* cmark     # per class: stamp used to dedupe memberships
+    cdef int64_t stamp
+    cdef dict cls_ids       # tier-prefix signature -> class id
+    cdef int idx_hi         # a class with more free agents gets heap indexes
+    cdef int idx_lo         # ... and drops them below this many
     cdef object index       # QueueIndex
 
     def __cinit__(self, uint64_t seed=0):
@@ -349,6 +389,9 @@ cdef class Acd:
         self.groups = {}
         self.members = {}
         self.cont_ids = {}
+        self.cls_ids = {}
+        self.idx_hi = INDEX_HI
+        self.idx_lo = INDEX_LO
         self.index = QueueIndex()
 
     def __init__(self, seed=0):
@@ -378,13 +421,17 @@ cdef class Acd:
             free(self.cn[i].h.d)
             free(self.cn[i].o.d)
         free(self.cn)
+        for i in range(self.n_cls):
+            free(self.cl[i].d.d)
+            free(self.cl[i].hc)
+        free(self.cl)
         free(self.cmark)
         for i in range(self.n_cs):
             free(self.cs[i].excl.d)
             free(self.cs[i].offers.d)
         free(self.cs)
         free(self.free_slots.d)
-        free(self.tm)
+        free(self.tm.d)
         free(self.ht)
 
     # ------------------------------------------------------------ growth
@@ -568,7 +615,12 @@ cdef class Acd:
         else:
             family = (s,)
         for t in range(n):
-            sig = (family, tuple((tr.skills, tr.groups) for tr in config.tiers[:t + 1]))
+            prefix = tuple((tr.skills, tr.groups) for tr in config.tiers[:t + 1])
+            clid = self.cls_ids.get(prefix)
+            if clid is None:
+                clid = self._new_class()
+                self.cls_ids[prefix] = clid
+            sig = (family, prefix)
             cid = self.cont_ids.get(sig)
             if cid is None:
                 cid = self._new_container()
@@ -576,6 +628,7 @@ cdef class Acd:
                 self.cn[<int>cid].kind = S_ROUND_ROBIN if len(family) == 1 and family[0] == S_ROUND_ROBIN else s
                 self.cn[<int>cid].idle_weight = q.idle_weight
                 self.cn[<int>cid].skill_weight = q.skill_weight
+                self._class_add_cont(clid, cid)
             q.cont[t] = cid
         q.handle_times = <double*>calloc(q.window, sizeof(double))
         q.rr_last = -1
@@ -592,11 +645,12 @@ cdef class Acd:
             members[aid] = tier
             a = &self.ag[aid]
             score = float(config.score(self.skills[aid]))
-            shared = self._has_cont(aid, q.cont[tier])
+            clid = self.cn[q.cont[tier]].cls
+            shared = self._has_cont(aid, clid)
             self._memb_add(aid, qid, tier, score)
             self._rebuild_ac(aid)
             if not shared and a.state == ST_READY:
-                self._push_free(q.cont[tier], aid, score)
+                self._push_free(clid, aid, score)
 
     cdef int _new_container(self) except -1:
         cdef int cap
@@ -613,9 +667,60 @@ cdef class Acd:
             self.cmark = <int64_t*>p
             self.cap_cont = cap
         memset(&self.cn[self.n_cont], 0, sizeof(Cont))
-        self.cmark[self.n_cont] = 0
         self.n_cont += 1
         return self.n_cont - 1
+
+    cdef int _new_class(self) except -1:
+        cdef int cap
+        cdef void* p
+        if self.n_cls == self.cap_cls:
+            cap = self.cap_cls * 2 if self.cap_cls else 64
+            p = realloc(self.cl, cap * sizeof(Cls))
+            if p == NULL:
+                raise MemoryError()
+            self.cl = <Cls*>p
+            p = realloc(self.cmark, cap * sizeof(int64_t))
+            if p == NULL:
+                raise MemoryError()
+            self.cmark = <int64_t*>p
+            self.cap_cls = cap
+        memset(&self.cl[self.n_cls], 0, sizeof(Cls))
+        self.cl[self.n_cls].ord = -1
+        self.cmark[self.n_cls] = 0
+        self.n_cls += 1
+        return self.n_cls - 1
+
+    cdef int _class_add_cont(self, int clid, int cid) except -1:
+        """Attach new container ``cid`` to class ``clid``, filled with the
+        class's current free agents (add_queue on a live ACD)."""
+        cdef Cls* k = &self.cl[clid]
+        cdef Cont* q = &self.cn[cid]
+        cdef int* p
+        cdef int i
+        q.cls = clid
+        self._dense_compact(clid)
+        if q.kind == S_ROUND_ROBIN:
+            k.ord = cid
+            for i in range(k.d.n):
+                ivec_insert(&q.o, ivec_bisect_right(&q.o, k.d.d[i].key), k.d.d[i].key)
+            return 0
+        p = <int*>realloc(k.hc, (k.n_hc + 1) * sizeof(int))
+        if p == NULL:
+            raise MemoryError()
+        k.hc = p
+        k.hc[k.n_hc] = cid
+        k.n_hc += 1
+        if k.indexed:
+            self._fill_heap(clid, cid)
+        return 0
+
+    def _set_index_limits(self, int hi, int lo):
+        """Test hook: a class gets heap indexes above ``hi`` free agents and
+        drops them below ``lo`` (decisions never depend on these)."""
+        if not 0 <= lo <= hi:
+            raise ValueError(f"need 0 <= lo <= hi, got lo={lo} hi={hi}")
+        self.idx_hi = hi
+        self.idx_lo = lo
 
     cdef bint _has_cont(self, int aid, int cid) noexcept:
         cdef AgentRec* a = &self.ag[aid]
@@ -626,8 +731,8 @@ cdef class Acd:
         return False
 
     cdef int _rebuild_ac(self, int aid) except -1:
-        """Recompute the agent's distinct free containers from its
-        memberships (queues sharing a container share its content)."""
+        """Recompute the agent's distinct eligibility classes from its
+        memberships (queues sharing a class share its free agents)."""
         cdef AgentRec* a = &self.ag[aid]
         cdef int i, k, cid, n = a.n_memb
         cdef AgentCont* p = <AgentCont*>realloc(a.ac, (n + 1) * sizeof(AgentCont))
@@ -637,7 +742,7 @@ cdef class Acd:
         self.stamp += 1
         k = 0
         for i in range(n):
-            cid = self.qs[a.memb_queue[i]].cont[a.memb_tier[i]]
+            cid = self.cn[self.qs[a.memb_queue[i]].cont[a.memb_tier[i]]].cls
             if self.cmark[cid] == self.stamp:
                 continue
             self.cmark[cid] = self.stamp
@@ -983,12 +1088,12 @@ cdef class Acd:
         self._advance(now)
 
     def next_deadline(self):
-        cdef TEntry e
-        while self.n_tm:
-            e = self.tm[0]
-            if self.cs[e.slot].in_use and self.cs[e.slot].ver == e.ver:
-                return e.t
-            self._tm_pop()
+        cdef HEntry e
+        while self.tm.n:
+            e = self.tm.d[0]
+            if self.cs[e.x].in_use and self.cs[e.x].ver == e.b:
+                return e.k1
+            hvec_pop(&self.tm)
         return INF
 
     def pop_decisions(self):
@@ -1116,37 +1221,89 @@ cdef class Acd:
         return 0
 
     # ---- free containers
-    cdef int _push_free(self, int cid, int aid, double score) except -1:
-        """Add free agent ``aid`` (skill score ``score``) to container ``cid``."""
-        cdef Cont* q = &self.cn[cid]
+    # A free agent sits once in each of its eligibility classes (Cls): an
+    # append to the class's dense array, plus a sorted insert when the class
+    # has an ordered-family container.  A small class answers a heap-family
+    # query by scanning its dense array for the minimum key (dropping stale
+    # entries in the same pass); a class above idx_hi free agents also keeps
+    # one heap per heap-family container, as PyAcd does for every container.
+    # Both give the minimum of the same keys over the same free agents, so
+    # the decisions are PyAcd's.
+    cdef int _push_free(self, int clid, int aid, double score) except -1:
+        """Add free agent ``aid`` (skill score ``score``) to class ``clid``."""
+        cdef Cls* k = &self.cl[clid]
         cdef AgentRec* a = &self.ag[aid]
         cdef IVec* lst
+        cdef DEntry* d
         cdef HEntry e
-        cdef int s = q.kind
-        q.live += 1
-        if s == S_ROUND_ROBIN:
-            lst = &q.o
+        cdef Cont* q
+        cdef DVec* v = &k.d
+        cdef int i, cap
+        cdef void* p
+        k.live += 1
+        if k.ord >= 0:
+            lst = &self.cn[k.ord].o
             ivec_insert(lst, ivec_bisect_right(lst, a.key), a.key)
-            return 0
-        e.agent = aid
-        e.epoch = self.ep[aid]
-        e.k2 = 0.0
-        if s == S_LONGEST_IDLE:
-            e.k1 = a.idle_since
-        elif s == S_FEWEST_CALLS:
-            e.k1 = <double>a.calls
-            e.k2 = a.idle_since
-        elif s == S_LEAST_TALK_TIME:
-            e.k1 = a.talk_s
-            e.k2 = a.idle_since
-        elif s == S_BEST_SKILL:
-            e.k1 = -score
-            e.k2 = a.idle_since
-        else:
-            e.k1 = q.idle_weight * a.idle_since - q.skill_weight * score
-        hvec_push(&q.h, e)
-        if q.h.n > 2 * q.live + 64:
-            self._compact(&q.h)
+        if v.n == v.cap:
+            cap = v.cap * 2 if v.cap else 16
+            p = realloc(v.d, cap * sizeof(DEntry))
+            if p == NULL:
+                raise MemoryError()
+            v.d = <DEntry*>p
+            v.cap = cap
+        d = &v.d[v.n]
+        v.n += 1
+        d.idle = a.idle_since
+        d.talk = a.talk_s
+        d.calls = <double>a.calls
+        d.score = score
+        d.key = a.key
+        d.epoch = self.ep[aid]
+        if k.indexed:
+            for i in range(k.n_hc):
+                q = &self.cn[k.hc[i]]
+                _hkey(q.kind, q.idle_weight, q.skill_weight, d, &e)
+                hvec_push(&q.h, e)
+                if q.h.n > 2 * k.live + 64:
+                    self._compact(&q.h)
+            if v.n > 2 * k.live + 64:
+                self._dense_compact(clid)
+        elif k.live > self.idx_hi and k.n_hc:
+            self._dense_compact(clid)
+            k.indexed = 1
+            for i in range(k.n_hc):
+                self._fill_heap(clid, k.hc[i])
+        elif v.n > 2 * k.live + 64:
+            self._dense_compact(clid)
+        return 0
+
+    cdef void _dense_compact(self, int clid) noexcept:
+        cdef DVec* v = &self.cl[clid].d
+        cdef int i, j = 0
+        for i in range(v.n):
+            if self.ep[<int>(v.d[i].key & AGENT_MASK)] == v.d[i].epoch:
+                if j != i:
+                    v.d[j] = v.d[i]
+                j += 1
+        v.n = j
+
+    cdef int _fill_heap(self, int clid, int cid) except -1:
+        """Heap of container ``cid`` from its class's (compacted) dense array."""
+        cdef DVec* v = &self.cl[clid].d
+        cdef Cont* q = &self.cn[cid]
+        cdef HEntry* p
+        cdef int i
+        if q.h.cap < v.n:
+            p = <HEntry*>realloc(q.h.d, v.n * sizeof(HEntry))
+            if p == NULL:
+                raise MemoryError()
+            q.h.d = p
+            q.h.cap = v.n
+        for i in range(v.n):
+            _hkey(q.kind, q.idle_weight, q.skill_weight, &v.d[i], &q.h.d[i])
+        q.h.n = v.n
+        for i in range(v.n // 2 - 1, -1, -1):
+            h_siftdown(&q.h, i)
         return 0
 
     cdef void _compact(self, HVec* h) noexcept:
@@ -1162,21 +1319,62 @@ cdef class Acd:
     cdef inline bint _valid(self, HEntry* e) noexcept:
         # Every exit from READY bumps the epoch, so a matching epoch means
         # the agent is still READY since the push (PyAcd also checks state).
-        return self.ep[e.agent] == e.epoch
+        return self.ep[e.a] == e.b
 
     cdef void _unfree(self, int aid) noexcept:
         cdef AgentRec* a = &self.ag[aid]
-        cdef int i
-        cdef Cont* k
+        cdef int i, j
+        cdef Cls* k
         cdef IVec* lst
         self.epoch_counter += 1
         self.ep[aid] = self.epoch_counter
         for i in range(a.n_ac):
-            k = &self.cn[a.ac[i].cont]
+            k = &self.cl[a.ac[i].cont]
             k.live -= 1
-            if k.kind == S_ROUND_ROBIN:
-                lst = &k.o
+            if k.ord >= 0:
+                lst = &self.cn[k.ord].o
                 ivec_delete(lst, ivec_bisect_left(lst, a.key))
+            if k.indexed and k.live < self.idx_lo:
+                k.indexed = 0
+                for j in range(k.n_hc):
+                    self.cn[k.hc[j]].h.n = 0
+
+    cdef void _scan(self, int clid, Cont* q, CallerRec* c, HEntry* best, bint* have) noexcept:
+        """Minimum key of container ``q`` over its class's free agents not
+        excluded by ``c`` into best/have; drops stale entries as it goes."""
+        cdef DVec* v = &self.cl[clid].d
+        cdef DEntry* d
+        cdef HEntry e
+        cdef int i, j = 0, aid, s = q.kind
+        cdef double k1, iw = q.idle_weight, sw = q.skill_weight
+        for i in range(v.n):
+            d = &v.d[i]
+            aid = <int>(d.key & AGENT_MASK)
+            if self.ep[aid] != d.epoch:
+                continue
+            if j != i:
+                v.d[j] = d[0]
+            j += 1
+            # cheap reject on the first key component (most entries)
+            if s == S_LONGEST_IDLE:
+                k1 = d.idle
+            elif s == S_FEWEST_CALLS:
+                k1 = d.calls
+            elif s == S_LEAST_TALK_TIME:
+                k1 = d.talk
+            elif s == S_BEST_SKILL:
+                k1 = -d.score
+            else:
+                k1 = iw * d.idle - sw * d.score
+            if have[0] and k1 > best.k1:
+                continue
+            if c.excl.n and self._excluded(c, aid):
+                continue
+            _hkey(s, iw, sw, d, &e)
+            if not have[0] or h_lt(&e, best):
+                best[0] = e
+                have[0] = True
+        v.n = j
 
     cdef inline bint _excluded(self, CallerRec* c, int aid) noexcept:
         cdef int i
@@ -1248,9 +1446,11 @@ cdef class Acd:
         cdef bint have = False
         best.k1 = 0.0
         best.k2 = 0.0
-        best.agent = 0
-        best.epoch = 0
+        best.a = 0
+        best.b = 0
+        best.x = 0
         cdef HVec* heap
+        cdef Cont* cont
         cdef HVec held
         cdef int live
         if s == S_TOP_DOWN:  # smallest non-excluded key over the tiers
@@ -1326,8 +1526,12 @@ cdef class Acd:
         held.n = held.cap = 0
         try:
             for t in range(ntiers):
-                heap = &self.cn[q.cont[t]].h
-                live = self.cn[q.cont[t]].live
+                cont = &self.cn[q.cont[t]]
+                if not self.cl[cont.cls].indexed:
+                    self._scan(cont.cls, cont, c, &best, &have)
+                    continue
+                heap = &cont.h
+                live = self.cl[cont.cls].live
                 if heap.n > live + (live >> 1) + 16:
                     # mostly stale: one linear filter + heapify is cheaper
                     # than a sift-down per stale head (same minimum either way)
@@ -1337,7 +1541,7 @@ cdef class Acd:
                     e = heap.d[0]
                     if not self._valid(&e):
                         hvec_pop(heap)
-                    elif c.excl.n and self._excluded(c, e.agent):
+                    elif c.excl.n and self._excluded(c, <int>e.a):
                         hvec_push(&held, hvec_pop(heap))
                     else:
                         if not have or h_lt(&e, &best):
@@ -1349,7 +1553,7 @@ cdef class Acd:
         finally:
             free(held.d)
         if have:
-            ivec_insert(res, 0, best.agent)
+            ivec_insert(res, 0, best.a)
         return 0
 
     cdef int _offer(self, int slot, IVec* agents, bint in_free) except -1:
@@ -1560,59 +1764,17 @@ cdef class Acd:
     cdef int _schedule(self, int slot) except -1:
         cdef CallerRec* c = &self.cs[slot]
         cdef double t = self._next_time(slot)
-        cdef TEntry e
+        cdef HEntry e
         self.ver_counter += 1
         c.ver = self.ver_counter
         if t < INF:
-            e.t = t
-            e.seq = c.seq
-            e.ver = self.ver_counter
-            e.slot = slot
-            self._tm_push(e)
+            e.k1 = t
+            e.k2 = 0.0
+            e.a = c.seq
+            e.b = self.ver_counter
+            e.x = slot
+            hvec_push(&self.tm, e)
         return 0
-
-    cdef int _tm_push(self, TEntry e) except -1:
-        cdef int i, parent, cap
-        cdef TEntry* p
-        if self.n_tm == self.cap_tm:
-            cap = self.cap_tm * 2 if self.cap_tm else 64
-            p = <TEntry*>realloc(self.tm, cap * sizeof(TEntry))
-            if p == NULL:
-                raise MemoryError()
-            self.tm = p
-            self.cap_tm = cap
-        i = self.n_tm
-        self.n_tm += 1
-        while i > 0:
-            parent = (i - 1) >> 1
-            if t_lt(&e, &self.tm[parent]):
-                self.tm[i] = self.tm[parent]
-                i = parent
-            else:
-                break
-        self.tm[i] = e
-        return 0
-
-    cdef TEntry _tm_pop(self) noexcept:
-        cdef TEntry top = self.tm[0], e
-        cdef int i = 0, child, n
-        self.n_tm -= 1
-        n = self.n_tm
-        if n > 0:
-            e = self.tm[n]
-            while True:
-                child = 2 * i + 1
-                if child >= n:
-                    break
-                if child + 1 < n and t_lt(&self.tm[child + 1], &self.tm[child]):
-                    child += 1
-                if t_lt(&self.tm[child], &e):
-                    self.tm[i] = self.tm[child]
-                    i = child
-                else:
-                    break
-            self.tm[i] = e
-        return top
 
     cdef bint _due(self, int slot, double now) noexcept:
         cdef CallerRec* c = &self.cs[slot]
@@ -1650,15 +1812,17 @@ cdef class Acd:
             if now != now:
                 raise AcdStateError("now is NaN")
             raise AcdStateError(f"time went backwards: now={now} after {self.now}")
+        if now == INF or now == -INF:
+            raise AcdStateError(f"now must be finite, got {now}")
         self.now = now
-        cdef TEntry e
+        cdef HEntry e
         cdef CallerRec* c
-        while self.n_tm and self.tm[0].t <= now:
-            e = self._tm_pop()
-            c = &self.cs[e.slot]
-            if not c.in_use or c.ver != e.ver:
+        while self.tm.n and self.tm.d[0].k1 <= now:
+            e = hvec_pop(&self.tm)
+            c = &self.cs[e.x]
+            if not c.in_use or c.ver != e.b:
                 continue
-            self._on_timer(e.slot, now)
+            self._on_timer(e.x, now)
         return 0
 
     cdef int _on_timer(self, int slot, double now) except -1:

@@ -993,6 +993,8 @@ class PyAcd:
             if now != now:
                 raise AcdStateError("now is NaN")
             raise AcdStateError(f"time went backwards: now={now} after {self._now}")
+        if now == INF or now == -INF:  # an infinite idle_since would give NaN weighted keys
+            raise AcdStateError(f"now must be finite, got {now}")
         self._now = now
         timers = self._timers
         callers = self._callers

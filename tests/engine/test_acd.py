@@ -623,6 +623,10 @@ def test_bad_ids_get_specific_errors(make):
         acd.login(1, 1.0, ((1, 2), (1, 3)))
     with pytest.raises(AcdStateError, match="NaN"):
         acd.advance(float("nan"))
+    with pytest.raises(AcdStateError, match="must be finite"):  # keys stay finite: no NaN
+        acd.advance(float("inf"))
+    with pytest.raises(AcdStateError, match="must be finite"):
+        make(q("longest_idle")).advance(float("-inf"))  # a fresh ACD: not "backwards"
     assert acd.queue_length(0) == 0
 
 

@@ -141,3 +141,85 @@ def test_caller_id_table_matches_reference():
     probes = {s[1]: s[2] for s in ref if isinstance(s, tuple) and s[0] == "probe"}
     assert probes["True"] == probes["1.0"] != "not queued"  # both find caller 1
     assert probes[repr(2**70)] == probes["'1'"] == probes["1.5"] == "not queued"
+
+
+def _with_index_limits(hi, lo, seed):
+    """The compiled ACD with its class-index limits set (the reference has
+    no such knob: under CTIENGINE_PUREPYTHON=1 a plain PyAcd)."""
+    acd = other_impl()(seed)
+    if hasattr(acd, "_set_index_limits"):
+        acd._set_index_limits(hi, lo)
+    return acd
+
+
+@pytest.mark.parametrize("hi,lo", [(0, 0), (2, 1), (6, 2), (12, 12)])
+@pytest.mark.parametrize("strategies", [tuple(Strategy), (Strategy.WEIGHTED, Strategy.FEWEST_CALLS)])
+def test_identical_decisions_across_index_switches(hi, lo, strategies):
+    """The compiled ACD answers a small eligibility class by scanning its
+    dense array and a large one from heaps: with tiny limits classes switch
+    between the two all the time (0, 0: always heaps) and every decision
+    must still be the reference's."""
+    seed = 300 + hi + len(strategies)
+    sc = Scenario(seed=seed, agents=40, queues=8, skills=2, tiers=True, strategies=strategies)
+    driver = Driver(sc, [PyAcd(seed), _with_index_limits(hi, lo, seed)], check=False)
+    driver.run(3000)
+    driver.compare_queries()
+
+
+def test_identical_decisions_with_large_free_pool():
+    """Default limits with hundreds of free agents in one class: the class
+    gets its heaps (more than 512 free), loses them as agents get busy and
+    queues added on the live ACD attach to indexed classes."""
+    from engine.acd_types import QueueConfig, Tier
+
+    ref, got = PyAcd(4), other_impl()(4)
+    acds = (ref, got)
+    now = 0.0
+    for acd in acds:
+        for a in range(1100):
+            acd.login(a, 0.0, {0: 1 + a % 10, 1: 1 + a % 7})
+            acd.ready(a, 0.0)
+    strategies = [s for s in Strategy if s != Strategy.RING_ALL]
+    for q, s in enumerate(strategies):
+        cfg = QueueConfig(s, (Tier(0.0, ((q % 2, 1 + q % 3),)), Tier(5.0, ((q % 2, 1),))))
+        for acd in acds:
+            acd.add_queue(q, cfg)
+    busy: list[int] = []
+    most_busy = 0
+    cid = 0
+    import random
+
+    rnd = random.Random(4)
+
+    def both(*calls) -> None:
+        """Apply ``(method, *args)`` calls to both, compare the decisions
+        and answer every offer."""
+        outs = []
+        for acd in acds:
+            for name, *args in calls:
+                getattr(acd, name)(*args)
+            outs.append(acd.pop_decisions())
+        assert outs[0] == outs[1]
+        for d in outs[0]:
+            if d[0] == 0:
+                both(("accept", d[1], d[2], now))
+                busy.append(d[2])
+
+    for step in range(4000):
+        now += 0.01
+        if rnd.random() < (0.8 if step < 2000 else 0.3):
+            cid += 1
+            both(("enqueue", cid, rnd.randrange(len(strategies)), now))
+        elif busy:
+            agent = busy.pop(rnd.randrange(len(busy)))
+            both(("call_ended", agent, now), ("wrapup_done", agent, now))
+        most_busy = max(most_busy, len(busy))
+        if step == 1000:  # late queues on classes that are indexed by now
+            for q2 in range(len(strategies), len(strategies) + 4):
+                cfg = QueueConfig(strategies[q2 % len(strategies)], (Tier(0.0, ((q2 % 2, 1 + q2 % 3),)),))
+                for acd in acds:
+                    acd.add_queue(q2, cfg)
+    assert most_busy > 1050 and len(busy) < 500  # below the 128 drop limit and back above 512
+    for q in range(len(strategies) + 4):
+        assert ref.free_agents(q) == got.free_agents(q)
+        assert ref.waiting_callers(q) == got.waiting_callers(q)
