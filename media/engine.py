@@ -838,7 +838,12 @@ class MediaEngine:
         self._inband_slots = np.flatnonzero(self._on_inband)
         if len(self._inband_slots) and self._detector is None:
             self._detector = DtmfDetector(self._cap)
-        self._tx_slots = np.flatnonzero(self._on_send)
+        tx_slots = np.flatnonzero(self._on_send)
+        if not np.array_equal(tx_slots, getattr(self, "_tx_slots", None)):
+            # the sending positions moved (a leg started or stopped sending: hold, a
+            # direction change): the output map indexes them, so it is rebuilt
+            self._out_map_valid = False
+        self._tx_slots = tx_slots
         self._tx_alaw = self._alaw[self._tx_slots]
         tx_pos = np.full(self._cap, -1, np.intp)
         tx_pos[self._tx_slots] = np.arange(len(self._tx_slots))
