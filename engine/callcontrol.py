@@ -744,7 +744,8 @@ class CallControl:
         ep, req = centre.endpoint, ev.request
         auth = centre.registrar.authenticator if centre.registrar is not None else None
         from_user = getattr(req.from_.uri, "user", None) or ""
-        if auth is None or not self._from_phone(tuple(ev.source), from_user):
+        binding = self._from_phone(tuple(ev.source), from_user) if auth is not None else None
+        if binding is None:
             return False
         res = auth.authenticate(req, centre.now())
         if res.status:
@@ -774,7 +775,9 @@ class CallControl:
             offer = SessionDescription.parse(req.body)
             mleg = centre.media.create_leg(leg_id, call_id=call.call_id, tenant=call.tenant,
                                            payload_types=sdp_payload_types(offer))
-            answer, neg = sdp.answer(offer, mleg.local_port)
+            # SDES-SRTP per [sip] phone_srtp when the phone is on TLS, else plain (engine/mediasec.py)
+            answer, neg = centre.mediasec.answer(leg_id, centre.mediasec.phone_mode(binding), ev.transport, sdp,
+                                                 offer, mleg.local_port)
             centre.media.update_leg(leg_id, remote=(neg.remote_address, neg.remote_port) if neg.remote_address
                                     else None, codec=neg.codec)
         except Exception as exc:
@@ -799,8 +802,8 @@ class CallControl:
         ep.respond(ev.transaction, 180)
         return True
 
-    def _from_phone(self, source: tuple[str, int], from_user: str) -> bool:
-        """True when ``source`` is where the phone registered as ``from_user`` lives (Contact or REGISTER source)."""
+    def _from_phone(self, source: tuple[str, int], from_user: str) -> Any:
+        """The binding of the phone registered as ``from_user`` at ``source`` (Contact or REGISTER source), or None."""
         from engine.callpath import aor_user
         from sip.dialog import uri_address
 
@@ -811,8 +814,8 @@ class CallControl:
             for b in loc.lookup(aor):
                 found = uri_address(b.contact)
                 if tuple(b.source) == source or (found is not None and tuple(found[0]) == source):
-                    return True
-        return False
+                    return b
+        return None
 
     def _line_answered(self, call: Call, party: Party) -> None:
         """The target of the phone's consult answered: 200 to the phone, phone line ↔ target."""
@@ -836,7 +839,8 @@ class CallControl:
         centre = self.centre
         try:
             offer = SessionDescription.parse(ev.request.body)
-            answer, neg = line.sdp.answer(offer, centre.media.legs[line.leg_id].local_port)
+            answer, neg = centre.mediasec.reanswer(line.leg_id, ev.transport, line.sdp, offer,  # SRTP kept
+                                                   centre.media.legs[line.leg_id].local_port)
             centre.media.update_leg(line.leg_id, remote=(neg.remote_address, neg.remote_port)
                                     if neg.remote_address else None, codec=neg.codec,
                                     payload_types=sdp_payload_types(offer), direction=neg.direction)

@@ -87,6 +87,17 @@ def play_and_record(media: MediaEngine, leg: str, hz: float) -> Sink:
     return sink
 
 
+def with_tls_listener(eng: InProcessEngine, pki, tls_port: int) -> str:
+    """The engine's config text plus a TLS listener on ``tls_port`` (server certificate of ``pki``)."""
+    text = eng.text.replace(
+        f'{{ transport = "tcp", host = "127.0.0.1", port = {eng.sip_port} }},',
+        f'{{ transport = "tcp", host = "127.0.0.1", port = {eng.sip_port} }},\n'
+        f'  {{ transport = "tls", host = "127.0.0.1", port = {tls_port}, tls_cert = "{pki.server_cert}", '
+        f'tls_key = "{pki.server_key}", tls_client_ca = "{pki.ca}" }},', 1)
+    assert "tls_client_ca" in text
+    return text
+
+
 def test_tls_trunk_call_with_srtp_to_an_agent_on_tls(tmp_path):
     d = tmp_path / "pki"
     pki = tls_certs.make_pki(d)
@@ -110,11 +121,7 @@ def test_tls_trunk_call_with_srtp_to_an_agent_on_tls(tmp_path):
             await enable_tls(phone, client=TlsSettings(client_context(pki.ca, cert=pki.client_cert,
                                                                       key=pki.client_key)))
             eng = InProcessEngine(tmp_path)
-            text = eng.text.replace(
-                f'{{ transport = "tcp", host = "127.0.0.1", port = {eng.sip_port} }},',
-                f'{{ transport = "tcp", host = "127.0.0.1", port = {eng.sip_port} }},\n'
-                f'  {{ transport = "tls", host = "127.0.0.1", port = {tls_port}, tls_cert = "{pki.server_cert}", '
-                f'tls_key = "{pki.server_key}", tls_client_ca = "{pki.ca}" }},', 1)
+            text = with_tls_listener(eng, pki, tls_port)
             text = text.replace(
                 '[trunks.carrier]\nhost = "127.0.0.1"\n',
                 f'[trunks.carrier]\nhost = "127.0.0.1"\ntransport = "tls"\nport = {carrier_tls[1]}\n'
@@ -256,3 +263,112 @@ def test_trunk_tls_config_is_checked(tmp_path):
     trunk = cfg.trunks["carrier"]
     assert (trunk.sip_port, trunk.srtp_mode) == (5061, "optional")
     assert parse_config(eng.text, str(tmp_path / "engine.toml")).trunks["carrier"].srtp_mode == "off"
+
+
+def test_supervisor_phone_on_tls_listens_and_barges_with_srtp(tmp_path):
+    """A supervisor's phone registered over TLS is rung with an SDES offer (``phone_srtp``) and, on
+    SRTP, hears both parties of a plain-RTP call (Goertzel of what it decrypted); on barge the
+    caller and the agent hear the supervisor through the engine's decryption of that leg."""
+    from conftest_inbound import DIALED as DIALED_IN, next_event_named, offer_sdp, trunk_call
+    from conftest_supervise import SUP_PASSWORDS, SUPERVISOR_CONFIG, TONES_HZ, Phone, listen_window, who_is_heard
+    from engine.passwords import hash_password
+
+    d = tmp_path / "pki"
+    pki = tls_certs.make_pki(d)
+    tls_port = free_port()
+
+    async def scenario():
+        sup_phone = SipEndpoint("127.0.0.1", 0, tcp=False, user="3001")
+        media_s = MediaEngine(MediaConfig(port_range=None, rtcp_interval_s=1))
+        phones = {"caller": Phone("caller", "trunk"), "agent": Phone("agent", "2001")}
+        eng, trunk, clients = None, None, []
+        try:
+            await sup_phone.start()
+            await enable_tls(sup_phone, client=TlsSettings(client_context(pki.ca, cert=pki.client_cert,
+                                                                          key=pki.client_key)))
+            for p in phones.values():
+                await p.start()
+            eng = InProcessEngine(tmp_path, extra=SUPERVISOR_CONFIG.format(
+                **{u: hash_password(pw, n=1024) for u, pw in SUP_PASSWORDS.items()}))
+            eng.text = with_tls_listener(eng, pki, tls_port)
+            await eng.start()
+            centre = eng.centre
+            admin, alice, sup = await eng.client(), await eng.client("alice", AGENT_PASSWORDS["1001"]), \
+                await eng.client("sup", SUP_PASSWORDS["sup"])
+            clients = [admin, alice, sup]
+            await admin.subscribe(events=["call.*", "supervisor.*"])
+            await alice.request("agent.login", password=AGENT_PASSWORDS["1001"], extension="2001")
+            assert await phones["agent"].register(eng, "2001", AGENT_PASSWORDS["1001"]) == 200  # over UDP
+            await sup.request("supervisor.phone_login", password=SUP_PASSWORDS["sup"])
+            aor = f"<sip:3001@{DOMAIN}>"
+            sup_phone.request("REGISTER", f"sip:{DOMAIN}", from_=aor, to=aor, dest=("127.0.0.1", tls_port),
+                              transport="TLS", auth=DigestClient("3001", SUP_PASSWORDS["sup"]),
+                              headers=[("Contact", f"<sip:3001@127.0.0.1:{sup_phone.address[1]};transport=tls>")])
+            reg = await until(sup_phone, ResponseReceived, final="REGISTER")
+            assert reg.response.status_code == 200
+            await alice.request("agent.ready")
+
+            # --- a plain call from the (UDP) trunk to the agent's UDP phone
+            trunk, ok = await trunk_call(eng.sip_port, DIALED_IN, offer_sdp(phones["caller"].rtp_port))
+            assert ok.response.status_code == 200
+            phones["caller"].connect(ok.response.body)
+            assert b"a=crypto" not in ok.response.body
+            answered = await next_event_named(admin, "call.answered")
+            call = centre.calls[answered["data"]["call_id"]]
+            for leg_id in (call.caller.leg_id, call.agent_leg.leg_id):  # UDP legs stay plain RTP
+                assert centre.media.srtp_leg(leg_id) is None and not centre.mediasec.is_secure(leg_id)
+
+            # --- listen: the supervisor's phone is rung over TLS with an SDES offer
+            await sup.request("supervisor.listen", agent="1001", ring_timeout_s=5)
+            inv = await until(sup_phone, RequestReceived)
+            assert inv.request.method == "INVITE" and inv.transport == "TLS"
+            assert b"a=crypto:" in inv.request.body and b"RTP/AVP" in inv.request.body  # phone_srtp optional
+            await media_s.start()
+            leg_s = media_s.create_leg("s", call_id="tls-sup")
+            answer_s, neg_s, keys_s = secure_answer(SdpSession("127.0.0.1", 5),
+                                                    SessionDescription.parse(inv.request.body), leg_s.local_port,
+                                                    opportunistic=True)
+            media_s.set_srtp("s", keys_s.suite, keys_s.local_key, keys_s.remote_key)
+            media_s.update_leg("s", remote=(neg_s.remote_address, neg_s.remote_port), codec=neg_s.codec)
+            sup_phone.respond(inv.transaction, 200, body=bytes(answer_s), content_type="application/sdp")
+            await next_event_named(admin, "supervisor.joined")
+            sink = play_and_record(media_s, "s", TONES_HZ["supervisor"])
+            for _ in range(150):
+                await asyncio.sleep(0.1)
+                if sink.heard_frames() >= 50:
+                    break
+            heard = sink.heard()  # what the supervisor's phone decrypted
+            (sup_leg,) = [leg for leg in centre.media.legs if "/supervisor-" in leg]
+            srtp = centre.media.srtp_leg(sup_leg)
+            assert srtp is not None and srtp.protected >= 25 and srtp.unprotected >= 25, srtp
+            assert srtp.auth_failures == 0 and centre.mediasec.is_secure(sup_leg)
+            listen, _ = await listen_window(phones)
+            assert listen == {"caller": {"agent"}, "agent": {"caller"}}  # the supervisor is not heard
+
+            # --- barge: both parties hear the supervisor, whose SRTP the engine decrypts
+            await sup.request("supervisor.barge", agent="1001")
+            barge, _ = await listen_window(phones)
+            assert barge == {"caller": {"agent", "supervisor"}, "agent": {"caller", "supervisor"}}
+            assert media_s.srtp_leg("s").unprotected >= 25 and media_s.srtp_leg("s").auth_failures == 0
+
+            await sup.request("supervisor.leave")
+            trunk.bye(ok.dialog)
+            await next_event_named(admin, "call.ended")
+            return heard
+        finally:
+            for c in clients:
+                await c.close()
+            if trunk is not None:
+                await trunk.stop()
+            await media_s.stop()
+            media_s.close()
+            if eng is not None:
+                await eng.stop()
+            for p in phones.values():
+                await p.stop()
+            await sup_phone.stop()
+
+    pcm = asyncio.run(asyncio.wait_for(scenario(), 90))
+    assert len(pcm) >= 8000, len(pcm)
+    window = pcm[len(pcm) // 2: len(pcm) // 2 + 4000]  # 0.5 s in the middle of the listening
+    assert who_is_heard(window) == {"caller", "agent"}  # both parties, never its own tone
