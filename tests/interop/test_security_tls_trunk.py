@@ -16,6 +16,7 @@ import asyncio
 import importlib.util
 import pathlib
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -372,3 +373,120 @@ def test_supervisor_phone_on_tls_listens_and_barges_with_srtp(tmp_path):
     assert len(pcm) >= 8000, len(pcm)
     window = pcm[len(pcm) // 2: len(pcm) // 2 + 4000]  # 0.5 s in the middle of the listening
     assert who_is_heard(window) == {"caller", "agent"}  # both parties, never its own tone
+
+
+def test_consult_line_of_a_tls_phone_runs_srtp(tmp_path):
+    """An agent's phone on TLS dials a consult of its call (an INVITE to the engine with an SDES
+    offer): the engine answers with its own key (``phone_srtp``), the consult target (a phone on
+    UDP, plain RTP) hears what the TLS phone encrypted and vice versa."""
+    from conftest_inbound import DIALED as DIALED_IN, next_event_named, offer_sdp, trunk_call
+    from conftest_supervise import TONES_HZ, Phone, who_is_heard
+
+    d = tmp_path / "pki"
+    pki = tls_certs.make_pki(d)
+    tls_port = free_port()
+
+    async def scenario():
+        alice_phone = SipEndpoint("127.0.0.1", 0, tcp=False, user="2001")
+        media_a = MediaEngine(MediaConfig(port_range=None, rtcp_interval_s=1))
+        phones = {"caller": Phone("caller", "trunk"), "agent": Phone("agent", "2002")}  # bob: plain UDP
+        eng, trunk, clients = None, None, []
+        try:
+            await alice_phone.start()
+            await enable_tls(alice_phone, client=TlsSettings(client_context(pki.ca, cert=pki.client_cert,
+                                                                            key=pki.client_key)))
+            for p in phones.values():
+                await p.start()
+            eng = InProcessEngine(tmp_path)
+            eng.text = with_tls_listener(eng, pki, tls_port)
+            await eng.start()
+            centre = eng.centre
+            admin = await eng.client()
+            alice = await eng.client("alice", AGENT_PASSWORDS["1001"])
+            bob = await eng.client("bob", AGENT_PASSWORDS["1002"])
+            clients = [admin, alice, bob]
+            await admin.subscribe(events=["call.*"])
+            await alice.request("agent.login", password=AGENT_PASSWORDS["1001"], extension="2001")
+            await bob.request("agent.login", password=AGENT_PASSWORDS["1002"], extension="2002")
+            assert await phones["agent"].register(eng, "2002", AGENT_PASSWORDS["1002"]) == 200
+            aor = f"<sip:2001@{DOMAIN}>"
+            alice_phone.request("REGISTER", f"sip:{DOMAIN}", from_=aor, to=aor, dest=("127.0.0.1", tls_port),
+                                transport="TLS", auth=DigestClient("2001", AGENT_PASSWORDS["1001"]),
+                                headers=[("Contact", f"<sip:2001@127.0.0.1:{alice_phone.address[1]};transport=tls>")])
+            reg = await until(alice_phone, ResponseReceived, final="REGISTER")
+            assert reg.response.status_code == 200
+            await alice.request("agent.ready")
+
+            # --- a call from the trunk, answered by alice's TLS phone with SRTP
+            await media_a.start()
+            trunk, ok = await trunk_call(eng.sip_port, DIALED_IN, offer_sdp(phones["caller"].rtp_port))
+            inv = await until(alice_phone, RequestReceived)
+            assert inv.request.method == "INVITE" and b"a=crypto:" in inv.request.body
+            leg_a = media_a.create_leg("a", call_id="tls-consult")
+            answer_a, neg_a, keys_a = secure_answer(SdpSession("127.0.0.1", 7),
+                                                    SessionDescription.parse(inv.request.body), leg_a.local_port,
+                                                    opportunistic=True)
+            media_a.set_srtp("a", keys_a.suite, keys_a.local_key, keys_a.remote_key)
+            media_a.update_leg("a", remote=(neg_a.remote_address, neg_a.remote_port), codec=neg_a.codec)
+            alice_phone.respond(inv.transaction, 200, body=bytes(answer_a), content_type="application/sdp")
+            await next_event_named(admin, "call.answered")
+            await bob.request("agent.ready")
+
+            # --- the TLS phone dials bob (2002) on a consult line with an RTP/SAVP offer
+            leg_l = media_a.create_leg("l", call_id="tls-consult")
+            sdp_l = SdpSession("127.0.0.1", 8)
+            offer_l, crypto_l = secure_offer(sdp_l, leg_l.local_port)
+            alice_phone.invite(f"sips:2002@127.0.0.1:{tls_port}", dest=("127.0.0.1", tls_port), transport="TLS",
+                               from_=f"<sip:2001@{DOMAIN}>", to=f"<sip:2002@{DOMAIN}>",
+                               body=bytes(offer_l), content_type="application/sdp",
+                               auth=DigestClient("2001", AGENT_PASSWORDS["1001"]))
+            line_ok = await until(alice_phone, ResponseReceived, final="INVITE")
+            assert line_ok.response.status_code == 200, line_ok.response.status_code
+            assert b"RTP/SAVP" in line_ok.response.body and b"a=crypto:" in line_ok.response.body
+            await next_event_named(admin, "call.consult_answered")
+            neg_l, keys_l = accept_answer(sdp_l, SessionDescription.parse(line_ok.response.body), crypto_l)
+            media_a.set_srtp("l", keys_l.suite, keys_l.local_key, keys_l.remote_key)
+            media_a.update_leg("l", remote=(neg_l.remote_address, neg_l.remote_port), codec=neg_l.codec)
+            sink = Sink()
+            media_a.create_room("line")
+            media_a.join("line", "l")
+            media_a.record("line", "rec", sink, [["l"]])
+            media_a.play(ArraySource(tone(TONES_HZ["caller"], 10.0)), leg_id="l")  # a tone bob knows by name
+            for _ in range(150):
+                await asyncio.sleep(0.1)
+                if sink.heard_frames() >= 50:
+                    break
+            (line_leg,) = [leg for leg in centre.media.legs if "/line-" in leg]
+            srtp = centre.media.srtp_leg(line_leg)
+            assert srtp is not None and srtp.protected >= 25 and srtp.unprotected >= 25, srtp
+            assert srtp.auth_failures == 0 and media_a.srtp_leg("l").auth_failures == 0
+            now = time.time()
+            bob_heard = who_is_heard(phones["agent"].heard_between(now - 0.6, now))
+            assert bob_heard == {"caller"}, bob_heard  # the TLS phone's tone, decrypted by the engine
+
+            # --- only the TLS phone's legs are SRTP: the trunk's and bob's (UDP) legs stay plain RTP
+            call = next(iter(centre.calls.values()))
+            secure = {leg for leg in centre.media.legs if centre.media.srtp_leg(leg) is not None}
+            assert secure == {call.agent_leg.leg_id, line_leg}, (secure, list(centre.media.legs))
+            assert all(centre.mediasec.is_secure(leg) for leg in secure)
+
+            trunk.bye(ok.dialog)
+            await next_event_named(admin, "call.ended")
+            return sink.heard()
+        finally:
+            for c in clients:
+                await c.close()
+            if trunk is not None:
+                await trunk.stop()
+            await media_a.stop()
+            media_a.close()
+            if eng is not None:
+                await eng.stop()
+            for p in phones.values():
+                await p.stop()
+            await alice_phone.stop()
+
+    pcm = asyncio.run(asyncio.wait_for(scenario(), 90))
+    assert len(pcm) >= 8000, len(pcm)
+    window = pcm[len(pcm) // 2: len(pcm) // 2 + 4000]
+    assert who_is_heard(window) == {"agent"}  # bob's tone, through the engine's SRTP on the line
