@@ -601,3 +601,44 @@ def test_queue_consult_cancel_conference_hangup_and_transfer_to_a_flow(tmp_path)
                       ("transfer_blind", "flow:inbound_menu")], events
     (cdr,) = rows(tmp_path, "SELECT * FROM cdr")
     assert cdr["transferred"] == 2 and cdr["flow"] == "inbound_menu"
+
+
+def test_phone_consult_over_udp_never_negotiates_srtp(tmp_path):
+    """A phone on UDP dialling a consult: an RTP/SAVP offer is refused (488, SDES keys must not
+    travel in clear signalling, RFC 4568 §8.3), an RTP/AVP offer with a=crypto gets a plain answer."""
+    from conftest_inbound import DOMAIN
+    from sip.auth import DigestClient
+    from sip.sdes import opportunistic_offer, secure_offer
+    from sip.sdp import SdpSession
+
+    c = Centre(tmp_path)
+
+    async def scenario():
+        await c.start()
+        try:
+            await c.inbound()
+            a_phone = c.phones["1001"]
+
+            async def dial(body: bytes):
+                a_phone.ep.invite(f"sip:2002@{DOMAIN}", dest=("127.0.0.1", c.eng.sip_port),
+                                  from_=f"<sip:{a_phone.extension}@{DOMAIN}>", body=body,
+                                  content_type="application/sdp", auth=DigestClient("2001", AGENT_PASSWORDS["1001"]))
+                ev = await a_phone.wait_new(lambda e: isinstance(e, ResponseReceived) and e.response.cseq[1] ==
+                                            "INVITE" and e.response.status_code >= 200, timeout=10)
+                return ev.response
+
+            savp = await dial(bytes(secure_offer(SdpSession("127.0.0.1", 41), a_phone.party.port)[0]))
+            assert savp.status_code == 488
+            assert not [leg for leg in c.eng.centre.media.legs if "/line-" in leg]  # its media leg is gone
+            await c.clients["1002"].request("agent.ready")
+            plain = await dial(bytes(opportunistic_offer(SdpSession("127.0.0.1", 42), a_phone.party.port)[0]))
+            assert plain.status_code == 200 and b"a=crypto" not in plain.body and b"RTP/AVP" in plain.body
+            (line_leg,) = [leg for leg in c.eng.centre.media.legs if "/line-" in leg]
+            assert c.eng.centre.media.srtp_leg(line_leg) is None and not c.eng.centre.mediasec.is_secure(line_leg)
+            await next_event_named(c.admin, "call.consult_answered")
+            c.caller.ep.bye(c.caller.dialog)
+            await next_event_named(c.admin, "call.ended")
+        finally:
+            await c.stop()
+
+    run(scenario())
