@@ -5,7 +5,9 @@ Theory of operation
 The building blocks live in ``sip/`` and ``media/`` (:mod:`sip.tls`,
 :mod:`sip.sdes`, :mod:`media.srtp`); this module decides, per leg, which of
 them a call uses, so the call path (:mod:`engine.callpath`,
-:mod:`engine.legs`) only calls four narrow hooks.
+:mod:`engine.legs`, the phone consult line in :mod:`engine.callcontrol`)
+only calls narrow hooks.  Supervisor phones are rung through
+:meth:`engine.legs.Legs.dial_extension`, so they get a phone's mode too.
 
 Trunks (``[trunks.NAME] transport = "tls"``):
 

@@ -65,7 +65,8 @@ extension) and are dropped at ``supervisor.phone_logout``.
 The :class:`Monitor` state machine is sans-IO; :class:`Supervision` does
 the media work on the loop thread and rings the phone through
 :mod:`engine.legs` (``dial_extension``: progress and the phone's hang-up
-come back as leg events).  Narrow hooks: ``CallCentre.hangup`` calls
+come back as leg events; a phone registered over TLS gets SDES-SRTP per
+``[sip] phone_srtp``, one on UDP/TCP plain RTP, :mod:`engine.mediasec`).  Narrow hooks: ``CallCentre.hangup`` calls
 :meth:`Supervision.call_ended`; ``CallControl.layout`` (which re-renders a
 call's hear rules after hold, consult ...) calls :meth:`Supervision.relayout`,
 so the supervisor keeps its mode when the call is plain talking again and
