@@ -470,6 +470,21 @@ def test_consult_line_of_a_tls_phone_runs_srtp(tmp_path):
             assert secure == {call.agent_leg.leg_id, line_leg}, (secure, list(centre.media.legs))
             assert all(centre.mediasec.is_secure(leg) for leg in secure)
 
+            # --- re-INVITEs on the line keep its SRTP and the engine's key; one dropping SRTP: 488
+            def crypto_line(body: bytes) -> bytes:
+                return next(line for line in body.split(b"\r\n") if line.startswith(b"a=crypto:"))
+
+            alice_phone.request_in_dialog(line_ok.dialog, "INVITE", content_type="application/sdp",
+                                          body=bytes(secure_offer(sdp_l, leg_l.local_port, crypto=crypto_l)[0]))
+            again = await until(alice_phone, ResponseReceived, final="INVITE")
+            assert again.response.status_code == 200
+            assert crypto_line(again.response.body) == crypto_line(line_ok.response.body)
+            alice_phone.request_in_dialog(line_ok.dialog, "INVITE", content_type="application/sdp",
+                                          body=bytes(sdp_l.offer(leg_l.local_port)))
+            downgrade = await until(alice_phone, ResponseReceived, final="INVITE")
+            assert downgrade.response.status_code == 488
+            assert centre.mediasec.is_secure(line_leg) and centre.media.srtp_leg(line_leg).auth_failures == 0
+
             trunk.bye(ok.dialog)
             await next_event_named(admin, "call.ended")
             return sink.heard()
