@@ -64,6 +64,8 @@ PACKET = 172
 
 
 def _engine_main(mode: str, record_dir: str | None) -> None:
+    import faulthandler
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <engine pid>`: every thread's stack on stderr
     try:
         import uvloop
         uvloop.install()
@@ -454,13 +456,20 @@ def run_mode(mode: str, ladder: list[int], seconds: float, late_ms: float, keep_
             _ask(proc, None)  # measure_start's reply
             eng = _ask(proc, None)  # measure_stop's figures
             row = {"mode": mode, "record": record, "calls": calls, **eng, **step}  # type: ignore[dict-item]
-            row["pass"] = bool(row["tick_p99_ms"] < 10.0 and row["lost"] == 0 and row["late"] == 0 and row["silent_legs"] == 0)
+            # fewer ticks than the window holds (a stopped clock, or one skipping ticks): a stopped
+            # engine has no slow tick and no sequence gap to count, and once read as a pass
+            expected = row.get("measured_s", seconds) / 0.020
+            row["ticks_missing"] = bool(row["ticks"] < 0.9 * expected or row["driver_received"] < 0.9 * expected * 2 * calls)
+            row["pass"] = bool(row["tick_p99_ms"] < 10.0 and row["lost"] == 0 and row["late"] == 0
+                               and row["silent_legs"] == 0 and not row["ticks_missing"])
             # the same test on the tick's own CPU time, which other processes on a shared machine do not inflate
-            row["pass_cpu"] = bool(row["tick_cpu_p99_ms"] < 10.0 and row["lost"] == 0 and row["silent_legs"] == 0)
+            row["pass_cpu"] = bool(row["tick_cpu_p99_ms"] < 10.0 and row["lost"] == 0 and row["silent_legs"] == 0
+                                   and not row["ticks_missing"])
             rows.append(row)
             print(f"[{mode}] {calls:5d} calls: p50 {row['tick_p50_ms']:.2f} ms  p99 {row['tick_p99_ms']:.2f} ms  "
                   f"max {row['tick_max_ms']:.1f} ms  tick CPU p99 {row['tick_cpu_p99_ms']:.2f} ms  engine CPU {row['engine_cpu_pct']:.0f}%  "
                   f"driver CPU {row.get('driver_cpu_pct', 0):.0f}%  lost {row['lost']} late {row['late']}  "
+                  f"ticks {row['ticks']} rx {row['driver_received']}{' TICKS MISSING' if row['ticks_missing'] else ''}  "
                   f"{'PASS' if row['pass'] else 'FAIL'} (cpu criterion {'PASS' if row['pass_cpu'] else 'FAIL'})", flush=True)
             if not row["pass_cpu"]:
                 failures += 1

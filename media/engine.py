@@ -933,15 +933,23 @@ class MediaEngine:
     def _receive(self, now: float) -> None:
         if self._latch.fresh:
             self._latch.start(now)
+        # One pass over the sockets per tick, at most ``max_per_socket`` datagrams
+        # from each, in chunks of sockets whose worst case fits the buffer.  (Calling
+        # recv_batch again while it filled the buffer restarted at the first socket:
+        # under a receive storm -- a peer sending faster than a tick drains, or the
+        # backlog after a slow compile at 1,000 calls -- the loop never ended and
+        # the clock stopped ticking.)  What is left waits for the next tick; the
+        # kernel drops beyond the socket buffer.
         buf = self._recv
-        total = 0
-        while True:
-            n = buf.receive(self._rx_fds, self.config.max_per_socket)
+        fds = self._rx_fds
+        per = max(1, self.config.max_per_socket)
+        step = max(1, buf.capacity // per)
+        for start in range(0, len(fds), step):
+            n = buf.receive(fds[start:start + step], per)
             if n:
+                if start:
+                    buf.owners[:n] += start
                 self._classify(n, now)
-            total += n
-            if n < buf.capacity:
-                break
 
     def _classify(self, n: int, now: float) -> None:
         self._classify_rows(n, now)
@@ -987,11 +995,18 @@ class MediaEngine:
         seq = (d[:, 2].astype(np.int64) << 8) | d[:, 3]
         ts = (d[:, 4].astype(np.int64) << 24) | (d[:, 5].astype(np.int64) << 16) | (d[:, 6].astype(np.int64) << 8) | d[:, 7]
         ssrc = (d[:, 8].astype(np.int64) << 24) | (d[:, 9].astype(np.int64) << 16) | (d[:, 10].astype(np.int64) << 8) | d[:, 11]
-        fast = (d[:, 0] == 0x80) & (buf.lengths[:n] == PACKET) & ((b1 & 0x7F) == self._pt[slots]) & (ssrc == self._rx_ssrc[slots])
+        # plain audio: RFC 3550 §5.1 fixed header only (V=2, no P/X/CC), one G.711 frame
+        plain = (d[:, 0] == 0x80) & (buf.lengths[:n] == PACKET) & ((b1 & 0x7F) == self._pt[slots])
         if self._some_not_receiving:
-            fast &= self._receives_mask[slots]
+            plain &= self._receives_mask[slots]
         if self._srtp:  # SRTP legs: every packet is authenticated on the slow path
-            fast &= ~np.isin(slots, np.fromiter(self._srtp, np.int64, len(self._srtp)))
+            plain &= ~np.isin(slots, np.fromiter(self._srtp, np.int64, len(self._srtp)))
+        rx_ssrc = self._rx_ssrc[slots]
+        new = plain & (rx_ssrc == -1)
+        if new.any():
+            self._adopt_streams(slots[new], ssrc[new])
+            rx_ssrc = self._rx_ssrc[slots]
+        fast = plain & (ssrc == rx_ssrc)
         if fast.all():
             self._insert(slots, seq, ts, d[:, 12:PACKET], now)
             return
@@ -1002,6 +1017,19 @@ class MediaEngine:
             rows = self._classify_events(rows, d, slots, b1, seq, ts, ssrc, now)
         for i in rows:
             self._slow_packet(int(slots[i]), bytes(d[i, : buf.lengths[i]]), now)
+
+    def _adopt_streams(self, slots: np.ndarray, ssrc: np.ndarray) -> None:
+        """Take the SSRC of each leg's first plain audio packet as its stream (RFC 3550 §8.2), in one batch.
+
+        Legs without a stream yet (new, or reset) used to learn it on the
+        per-packet slow path, with every packet of the batch that carried it:
+        a backlog on 2,000 new legs (a tick after adding 1,000 calls) cost
+        seconds of one tick and the clock fell behind for good.
+        """
+        uniq, first = np.unique(slots, return_index=True)
+        for s in uniq.tolist():
+            self._reset_rx(s)
+        self._rx_ssrc[uniq] = ssrc[first]
 
     def _classify_events(self, rows: np.ndarray, d: np.ndarray, slots: np.ndarray, b1: np.ndarray,
                          seq: np.ndarray, ts: np.ndarray, ssrc: np.ndarray, now: float) -> np.ndarray:
