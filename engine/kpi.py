@@ -542,10 +542,6 @@ class Report:
         n = len(block) + len(extra)
         if not n:
             return []
-        if len(block) > 1 and not extra:  # sort the rows once, before the transposition
-            order = sorted(range(len(block)), key=list(zip(starts, map(itemgetter(1), block))).__getitem__)
-            get = itemgetter(*order)
-            starts, block = get(starts), get(block)
         # columns: start, key, the scalar Tally fields, the staffed-state seconds
         cols: list[Any] = [starts, *([] for _ in range(1 + nb))]
         if block:
@@ -558,10 +554,12 @@ class Report:
             flat = [(k[0], k[1], *(getattr(t, f) for f in _SCALAR_FIELDS),
                      *(t.state_s.get(s, 0.0) for s in STAFFED_STATES)) for k, t in extra.items()]
             cols = [tuple(a) + b for a, b in zip(cols, zip(*flat))]
-        if n > 1 and extra:
-            order = sorted(range(n), key=list(zip(cols[0], cols[1])).__getitem__)
-            get = itemgetter(*order)
-            cols = [get(c) for c in cols]
+        if n > 1:  # by start then key (SQLite's index order already, for bucket rows of one tenant)
+            st, ky = np.array(cols[0], dtype=np.float64), np.array(cols[1], dtype=str)
+            later = (st[1:] > st[:-1]) | ((st[1:] == st[:-1]) & (ky[1:] > ky[:-1]))
+            if not later.all():
+                get = itemgetter(*np.lexsort((ky, st)).tolist())
+                cols = [get(c) for c in cols]
         c = dict(zip(("start_ts", "key", *_SCALAR_FIELDS, *STAFFED_STATES), cols))
         return _figure_rows(self, c, n)
 
@@ -583,14 +581,20 @@ def _figure_rows(rep: Report, c: dict[str, Any], n: int) -> list[dict[str, Any]]
     where a denominator is zero, the counts passed through as they are."""
     settings = rep.settings
 
+    arrays: dict[str, Any] = {}
+
     def f(name: str) -> Any:
-        return np.array(c[name], dtype=np.float64)
+        a = arrays.get(name)
+        if a is None:
+            a = arrays[name] = np.array(c[name], dtype=np.float64)
+        return a
 
     def ratio(num: Any, den: Any) -> list[Any]:
         with np.errstate(divide="ignore", invalid="ignore"):
-            q = (num / den).astype(object)
-        q[den == 0] = None
-        return q.tolist()
+            out = (num / den).tolist()
+        for i in np.flatnonzero(den == 0).tolist():
+            out[i] = None
+        return out
 
     offered, sa, abandoned = c["offered"], c["short_abandoned"], c["abandoned"]
     if settings.short_abandons_in_service_level:
@@ -612,14 +616,9 @@ def _figure_rows(rep: Report, c: dict[str, Any], n: int) -> list[dict[str, Any]]
     staffed = 0.0 + nr + rd + rs + bz + wu
     talk, hold, wrap = f("talk_s"), f("hold_s"), f("wrapup_s")
     lw = c["longest_wait_s"]
-    bounds: dict[float, tuple[str, float]] = {}
-    labels, ends = [], []
-    for b in c["start_ts"]:
-        hit = bounds.get(b)
-        if hit is None:
-            hit = bounds[b] = (rep.cal.label(b), rep.cal.next_start(b, rep.period))
-        labels.append(hit[0])
-        ends.append(hit[1])
+    uniq = set(c["start_ts"])  # many keys share one period: label and end once per period
+    labels = list(map({b: rep.cal.label(b) for b in uniq}.__getitem__, c["start_ts"]))
+    ends = list(map({b: rep.cal.next_start(b, rep.period) for b in uniq}.__getitem__, c["start_ts"]))
     figures = {
         "received": c["received"],
         "offered": offered,
