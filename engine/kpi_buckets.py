@@ -68,7 +68,7 @@ import time
 from dataclasses import asdict, fields
 from typing import Any, Mapping, Sequence
 
-from engine.kpi import (STAFFED_STATES, Calendar, Dimension, KpiSettings, Membership, Period, Report, Tally)
+from engine.kpi import (BUCKET_FIELDS, STAFFED_STATES, Calendar, Dimension, KpiSettings, Membership, Period, Report, Tally)
 from engine.kpi_sql import callbacks_into, segments, tally_sqlite
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ STATE_COLUMNS = tuple(f"state_{s}_s" for s in STAFFED_STATES)
 _TALLY_FIELDS = tuple(f.name for f in fields(Tally))
 # Positional Tally construction in rollup_into relies on this order.
 assert _TALLY_FIELDS == (*SUM_FIELDS, "callbacks_requested", "callbacks_completed", "state_s")
+assert SUM_FIELDS == BUCKET_FIELDS  # the row layout of Report.add_bucket_rows
 _COLUMNS = ("tenant", "bucket_start", "dimension", "key", *SUM_FIELDS, *STATE_COLUMNS)
 _UTC = Calendar("UTC")
 
@@ -358,18 +359,11 @@ def rollup_into(conn: sqlite3.Connection, rep: Report, tenants: Sequence[str] | 
     sql = rollup_sql(tenants, grouped=not (rep.period is Period.INTERVAL_30 and tenants is not None
                                            and len(set(tenants)) == 1))
     tp = [] if tenants is None else list(tenants)
-    n = len(SUM_FIELDS)
-    tallies = rep.tallies
-    pad = (0,) * (len(_TALLY_FIELDS) - 1 - n)  # the callback counts (not in buckets)
     for slots in segments(rep.cal, rep.period, float(a), float(b)):
-        for row in conn.execute(sql, [slots.shift, slots.width, rep.dimension.value, slots.a, slots.b, *tp]):
-            t = Tally(*row[2:2 + n], *pad, {s: v for s, v in zip(STAFFED_STATES, row[2 + n:]) if v})
-            k = (slots.start(row[0]), row[1])
-            have = tallies.get(k)
-            if have is None:  # most keys: one piece, nothing to add to
-                tallies[k] = t
-            else:
-                have.add(t)
+        rows = conn.execute(sql, [slots.shift, slots.width, rep.dimension.value, slots.a, slots.b, *tp]).fetchall()
+        start = {s: slots.start(s) for s in {r[0] for r in rows}}
+        # kept as rows: Report.rows computes their figures column-wise
+        rep.add_bucket_rows([start[r[0]] for r in rows], rows)
 
 
 # ---------------------------------------------------------------- service
