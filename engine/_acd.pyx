@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: language_level=3, embedsignature=True, binding=False, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 # distutils: extra_compile_args = -ffp-contract=off
 """Compiled ACD: the algorithm of ``engine.acd.PyAcd`` (read its module
 docstring for the theory of operation) on C arrays.
