@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: language_level=3, embedsignature=True, binding=False, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 # distutils: extra_compile_args = -ffp-contract=off
 """Compiled ACD: the algorithm of ``engine.acd.PyAcd`` (read its module
 docstring for the theory of operation) on C arrays.
@@ -343,7 +343,8 @@ cdef class Acd:
 
     cdef AgentRec* ag
     cdef int64_t* ep        # agent epochs, apart: the hot validity check stays in cache
-    cdef int* qwait         # waiting callers per queue, apart for the same reason
+    cdef int* qwait         # per queue: bit lv set iff fifo[lv] is non-empty; apart for
+                            # the same reason (a freed agent skips empty levels unread)
     cdef int n_waiting      # waiting callers in all queues (0: skip the scan)
     cdef int n_ag
     cdef QueueRec* qs
@@ -1393,12 +1394,20 @@ cdef class Acd:
             slot = <int>a.sticky.d[i]
             if self._better(slot, best):
                 best = slot
+        cdef unsigned int bits
         for i in range(a.n_memb if self.n_waiting else 0):
-            if self.qwait[a.memb_queue[i]] == 0:
+            bits = <unsigned int>self.qwait[a.memb_queue[i]]
+            if bits == 0:
                 continue
             q = &self.qs[a.memb_queue[i]]
             m = a.memb_tier[i]
-            for lv in range(NLEVELS):
+            lv = -1
+            while bits:  # non-empty levels only, ascending as before
+                lv += 1
+                if (bits & 1) == 0:
+                    bits >>= 1
+                    continue
+                bits >>= 1
                 f = &q.fifo[lv]
                 for j in range(f.n):
                     slot = <int>f.d[j]
@@ -1418,11 +1427,7 @@ cdef class Acd:
             self._ivec_remove_value(&a.sticky, best)
         else:
             self._fifo_remove(best)
-        cdef IVec one
-        one.d = NULL
-        one.n = one.cap = 0
-        ivec_insert(&one, 0, aid)
-        self._offer(best, &one, False)   # takes ownership of one.d
+        self._offer_one(best, aid, False)
         return 0
 
     cdef uint64_t _random(self) noexcept:
@@ -1557,12 +1562,15 @@ cdef class Acd:
         return 0
 
     cdef int _offer(self, int slot, IVec* agents, bint in_free) except -1:
-        """Reserve ``agents`` (ownership of agents.d passes to the caller)."""
+        """Reserve ``agents`` (ownership of agents.d passes to the caller;
+        ``agents`` may be the caller's own offers vector, built in place so
+        that an offer allocates nothing once the slot's buffer exists)."""
         cdef CallerRec* c = &self.cs[slot]
         cdef int i, aid
         c.state = C_OFFERED
-        free(c.offers.d)
-        c.offers = agents[0]
+        if agents != &c.offers:
+            free(c.offers.d)
+            c.offers = agents[0]
         for i in range(c.offers.n):
             aid = <int>c.offers.d[i]
             self._transition(aid, TR_OFFER)
@@ -1614,11 +1622,10 @@ cdef class Acd:
         return 0
 
     cdef int _offer_one(self, int slot, int aid, bint in_free) except -1:
-        cdef IVec one
-        one.d = NULL
-        one.n = one.cap = 0
-        ivec_insert(&one, 0, aid)
-        self._offer(slot, &one, in_free)
+        cdef CallerRec* c = &self.cs[slot]
+        c.offers.n = 0  # the previous offers are replaced, as _offer does
+        ivec_insert(&c.offers, 0, aid)
+        self._offer(slot, &c.offers, in_free)
         return 0
 
     cdef int _release_slot(self, int slot) except -1:
@@ -1639,18 +1646,12 @@ cdef class Acd:
         return 0
 
     cdef int _wait(self, int slot, double now) except -1:
-        cdef IVec res
-        res.d = NULL
-        res.n = res.cap = 0
-        try:
-            self._find_agents(slot, &res)
-        except BaseException:
-            free(res.d)
-            raise
+        cdef IVec* res = &self.cs[slot].offers  # a waiting caller has no offers: reuse its buffer
+        res.n = 0
+        self._find_agents(slot, res)
         if res.n:
-            self._offer(slot, &res, True)
+            self._offer(slot, res, True)
         else:
-            free(res.d)
             self._fifo_insert(slot)
         return 0
 
@@ -1672,7 +1673,7 @@ cdef class Acd:
         cdef CallerRec* c = &self.cs[slot]
         cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
         ivec_insert(f, self._fifo_find(f, c.seq), slot)
-        self.qwait[c.queue] += 1
+        self.qwait[c.queue] |= 1 << c.priority
         self.n_waiting += 1
         return 0
 
@@ -1690,7 +1691,8 @@ cdef class Acd:
         cdef CallerRec* c = &self.cs[slot]
         cdef IVec* f = &self.qs[c.queue].fifo[c.priority]
         ivec_delete(f, self._fifo_find(f, c.seq))
-        self.qwait[c.queue] -= 1
+        if f.n == 0:
+            self.qwait[c.queue] &= ~(1 << c.priority)
         self.n_waiting -= 1
 
     cdef int _detach_caller(self, int slot, IVec* released) except -1:
