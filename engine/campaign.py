@@ -480,6 +480,22 @@ class CampaignBook:
         return self.log_row(now, "result", rec, call_id=call_id, outcome=outcome, amd=amd, agent=agent,
                          next_ts=next_ts, wait_s=wait_s, talk_s=talk_s, data=data or {})
 
+    def withdraw_attempt(self, call_id: str, now: float) -> dict[str, Any]:
+        """An attempt whose row was written but whose INVITE was never sent (the campaign was
+        paused or stopped while the row was flushed): nobody was called, so the record is due
+        again at once.  Returns the ``result`` row (outcome ``interrupted`` with ``next_ts``, so a
+        replay leaves it waiting too; the attempt still counts, as it does on replay)."""
+        rid = self._by_call.pop(call_id, None)
+        if rid is None:
+            raise CampaignError(f"campaign {self.name!r} has no attempt with call id {call_id!r}")
+        rec = self.records[rid]
+        rec.call_id = ""
+        rec.last_outcome = INTERRUPTED
+        rec.state = RecordState.WAITING
+        rec.next_ts = now
+        return self.log_row(now, "result", rec, call_id=call_id, outcome=INTERRUPTED, next_ts=now,
+                            data={"reason": "not dialled: the campaign was paused or stopped"})
+
     def _schedule(self, rec: CallRecord, outcome: str, now: float) -> float | None:
         rule = self.rules.get(outcome)
         limit = (rule.max_attempts or self.campaign.max_attempts) if rule else 0

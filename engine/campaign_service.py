@@ -361,6 +361,7 @@ class CampaignService:
         if not placing:
             return
         assert self.port is not None
+        states = {id(core): core.book.state for core, _ in placing}
         for core, action in placing:
             self._append("campaign_log", action.attempt_row)
         store = self.engine.store
@@ -374,6 +375,13 @@ class CampaignService:
                 self.dial_errors += len(placing)
                 return
         for core, action in placing:
+            if core.book.state is not states[id(core)]:
+                # paused or stopped while the attempt rows were flushed: campaign.stop hung up
+                # every call it knew of, and this one was not dialled yet -- it never will be
+                logger.info("[%s] campaign %s/%s is %s: %s not dialled", action.call_id, core.book.tenant,
+                            core.book.name, core.book.state.value, action.number)
+                self._apply(core, core.not_placed(action.call_id, time.time()))
+                continue
             self._call_core[action.call_id] = core
             try:
                 self.port.dial(action, core.campaign)

@@ -333,6 +333,14 @@ class DialerCore:
         self.pacer.attempt_finished(False, now - lv.placed_ts)
         return self._finish(lv, outcome, now, data={"sip_status": status} if status else None)
 
+    def not_placed(self, call_id: str, now: float) -> list[Action]:
+        """A :class:`PlaceCall` that was not carried out (see :meth:`CampaignBook.withdraw_attempt`)."""
+        lv = self.live.pop(call_id, None)
+        if lv is None or lv.finished:
+            return []
+        lv.finished = True
+        return self._log([self.book.withdraw_attempt(call_id, now)])
+
     def call_answered(self, call_id: str, now: float) -> list[Action]:
         """The called party answered (2xx)."""
         lv = self._get(call_id)

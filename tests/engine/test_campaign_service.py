@@ -291,3 +291,46 @@ def test_campaign_legs_carry_the_creators_role(make_config: Callable[..., Config
             configured = dataclasses.replace(svc2.core("default", "spring").campaign, name="from_config")
             assert svc2.creator_role(configured) == ""
     run(main(), timeout=30)
+
+
+def test_stop_while_attempt_rows_flush_dials_nobody(make_config: Callable[..., Config]) -> None:
+    """campaign.stop between an attempt row being written and its INVITE (the row is flushed
+    first, so a restart never dials twice): stop hangs up the calls it knows of, and the ones
+    not dialled yet must not be dialled afterwards -- they once were, and a ringing one stayed
+    live forever."""
+    async def main() -> None:
+        svc, port = sim_service(agents=2)
+        async with running_engine(make_config(), services=[svc]) as engine:
+            sup = await client(engine, "sup")
+            try:
+                await sup.request("campaign.create", name="spring", definition=DEFINITION)
+                await sup.request("campaign.import", name="spring", csv=CSV)
+                core = svc.core("default", "spring")
+                store = engine.store
+                real_flush, entered, gate = store.aflush, asyncio.Event(), asyncio.Event()
+
+                async def slow_flush() -> None:  # the first flush with calls placed waits for the gate
+                    if not entered.is_set() and core.live:
+                        entered.set()
+                        await gate.wait()
+                    await real_flush()
+
+                store.aflush = slow_flush
+                await sup.request("campaign.start", name="spring")
+                await asyncio.wait_for(entered.wait(), 10)
+                placed = list(core.live)
+                assert placed and port.dialled == []
+                await sup.request("campaign.stop", name="spring")
+                gate.set()
+                await until(lambda: not core.live)
+                assert port.dialled == []          # nobody was called after the stop
+                store.aflush = real_flush
+                rows = [r for r in log_rows(store, "spring") if r["event"] == "result"]
+                assert sorted(r["call_id"] for r in rows) == sorted(placed)
+                assert {r["outcome"] for r in rows} == {"interrupted"}
+                assert all(r["next_ts"] is not None for r in rows)
+                assert {core.book.records[r["record_id"]].state.value for r in rows} == {"waiting"}
+            finally:
+                await sup.close()
+
+    run(main(), timeout=60)
