@@ -36,7 +36,7 @@ scenarios = st.builds(
 
 
 @pytest.mark.parametrize("impl", ["Acd", "PyAcd"])
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(scenario=scenarios)
 def test_invariants_hold_after_every_event(impl, scenario):
     cls = getattr(acd_mod, impl)
@@ -52,3 +52,14 @@ def test_invariants_per_strategy_long_run(strategy):
     driver.run(2500)
     kinds = {d[0] for d in driver.decisions}
     assert 0 in kinds  # offers were made
+
+
+@pytest.mark.xfail(strict=True, reason="known ACD ordering bug (open in issue 6): with tiers and timers, "
+                   "a freed agent took caller 1007 while 1008 was ahead of it for that agent; both twins "
+                   "agree, so it is the shared semantics (or this check), not the compiled code")
+@pytest.mark.parametrize("impl", ["Acd", "PyAcd"])
+def test_known_ordering_counterexample(impl):
+    """Found by the random search above in a CI rehearsal (2026-11-23); kept as a fixed case."""
+    sc = Scenario(seed=1549, agents=3, queues=2, skills=1, strategies=(Strategy.LONGEST_IDLE,),
+                  tiers=True, timers=True, sticky=False)
+    Driver(sc, [getattr(acd_mod, impl)(sc.seed)]).run(400)
