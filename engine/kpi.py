@@ -445,21 +445,10 @@ class Report:
         if self._pending:
             merged: dict[Key, Tally] = {}
             for starts, rows in self._pending:  # in order: a later piece adds into an earlier one
-                for start, row in zip(starts, rows):
-                    t = _bucket_tally(row)
-                    k = (start, row[1])
-                    have = merged.get(k)
-                    if have is None:
-                        merged[k] = t
-                    else:
-                        have.add(t)
+                _add_bucket_rows(merged, starts, rows)
             self._pending = []
             for k, t in self._tallies.items():  # added after the bucket rows: add in that order
-                have = merged.get(k)
-                if have is None:
-                    merged[k] = t
-                else:
-                    have.add(t)
+                _add_into(merged, k, t)
             self._tallies = merged
         return self._tallies
 
@@ -481,15 +470,7 @@ class Report:
             # nothing to add to (e.g. a raw tail of other periods): the order of additions is kept
             self._pending.append((starts, rows))
             return
-        tallies = self.tallies
-        for start, row in zip(starts, rows):
-            t = _bucket_tally(row)
-            k = (start, row[1])
-            have = tallies.get(k)
-            if have is None:
-                tallies[k] = t
-            else:
-                have.add(t)
+        _add_bucket_rows(self.tallies, starts, rows)
 
     def rows(self) -> list[dict[str, Any]]:
         """Report rows ordered by bucket then key: ``start_ts``, ``start``
@@ -568,6 +549,20 @@ _SCALAR_FIELDS = tuple(f.name for f in fields(Tally) if f.name != "state_s")
 BUCKET_FIELDS = tuple(f for f in _SCALAR_FIELDS if f not in ("callbacks_requested", "callbacks_completed"))
 """The :class:`Tally` quantities of a sealed bucket row, in order (callbacks are not in buckets)."""
 assert _SCALAR_FIELDS == (*BUCKET_FIELDS, "callbacks_requested", "callbacks_completed")
+
+
+def _add_into(tallies: dict[Key, Tally], k: Key, t: Tally) -> None:
+    """``t`` becomes the tally of ``k``, or is added to the one there (``have.add(t)``)."""
+    have = tallies.get(k)
+    if have is None:
+        tallies[k] = t
+    else:
+        have.add(t)
+
+
+def _add_bucket_rows(tallies: dict[Key, Tally], starts: list[float], rows: list[tuple[Any, ...]]) -> None:
+    for start, row in zip(starts, rows):
+        _add_into(tallies, (start, row[1]), _bucket_tally(row))
 
 
 def _bucket_tally(row: tuple[Any, ...]) -> Tally:
